@@ -1,0 +1,307 @@
+"""The TOML configuration: where it is found, its keys, their defaults and their checks.
+
+Every key is optional (../shared/contract.md). An unknown section or key, or a value of the
+wrong kind, is a ConfigError with one line naming the file and the key: the proxy refuses to
+start rather than run with a setting the operator did not mean.
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field
+
+DEFAULT_PATHS = ("/etc/kampx/kampx.toml",)
+DATA_DIR = "kampx-data"
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded as the one line an operator reads."""
+
+
+@dataclass(frozen=True)
+class ListenAddr:
+    proto: str
+    host: str
+    port: int
+
+    @property
+    def family(self) -> int:
+        import socket
+        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.proto}:{host}:{self.port}"
+
+
+def parse_listen(text: str) -> ListenAddr:
+    """'udp:IP:PORT' (IPv6 as udp:[::1]:5060). Only literal IPs: kampx never resolves a name
+    to decide where to listen."""
+    proto, sep, rest = text.partition(":")
+    if not sep or proto.lower() != "udp":
+        raise ValueError(f"'{text}' is not udp:IP:PORT")
+    if rest.startswith("["):
+        host, sep, port = rest[1:].partition("]:")
+    else:
+        host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"'{text}' is not udp:IP:PORT")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"'{text}': '{host}' is not an IP address") from None
+    return ListenAddr("udp", host, int(port))
+
+
+def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
+    """'IP:PORT', 'IP', '[v6]:PORT' -> (host, port)."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, ""
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"'{text}': bad port")
+    if not host:
+        raise ValueError(f"'{text}': no host")
+    return host, int(port) if port else default_port
+
+
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    listen: tuple = ("udp:127.0.0.1:5060",)
+    children: int = field(default_factory=_cpu_count)
+    log_level: str = "info"
+    # bound on how long SIGTERM waits for in-flight transactions (the contract: exit < 5 s)
+    shutdown_timeout_s: float = 3.0
+
+    def listen_addrs(self) -> list[ListenAddr]:
+        return [parse_listen(x) for x in self.listen]
+
+
+@dataclass(frozen=True)
+class DbConfig:
+    # Kamailio's form: the path follows "sqlite://", so sqlite:///var/lib/x.db is absolute
+    # and sqlite://kampx-data/kampx.db is relative to the current directory.
+    url: str = f"sqlite://{DATA_DIR}/kampx.db"
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    realm: str = "kampx.test"
+    algorithms: tuple = ("MD5",)
+    nonce_expires_s: int = 300
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    scanner_user_agents: tuple = ("friendly-scanner", "sipcli", "VaxSIPUserAgent")
+    pike_enabled: bool = True
+    pike_window_s: int = 2
+    pike_max: int = 400
+    pike_ban_s: int = 60
+    auth_ban_failures: int = 10
+    auth_ban_window_s: int = 60
+    auth_ban_s: int = 600
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    script: str = "builtin:kamailio101"
+    carrier_group: int = 200
+    carrier: str = "sip:127.0.0.3:5060"
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen: str = "127.0.0.1:9090"
+    instance: str = ""  # when set, every sample carries instance="..."
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    socket: str = f"{DATA_DIR}/kampx.sock"
+
+
+@dataclass(frozen=True)
+class TmConfig:
+    """RFC 3261 timers; fr_timer / fr_inv_timer as Kamailio's tm names them."""
+    t1_ms: int = 500
+    t2_ms: int = 4000
+    t4_ms: int = 5000
+    fr_timer_ms: int = 30000
+    fr_inv_timer_ms: int = 120000
+    max_transactions: int = 200000
+
+
+@dataclass(frozen=True)
+class RegistrarConfig:
+    default_expires: int = 3600
+    min_expires: int = 60
+    max_expires: int = 3600
+    max_contacts: int = 0  # 0 = unlimited; else the oldest binding of the AOR is replaced
+
+
+@dataclass(frozen=True)
+class UsrlocConfig:
+    capacity: int = 100000  # bindings; the table is sized once, at start
+
+
+@dataclass(frozen=True)
+class Config:
+    core: CoreConfig = field(default_factory=CoreConfig)
+    db: DbConfig = field(default_factory=DbConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+    tm: TmConfig = field(default_factory=TmConfig)
+    registrar: RegistrarConfig = field(default_factory=RegistrarConfig)
+    usrloc: UsrlocConfig = field(default_factory=UsrlocConfig)
+    path: str | None = None  # the file it came from; None = embedded default
+
+    @property
+    def base_dir(self) -> str:
+        """Relative paths in a config file are relative to the current directory, as the
+        embedded default's ./kampx-data/ is."""
+        return os.getcwd()
+
+    def db_path(self) -> str:
+        """The SQLite file of [db] url: sqlite:///abs/path, sqlite:////abs/path (SQLAlchemy's
+        spelling) or sqlite://relative/path."""
+        url = self.db.url
+        if not url.startswith("sqlite://") or len(url) == len("sqlite://"):
+            raise ConfigError(f"bad value for [db] url: unsupported database '{url}' (sqlite:///PATH)")
+        path = url[len("sqlite://"):]
+        if path.startswith("//"):
+            path = "/" + path.lstrip("/")
+        return path if os.path.isabs(path) else os.path.join(self.base_dir, path)
+
+
+# -- validation --------------------------------------------------------------------------
+
+def _check_value(section: str, key: str, default, value):
+    where = f"[{section}] {key}"
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"bad value for {where}: expected true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"bad value for {where}: expected a non-negative integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"bad value for {where}: expected a non-negative number, got {value!r}")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"bad value for {where}: expected a string, got {value!r}")
+        return value
+    if isinstance(default, tuple):
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"bad value for {where}: expected a list of strings, got {value!r}")
+        return tuple(value)
+    raise AssertionError(where)  # pragma: no cover
+
+
+def _semantic_checks(cfg: Config) -> None:
+    try:
+        addrs = cfg.core.listen_addrs()
+    except ValueError as e:
+        raise ConfigError(f"bad value for [core] listen: {e}") from None
+    if not addrs:
+        raise ConfigError("bad value for [core] listen: at least one address is needed")
+    if cfg.core.children < 1:
+        raise ConfigError("bad value for [core] children: must be at least 1")
+    if cfg.core.children * len(addrs) > 200:
+        raise ConfigError("bad value for [core] children: at most 200 workers in all")
+    if cfg.core.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
+        raise ConfigError(f"bad value for [core] log_level: '{cfg.core.log_level}'")
+    for alg in cfg.auth.algorithms:
+        if alg.upper() not in ("MD5", "SHA-256"):
+            raise ConfigError(f"bad value for [auth] algorithms: '{alg}' (MD5, SHA-256)")
+    if not cfg.auth.algorithms:
+        raise ConfigError("bad value for [auth] algorithms: at least one algorithm is needed")
+    if not cfg.routing.carrier.lower().startswith(("sip:", "sips:")):
+        raise ConfigError(f"bad value for [routing] carrier: '{cfg.routing.carrier}' is not a sip: URI")
+    try:
+        parse_hostport(cfg.metrics.listen, 9090)
+    except ValueError as e:
+        raise ConfigError(f"bad value for [metrics] listen: {e}") from None
+    r = cfg.registrar
+    if r.min_expires and r.max_expires and r.min_expires > r.max_expires:
+        raise ConfigError("bad value for [registrar] min_expires: larger than max_expires")
+    if cfg.usrloc.capacity < 1:
+        raise ConfigError("bad value for [usrloc] capacity: must be at least 1")
+    if cfg.tm.t1_ms < 1 or cfg.tm.t2_ms < cfg.tm.t1_ms:
+        raise ConfigError("bad value for [tm] t1_ms/t2_ms: need 0 < t1 <= t2")
+    cfg.db_path()
+
+
+def from_dict(data: dict, path: str | None = None) -> Config:
+    sections = {}
+    for f in dataclasses.fields(Config):
+        if f.name == "path":
+            continue
+        sections[f.name] = f.default_factory()
+    for name, table in data.items():
+        if name not in sections:
+            raise ConfigError(f"{path or 'config'}: unknown section [{name}]")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path or 'config'}: [{name}] must be a table")
+        current = sections[name]
+        known = {f.name: getattr(current, f.name) for f in dataclasses.fields(current)}
+        changes = {}
+        for key, value in table.items():
+            if key not in known:
+                raise ConfigError(f"{path or 'config'}: unknown key '{key}' in [{name}]")
+            changes[key] = _check_value(name, key, known[key], value)
+        sections[name] = dataclasses.replace(current, **changes)
+    cfg = Config(**sections, path=path)
+    _semantic_checks(cfg)
+    return cfg
+
+
+def find_config_path(explicit: str | None) -> str | None:
+    """FILE, else $KAMPX_CONFIG, else /etc/kampx/kampx.toml when it exists, else None
+    (the embedded default)."""
+    if explicit:
+        return explicit
+    env = os.environ.get("KAMPX_CONFIG")
+    if env:
+        return env
+    for p in DEFAULT_PATHS:
+        if os.path.exists(p):
+            return p
+    return None
+
+
+def load(explicit: str | None = None) -> Config:
+    path = find_config_path(explicit)
+    if path is None:
+        return from_dict({})
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path}: not found") from None
+    except PermissionError:
+        raise ConfigError(f"config file {path}: permission denied") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path}: {e}") from None
+    return from_dict(data, os.path.abspath(path))

@@ -1,0 +1,12 @@
+# The compiled core. Everything else is declared in pyproject.toml.
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+INCLUDE = ["kampx/include"]
+
+EXTENSIONS = [
+    Extension("kampx._cparse", ["kampx/_cparse.pyx"]),
+]
+
+setup(ext_modules=cythonize(EXTENSIONS, language_level=3,
+                            compiler_directives={"boundscheck": False, "wraparound": False}))
