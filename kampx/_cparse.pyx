@@ -1,0 +1,1879 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The SIP parser: one pass over a datagram, offsets only.
+
+`parse(data)` frames a UDP datagram as one SIP message (RFC 3261 7, 18.3), records the start
+line and every header as offsets into the original buffer (a C array, no Python object per
+header) and validates, in C, the parts a proxy relies on before it routes: the start line and
+the Request-URI, every Via, From, To, Contact, CSeq and Content-Length. Values become Python
+objects only when asked for. Bad input raises SipParseError, whose `reason` is suitable for
+a 400 reply.
+
+Edits are recorded as "lumps" (Kamailio's word): (start, end, replacement) over the original
+buffer, applied once by serialize(). An unedited message goes out as its original bytes.
+"""
+
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.string cimport memcpy, memchr
+from libc.stdint cimport int32_t, int16_t, uint64_t
+
+# -- limits -------------------------------------------------------------------------------
+DEF MAX_MESSAGE = 65535        # a UDP datagram
+DEF MAX_HEADERS = 1024         # header lines; more is not a message a proxy should carry
+DEF INITIAL_HEADERS = 32
+
+# -- header ids ---------------------------------------------------------------------------
+# Known headers get an id so that lookups and the proxy's own checks never compare names.
+cdef enum:
+    H_OTHER = 0
+    H_VIA
+    H_FROM
+    H_TO
+    H_CALL_ID
+    H_CSEQ
+    H_CONTACT
+    H_MAX_FORWARDS
+    H_ROUTE
+    H_RECORD_ROUTE
+    H_CONTENT_LENGTH
+    H_CONTENT_TYPE
+    H_EXPIRES
+    H_AUTHORIZATION
+    H_PROXY_AUTHORIZATION
+    H_WWW_AUTHENTICATE
+    H_PROXY_AUTHENTICATE
+    H_USER_AGENT
+    H_SERVER
+    H_SUPPORTED
+    H_REQUIRE
+    H_PROXY_REQUIRE
+    H_UNSUPPORTED
+    H_PATH
+    H_EVENT
+    H_SUBJECT
+    H_ALLOW
+    H_ALLOW_EVENTS
+    H_CONTENT_ENCODING
+    H_REFER_TO
+    H_REFERRED_BY
+    H_SESSION_EXPIRES
+    H_ACCEPT
+    H_ACCEPT_CONTACT
+    H_REJECT_CONTACT
+    H_REQUEST_DISPOSITION
+    H_IDENTITY
+    H_IDENTITY_INFO
+    H_MIN_EXPIRES
+    H_DATE
+    H_REASON
+    H_COUNT
+
+# canonical names by id (index = id); used to write headers and to look names up
+CANONICAL = (
+    None, "Via", "From", "To", "Call-ID", "CSeq", "Contact", "Max-Forwards", "Route",
+    "Record-Route", "Content-Length", "Content-Type", "Expires", "Authorization",
+    "Proxy-Authorization", "WWW-Authenticate", "Proxy-Authenticate", "User-Agent", "Server",
+    "Supported", "Require", "Proxy-Require", "Unsupported", "Path", "Event", "Subject", "Allow",
+    "Allow-Events", "Content-Encoding", "Refer-To", "Referred-By", "Session-Expires", "Accept",
+    "Accept-Contact", "Reject-Contact", "Request-Disposition", "Identity", "Identity-Info",
+    "Min-Expires", "Date", "Reason",
+)
+
+# RFC 3261 7.3.3 and later RFCs' compact forms
+COMPACT = {
+    "v": H_VIA, "f": H_FROM, "t": H_TO, "i": H_CALL_ID, "m": H_CONTACT, "l": H_CONTENT_LENGTH,
+    "c": H_CONTENT_TYPE, "k": H_SUPPORTED, "s": H_SUBJECT, "e": H_CONTENT_ENCODING,
+    "o": H_EVENT, "r": H_REFER_TO, "u": H_ALLOW_EVENTS, "x": H_SESSION_EXPIRES,
+    "y": H_IDENTITY, "b": H_REFERRED_BY, "a": H_ACCEPT_CONTACT, "j": H_REJECT_CONTACT,
+    "d": H_REQUEST_DISPOSITION, "n": H_IDENTITY_INFO,
+}
+
+cdef dict _NAME_TO_ID = {}
+for _i in range(1, H_COUNT):
+    _NAME_TO_ID[CANONICAL[_i].lower()] = _i
+for _k, _v in COMPACT.items():
+    _NAME_TO_ID[_k] = _v
+
+# headers whose value is a comma-separated list (RFC 3261 7.3.1)
+cdef set _LIST_HEADERS = {H_VIA, H_CONTACT, H_ROUTE, H_RECORD_ROUTE, H_PATH, H_SUPPORTED,
+                          H_REQUIRE, H_PROXY_REQUIRE, H_UNSUPPORTED, H_ALLOW, H_ALLOW_EVENTS,
+                          H_ACCEPT, H_CONTENT_ENCODING}
+
+# -- methods ------------------------------------------------------------------------------
+cdef enum:
+    M_OTHER = 0
+    M_INVITE
+    M_ACK
+    M_BYE
+    M_CANCEL
+    M_REGISTER
+    M_OPTIONS
+    M_INFO
+    M_UPDATE
+    M_PRACK
+    M_SUBSCRIBE
+    M_NOTIFY
+    M_MESSAGE
+    M_REFER
+    M_PUBLISH
+
+METHOD_NAMES = ("OTHER", "INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "INFO",
+                "UPDATE", "PRACK", "SUBSCRIBE", "NOTIFY", "MESSAGE", "REFER", "PUBLISH")
+cdef dict _METHOD_IDS = {m: i for i, m in enumerate(METHOD_NAMES) if i}
+METHOD_IDS = dict(_METHOD_IDS)
+
+
+class SipParseError(ValueError):
+    """The datagram is not a SIP message a proxy can act on. `reason` is the text for the
+    400 reply's reason phrase (or the log line when the message is dropped)."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
+# -- character classes ----------------------------------------------------------------------
+cdef unsigned char TOKEN[256]
+cdef unsigned char HOSTCH[256]
+cdef unsigned char URICH[256]
+cdef unsigned char LOWER[256]
+
+cdef void _init_tables():
+    cdef int c
+    for c in range(256):
+        TOKEN[c] = 0
+        HOSTCH[c] = 0
+        URICH[c] = 0
+        LOWER[c] = c + 32 if 65 <= c <= 90 else c
+    for c in range(256):
+        if (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122):
+            TOKEN[c] = 1
+            HOSTCH[c] = 1
+            URICH[c] = 1
+    for c in b"-.!%*_+`'~":
+        TOKEN[c] = 1
+    for c in b"-._":
+        HOSTCH[c] = 1
+    # everything printable except separators that end a URI in a header: SP < > " and controls
+    for c in range(33, 127):
+        if c not in b'<>"':
+            URICH[c] = 1
+    for c in range(128, 256):
+        URICH[c] = 1
+
+_init_tables()
+
+cdef inline bint is_ws(unsigned char c) noexcept nogil:
+    return c == 32 or c == 9
+
+cdef inline bint is_digit(unsigned char c) noexcept nogil:
+    return 48 <= c <= 57
+
+
+cdef inline str _str(const unsigned char *p, Py_ssize_t a, Py_ssize_t b):
+    """Bytes [a, b) of the buffer as str: UTF-8, with undecodable bytes kept (surrogateescape)
+    so that a value written back is byte-identical."""
+    return PyUnicode_DecodeUTF8(<const char *>p + a, b - a, "surrogateescape")
+
+
+cdef inline Py_ssize_t skip_lws(const unsigned char *p, Py_ssize_t i, Py_ssize_t e) noexcept nogil:
+    """Skip SP/HT and line folding (CRLF or LF followed by SP/HT) inside a header value."""
+    while i < e:
+        if p[i] == 32 or p[i] == 9:
+            i += 1
+        elif p[i] == 13 and i + 2 < e and p[i + 1] == 10 and is_ws(p[i + 2]):
+            i += 3
+        elif p[i] == 10 and i + 1 < e and is_ws(p[i + 1]):
+            i += 2
+        else:
+            break
+    return i
+
+
+cdef inline Py_ssize_t scan_token(const unsigned char *p, Py_ssize_t i, Py_ssize_t e) noexcept nogil:
+    while i < e and TOKEN[p[i]]:
+        i += 1
+    return i
+
+
+cdef Py_ssize_t scan_quoted(const unsigned char *p, Py_ssize_t i, Py_ssize_t e) noexcept nogil:
+    """p[i] is '"'; returns the index after the closing quote, or -1 if unterminated.
+    quoted-pair (backslash + any octet but CR/LF) is honoured (RFC 3261 25.1)."""
+    i += 1
+    while i < e:
+        if p[i] == 34:
+            return i + 1
+        if p[i] == 92:
+            if i + 1 >= e or p[i + 1] == 13 or p[i + 1] == 10:
+                return -1
+            i += 2
+            continue
+        if p[i] == 13 or p[i] == 10:
+            # folding inside a quoted string is LWS
+            if p[i] == 13 and i + 2 < e and p[i + 1] == 10 and is_ws(p[i + 2]):
+                i += 3
+                continue
+            if p[i] == 10 and i + 1 < e and is_ws(p[i + 1]):
+                i += 2
+                continue
+            return -1
+        i += 1
+    return -1
+
+
+cdef Py_ssize_t scan_param_value(const unsigned char *p, Py_ssize_t i, Py_ssize_t e) noexcept nogil:
+    """gen-value = token / host / quoted-string (RFC 3261 25.1). Hosts include IPv6
+    references with or without brackets (RFC 5118 4.5). Returns end index or -1."""
+    cdef Py_ssize_t s = i
+    if i < e and p[i] == 34:
+        return scan_quoted(p, i, e)
+    while i < e and (TOKEN[p[i]] or p[i] == 58 or p[i] == 91 or p[i] == 93):
+        i += 1
+    if i == s:
+        return -1
+    return i
+
+
+# -- URIs -----------------------------------------------------------------------------------
+
+cdef struct UriPos:
+    Py_ssize_t scheme_s, scheme_e
+    Py_ssize_t user_s, user_e        # -1 when no userinfo
+    Py_ssize_t pass_s, pass_e        # -1 when no password
+    Py_ssize_t host_s, host_e        # IPv6 including brackets
+    int port                          # 0 when absent
+    Py_ssize_t params_s, params_e     # after the first ';' (exclusive of it); s == e when none
+    Py_ssize_t headers_s, headers_e   # after '?'
+    int kind                          # 1 sip, 2 sips, 3 tel, 0 other absoluteURI
+
+
+cdef int check_host(const unsigned char *p, Py_ssize_t s, Py_ssize_t e) noexcept nogil:
+    """hostname / IPv4 / [IPv6] (RFC 3261 25.1; RFC 5118 tolerances). 0 ok, -1 bad."""
+    cdef Py_ssize_t i
+    if s >= e:
+        return -1
+    if p[s] == 91:
+        if p[e - 1] != 93 or e - s < 4:
+            return -1
+        for i in range(s + 1, e - 1):
+            if not (is_digit(p[i]) or (97 <= LOWER[p[i]] <= 102) or p[i] == 58 or p[i] == 46):
+                return -1
+        return 0
+    for i in range(s, e):
+        if not HOSTCH[p[i]]:
+            return -1
+    return 0
+
+
+cdef int parse_uri_at(const unsigned char *p, Py_ssize_t s, Py_ssize_t e, UriPos *u) noexcept nogil:
+    """Parse the URI occupying exactly [s, e). Returns 0 or -1.
+
+    sip/sips (RFC 3261 19.1.1): the userinfo runs to the first '@' (users may contain ';',
+    '?', '/' and ',' unescaped, RFC 4475 3.1.1.2 and 3.1.1.9); host is a name, IPv4 or a
+    bracketed IPv6 reference; then ;params and ?headers. tel (RFC 3966) keeps its number in
+    user. Any other scheme is an opaque absoluteURI (RFC 4475 3.3.2-3.3.4)."""
+    cdef Py_ssize_t i = s, at, j, hs, he
+    cdef int port
+    u.user_s = u.user_e = u.pass_s = u.pass_e = -1
+    u.port = 0
+    u.kind = 0
+    u.headers_s = u.headers_e = e
+    # scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
+    if i >= e or not (97 <= LOWER[p[i]] <= 122):
+        return -1
+    while i < e and (97 <= LOWER[p[i]] <= 122 or is_digit(p[i]) or p[i] == 43 or p[i] == 45
+                     or p[i] == 46):
+        i += 1
+    if i >= e or p[i] != 58:
+        return -1
+    u.scheme_s = s
+    u.scheme_e = i
+    i += 1
+    for j in range(i, e):
+        if not URICH[p[j]]:
+            return -1
+    if i - s == 4 and LOWER[p[s]] == 115 and LOWER[p[s + 1]] == 105 and LOWER[p[s + 2]] == 112:
+        u.kind = 1
+    elif i - s == 5 and LOWER[p[s]] == 115 and LOWER[p[s + 1]] == 105 and LOWER[p[s + 2]] == 112 \
+            and LOWER[p[s + 3]] == 115:
+        u.kind = 2
+    elif i - s == 4 and LOWER[p[s]] == 116 and LOWER[p[s + 1]] == 101 and LOWER[p[s + 2]] == 108:
+        u.kind = 3
+    if u.kind == 0:
+        # opaque: host = the rest, nothing else to check
+        if i >= e:
+            return -1
+        u.host_s = i
+        u.host_e = e
+        u.params_s = u.params_e = e
+        return 0
+    if u.kind == 3:
+        # tel:number;params
+        j = i
+        while j < e and p[j] != 59:
+            j += 1
+        if j == i:
+            return -1
+        u.user_s = i
+        u.user_e = j
+        u.host_s = u.host_e = j
+        u.params_s = j + 1 if j < e else e
+        u.params_e = e
+        return 0
+    # sip / sips: userinfo up to the first '@' if there is one
+    at = -1
+    for j in range(i, e):
+        if p[j] == 64:
+            at = j
+            break
+    if at >= 0:
+        u.user_s = i
+        u.user_e = at
+        for j in range(i, at):
+            if p[j] == 58:
+                u.user_e = j
+                u.pass_s = j + 1
+                u.pass_e = at
+                break
+        i = at + 1
+    # host
+    hs = i
+    if i < e and p[i] == 91:
+        while i < e and p[i] != 93:
+            i += 1
+        if i >= e:
+            return -1
+        i += 1
+    else:
+        while i < e and HOSTCH[p[i]]:
+            i += 1
+    he = i
+    if check_host(p, hs, he) < 0:
+        return -1
+    u.host_s = hs
+    u.host_e = he
+    if i < e and p[i] == 58:
+        i += 1
+        port = 0
+        j = i
+        while i < e and is_digit(p[i]):
+            port = port * 10 + (p[i] - 48)
+            if port > 65535:
+                return -1
+            i += 1
+        if i == j or port == 0:
+            return -1
+        u.port = port
+    u.params_s = u.params_e = i
+    if i < e and p[i] == 59:
+        u.params_s = i + 1
+        while i < e and p[i] != 63:
+            i += 1
+        u.params_e = i
+    if i < e and p[i] == 63:
+        u.headers_s = i + 1
+        u.headers_e = e
+        i = e
+    if i != e:
+        return -1
+    return 0
+
+
+cdef class URI:
+    """A parsed URI (RFC 3261 19.1 for sip/sips, RFC 3966 for tel, opaque otherwise).
+
+    `user` and `host` are as written (escapes kept); `port` is 0 when absent; `params` maps
+    lower-cased names to values (None for a flag parameter)."""
+    cdef readonly str raw, scheme, host, headers
+    cdef readonly object user, password
+    cdef readonly int port
+    cdef readonly str params_raw
+    cdef dict _params
+
+    def __init__(self, uri):
+        cdef bytes b = uri.encode("utf-8", "surrogateescape") if isinstance(uri, str) else bytes(uri)
+        cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(b)
+        cdef UriPos u
+        if parse_uri_at(p, 0, PyBytes_GET_SIZE(b), &u) < 0:
+            raise SipParseError("Bad URI")
+        self._fill(p, &u)
+
+    cdef _fill(self, const unsigned char *p, UriPos *u):
+        self.raw = _str(p, u.scheme_s, u.headers_e)
+        self.scheme = _str(p, u.scheme_s, u.scheme_e).lower()
+        self.user = _str(p, u.user_s, u.user_e) if u.user_s >= 0 else None
+        self.password = _str(p, u.pass_s, u.pass_e) if u.pass_s >= 0 else None
+        self.host = _str(p, u.host_s, u.host_e)
+        self.port = u.port
+        self.params_raw = _str(p, u.params_s, u.params_e)
+        self.headers = _str(p, u.headers_s, u.headers_e)
+        self._params = None
+
+    @property
+    def params(self):
+        """URI parameters (RFC 3261 19.1.1): {lower-cased name: value or None}."""
+        if self._params is None:
+            self._params = _split_params(self.params_raw)
+        return self._params
+
+    @property
+    def user_unescaped(self):
+        """The user part with %HH escapes decoded (RFC 3261 19.1.4 comparison form)."""
+        return unescape(self.user) if self.user is not None else None
+
+    @property
+    def hostport(self):
+        return f"{self.host}:{self.port}" if self.port else self.host
+
+    def __repr__(self):
+        return f"URI({self.raw!r})"
+
+    def __str__(self):
+        return self.raw
+
+
+cdef dict _split_params(str text):
+    cdef dict out = {}
+    if not text:
+        return out
+    for part in text.split(";"):
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        out[name.strip().lower()] = value.strip() if sep else None
+    return out
+
+
+def unescape(str text):
+    """Decode %HH escapes (RFC 3261 19.1.2); a '%' not followed by two hex digits stays."""
+    if "%" not in text:
+        return text
+    cdef bytes raw = text.encode("utf-8", "surrogateescape")
+    cdef bytearray out = bytearray()
+    cdef Py_ssize_t i = 0, n = len(raw)
+    while i < n:
+        c = raw[i]
+        if c == 37 and _is_hex(raw, i + 1) and _is_hex(raw, i + 2):
+            out.append(int(raw[i + 1:i + 3], 16))
+            i += 3
+            continue
+        out.append(c)
+        i += 1
+    return bytes(out).decode("utf-8", "surrogateescape")
+
+
+cdef inline bint _is_hex(bytes raw, Py_ssize_t k):
+    if k >= len(raw):
+        return False
+    c = raw[k]
+    return 48 <= c <= 57 or 65 <= c <= 70 or 97 <= c <= 102
+
+
+def parse_uri(uri):
+    """Parse a URI (str or bytes) into a URI object; SipParseError when it is not one."""
+    return URI(uri)
+
+
+# -- name-addr / addr-spec (From, To, Contact, Route, Record-Route, Path) ---------------------
+
+cdef struct AddrPos:
+    Py_ssize_t s, e                 # the whole value
+    Py_ssize_t disp_s, disp_e       # display name (quotes kept), s == e when none
+    Py_ssize_t uri_s, uri_e
+    Py_ssize_t params_s, params_e   # header params after the URI (after the first ';')
+    Py_ssize_t tag_s, tag_e         # -1 when no tag
+    bint brackets
+
+
+cdef Py_ssize_t parse_params(const unsigned char *p, Py_ssize_t i, Py_ssize_t e,
+                             Py_ssize_t *tag_s, Py_ssize_t *tag_e) noexcept nogil:
+    """*( SEMI generic-param ), stopping at ',' or e. Returns the end index or -1.
+    Records a tag= parameter when tag_s is not NULL."""
+    cdef Py_ssize_t ns, ne, vs, ve
+    while True:
+        i = skip_lws(p, i, e)
+        if i >= e or p[i] == 44:
+            return i
+        if p[i] != 59:
+            return -1
+        i = skip_lws(p, i + 1, e)
+        ns = i
+        i = scan_token(p, i, e)
+        ne = i
+        if ns == ne:
+            return -1
+        i = skip_lws(p, i, e)
+        if i < e and p[i] == 61:
+            i = skip_lws(p, i + 1, e)
+            vs = i
+            ve = scan_param_value(p, i, e)
+            if ve < 0:
+                return -1
+            i = ve
+            if tag_s != NULL and ne - ns == 3 and LOWER[p[ns]] == 116 and LOWER[p[ns + 1]] == 97 \
+                    and LOWER[p[ns + 2]] == 103:
+                tag_s[0] = vs
+                tag_e[0] = ve
+
+
+cdef Py_ssize_t parse_addr(const unsigned char *p, Py_ssize_t i, Py_ssize_t e, AddrPos *a) noexcept nogil:
+    """One name-addr or addr-spec with its header params (RFC 3261 20.10, 20.20, 20.39).
+    Returns the index of the ',' that ends it (or e), -1 on error."""
+    cdef Py_ssize_t j, k, last_tok_e
+    i = skip_lws(p, i, e)
+    a.s = i
+    a.disp_s = a.disp_e = i
+    a.tag_s = a.tag_e = -1
+    a.brackets = False
+    if i >= e:
+        return -1
+    if p[i] == 34:
+        j = scan_quoted(p, i, e)
+        if j < 0:
+            return -1
+        a.disp_e = j
+        i = skip_lws(p, j, e)
+        if i >= e or p[i] != 60:
+            return -1
+    elif p[i] != 60:
+        # either *(token LWS) '<' (a display name) or an addr-spec
+        j = i
+        last_tok_e = i
+        while j < e and (TOKEN[p[j]] or is_ws(p[j]) or p[j] == 13 or p[j] == 10):
+            if TOKEN[p[j]]:
+                last_tok_e = j + 1
+            j += 1
+        if j < e and p[j] == 60 and j > i:
+            a.disp_e = last_tok_e
+            i = j
+    if p[i] == 60:
+        a.brackets = True
+        j = i + 1
+        while j < e and p[j] != 62:
+            j += 1
+        if j >= e:
+            return -1
+        a.uri_s = i + 1
+        a.uri_e = j
+        i = j + 1
+    else:
+        # addr-spec: the URI ends at ';', ',' or whitespace (its ;params are header params)
+        j = i
+        while j < e and p[j] != 59 and p[j] != 44 and not is_ws(p[j]) and p[j] != 13 and p[j] != 10:
+            j += 1
+        a.uri_s = i
+        a.uri_e = j
+        i = j
+    if a.uri_e <= a.uri_s:
+        return -1
+    a.params_s = i
+    k = parse_params(p, i, e, &a.tag_s, &a.tag_e)
+    if k < 0:
+        return -1
+    a.params_e = k
+    j = k
+    while j > a.s and (is_ws(p[j - 1]) or p[j - 1] == 13 or p[j - 1] == 10):
+        j -= 1
+    a.e = j
+    return k
+
+
+cdef int check_addr_uri(const unsigned char *p, AddrPos *a) noexcept nogil:
+    cdef UriPos u
+    return parse_uri_at(p, a.uri_s, a.uri_e, &u)
+
+
+cdef class NameAddr:
+    """From/To/Contact/Route/Record-Route/Path value (RFC 3261 20.10, 20.20, 20.39):
+    `display` (quotes kept), `uri` (text between <> or the addr-spec), header `params`
+    ({lower-cased name: value or None}), `tag`, `raw` (the whole value)."""
+    cdef readonly str raw, display, uri, params_raw
+    cdef readonly object tag
+    cdef readonly bint brackets
+    cdef dict _params
+    cdef URI _uri
+
+    @staticmethod
+    cdef NameAddr from_pos(const unsigned char *p, AddrPos *a):
+        cdef NameAddr n = NameAddr.__new__(NameAddr)
+        n.raw = _str(p, a.s, a.e)
+        n.display = _str(p, a.disp_s, a.disp_e)
+        n.uri = _str(p, a.uri_s, a.uri_e)
+        n.params_raw = _str(p, a.params_s, a.params_e).strip()
+        n.tag = _str(p, a.tag_s, a.tag_e) if a.tag_s >= 0 else None
+        n.brackets = a.brackets
+        return n
+
+    @property
+    def params(self):
+        if self._params is None:
+            self._params = _split_params(_collapse(self.params_raw))
+        return self._params
+
+    @property
+    def parsed_uri(self):
+        """The URI parsed (URI object)."""
+        if self._uri is None:
+            self._uri = URI(self.uri)
+        return self._uri
+
+    @property
+    def expires(self):
+        """The `expires` header parameter as int, None when absent (RFC 3261 20.10)."""
+        v = self.params.get("expires")
+        if v is None:
+            return None
+        return int(v) if v.isdigit() else -1
+
+    @property
+    def q(self):
+        v = self.params.get("q")
+        return None if v is None else v
+
+    def __repr__(self):
+        return f"NameAddr({self.raw!r})"
+
+
+cdef str _collapse(str text):
+    """Header value with folding and runs of whitespace reduced to single spaces."""
+    if "\n" not in text and "\r" not in text and "\t" not in text:
+        return text
+    return " ".join(text.replace("\r", " ").replace("\n", " ").split())
+
+
+def parse_name_addr(value):
+    """Parse one name-addr / addr-spec value (str or bytes) -> NameAddr."""
+    cdef bytes b = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else bytes(value)
+    cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(b)
+    cdef AddrPos a
+    cdef Py_ssize_t k = parse_addr(p, 0, len(b), &a)
+    if k < 0 or k != len(b) or check_addr_uri(p, &a) < 0:
+        raise SipParseError("Bad name-addr")
+    return NameAddr.from_pos(p, &a)
+
+
+# -- Via ----------------------------------------------------------------------------------
+
+cdef struct ViaPos:
+    Py_ssize_t s, e                  # whole via-parm
+    Py_ssize_t ver_s, ver_e          # protocol version ("2.0")
+    Py_ssize_t tr_s, tr_e            # transport
+    Py_ssize_t host_s, host_e
+    int port
+    Py_ssize_t params_s, params_e
+    Py_ssize_t branch_s, branch_e    # -1 when absent
+    Py_ssize_t received_s, received_e
+    Py_ssize_t rport_s, rport_e      # rport_s -1 absent; rport_s == rport_e: flag without value
+    Py_ssize_t maddr_s, maddr_e
+    int has_rport
+
+
+cdef inline bint name_is(const unsigned char *p, Py_ssize_t s, Py_ssize_t e, const char *lit, int n) noexcept nogil:
+    cdef int k
+    if e - s != n:
+        return False
+    for k in range(n):
+        if LOWER[p[s + k]] != <unsigned char>lit[k]:
+            return False
+    return True
+
+
+cdef Py_ssize_t parse_via(const unsigned char *p, Py_ssize_t i, Py_ssize_t e, ViaPos *v) noexcept nogil:
+    """One via-parm (RFC 3261 20.42): sent-protocol LWS sent-by *( SEMI via-params ).
+    LWS is allowed around the '/' of sent-protocol (RFC 4475 3.1.1.1). Returns the index of
+    the ',' that ends it (or e), -1 on error."""
+    cdef Py_ssize_t j, ns, ne, vs, ve, hs
+    cdef int port
+    i = skip_lws(p, i, e)
+    v.s = i
+    v.branch_s = v.branch_e = v.received_s = v.received_e = v.maddr_s = v.maddr_e = -1
+    v.rport_s = v.rport_e = -1
+    v.has_rport = 0
+    v.port = 0
+    # protocol-name
+    j = scan_token(p, i, e)
+    if j == i or not name_is(p, i, j, "sip", 3):
+        return -1
+    i = skip_lws(p, j, e)
+    if i >= e or p[i] != 47:
+        return -1
+    i = skip_lws(p, i + 1, e)
+    v.ver_s = i
+    i = scan_token(p, i, e)
+    v.ver_e = i
+    if v.ver_e == v.ver_s:
+        return -1
+    i = skip_lws(p, i, e)
+    if i >= e or p[i] != 47:
+        return -1
+    i = skip_lws(p, i + 1, e)
+    v.tr_s = i
+    i = scan_token(p, i, e)
+    v.tr_e = i
+    if v.tr_e == v.tr_s:
+        return -1
+    j = skip_lws(p, i, e)
+    if j == i:
+        return -1   # LWS is required between sent-protocol and sent-by
+    i = j
+    # sent-by = host [ COLON port ]
+    hs = i
+    if i < e and p[i] == 91:
+        while i < e and p[i] != 93:
+            i += 1
+        if i >= e:
+            return -1
+        i += 1
+    else:
+        while i < e and HOSTCH[p[i]]:
+            i += 1
+    if check_host(p, hs, i) < 0:
+        return -1
+    v.host_s = hs
+    v.host_e = i
+    i = skip_lws(p, i, e)
+    if i < e and p[i] == 58:
+        i = skip_lws(p, i + 1, e)
+        j = i
+        port = 0
+        while i < e and is_digit(p[i]):
+            port = port * 10 + (p[i] - 48)
+            if port > 65535:
+                return -1
+            i += 1
+        if i == j:
+            return -1
+        v.port = port
+    v.params_s = i
+    while True:
+        i = skip_lws(p, i, e)
+        if i >= e or p[i] == 44:
+            break
+        if p[i] != 59:
+            return -1
+        i = skip_lws(p, i + 1, e)
+        ns = i
+        i = scan_token(p, i, e)
+        ne = i
+        if ns == ne:
+            return -1
+        i = skip_lws(p, i, e)
+        vs = ve = -1
+        if i < e and p[i] == 61:
+            i = skip_lws(p, i + 1, e)
+            vs = i
+            ve = scan_param_value(p, i, e)
+            if ve < 0:
+                return -1
+            i = ve
+        if name_is(p, ns, ne, "branch", 6):
+            if vs < 0:
+                return -1
+            v.branch_s = vs
+            v.branch_e = ve
+        elif name_is(p, ns, ne, "received", 8):
+            if vs < 0:
+                return -1
+            v.received_s = vs
+            v.received_e = ve
+        elif name_is(p, ns, ne, "rport", 5):
+            v.has_rport = 1
+            if vs >= 0:
+                for j in range(vs, ve):
+                    if not is_digit(p[j]):
+                        return -1
+                v.rport_s = vs
+                v.rport_e = ve
+            else:
+                v.rport_s = v.rport_e = ne
+        elif name_is(p, ns, ne, "maddr", 5):
+            if vs < 0:
+                return -1
+            v.maddr_s = vs
+            v.maddr_e = ve
+    v.params_e = i
+    j = i
+    while j > v.s and (is_ws(p[j - 1]) or p[j - 1] == 13 or p[j - 1] == 10):
+        j -= 1
+    v.e = j
+    return i
+
+
+cdef class Via:
+    """One Via value (RFC 3261 20.42, 18.2.1; RFC 3581 rport): `protocol` "SIP/2.0",
+    `transport` upper-cased, `host`, `port` (0 when absent), `branch`, `received`, `rport`
+    (None absent, 0 present without value, else the number), `maddr`, `ttl`, `params`."""
+    cdef readonly str raw, version, transport, host, params_raw
+    cdef readonly int port
+    cdef readonly object branch, received, rport, maddr
+    cdef dict _params
+
+    @staticmethod
+    cdef Via from_pos(const unsigned char *p, ViaPos *v):
+        cdef Via x = Via.__new__(Via)
+        x.raw = _str(p, v.s, v.e)
+        x.version = _str(p, v.ver_s, v.ver_e)
+        x.transport = _str(p, v.tr_s, v.tr_e).upper()
+        x.host = _str(p, v.host_s, v.host_e)
+        x.port = v.port
+        x.params_raw = _str(p, v.params_s, v.params_e)
+        x.branch = _str(p, v.branch_s, v.branch_e) if v.branch_s >= 0 else None
+        x.received = _str(p, v.received_s, v.received_e) if v.received_s >= 0 else None
+        x.maddr = _str(p, v.maddr_s, v.maddr_e) if v.maddr_s >= 0 else None
+        if not v.has_rport:
+            x.rport = None
+        elif v.rport_s == v.rport_e:
+            x.rport = 0
+        else:
+            x.rport = int(_str(p, v.rport_s, v.rport_e))
+        return x
+
+    @property
+    def protocol(self):
+        return "SIP/" + self.version
+
+    @property
+    def sent_by(self):
+        return f"{self.host}:{self.port}" if self.port else self.host
+
+    @property
+    def params(self):
+        if self._params is None:
+            self._params = _split_params(_collapse(self.params_raw).replace(" ", ""))
+        return self._params
+
+    @property
+    def ttl(self):
+        v = self.params.get("ttl")
+        return int(v) if v is not None and v.isdigit() else None
+
+    def __repr__(self):
+        return f"Via({self.raw!r})"
+
+
+# -- the header table -----------------------------------------------------------------------
+
+cdef struct Hdr:
+    int32_t name_s, name_e
+    int32_t val_s, val_e      # trimmed value; may contain folding
+    int32_t line_s, line_e    # the whole header including its line end(s)
+    int16_t hid
+    int16_t folded
+
+
+cdef int header_id(const unsigned char *p, Py_ssize_t s, Py_ssize_t e):
+    cdef Py_ssize_t n = e - s
+    cdef char buf[24]
+    cdef Py_ssize_t k
+    if n <= 0 or n > 20:
+        return H_OTHER
+    for k in range(n):
+        buf[k] = LOWER[p[s + k]]
+    key = PyUnicode_DecodeUTF8(buf, n, "replace")
+    return _NAME_TO_ID.get(key, H_OTHER)
+
+
+cpdef int header_id_of(str name):
+    """The id of a header name (full or compact, any case); 0 for an unknown header."""
+    return _NAME_TO_ID.get(name.lower(), H_OTHER)
+
+
+cdef class CSeq:
+    """CSeq (RFC 3261 20.16): `number` (0..2**32-1) and `method`."""
+    cdef readonly object number
+    cdef readonly str method
+
+    def __init__(self, number, method):
+        self.number = number
+        self.method = method
+
+    def __repr__(self):
+        return f"CSeq({self.number}, {self.method!r})"
+
+    def __iter__(self):
+        return iter((self.number, self.method))
+
+
+cdef class Message:
+    """A parsed SIP message (RFC 3261 7). Header values come out as str (UTF-8, undecodable
+    bytes preserved). Edits are recorded and applied once by serialize()."""
+
+    # the datagram and its frame
+    cdef readonly bytes buf
+    cdef const unsigned char *p
+    cdef Py_ssize_t end            # end of the framed message (body end)
+    cdef Py_ssize_t hdr_s          # first header line
+    cdef Py_ssize_t body_s
+    # start line
+    cdef readonly bint is_request
+    cdef readonly int method_id
+    cdef Py_ssize_t m_s, m_e, ruri_s, ruri_e, ver_s, ver_e, reason_s, reason_e
+    cdef readonly int status
+    # headers
+    cdef Hdr *hdrs
+    cdef int nhdr, cap
+    cdef int first[H_COUNT]
+    cdef int counts[H_COUNT]
+    # eager parse results
+    cdef ViaPos topvia
+    cdef AddrPos from_a, to_a
+    cdef Py_ssize_t cseq_num_s, cseq_num_e, cseq_m_s, cseq_m_e
+    cdef unsigned long long cseq_num
+    cdef readonly int max_forwards_value   # -1 absent, -2 not a number
+    cdef long long clen                     # -1 absent
+    cdef readonly int contact_star
+    cdef UriPos ruri_pos
+    # edits
+    cdef list lumps                  # [(start, end, bytes)]
+    cdef bytes new_ruri
+    cdef bytes via_extra             # params appended to the top Via (received/rport)
+    cdef readonly bint edited
+    # anything the transport or the route script attaches (source address, flags ...)
+    cdef dict __dict__
+
+    def __cinit__(self):
+        self.hdrs = NULL
+
+    def __dealloc__(self):
+        if self.hdrs != NULL:
+            PyMem_Free(self.hdrs)
+
+    # ---- start line -----------------------------------------------------------------------
+
+    @property
+    def method(self):
+        """Request method (case-sensitive, RFC 3261 7.1); for a reply, the CSeq method."""
+        if self.is_request:
+            if self.method_id:
+                return METHOD_NAMES[self.method_id]
+            return _str(self.p, self.m_s, self.m_e)
+        return self.cseq_method
+
+    @property
+    def ruri(self):
+        """The Request-URI as it will be sent (after any rewrite)."""
+        if self.new_ruri is not None:
+            return self.new_ruri.decode("utf-8", "surrogateescape")
+        return _str(self.p, self.ruri_s, self.ruri_e) if self.is_request else None
+
+    @property
+    def original_ruri(self):
+        return _str(self.p, self.ruri_s, self.ruri_e) if self.is_request else None
+
+    @property
+    def uri(self):
+        """The Request-URI parsed (URI), after any rewrite."""
+        if not self.is_request:
+            return None
+        if self.new_ruri is not None:
+            return URI(self.new_ruri)
+        cdef URI u = URI.__new__(URI)
+        u._fill(self.p, &self.ruri_pos)
+        return u
+
+    @property
+    def ruri_scheme_kind(self):
+        """1 sip, 2 sips, 3 tel, 0 another scheme (RFC 3261 8.2.2.1: 416 for those)."""
+        return self.ruri_pos.kind
+
+    @property
+    def version(self):
+        return _str(self.p, self.ver_s, self.ver_e)
+
+    @property
+    def reason(self):
+        return _str(self.p, self.reason_s, self.reason_e) if not self.is_request else None
+
+    # ---- raw access -----------------------------------------------------------------------
+
+    @property
+    def raw(self):
+        """The framed message as received (trailing octets beyond Content-Length dropped)."""
+        if self.end == len(self.buf):
+            return self.buf
+        return self.buf[:self.end]
+
+    @property
+    def body(self):
+        return self.buf[self.body_s:self.end]
+
+    @property
+    def content_length(self):
+        return None if self.clen < 0 else self.clen
+
+    # ---- headers --------------------------------------------------------------------------
+
+    cdef str _value(self, int k):
+        cdef Hdr *h = &self.hdrs[k]
+        cdef str v = _str(self.p, h.val_s, h.val_e)
+        return _collapse(v) if h.folded else v
+
+    cdef int _id_for(self, str name) except -2:
+        cdef int hid = _NAME_TO_ID.get(name.lower(), H_OTHER)
+        return hid
+
+    cdef bint _name_eq(self, int k, bytes lname):
+        cdef Hdr *h = &self.hdrs[k]
+        cdef Py_ssize_t n = h.name_e - h.name_s, j
+        if n != len(lname):
+            return False
+        cdef const unsigned char *q = <const unsigned char *>PyBytes_AS_STRING(lname)
+        for j in range(n):
+            if LOWER[self.p[h.name_s + j]] != q[j]:
+                return False
+        return True
+
+    cdef list _indexes(self, str name):
+        cdef int hid = self._id_for(name)
+        cdef list out = []
+        cdef int k
+        cdef bytes lname
+        if hid != H_OTHER:
+            if self.first[hid] < 0:
+                return out
+            for k in range(self.first[hid], self.nhdr):
+                if self.hdrs[k].hid == hid:
+                    out.append(k)
+            return out
+        lname = name.lower().encode("utf-8", "surrogateescape")
+        for k in range(self.nhdr):
+            if self.hdrs[k].hid == H_OTHER and self._name_eq(k, lname):
+                out.append(k)
+        return out
+
+    def header(self, str name):
+        """The first value of header `name` (full or compact name, any case), or None."""
+        cdef int hid = self._id_for(name)
+        if hid != H_OTHER:
+            return self._value(self.first[hid]) if self.first[hid] >= 0 else None
+        idx = self._indexes(name)
+        return self._value(idx[0]) if idx else None
+
+    def header_all(self, str name):
+        """Every header line of `name`, in order, one value per line."""
+        return [self._value(k) for k in self._indexes(name)]
+
+    def header_values(self, str name):
+        """Every comma-separated value of `name` across all its lines (RFC 3261 7.3.1),
+        commas inside quotes and <> kept."""
+        cdef list out = []
+        for k in self._indexes(name):
+            out.extend(split_commas(self._value(k)))
+        return out
+
+    def has_header(self, str name):
+        cdef int hid = self._id_for(name)
+        if hid != H_OTHER:
+            return self.first[hid] >= 0
+        return bool(self._indexes(name))
+
+    def header_count(self, str name):
+        """Number of header lines named `name`."""
+        cdef int hid = self._id_for(name)
+        if hid != H_OTHER:
+            return self.counts[hid]
+        return len(self._indexes(name))
+
+    @property
+    def headers(self):
+        """[(name as written, value)] in order."""
+        return [(_str(self.p, self.hdrs[k].name_s, self.hdrs[k].name_e), self._value(k))
+                for k in range(self.nhdr)]
+
+    def __iter__(self):
+        return iter(self.headers)
+
+    def __len__(self):
+        return self.nhdr
+
+    # ---- parsed views ---------------------------------------------------------------------
+
+    @property
+    def call_id(self):
+        k = self.first[H_CALL_ID]
+        return self._value(k) if k >= 0 else None
+
+    @property
+    def cseq(self):
+        """CSeq(number, method) (RFC 3261 20.16), None when absent."""
+        if self.first[H_CSEQ] < 0:
+            return None
+        return CSeq(self.cseq_num, _str(self.p, self.cseq_m_s, self.cseq_m_e))
+
+    @property
+    def cseq_num(self):
+        return self.cseq_num if self.first[H_CSEQ] >= 0 else None
+
+    @property
+    def cseq_method(self):
+        return _str(self.p, self.cseq_m_s, self.cseq_m_e) if self.first[H_CSEQ] >= 0 else None
+
+    @property
+    def max_forwards(self):
+        """Max-Forwards (RFC 3261 20.22): None when absent, -1 when not a number."""
+        if self.max_forwards_value == -1:
+            return None
+        if self.max_forwards_value == -2:
+            return -1
+        return self.max_forwards_value
+
+    @property
+    def from_(self):
+        """From (RFC 3261 20.20) as NameAddr; None when absent."""
+        if self.first[H_FROM] < 0:
+            return None
+        return NameAddr.from_pos(self.p, &self.from_a)
+
+    @property
+    def to(self):
+        """To (RFC 3261 20.39) as NameAddr; None when absent."""
+        if self.first[H_TO] < 0:
+            return None
+        return NameAddr.from_pos(self.p, &self.to_a)
+
+    @property
+    def from_tag(self):
+        if self.first[H_FROM] < 0 or self.from_a.tag_s < 0:
+            return None
+        return _str(self.p, self.from_a.tag_s, self.from_a.tag_e)
+
+    @property
+    def to_tag(self):
+        if self.first[H_TO] < 0 or self.to_a.tag_s < 0:
+            return None
+        return _str(self.p, self.to_a.tag_s, self.to_a.tag_e)
+
+    @property
+    def has_to_tag(self):
+        return self.first[H_TO] >= 0 and self.to_a.tag_s >= 0
+
+    @property
+    def from_uri(self):
+        return _str(self.p, self.from_a.uri_s, self.from_a.uri_e) if self.first[H_FROM] >= 0 else None
+
+    @property
+    def to_uri(self):
+        return _str(self.p, self.to_a.uri_s, self.to_a.uri_e) if self.first[H_TO] >= 0 else None
+
+    @property
+    def top_via(self):
+        """The first Via value (RFC 3261 20.42) as Via; None when there is no Via."""
+        if self.first[H_VIA] < 0:
+            return None
+        return Via.from_pos(self.p, &self.topvia)
+
+    @property
+    def branch(self):
+        """The top Via's branch, or None."""
+        if self.first[H_VIA] < 0 or self.topvia.branch_s < 0:
+            return None
+        return _str(self.p, self.topvia.branch_s, self.topvia.branch_e)
+
+    @property
+    def via(self):
+        """Every Via value, top first."""
+        cdef list out = []
+        cdef ViaPos v
+        cdef Py_ssize_t i, e
+        for k in self._indexes("via"):
+            i = self.hdrs[k].val_s
+            e = self.hdrs[k].val_e
+            while i < e:
+                i = parse_via(self.p, i, e, &v)
+                if i < 0:
+                    raise SipParseError("Bad Via header")
+                out.append(Via.from_pos(self.p, &v))
+                if i < e:
+                    i += 1
+        return out
+
+    cdef list _addr_list(self, int hid):
+        cdef list out = []
+        cdef AddrPos a
+        cdef Py_ssize_t i, e
+        if self.first[hid] < 0:
+            return out
+        for k in range(self.first[hid], self.nhdr):
+            if self.hdrs[k].hid != hid:
+                continue
+            i = self.hdrs[k].val_s
+            e = self.hdrs[k].val_e
+            while i < e:
+                i = parse_addr(self.p, i, e, &a)
+                if i < 0 or check_addr_uri(self.p, &a) < 0:
+                    raise SipParseError("Bad " + CANONICAL[hid] + " header")
+                out.append(NameAddr.from_pos(self.p, &a))
+                if i < e:
+                    i += 1
+        return out
+
+    @property
+    def contacts(self):
+        """Contact values as NameAddr (RFC 3261 20.10); [] for `Contact: *` (see contact_star)."""
+        if self.contact_star:
+            return []
+        return self._addr_list(H_CONTACT)
+
+    @property
+    def routes(self):
+        """Route values, in order (RFC 3261 20.34)."""
+        return self._addr_list(H_ROUTE)
+
+    @property
+    def record_routes(self):
+        """Record-Route values, in order (RFC 3261 20.30)."""
+        return self._addr_list(H_RECORD_ROUTE)
+
+    @property
+    def paths(self):
+        """Path values (RFC 3327)."""
+        return self._addr_list(H_PATH)
+
+    @property
+    def expires(self):
+        """Expires header (RFC 3261 20.19): None when absent, -1 when not a valid delta."""
+        v = self.header("expires")
+        if v is None:
+            return None
+        v = v.strip()
+        if not v.isdigit() or len(v) > 10:
+            return -1
+        n = int(v)
+        return n if n <= 0xFFFFFFFF else -1
+
+    @property
+    def user_agent(self):
+        return self.header("user-agent")
+
+    def digest_credentials(self, str name="authorization"):
+        """The first Authorization / Proxy-Authorization header as (scheme, {param: value})
+        with quoted values unquoted (RFC 3261 22.4, RFC 7616); None when absent."""
+        v = self.header(name)
+        if v is None:
+            return None
+        return parse_auth_header(v)
+
+    # ---- edits ----------------------------------------------------------------------------
+
+    def set_ruri(self, uri):
+        """Rewrite the Request-URI (str or bytes)."""
+        if not self.is_request:
+            raise ValueError("not a request")
+        b = uri.encode("utf-8", "surrogateescape") if isinstance(uri, str) else bytes(uri)
+        if not b or b" " in b or b"\r" in b or b"\n" in b:
+            raise ValueError("bad Request-URI")
+        self.new_ruri = b
+        self.edited = True
+
+    def reset_ruri(self):
+        self.new_ruri = None
+
+    def add_top_via_params(self, str params):
+        """Append parameters (e.g. ';received=1.2.3.4;rport=5060') to the top Via: the
+        RFC 3261 18.2.1 / RFC 3581 stamp a server puts on a received request. A flag `rport`
+        already in the Via is replaced by the valued one."""
+        if self.first[H_VIA] < 0:
+            raise ValueError("no Via")
+        self.via_extra = params.encode("utf-8", "surrogateescape")
+        self.edited = True
+
+    cdef _lump(self, Py_ssize_t s, Py_ssize_t e, bytes data):
+        if self.lumps is None:
+            self.lumps = []
+        self.lumps.append((s, e, data))
+        self.edited = True
+
+    def insert_header(self, str name, value, bint before_via=False):
+        """Add `name: value` as the first header line (before the first Via with
+        before_via=True, which is where a proxy puts its own Via)."""
+        cdef Py_ssize_t pos = self.hdr_s
+        if before_via and self.first[H_VIA] >= 0:
+            pos = self.hdrs[self.first[H_VIA]].line_s
+        self._lump(pos, pos, _line(name, value))
+
+    def append_header(self, str name, value):
+        """Add `name: value` after the last header."""
+        cdef Py_ssize_t pos = self.hdrs[self.nhdr - 1].line_e if self.nhdr else self.hdr_s
+        self._lump(pos, pos, _line(name, value))
+
+    def remove_header(self, str name):
+        """Remove every line of header `name`; returns how many."""
+        idx = self._indexes(name)
+        for k in idx:
+            self._lump(self.hdrs[k].line_s, self.hdrs[k].line_e, b"")
+        return len(idx)
+
+    def replace_header(self, str name, value):
+        """Replace the value of the first `name` header (added at the end when absent) and
+        remove any further lines of it."""
+        idx = self._indexes(name)
+        if not idx:
+            self.append_header(name, value)
+            return
+        k = idx[0]
+        v = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else bytes(value)
+        self._lump(self.hdrs[k].val_s, self.hdrs[k].val_e, v)
+        for k in idx[1:]:
+            self._lump(self.hdrs[k].line_s, self.hdrs[k].line_e, b"")
+
+    def set_max_forwards(self, int n):
+        """Set Max-Forwards to n (inserted when absent)."""
+        k = self.first[H_MAX_FORWARDS]
+        v = str(n).encode()
+        if k < 0:
+            self._lump(self.hdr_s, self.hdr_s, b"Max-Forwards: " + v + b"\r\n")
+        else:
+            self._lump(self.hdrs[k].val_s, self.hdrs[k].val_e, v)
+            for j in range(k + 1, self.nhdr):
+                if self.hdrs[j].hid == H_MAX_FORWARDS:
+                    self._lump(self.hdrs[j].line_s, self.hdrs[j].line_e, b"")
+
+    def remove_top_route(self):
+        """Remove the first Route value (the whole line when it holds one value)."""
+        self._remove_first_value(H_ROUTE)
+
+    def remove_top_via(self):
+        """Remove the first Via value: what a proxy does to a reply before sending it on."""
+        self._remove_first_value(H_VIA)
+
+    cdef _remove_first_value(self, int hid):
+        cdef int k = self.first[hid]
+        cdef Py_ssize_t i, e, nxt
+        cdef AddrPos a
+        cdef ViaPos v
+        if k < 0:
+            raise ValueError("no " + CANONICAL[hid] + " header")
+        i = self.hdrs[k].val_s
+        e = self.hdrs[k].val_e
+        if hid == H_VIA:
+            nxt = parse_via(self.p, i, e, &v)
+        else:
+            nxt = parse_addr(self.p, i, e, &a)
+        if nxt < 0:
+            raise SipParseError("Bad " + CANONICAL[hid] + " header")
+        if nxt >= e:
+            self._lump(self.hdrs[k].line_s, self.hdrs[k].line_e, b"")
+        else:
+            # drop "value ," and the whitespace after the comma
+            self._lump(i, skip_lws(self.p, nxt + 1, e), b"")
+
+    def serialize(self, via=None):
+        """The message with every recorded edit applied, built in one pass. `via`, when
+        given, is written as an extra top Via (a proxy's per-branch Via) without being
+        recorded, so one request can be serialised once per branch."""
+        cdef list edits
+        if via is None and not self.edited:
+            return self.raw
+        edits = list(self.lumps) if self.lumps is not None else []
+        if self.new_ruri is not None:
+            edits.append((self.ruri_s, self.ruri_e, self.new_ruri))
+        if self.via_extra is not None:
+            edits.append((self.topvia.e, self.topvia.e, self.via_extra))
+            if self.topvia.has_rport and self.topvia.rport_s == self.topvia.rport_e:
+                # drop the bare ";rport" the stamp replaces
+                edits.append(self._flag_rport_span())
+        if via is not None:
+            pos = self.hdrs[self.first[H_VIA]].line_s if self.first[H_VIA] >= 0 else self.hdr_s
+            edits.append((pos, pos, b"Via: " + (via.encode() if isinstance(via, str) else via) + b"\r\n"))
+        return _apply(self.buf, self.end, edits)
+
+    cdef tuple _flag_rport_span(self):
+        # the ';rport' token: back from its name end to the ';'
+        cdef Py_ssize_t e = self.topvia.rport_e, s = self.topvia.rport_e - 5
+        while s > self.topvia.params_s and self.p[s - 1] != 59:
+            s -= 1
+        return (s - 1, e, b"")
+
+    def top_via_with_stamp(self):
+        """The top Via line's value including a recorded received/rport stamp (what a reply
+        built here must carry)."""
+        if self.first[H_VIA] < 0:
+            return None
+        cdef Hdr *h = &self.hdrs[self.first[H_VIA]]
+        head = self.buf[h.val_s:self.topvia.e]
+        if self.via_extra is not None:
+            if self.topvia.has_rport and self.topvia.rport_s == self.topvia.rport_e:
+                s, e, _ = self._flag_rport_span()
+                head = self.buf[h.val_s:s] + self.buf[e:self.topvia.e]
+            head += self.via_extra
+        return head + self.buf[self.topvia.e:h.val_e]
+
+    def header_lines(self, str name):
+        """The raw header lines (bytes, with their line ends) of `name`, for copying into a
+        reply exactly as received (RFC 3261 8.2.6.2)."""
+        return [self.buf[self.hdrs[k].line_s:self.hdrs[k].line_e] for k in self._indexes(name)]
+
+
+cdef bytes _line(str name, value):
+    v = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else bytes(value)
+    if b"\r" in v or b"\n" in v:
+        raise ValueError("header values may not contain line breaks")
+    return name.encode() + b": " + v + b"\r\n"
+
+
+cdef bytes _apply(bytes buf, Py_ssize_t end, list edits):
+    """Apply non-overlapping (start, end, data) edits to buf[:end] with one allocation.
+    Insertions at the same offset keep their recording order."""
+    cdef Py_ssize_t total = end, pos = 0, s, e, n
+    cdef bytes data
+    cdef char *out
+    cdef const char *src = PyBytes_AS_STRING(buf)
+    edits.sort(key=_edit_key)
+    for (s, e, data) in edits:
+        total += PyBytes_GET_SIZE(data) - (e - s)
+    result = PyBytes_FromStringAndSize(NULL, total)
+    out = PyBytes_AS_STRING(result)
+    n = 0
+    for (s, e, data) in edits:
+        if s < pos:
+            raise ValueError("overlapping edits")
+        memcpy(out + n, src + pos, s - pos)
+        n += s - pos
+        memcpy(out + n, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+        n += PyBytes_GET_SIZE(data)
+        pos = e
+    memcpy(out + n, src + pos, end - pos)
+    return result
+
+
+def _edit_key(t):
+    # insertions (start == end) sort before a replacement starting at the same offset
+    return (t[0], t[1] != t[0])
+
+
+def split_commas(str value):
+    """Split a header value on commas outside quoted strings and <...> (RFC 3261 7.3.1)."""
+    cdef list out = []
+    cdef Py_ssize_t i, start = 0, n = len(value)
+    cdef bint inq = False, inb = False
+    cdef Py_UCS4 c
+    i = 0
+    while i < n:
+        c = value[i]
+        if inq:
+            if c == u'\\':
+                i += 1
+            elif c == u'"':
+                inq = False
+        elif c == u'"':
+            inq = True
+        elif c == u'<':
+            inb = True
+        elif c == u'>':
+            inb = False
+        elif c == u',' and not inb:
+            part = value[start:i].strip()
+            if part:
+                out.append(part)
+            start = i + 1
+        i += 1
+    part = value[start:].strip()
+    if part:
+        out.append(part)
+    return out
+
+
+def parse_auth_header(str value):
+    """Digest credentials or challenge (RFC 3261 22.4, RFC 7616 3.4): returns
+    (scheme, {lower-cased param: value}) with quoted values unquoted. SipParseError when
+    the parameter list is malformed."""
+    cdef str v = _collapse(value).strip()
+    scheme, _, rest = v.partition(" ")
+    params = {}
+    cdef Py_ssize_t i = 0, n = len(rest), j
+    while i < n:
+        while i < n and rest[i] in " ,\t":
+            i += 1
+        if i >= n:
+            break
+        j = i
+        while j < n and rest[j] not in "= ,\t":
+            j += 1
+        name = rest[i:j].lower()
+        if not name:
+            raise SipParseError("Bad credentials")
+        while j < n and rest[j] in " \t":
+            j += 1
+        if j >= n or rest[j] != "=":
+            raise SipParseError("Bad credentials")
+        j += 1
+        while j < n and rest[j] in " \t":
+            j += 1
+        if j < n and rest[j] == '"':
+            j += 1
+            buf = []
+            while j < n and rest[j] != '"':
+                if rest[j] == "\\" and j + 1 < n:
+                    j += 1
+                buf.append(rest[j])
+                j += 1
+            if j >= n:
+                raise SipParseError("Bad credentials")
+            val = "".join(buf)
+            j += 1
+        else:
+            k = j
+            while j < n and rest[j] not in " ,\t":
+                j += 1
+            val = rest[k:j]
+        params[name] = val
+        i = j
+    return scheme, params
+
+
+# -- the parser -------------------------------------------------------------------------------
+
+cdef inline Py_ssize_t find_eol(const unsigned char *p, Py_ssize_t i, Py_ssize_t e) noexcept nogil:
+    """Index of the LF ending the line that starts at i, or e."""
+    cdef const void *q = memchr(p + i, 10, e - i)
+    if q == NULL:
+        return e
+    return <const unsigned char *>q - p
+
+
+cdef int parse_start_line(Message m, const unsigned char *p, Py_ssize_t e) except -1:
+    cdef Py_ssize_t eol = find_eol(p, 0, e)
+    cdef Py_ssize_t le = eol, i, j, code_s
+    cdef int code
+    if eol >= e:
+        raise SipParseError("Bad start line")
+    if le > 0 and p[le - 1] == 13:
+        le -= 1
+    m.hdr_s = eol + 1
+    if le >= 4 and p[0] == 83 and p[1] == 73 and p[2] == 80 and p[3] == 47:
+        # Status-Line = SIP-Version SP Status-Code SP Reason-Phrase CRLF
+        m.is_request = False
+        i = 4
+        while i < le and (is_digit(p[i]) or p[i] == 46):
+            i += 1
+        m.ver_s = 0
+        m.ver_e = i
+        if i == 4 or i >= le or p[i] != 32:
+            raise SipParseError("Bad status line")
+        i += 1
+        code_s = i
+        code = 0
+        while i < le and is_digit(p[i]):
+            code = code * 10 + (p[i] - 48)
+            i += 1
+            if i - code_s > 3:
+                raise SipParseError("Bad status code")
+        if i - code_s != 3 or code < 100 or code > 699:
+            raise SipParseError("Bad status code")
+        m.status = code
+        if i < le:
+            if p[i] != 32:
+                raise SipParseError("Bad status line")
+            i += 1
+        m.reason_s = i
+        m.reason_e = le
+        return 0
+    # Request-Line = Method SP Request-URI SP SIP-Version CRLF (runs of SP tolerated)
+    m.is_request = True
+    i = scan_token(p, 0, le)
+    if i == 0 or i >= le or not is_ws(p[i]):
+        raise SipParseError("Bad request line")
+    m.m_s = 0
+    m.m_e = i
+    m.method_id = _METHOD_IDS.get(_str(p, 0, i), M_OTHER) if i <= 9 else M_OTHER
+    while i < le and is_ws(p[i]):
+        i += 1
+    j = i
+    while j < le and not is_ws(p[j]):
+        j += 1
+    m.ruri_s = i
+    m.ruri_e = j
+    if j == i:
+        raise SipParseError("Bad request line")
+    while j < le and is_ws(p[j]):
+        j += 1
+    m.ver_s = j
+    while j < le and not is_ws(p[j]):
+        j += 1
+    m.ver_e = j
+    while j < le and is_ws(p[j]):
+        j += 1
+    if j != le or m.ver_e - m.ver_s < 5 or not (p[m.ver_s] == 83 and p[m.ver_s + 1] == 73
+                                                and p[m.ver_s + 2] == 80 and p[m.ver_s + 3] == 47):
+        raise SipParseError("Bad request line")
+    if parse_uri_at(p, m.ruri_s, m.ruri_e, &m.ruri_pos) < 0:
+        raise SipParseError("Bad Request URI")
+    if m.ruri_pos.kind in (1, 2) and m.ruri_pos.headers_s < m.ruri_pos.headers_e:
+        # RFC 3261 19.1.5: headers are not allowed in a Request-URI (RFC 4475 3.1.2.11)
+        raise SipParseError("Bad Request URI")
+    return 0
+
+
+cdef int add_header(Message m, Py_ssize_t ns, Py_ssize_t ne, Py_ssize_t vs, Py_ssize_t ve,
+                    Py_ssize_t ls, Py_ssize_t le, bint folded) except -1:
+    cdef Hdr *h
+    cdef int hid
+    if m.nhdr == m.cap:
+        if m.cap >= MAX_HEADERS:
+            raise SipParseError("Too many headers")
+        m.cap = m.cap * 4 if m.cap * 4 <= MAX_HEADERS else MAX_HEADERS
+        h = <Hdr *>PyMem_Realloc(m.hdrs, m.cap * sizeof(Hdr))
+        if h == NULL:
+            raise MemoryError()
+        m.hdrs = h
+    hid = header_id(m.p, ns, ne)
+    h = &m.hdrs[m.nhdr]
+    h.name_s = ns
+    h.name_e = ne
+    h.val_s = vs
+    h.val_e = ve
+    h.line_s = ls
+    h.line_e = le
+    h.hid = hid
+    h.folded = folded
+    if m.first[hid] < 0:
+        m.first[hid] = m.nhdr
+    m.counts[hid] += 1
+    m.nhdr += 1
+    return 0
+
+
+cdef int parse_headers(Message m, const unsigned char *p, Py_ssize_t e) except -1:
+    """Header lines up to the empty line; folding (a line starting with SP/HT continues the
+    previous header, RFC 3261 7.3.1). Sets m.body_s."""
+    cdef Py_ssize_t i = m.hdr_s, ls, ns, ne, vs, ve, eol, j
+    cdef bint folded
+    while True:
+        if i >= e:
+            # no empty line before the end of the datagram: liberal, the headers end here
+            m.body_s = e
+            return 0
+        if p[i] == 13 and i + 1 < e and p[i + 1] == 10:
+            m.body_s = i + 2
+            return 0
+        if p[i] == 10:
+            m.body_s = i + 1
+            return 0
+        if is_ws(p[i]):
+            raise SipParseError("Bad header folding")
+        ls = i
+        ns = i
+        ne = scan_token(p, i, e)
+        if ne == ns:
+            raise SipParseError("Bad header name")
+        i = ne
+        while i < e and is_ws(p[i]):
+            i += 1
+        if i >= e or p[i] != 58:
+            raise SipParseError("Bad header line")
+        i += 1
+        # the value: this line plus folded continuation lines
+        folded = False
+        vs = skip_lws(p, i, e)
+        if vs > i and vs <= e:
+            # leading LWS may itself have crossed a fold ("TO :\r\n sip:...")
+            for j in range(i, vs):
+                if p[j] == 10:
+                    folded = True
+                    break
+        eol = find_eol(p, vs, e)
+        while eol + 1 < e and is_ws(p[eol + 1]):
+            folded = True
+            eol = find_eol(p, eol + 1, e)
+        ve = eol
+        while ve > vs and (p[ve - 1] == 13 or p[ve - 1] == 10 or is_ws(p[ve - 1])):
+            ve -= 1
+        if vs > ve:
+            vs = ve
+        i = eol + 1 if eol < e else e
+        add_header(m, ns, ne, vs, ve, ls, i, folded)
+
+
+cdef int validate(Message m, const unsigned char *p) except -1:
+    """The headers a proxy acts on: Via, From, To, Contact, CSeq, Content-Length,
+    Max-Forwards. Errors name the header, for the 400's reason phrase."""
+    cdef int k, hid
+    cdef Hdr *h
+    cdef Py_ssize_t i, e, j, s
+    cdef ViaPos v
+    cdef AddrPos a
+    cdef unsigned long long n
+    cdef long long cl
+    cdef int mf
+    cdef bint first_via = True, star
+    m.clen = -1
+    m.max_forwards_value = -1
+    m.contact_star = 0
+    for k in range(m.nhdr):
+        h = &m.hdrs[k]
+        hid = h.hid
+        i = h.val_s
+        e = h.val_e
+        if hid == H_VIA:
+            if i >= e:
+                raise SipParseError("Bad Via header")
+            while i < e:
+                if first_via:
+                    i = parse_via(p, i, e, &m.topvia)
+                    first_via = False
+                else:
+                    i = parse_via(p, i, e, &v)
+                if i < 0:
+                    raise SipParseError("Bad Via header")
+                if i < e:
+                    i += 1
+                    if skip_lws(p, i, e) >= e:
+                        raise SipParseError("Bad Via header")
+        elif hid == H_FROM or hid == H_TO:
+            j = parse_addr(p, i, e, &a)
+            if j != e or check_addr_uri(p, &a) < 0:
+                raise SipParseError("Bad " + CANONICAL[hid] + " header")
+            if m.first[hid] == k:
+                if hid == H_FROM:
+                    m.from_a = a
+                else:
+                    m.to_a = a
+        elif hid == H_CONTACT:
+            star = False
+            j = skip_lws(p, i, e)
+            if j < e and p[j] == 42 and skip_lws(p, j + 1, e) == e:
+                m.contact_star = 1
+                continue
+            while i < e:
+                i = parse_addr(p, i, e, &a)
+                if i < 0 or check_addr_uri(p, &a) < 0:
+                    raise SipParseError("Bad Contact header")
+                if i < e:
+                    i += 1
+        elif hid == H_CSEQ:
+            s = skip_lws(p, i, e)
+            j = s
+            n = 0
+            while j < e and is_digit(p[j]):
+                n = n * 10 + (p[j] - 48)
+                if n > 0xFFFFFFFF:
+                    raise SipParseError("CSeq number is illegal")
+                j += 1
+            if j == s:
+                raise SipParseError("CSeq number is illegal")
+            i = skip_lws(p, j, e)
+            if i == j or i >= e:
+                raise SipParseError("Bad CSeq header")
+            j = scan_token(p, i, e)
+            if j != e or j == i:
+                raise SipParseError("Bad CSeq header")
+            if m.first[H_CSEQ] == k:
+                m.cseq_num = n
+                m.cseq_m_s = i
+                m.cseq_m_e = j
+        elif hid == H_CONTENT_LENGTH:
+            if i >= e:
+                raise SipParseError("Bad Content-Length header")
+            cl = 0
+            for j in range(i, e):
+                if not is_digit(p[j]):
+                    raise SipParseError("Bad Content-Length header")
+                cl = cl * 10 + (p[j] - 48)
+                if cl > MAX_MESSAGE:
+                    raise SipParseError("Content-Length mis-match")
+            if m.clen >= 0 and m.clen != cl:
+                raise SipParseError("Content-Length mis-match")
+            m.clen = cl
+        elif hid == H_MAX_FORWARDS:
+            if m.first[H_MAX_FORWARDS] == k:
+                mf = 0
+                if i >= e:
+                    mf = -2
+                for j in range(i, e):
+                    if not is_digit(p[j]):
+                        mf = -2
+                        break
+                    mf = mf * 10 + (p[j] - 48)
+                    if mf > 255:
+                        # RFC 3261 20.22 bounds it at 255; larger is not a number we honour
+                        mf = -2
+                        break
+                m.max_forwards_value = mf
+    return 0
+
+
+def parse(data):
+    """Parse one datagram (bytes) into a Message. Raises SipParseError."""
+    cdef bytes buf = data if type(data) is bytes else bytes(data)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
+    cdef Message m
+    cdef const unsigned char *p
+    cdef int k
+    if n == 0:
+        raise SipParseError("Empty message")
+    if n > MAX_MESSAGE:
+        raise SipParseError("Message too large")
+    m = Message.__new__(Message)
+    m.buf = buf
+    p = <const unsigned char *>PyBytes_AS_STRING(buf)
+    m.p = p
+    m.cap = INITIAL_HEADERS
+    m.hdrs = <Hdr *>PyMem_Malloc(m.cap * sizeof(Hdr))
+    if m.hdrs == NULL:
+        raise MemoryError()
+    for k in range(H_COUNT):
+        m.first[k] = -1
+        m.counts[k] = 0
+    m.lumps = None
+    parse_start_line(m, p, n)
+    parse_headers(m, p, n)
+    validate(m, p)
+    # framing (RFC 3261 18.3): Content-Length bounds the body; a shorter datagram is an
+    # error, extra octets are dropped. Without Content-Length the body runs to the end.
+    if m.clen >= 0:
+        if m.body_s + m.clen > n:
+            raise SipParseError("Content-Length mis-match")
+        m.end = m.body_s + m.clen
+    else:
+        m.end = n
+    return m
+
+
+# -- replies ------------------------------------------------------------------------------------
+
+cdef bytes _as_bytes(x):
+    return x.encode("utf-8", "surrogateescape") if isinstance(x, str) else bytes(x)
+
+
+def build_reply(Message req, int code, reason, to_tag=None, extra=None, body=b""):
+    """A response to `req` (RFC 3261 8.2.6.2): status line, every Via line as received (the
+    top one with the received/rport stamp the transport recorded), From, To (with `to_tag`
+    added when the request's To has none and code > 100), Call-ID, CSeq, the `extra` header
+    lines (sequence of "Name: value" str/bytes), Content-Length and `body`."""
+    cdef list out = [b"SIP/2.0 %d " % code, _as_bytes(reason), b"\r\n"]
+    cdef int k
+    cdef Hdr *h
+    cdef bint first_via = True
+    cdef bytes b = req.buf
+    for k in range(req.nhdr):
+        h = &req.hdrs[k]
+        if h.hid == H_VIA:
+            if first_via:
+                first_via = False
+                out.append(b"Via: ")
+                out.append(req.top_via_with_stamp())
+                out.append(b"\r\n")
+            else:
+                out.append(b[h.line_s:h.line_e])
+        elif h.hid == H_TO and req.first[H_TO] == k:
+            out.append(b[h.line_s:h.line_e] if h.line_e > h.line_s and b[h.line_e - 1] == 10
+                       else b[h.line_s:h.line_e] + b"\r\n")
+            if to_tag is not None and code > 100 and req.to_a.tag_s < 0:
+                # insert ";tag=" after the To value, before its line end
+                line = out.pop()
+                vend = h.val_e - h.line_s
+                out.append(line[:vend] + b";tag=" + _as_bytes(to_tag) + line[vend:])
+        elif (h.hid == H_FROM and req.first[H_FROM] == k) or \
+             (h.hid == H_CALL_ID and req.first[H_CALL_ID] == k) or \
+             (h.hid == H_CSEQ and req.first[H_CSEQ] == k):
+            line = b[h.line_s:h.line_e]
+            out.append(line if line.endswith(b"\n") else line + b"\r\n")
+    if extra:
+        for x in extra:
+            out.append(_as_bytes(x))
+            out.append(b"\r\n")
+    body = _as_bytes(body)
+    out.append(b"Content-Length: %d\r\n\r\n" % len(body))
+    out.append(body)
+    return b"".join(out)
