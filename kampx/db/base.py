@@ -1,0 +1,147 @@
+"""The storage interface: what kampx keeps in a database, independent of the database.
+
+Three Kamailio-like tables (subscriber, address, location), each behind a small repository
+object on a Storage. The SQLite backend (kampx/db/sqlite.py) is the only one today; a
+networked backend implements the same three interfaces.
+
+A Storage belongs to the process that opened it: open it after fork, in the process that uses
+it (a database connection shared across fork corrupts the file or the protocol stream).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, NamedTuple
+
+
+class StorageError(Exception):
+    """A storage failure, worded as the one line an operator reads ("no such user")."""
+
+
+class Subscriber(NamedTuple):
+    """A subscriber's digest credentials; the clear password is never stored.
+
+    ha1 = H(username:realm:password), ha1b = H(username@domain:realm:password), with H = MD5 or
+    SHA-256 (RFC 8760); realm = domain (kamctl's convention)."""
+    username: str
+    domain: str
+    ha1: str
+    ha1b: str
+    ha1_sha256: str
+    ha1b_sha256: str
+
+
+class AddressRow(NamedTuple):
+    """One row of Kamailio's permissions address table; port 0 = any port, tag "" = none."""
+    grp: int
+    ip_addr: str
+    mask: int
+    port: int
+    tag: str
+    id: int | None = None
+
+
+# The fields of kampx.usrloc.Binding, in this order, as the location table stores them.
+# q is q*1000 (-1: the contact gave none); expires and last_modified are epoch seconds,
+# expires 0 is a permanent binding (Kamailio's convention for `ul add` without expires).
+LOCATION_FIELDS = ("ruid", "aor", "contact", "received", "path", "socket", "user_agent",
+                   "callid", "instance", "reg_id", "cseq", "q", "expires", "last_modified",
+                   "flags")
+
+
+def binding_values(binding: Any) -> tuple:
+    """A Binding (or anything with those attributes, or a mapping) as a LOCATION_FIELDS tuple."""
+    if isinstance(binding, Mapping):
+        return tuple(binding[f] for f in LOCATION_FIELDS)
+    return tuple(getattr(binding, f) for f in LOCATION_FIELDS)
+
+
+class Subscribers(ABC):
+    @abstractmethod
+    def add(self, sub: Subscriber) -> None:
+        """Add one; StorageError "user U@D already exists" when (username, domain) is taken."""
+
+    @abstractmethod
+    def add_many(self, subs: Iterable[Subscriber]) -> int:
+        """Add all of them in one transaction, or none (the first duplicate is named)."""
+
+    @abstractmethod
+    def set_password(self, sub: Subscriber) -> None:
+        """Replace the credentials of (sub.username, sub.domain); "no such user" if absent."""
+
+    @abstractmethod
+    def remove(self, username: str, domain: str) -> None:
+        """Remove one; "no such user" if absent."""
+
+    @abstractmethod
+    def get(self, username: str, domain: str | None = None) -> Subscriber | None:
+        """The subscriber, or None. Without a domain: the oldest entry with that username."""
+
+    @abstractmethod
+    def count(self, domain: str | None = None) -> int: ...
+
+    @abstractmethod
+    def list(self, domain: str | None = None) -> Iterator[Subscriber]:
+        """Ordered by domain, then username."""
+
+
+class Addresses(ABC):
+    @abstractmethod
+    def add(self, grp: int, ip_addr: str, mask: int = 32, port: int = 0, tag: str = "") -> int:
+        """Insert a row (the caller has validated it) and return its id."""
+
+    @abstractmethod
+    def remove(self, grp: int, ip_addr: str) -> int:
+        """Remove every row of the group with that ip_addr (kamctl's `address rm`);
+        StorageError when there is none. Returns how many were removed."""
+
+    @abstractmethod
+    def list(self) -> list[AddressRow]:
+        """Every row, ordered by id (the order a reload sees them in)."""
+
+
+class Locations(ABC):
+    @abstractmethod
+    def upsert_many(self, bindings: Iterable[Any]) -> int:
+        """Insert or replace (by ruid) each binding, in one transaction."""
+
+    @abstractmethod
+    def delete_many(self, ruids: Iterable[str]) -> int:
+        """Delete by ruid, in one transaction; unknown ruids are ignored. Returns rows deleted."""
+
+    @abstractmethod
+    def load_all(self, now: float) -> Iterator[dict]:
+        """Every binding not expired at `now` (permanent ones included), as dicts keyed by
+        LOCATION_FIELDS, so that Binding(**row) rebuilds it."""
+
+    @abstractmethod
+    def delete_expired(self, now: float) -> int:
+        """Drop rows that expired (for example while the proxy was down)."""
+
+    @abstractmethod
+    def count(self) -> int: ...
+
+
+class Storage(ABC):
+    """One open database: `subscribers`, `addresses`, `locations` and the schema version."""
+    subscribers: Subscribers
+    addresses: Addresses
+    locations: Locations
+
+    @property
+    @abstractmethod
+    def schema_version(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def where(self) -> str:
+        """Where the data lives, for messages (a file path, a server address)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,140 @@
+"""The SQLite schema as numbered migrations, and the code that applies them.
+
+The `version` table is Kamailio's (table_name, table_version): one row per table with that
+table's layout version, plus the row "kampx" holding the number of the last migration applied.
+Opening a database applies every newer migration in one write transaction, so a crash
+mid-upgrade leaves the old schema intact and two processes opening an old database at once
+upgrade it exactly once. A database newer than this code is refused rather than guessed at.
+"""
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from kampx.db.base import StorageError
+
+SCHEMA_ROW = "kampx"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+    # Kamailio-style per-table versions this migration leaves behind
+    tables: Mapping[str, int] = field(default_factory=dict)
+
+
+_V1 = Migration(
+    1, "subscriber, address and location tables",
+    (
+        # Kamailio's own layout: a database that already has it keeps it.
+        """CREATE TABLE IF NOT EXISTS version (
+            id INTEGER PRIMARY KEY NOT NULL,
+            table_name VARCHAR(32) NOT NULL,
+            table_version INTEGER DEFAULT 0 NOT NULL,
+            CONSTRAINT version_table_name_idx UNIQUE (table_name))""",
+        # No password column: only the HA1 digests (MD5 and SHA-256, RFC 8760) are stored.
+        """CREATE TABLE subscriber (
+            id INTEGER PRIMARY KEY NOT NULL,
+            username VARCHAR(64) DEFAULT '' NOT NULL,
+            domain VARCHAR(64) DEFAULT '' NOT NULL,
+            ha1 VARCHAR(128) DEFAULT '' NOT NULL,
+            ha1b VARCHAR(128) DEFAULT '' NOT NULL,
+            ha1_sha256 VARCHAR(128) DEFAULT '' NOT NULL,
+            ha1b_sha256 VARCHAR(128) DEFAULT '' NOT NULL,
+            CONSTRAINT subscriber_account_idx UNIQUE (username, domain))""",
+        "CREATE INDEX subscriber_username_idx ON subscriber (username)",
+        """CREATE TABLE address (
+            id INTEGER PRIMARY KEY NOT NULL,
+            grp INTEGER DEFAULT 1 NOT NULL,
+            ip_addr VARCHAR(50) NOT NULL,
+            mask INTEGER DEFAULT 32 NOT NULL,
+            port SMALLINT DEFAULT 0 NOT NULL,
+            tag VARCHAR(64))""",
+        "CREATE INDEX address_grp_ip_idx ON address (grp, ip_addr)",
+        # Kamailio's columns where they mean the same; times are epoch seconds (REAL) and q is
+        # q*1000 as kampx.usrloc.Binding holds them, so a row round-trips without conversion.
+        """CREATE TABLE location (
+            id INTEGER PRIMARY KEY NOT NULL,
+            ruid VARCHAR(64) DEFAULT '' NOT NULL,
+            username VARCHAR(64) DEFAULT '' NOT NULL,
+            domain VARCHAR(64) DEFAULT NULL,
+            contact VARCHAR(512) DEFAULT '' NOT NULL,
+            received VARCHAR(128) DEFAULT '' NOT NULL,
+            path VARCHAR(512) DEFAULT '' NOT NULL,
+            socket VARCHAR(64) DEFAULT '' NOT NULL,
+            user_agent VARCHAR(255) DEFAULT '' NOT NULL,
+            callid VARCHAR(255) DEFAULT '' NOT NULL,
+            instance VARCHAR(255) DEFAULT '' NOT NULL,
+            reg_id INTEGER DEFAULT 0 NOT NULL,
+            cseq INTEGER DEFAULT 1 NOT NULL,
+            q INTEGER DEFAULT -1 NOT NULL,
+            expires REAL DEFAULT 0 NOT NULL,
+            last_modified REAL DEFAULT 0 NOT NULL,
+            flags INTEGER DEFAULT 0 NOT NULL,
+            CONSTRAINT location_ruid_idx UNIQUE (ruid))""",
+        "CREATE INDEX location_account_contact_idx ON location (username, domain, contact)",
+        "CREATE INDEX location_expires_idx ON location (expires)",
+    ),
+    {"version": 1, "subscriber": 1, "address": 1, "location": 1},
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1,)
+
+
+def check_sequence(migrations: Sequence[Migration]) -> None:
+    """Migrations are numbered 1, 2, 3... with no gap: a gap would skip a step silently."""
+    for expected, m in enumerate(migrations, start=1):
+        if m.version != expected:
+            raise ValueError(f"migration {m.version} is out of sequence (expected {expected})")
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The last migration applied; 0 for a database kampx has never set up."""
+    has_table = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'version'").fetchone()
+    if not has_table:
+        return 0
+    row = conn.execute("SELECT table_version FROM version WHERE table_name = ?",
+                       (SCHEMA_ROW,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def upgrade(conn: sqlite3.Connection, where: str,
+            migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """Bring the database to the last migration; returns the schema version it ends at.
+
+    `conn` must be in autocommit mode (isolation_level=None): the transaction is ours."""
+    check_sequence(migrations)
+    latest = migrations[-1].version if migrations else 0
+    current = schema_version(conn)
+    if current == latest:
+        return current  # the common case: no write lock taken
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        current = schema_version(conn)  # another process may have upgraded meanwhile
+        if current > latest:
+            raise StorageError(
+                f"database {where} has schema version {current}; this kampx knows up to "
+                f"{latest} (upgrade kampx)")
+        for m in migrations[current:]:
+            try:
+                for stmt in m.statements:
+                    conn.execute(stmt)
+            except sqlite3.Error as e:
+                raise StorageError(
+                    f"database {where}: migration {m.version} ({m.description}) failed: {e}"
+                ) from None
+            for table, version in {**m.tables, SCHEMA_ROW: m.version}.items():
+                conn.execute(
+                    "INSERT INTO version (table_name, table_version) VALUES (?, ?) "
+                    "ON CONFLICT (table_name) DO UPDATE SET table_version = excluded.table_version",
+                    (table, version))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:  # some SQLite errors have rolled back already
+            conn.execute("ROLLBACK")
+        raise
+    return latest

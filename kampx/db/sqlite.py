@@ -1,0 +1,292 @@
+"""The SQLite backend (stdlib sqlite3): one file, WAL mode, shared by every kampx process.
+
+WAL lets the db writer commit location batches while kampxctl and the ctl process read.
+Writes take the write lock up front (BEGIN IMMEDIATE), so two writers queue on busy_timeout
+instead of failing halfway through a transaction with "database is locked".
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from kampx.db.base import (LOCATION_FIELDS, Addresses, AddressRow, Locations, Storage,
+                           StorageError, Subscriber, Subscribers, binding_values)
+from kampx.db.migrations import MIGRATIONS, Migration, upgrade
+
+BUSY_TIMEOUT_MS = 5000
+
+
+class _Db:
+    """The connection plus the two things every repository needs: error wording and a
+    write transaction."""
+
+    def __init__(self, conn: sqlite3.Connection, path: str):
+        self.conn = conn
+        self.path = path
+        self.pid = os.getpid()
+
+    def check_owner(self) -> sqlite3.Connection:
+        if os.getpid() != self.pid:
+            raise StorageError(f"database {self.path} was opened by process {self.pid}; "
+                               "open it again after fork")
+        return self.conn
+
+    def error(self, e: sqlite3.Error) -> StorageError:
+        text = str(e)
+        if "locked" in text or "busy" in text:
+            return StorageError(f"database {self.path} is busy: another process holds it "
+                                f"locked (waited {BUSY_TIMEOUT_MS // 1000} s)")
+        if "readonly" in text:
+            return StorageError(f"database {self.path} is read-only for this user")
+        return StorageError(f"database {self.path}: {text}")
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        conn = self.check_owner()
+        try:
+            yield conn
+        except sqlite3.Error as e:
+            raise self.error(e) from None
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One transaction: committed when the block ends, rolled back on any exception."""
+        conn = self.check_owner()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise self.error(e) from None
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self.error(exc) from None
+            raise
+
+
+class _Duplicate(Exception):
+    """A unique key was taken; raised inside a write() block to roll it back."""
+
+
+def _user(username: str, domain: str) -> str:
+    return f"{username}@{domain}" if domain else username
+
+
+class SqliteSubscribers(Subscribers):
+    _COLUMNS = "username, domain, ha1, ha1b, ha1_sha256, ha1b_sha256"
+
+    def __init__(self, db: _Db):
+        self._db = db
+
+    def add(self, sub: Subscriber) -> None:
+        self.add_many([sub])
+
+    def add_many(self, subs: Iterable[Subscriber]) -> int:
+        subs = [tuple(s) for s in subs]
+        seen: set[tuple[str, str]] = set()
+        for s in subs:
+            if (s[0], s[1]) in seen:
+                raise StorageError(f"user {_user(s[0], s[1])} is listed twice")
+            seen.add((s[0], s[1]))
+        try:
+            with self._db.write() as conn:
+                try:
+                    conn.executemany(f"INSERT INTO subscriber ({self._COLUMNS}) "
+                                     "VALUES (?, ?, ?, ?, ?, ?)", subs)
+                except sqlite3.IntegrityError:
+                    raise _Duplicate from None  # rolls the whole batch back
+        except _Duplicate:
+            # after the rollback, so that rows of this batch do not count as existing
+            raise StorageError(f"user {self._first_existing(subs)} already exists") from None
+        return len(subs)
+
+    def _first_existing(self, subs: Sequence[tuple]) -> str:
+        """The error path of add_many: name the first user that was already there."""
+        with self._db.read() as conn:
+            for s in subs:
+                if conn.execute("SELECT 1 FROM subscriber WHERE username = ? AND domain = ?",
+                                (s[0], s[1])).fetchone():
+                    return _user(s[0], s[1])
+        return "(unknown)"  # pragma: no cover - removed again between the two statements
+
+    def set_password(self, sub: Subscriber) -> None:
+        with self._db.write() as conn:
+            cur = conn.execute(
+                "UPDATE subscriber SET ha1 = ?, ha1b = ?, ha1_sha256 = ?, ha1b_sha256 = ? "
+                "WHERE username = ? AND domain = ?",
+                (sub.ha1, sub.ha1b, sub.ha1_sha256, sub.ha1b_sha256, sub.username, sub.domain))
+            if cur.rowcount == 0:
+                raise StorageError(f"no such user {_user(sub.username, sub.domain)}")
+
+    def remove(self, username: str, domain: str) -> None:
+        with self._db.write() as conn:
+            cur = conn.execute("DELETE FROM subscriber WHERE username = ? AND domain = ?",
+                               (username, domain))
+            if cur.rowcount == 0:
+                raise StorageError(f"no such user {_user(username, domain)}")
+
+    def get(self, username: str, domain: str | None = None) -> Subscriber | None:
+        with self._db.read() as conn:
+            if domain is None:
+                row = conn.execute(f"SELECT {self._COLUMNS} FROM subscriber WHERE username = ? "
+                                   "ORDER BY id LIMIT 1", (username,)).fetchone()
+            else:
+                row = conn.execute(f"SELECT {self._COLUMNS} FROM subscriber "
+                                   "WHERE username = ? AND domain = ?",
+                                   (username, domain)).fetchone()
+        return Subscriber(*row) if row else None
+
+    def count(self, domain: str | None = None) -> int:
+        with self._db.read() as conn:
+            if domain is None:
+                return conn.execute("SELECT COUNT(*) FROM subscriber").fetchone()[0]
+            return conn.execute("SELECT COUNT(*) FROM subscriber WHERE domain = ?",
+                                (domain,)).fetchone()[0]
+
+    def list(self, domain: str | None = None) -> Iterator[Subscriber]:
+        with self._db.read() as conn:
+            if domain is None:
+                rows = conn.execute(f"SELECT {self._COLUMNS} FROM subscriber "
+                                    "ORDER BY domain, username").fetchall()
+            else:
+                rows = conn.execute(f"SELECT {self._COLUMNS} FROM subscriber WHERE domain = ? "
+                                    "ORDER BY username", (domain,)).fetchall()
+        return (Subscriber(*r) for r in rows)
+
+
+class SqliteAddresses(Addresses):
+    def __init__(self, db: _Db):
+        self._db = db
+
+    def add(self, grp: int, ip_addr: str, mask: int = 32, port: int = 0, tag: str = "") -> int:
+        with self._db.write() as conn:
+            cur = conn.execute("INSERT INTO address (grp, ip_addr, mask, port, tag) "
+                               "VALUES (?, ?, ?, ?, ?)", (grp, ip_addr, mask, port, tag or None))
+            return cur.lastrowid
+
+    def remove(self, grp: int, ip_addr: str) -> int:
+        with self._db.write() as conn:
+            cur = conn.execute("DELETE FROM address WHERE grp = ? AND ip_addr = ?",
+                               (grp, ip_addr))
+            if cur.rowcount == 0:
+                raise StorageError(f"no address {ip_addr} in group {grp}")
+            return cur.rowcount
+
+    def list(self) -> list[AddressRow]:
+        with self._db.read() as conn:
+            rows = conn.execute("SELECT grp, ip_addr, mask, port, tag, id FROM address "
+                                "ORDER BY id").fetchall()
+        return [AddressRow(g, ip, m, p, t or "", i) for g, ip, m, p, t, i in rows]
+
+
+def _split_aor(aor: str) -> tuple[str, str | None]:
+    """Kamailio's (username, domain) columns; domain NULL for an AOR without one."""
+    user, at, domain = aor.rpartition("@")
+    return (user, domain) if at else (aor, None)
+
+
+class SqliteLocations(Locations):
+    # LOCATION_FIELDS with aor stored as username + domain
+    _COLUMNS = ("ruid", "username", "domain") + LOCATION_FIELDS[2:]
+    _UPSERT = (f"INSERT INTO location ({', '.join(_COLUMNS)}) "
+               f"VALUES ({', '.join('?' * len(_COLUMNS))}) ON CONFLICT (ruid) DO UPDATE SET "
+               + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[1:]))
+
+    def __init__(self, db: _Db):
+        self._db = db
+
+    def upsert_many(self, bindings: Iterable[Any]) -> int:
+        rows = []
+        for b in bindings:
+            v = binding_values(b)
+            rows.append((v[0], *_split_aor(v[1]), *v[2:]))
+        if not rows:
+            return 0
+        with self._db.write() as conn:
+            conn.executemany(self._UPSERT, rows)
+        return len(rows)
+
+    def delete_many(self, ruids: Iterable[str]) -> int:
+        keys = [(r,) for r in ruids]
+        if not keys:
+            return 0
+        with self._db.write() as conn:
+            cur = conn.executemany("DELETE FROM location WHERE ruid = ?", keys)
+            return cur.rowcount
+
+    def load_all(self, now: float) -> Iterator[dict]:
+        conn = self._db.check_owner()
+        try:
+            cur = conn.execute(f"SELECT {', '.join(self._COLUMNS)} FROM location "
+                               "WHERE expires = 0 OR expires > ? ORDER BY id", (now,))
+            while True:  # streamed: a million bindings never sit in one list
+                batch = cur.fetchmany(2000)
+                if not batch:
+                    return
+                for row in batch:
+                    user, domain = row[1], row[2]
+                    yield dict(zip(LOCATION_FIELDS,
+                                   (row[0], user if domain is None else f"{user}@{domain}",
+                                    *row[3:])))
+        except sqlite3.Error as e:
+            raise self._db.error(e) from None
+
+    def delete_expired(self, now: float) -> int:
+        with self._db.write() as conn:
+            return conn.execute("DELETE FROM location WHERE expires != 0 AND expires <= ?",
+                                (now,)).rowcount
+
+    def count(self) -> int:
+        with self._db.read() as conn:
+            return conn.execute("SELECT COUNT(*) FROM location").fetchone()[0]
+
+
+class SqliteStorage(Storage):
+    def __init__(self, path: str, *, migrations: Sequence[Migration] = MIGRATIONS):
+        parent = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as e:
+            raise StorageError(f"cannot create directory {parent}: {e.strerror}") from None
+        try:
+            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        except sqlite3.Error as e:
+            raise StorageError(f"cannot open database {path}: {e}") from None
+        self._db = _Db(conn, path)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            # WAL + NORMAL: a committed transaction survives a killed process; only a power
+            # loss can take the last commits, which the write-behind design accepts anyway.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._version = upgrade(conn, path, migrations)
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            if "not a database" in str(e):
+                raise StorageError(f"{path} is not an SQLite database") from None
+            raise self._db.error(e) from None
+        except BaseException:
+            conn.close()
+            raise
+        self.subscribers = SqliteSubscribers(self._db)
+        self.addresses = SqliteAddresses(self._db)
+        self.locations = SqliteLocations(self._db)
+
+    @property
+    def schema_version(self) -> int:
+        return self._version
+
+    @property
+    def where(self) -> str:
+        return self._db.path
+
+    def close(self) -> None:
+        # after fork the child must not touch the parent's connection, not even to close it
+        if os.getpid() == self._db.pid:
+            self._db.conn.close()
