@@ -1,0 +1,1 @@
+"""Command-line entry points: kampx (the proxy) and kampxctl (the control tool)."""

@@ -1,0 +1,96 @@
+"""kampxctl's readable text output (the --json output is the data itself)."""
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Iterable
+
+
+def when(epoch: float) -> str:
+    """An epoch time as local time with its offset: what an operator compares with logs."""
+    return datetime.datetime.fromtimestamp(epoch).astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
+
+
+def duration(seconds: float) -> str:
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hms = f"{rest // 3600}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+    return f"{days} day{'s' if days != 1 else ''}, {hms}" if days else hms
+
+
+def mib(nbytes: int) -> str:
+    return f"{nbytes / 1048576:.1f} MiB"
+
+
+def _table(header: tuple[str, ...], rows: Iterable[tuple], right: set[int]) -> list[str]:
+    rows = [tuple(str(c) for c in r) for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+
+    def line(cells):
+        out = [c.rjust(w) if i in right else c.ljust(w)
+               for i, (c, w) in enumerate(zip(cells, widths))]
+        return "  ".join(out).rstrip()
+    return [line(header)] + [line(r) for r in rows]
+
+
+def address_rows(rows: list[dict], with_id: bool) -> list[str]:
+    """kamctl's `address show` columns."""
+    header = ("id", "grp", "ip_addr", "mask", "port", "tag") if with_id else \
+             ("grp", "ip_addr", "mask", "port", "tag")
+    keys = header
+    right = {0, 1, 3, 4} if with_id else {0, 2, 3}
+    return _table(header, [tuple(r.get(k, "") for k in keys) for r in rows], right)
+
+
+def contact_lines(c: dict, now: float | None = None) -> list[str]:
+    """One binding, kamctl `ul show`-style: the fields an operator checks first, then the rest
+    when they are set."""
+    now = time.time() if now is None else now
+    exp = c.get("expires") or 0
+    lines = [f"    Contact: {c.get('contact', '')}"]
+    if exp:
+        lines.append(f"        Expires: {max(0, int(exp - now))} s")
+    else:
+        lines.append("        Expires: permanent")
+    q = c.get("q")
+    lines.append(f"        Q: {'-' if q is None else f'{q:g}'}")
+    for label, key in (("Received", "received"), ("Path", "path"), ("Socket", "socket"),
+                       ("User-Agent", "user_agent"), ("Call-ID", "callid"), ("CSeq", "cseq"),
+                       ("Instance", "instance"), ("Reg-Id", "reg_id"), ("Flags", "flags")):
+        value = c.get(key)
+        if value not in (None, "", 0) or key in ("callid", "cseq"):
+            lines.append(f"        {label}: {value}")
+    if c.get("last_modified"):
+        lines.append(f"        Last-Modified: {when(c['last_modified'])}")
+    if c.get("ruid"):
+        lines.append(f"        Ruid: {c['ruid']}")
+    return lines
+
+
+def aor_lines(aor: dict, now: float | None = None) -> list[str]:
+    lines = [f"AOR: {aor.get('aor', '')}"]
+    for c in aor.get("contacts", []):
+        lines.extend(contact_lines(c, now))
+    return lines
+
+
+def stats_lines(groups: dict, only: str | None = None) -> list[str]:
+    """Kamailio's `group:name = value`, sorted."""
+    out = []
+    for group in sorted(groups):
+        for name in sorted(groups[group]):
+            if only is None or name == only:
+                out.append(f"{group}:{name} = {groups[group][name]}")
+    return out
+
+
+def ps_lines(processes: list[dict]) -> list[str]:
+    rows = [(p.get("pid", ""), p.get("role", ""), f"{p.get('cpu_percent', 0.0):.1f}%",
+             mib(int(p.get("rss_bytes", 0)))) for p in processes]
+    return _table(("PID", "ROLE", "CPU", "MEM"), rows, {0, 2, 3})
+
+
+def uptime_lines(result: dict) -> list[str]:
+    return [f"now: {when(result['now'])}",
+            f"up since: {when(result['up_since'])}",
+            f"uptime: {int(result['uptime'])} s ({duration(result['uptime'])})"]

@@ -1,0 +1,452 @@
+"""kampxctl: kamctl for kampx.
+
+Subscriber and address-table commands work on the database, whether or not the proxy runs;
+the live commands ask the running proxy over its control socket (docs/control.md). Output is
+readable text, or JSON with --json. Any failure: exit status non-zero and one line on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from kampx import __version__
+from kampx import config as kconfig
+from kampx.auth.credentials import parse_user, subscriber_row
+from kampx.cli import ctl_completion, ctl_format
+from kampx.control.client import ControlClient, ControlError, NotRunning, RpcError, socket_path
+from kampx.db import StorageError, open_storage
+from kampx.permissions import PermissionsError, check_row
+
+PROG = "kampxctl"
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_NOT_RUNNING = 3
+RELOAD_HINT = f"** INFO: execute '{PROG} address reload' to synchronize cache and database"
+
+
+class Failure(Exception):
+    """A command failed; the message is the one line for stderr."""
+
+
+@dataclass
+class Ctx:
+    cfg: kconfig.Config
+    json: bool
+    out: TextIO
+
+    def print(self, *lines: str) -> None:
+        for line in lines:
+            self.out.write(line + "\n")
+
+    def emit(self, data: Any, *text: str) -> None:
+        """The JSON document with --json, else the text lines."""
+        if self.json:
+            self.out.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        else:
+            self.print(*text)
+
+    def storage(self):
+        return open_storage(self.cfg)
+
+    def client(self) -> ControlClient:
+        return ControlClient(socket_path(self.cfg))
+
+
+# -- subscribers (database) ----------------------------------------------------------------
+
+def _user(ctx: Ctx, text: str) -> tuple[str, str]:
+    try:
+        return parse_user(text, ctx.cfg.auth.realm)
+    except ValueError as e:
+        raise Failure(str(e)) from None
+
+
+def _row(username: str, domain: str, password: str):
+    try:
+        return subscriber_row(username, domain, password)
+    except ValueError as e:
+        raise Failure(str(e)) from None
+
+
+def cmd_add(ctx: Ctx, args) -> None:
+    if args.file is not None:
+        if args.user is not None:
+            raise Failure("add: give either USER PASSWORD or --file FILE, not both")
+        subs = _read_user_file(ctx, args.file)
+        with ctx.storage() as st:
+            n = st.subscribers.add_many(subs)
+        ctx.emit({"added": n}, f"{n} users added")
+        return
+    if args.user is None or args.password is None:
+        raise Failure("add: USER and PASSWORD are required (or --file FILE)")
+    username, domain = _user(ctx, args.user)
+    with ctx.storage() as st:
+        st.subscribers.add(_row(username, domain, args.password))
+    ctx.emit({"added": 1, "user": f"{username}@{domain}"},
+             f"new user '{username}@{domain}' added")
+
+
+def _read_user_file(ctx: Ctx, path: str) -> list:
+    """One `user,password` per line; blank lines and # comments skipped; both fields are
+    stripped of surrounding blanks; the password is everything after the first comma."""
+    try:
+        f = sys.stdin if path == "-" else open(path, encoding="utf-8", newline=None)
+    except OSError as e:
+        raise Failure(f"cannot read {path}: {e.strerror}") from None
+    subs = []
+    lineno = 0
+    try:
+        with f:
+            for lineno, line in enumerate(f, start=1):
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                user, comma, password = line.partition(",")
+                if not comma:
+                    raise Failure(f"{path}:{lineno}: expected user,password")
+                try:
+                    username, domain = parse_user(user.strip(), ctx.cfg.auth.realm)
+                    subs.append(subscriber_row(username, domain, password.strip()))
+                except ValueError as e:
+                    raise Failure(f"{path}:{lineno}: {e}") from None
+    except UnicodeDecodeError:
+        raise Failure(f"{path}:{lineno + 1}: not UTF-8 text") from None
+    if not subs:
+        raise Failure(f"{path}: no users in the file")
+    return subs
+
+
+def cmd_passwd(ctx: Ctx, args) -> None:
+    username, domain = _user(ctx, args.user)
+    with ctx.storage() as st:
+        st.subscribers.set_password(_row(username, domain, args.password))
+    ctx.emit({"updated": f"{username}@{domain}"}, "password change succeeded")
+
+
+def cmd_rm(ctx: Ctx, args) -> None:
+    username, domain = _user(ctx, args.user)
+    with ctx.storage() as st:
+        st.subscribers.remove(username, domain)
+    ctx.emit({"removed": f"{username}@{domain}"}, f"user '{username}@{domain}' removed")
+
+
+# -- permissions address table ---------------------------------------------------------------
+
+def _address_reload(ctx: Ctx) -> dict:
+    client = ctx.client()
+    try:
+        result = client.call("permissions.addressReload")
+    except RpcError as e:
+        # rate-limited (Kamailio's reload_delta): wait as told, once, so that two quick
+        # `address add --reload` in a script both succeed
+        retry = e.data.get("retry_after") if isinstance(e.data, dict) else None
+        if e.code != 503 or not isinstance(retry, (int, float)) or not 0 <= retry <= 10:
+            raise
+        time.sleep(retry)
+        result = client.call("permissions.addressReload")
+    if not isinstance(result, dict):
+        raise Failure("permissions.addressReload: malformed result")
+    return result
+
+
+def _reloaded_line(result: dict) -> str:
+    return (f"address table reloaded: {result.get('rows', '?')} rows "
+            f"(generation {result.get('generation', '?')})")
+
+
+def cmd_address_add(ctx: Ctx, args) -> None:
+    try:
+        e = check_row((args.grp, args.ipaddr, args.mask, args.port, args.tag), "address")
+    except PermissionsError as err:
+        raise Failure(str(err)) from None
+    with ctx.storage() as st:
+        row_id = st.addresses.add(e.grp, e.ip_addr, e.mask, e.port, e.tag)
+    row = {"id": row_id, **e._asdict()}
+    reloaded = _address_reload(ctx) if args.reload else None
+    text = [f"address {e.ip_addr}/{e.mask} port {e.port} added to group {e.grp}"]
+    text.append(_reloaded_line(reloaded) if reloaded else RELOAD_HINT)
+    ctx.emit({"added": row, "reloaded": reloaded}, *text)
+
+
+def cmd_address_rm(ctx: Ctx, args) -> None:
+    try:
+        e = check_row((args.grp, args.ipaddr, None, 0, ""), "address")
+    except PermissionsError as err:
+        raise Failure(str(err)) from None
+    with ctx.storage() as st:
+        n = st.addresses.remove(e.grp, e.ip_addr)
+    reloaded = _address_reload(ctx) if args.reload else None
+    text = [f"{n} address entr{'y' if n == 1 else 'ies'} removed"]
+    text.append(_reloaded_line(reloaded) if reloaded else RELOAD_HINT)
+    ctx.emit({"removed": n, "reloaded": reloaded}, *text)
+
+
+def cmd_address_show(ctx: Ctx, args) -> None:
+    with ctx.storage() as st:
+        rows = [{"id": r.id, "grp": r.grp, "ip_addr": r.ip_addr, "mask": r.mask,
+                 "port": r.port, "tag": r.tag} for r in st.addresses.list()]
+    ctx.emit({"rows": rows}, *ctl_format.address_rows(rows, with_id=True))
+
+
+def cmd_address_dump(ctx: Ctx, args) -> None:
+    result = ctx.client().call("permissions.addressDump")
+    if not isinstance(result, dict) or not isinstance(result.get("rows"), list):
+        raise Failure("permissions.addressDump: malformed result")
+    ctx.emit(result, f"generation {result.get('generation', '?')}",
+             *ctl_format.address_rows(result["rows"], with_id=False))
+
+
+def cmd_address_reload(ctx: Ctx, args) -> None:
+    result = _address_reload(ctx)
+    ctx.emit(result, _reloaded_line(result))
+
+
+# -- usrloc (live) ---------------------------------------------------------------------------
+
+def cmd_ul_show(ctx: Ctx, args) -> None:
+    client = ctx.client()
+    if args.aor is not None:
+        aor = client.call("ul.lookup", {"aor": args.aor})
+        if not isinstance(aor, dict):
+            raise Failure("ul.lookup: malformed result")
+        ctx.emit(aor, *ctl_format.aor_lines(aor))
+        return
+    # Page by page, printed as it comes: a million bindings never sit in one list.
+    now = time.time()
+    aors = contacts = 0
+    if ctx.json:
+        ctx.out.write('{"aors": [')
+    for aor in client.dump_aors():
+        if ctx.json:
+            ctx.out.write(("\n" if aors == 0 else ",\n") + json.dumps(aor, ensure_ascii=False))
+        else:
+            ctx.print(*ctl_format.aor_lines(aor, now))
+        aors += 1
+        contacts += len(aor.get("contacts", []))
+    if ctx.json:
+        ctx.out.write("\n]}\n")
+    else:
+        ctx.print(f"{aors} AORs, {contacts} contacts")
+
+
+def cmd_ul_add(ctx: Ctx, args) -> None:
+    if not args.contact.lower().startswith(("sip:", "sips:")):
+        raise Failure(f"{args.contact} is not a valid SIP URI (sip:[user@]domain)")
+    if args.expires < 0:
+        raise Failure(f"expires {args.expires} is negative (0 = permanent)")
+    if args.q is not None and not 0.0 <= args.q <= 1.0:
+        raise Failure(f"q {args.q:g} is not between 0 and 1")
+    params = {"aor": args.aor, "contact": args.contact, "expires": args.expires, "q": args.q}
+    result = ctx.client().call("ul.add", params)
+    lifetime = f"expires in {args.expires} s" if args.expires else "permanent"
+    ctx.emit(result, f"contact {args.contact} added to {args.aor} ({lifetime})")
+
+
+def cmd_ul_rm(ctx: Ctx, args) -> None:
+    client = ctx.client()
+    if args.contact is None:
+        result = client.call("ul.rm", {"aor": args.aor})
+    else:
+        result = client.call("ul.rm_contact", {"aor": args.aor, "contact": args.contact})
+    n = result.get("removed", 0) if isinstance(result, dict) else 0
+    ctx.emit(result, f"{n} contact{'s' if n != 1 else ''} of {args.aor} removed")
+
+
+# -- core (live) ------------------------------------------------------------------------------
+
+def cmd_stats(ctx: Ctx, args) -> None:
+    group, _, name = (args.group or "").partition(":")
+    params = {"group": group} if group else {}
+    client = ctx.client()
+    if args.reset:
+        if name:
+            params["name"] = name
+        result = client.call("stats.reset_statistics", params)
+        n = result.get("reset", 0) if isinstance(result, dict) else 0
+        ctx.emit(result, f"{n} statistics reset")
+        return
+    result = client.call("stats.get_statistics", params)
+    if not isinstance(result, dict):
+        raise Failure("stats.get_statistics: malformed result")
+    if name:
+        value = result.get(group, {}).get(name)
+        if value is None:
+            raise Failure(f"no such statistic {group}:{name}")
+        result = {group: {name: value}}
+    ctx.emit(result, *ctl_format.stats_lines(result))
+
+
+def cmd_ps(ctx: Ctx, args) -> None:
+    result = ctx.client().call("core.psx")
+    if not isinstance(result, list):
+        raise Failure("core.psx: malformed result")
+    ctx.emit(result, *ctl_format.ps_lines(result))
+
+
+def cmd_uptime(ctx: Ctx, args) -> None:
+    result = ctx.client().call("core.uptime")
+    if not isinstance(result, dict) or not {"now", "up_since", "uptime"} <= result.keys():
+        raise Failure("core.uptime: malformed result")
+    ctx.emit(result, *ctl_format.uptime_lines(result))
+
+
+def cmd_reload(ctx: Ctx, args) -> None:
+    result = ctx.client().call("cfg.reload")
+    script = result.get("script", "?") if isinstance(result, dict) else "?"
+    ctx.emit(result, f"reloading: route script {script}")
+
+
+def cmd_version(ctx: Ctx, args) -> None:
+    try:
+        server = ctx.client().call("core.version")
+    except NotRunning as e:
+        server, note = None, str(e)
+    else:
+        note = f"kampx {server.get('version', '?')} running at {socket_path(ctx.cfg)}" \
+            if isinstance(server, dict) else "kampx: malformed core.version result"
+    ctx.emit({"kampxctl": __version__, "kampx": server}, f"{PROG} {__version__}", note)
+
+
+def cmd_rpc(ctx: Ctx, args) -> None:
+    params = None
+    if args.params is not None:
+        try:
+            params = json.loads(args.params)
+        except ValueError:
+            raise Failure("rpc: PARAMS must be JSON (an object or an array)") from None
+        if not isinstance(params, (dict, list)):
+            raise Failure("rpc: PARAMS must be a JSON object or array")
+    result = ctx.client().call(args.method, params)
+    # a generic call has no text form of its own: JSON either way
+    ctx.out.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+
+
+def cmd_completion(ctx: Ctx, args) -> None:
+    ctx.out.write(ctl_completion.bash(build_parser()))
+
+
+# -- the parser -------------------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr, like every other failure."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _json_tail(p: argparse.ArgumentParser) -> None:
+    # --json also at the end of any command; SUPPRESS keeps the global value when absent
+    p.add_argument("--json", dest="json_tail", action="store_true", default=argparse.SUPPRESS,
+                   help="machine-readable output")
+
+
+def _command(subs, name: str, handler, help: str, **kw) -> argparse.ArgumentParser:
+    p = subs.add_parser(name, help=help, description=help, **kw)
+    p.set_defaults(handler=handler)
+    _json_tail(p)
+    return p
+
+
+def _group(subs, name: str, help: str):
+    p = subs.add_parser(name, help=help, description=help)
+    _json_tail(p)
+    return p.add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=True,
+                            parser_class=_Parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Control kampx: subscribers, address table, "
+                     "registrations, statistics.")
+    parser.add_argument("--config", metavar="FILE",
+                        help="config file (default: $KAMPX_CONFIG, /etc/kampx/kampx.toml, "
+                        "built-in defaults)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    subs = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                 parser_class=_Parser)
+
+    p = _command(subs, "add", cmd_add, "add a subscriber, or many from a file")
+    p.add_argument("user", metavar="USER", nargs="?", help="user or user@domain")
+    p.add_argument("password", metavar="PASSWORD", nargs="?")
+    p.add_argument("--file", metavar="FILE", help="one user,password per line ('-': stdin)")
+    p = _command(subs, "passwd", cmd_passwd, "change a subscriber's password")
+    p.add_argument("user", metavar="USER")
+    p.add_argument("password", metavar="PASSWORD")
+    p = _command(subs, "rm", cmd_rm, "remove a subscriber")
+    p.add_argument("user", metavar="USER")
+
+    ul = _group(subs, "ul", "registered contacts of the running proxy")
+    p = _command(ul, "show", cmd_ul_show, "show all AORs, or one")
+    p.add_argument("aor", metavar="AOR", nargs="?")
+    p = _command(ul, "add", cmd_ul_add, "add a static binding")
+    p.add_argument("aor", metavar="AOR")
+    p.add_argument("contact", metavar="CONTACT")
+    p.add_argument("expires", metavar="EXPIRES", nargs="?", type=int, default=0,
+                   help="seconds (0 = permanent, the default)")
+    p.add_argument("q", metavar="Q", nargs="?", type=float, default=None, help="0..1")
+    p = _command(ul, "rm", cmd_ul_rm, "remove an AOR's bindings, or one contact")
+    p.add_argument("aor", metavar="AOR")
+    p.add_argument("contact", metavar="CONTACT", nargs="?")
+
+    addr = _group(subs, "address", "the permissions address table")
+    p = _command(addr, "add", cmd_address_add, "add an entry to the database")
+    p.add_argument("grp", metavar="GRP", type=int)
+    p.add_argument("ipaddr", metavar="IPADDR")
+    p.add_argument("mask", metavar="MASK", nargs="?", type=int, default=None,
+                   help="prefix length (default: the whole address)")
+    p.add_argument("port", metavar="PORT", nargs="?", type=int, default=0,
+                   help="0 = any (default)")
+    p.add_argument("tag", metavar="TAG", nargs="?", default="")
+    p.add_argument("--reload", action="store_true", help="then reload the running proxy")
+    p = _command(addr, "rm", cmd_address_rm, "remove the entries of GRP with IPADDR")
+    p.add_argument("grp", metavar="GRP", type=int)
+    p.add_argument("ipaddr", metavar="IPADDR")
+    p.add_argument("--reload", action="store_true", help="then reload the running proxy")
+    _command(addr, "show", cmd_address_show, "the table in the database")
+    _command(addr, "dump", cmd_address_dump, "the table the running proxy holds")
+    _command(addr, "reload", cmd_address_reload, "load the database table into the proxy")
+
+    p = _command(subs, "stats", cmd_stats, "statistics of the running proxy")
+    p.add_argument("group", metavar="GROUP", nargs="?",
+                   help="a group (core, tm, sl, usrloc, ...) or group:name")
+    p.add_argument("--reset", action="store_true", help="reset them instead")
+    _command(subs, "ps", cmd_ps, "the proxy's processes")
+    _command(subs, "uptime", cmd_uptime, "when the proxy started")
+    _command(subs, "reload", cmd_reload, "reload the route script")
+    _command(subs, "version", cmd_version, "versions of kampxctl and the running proxy")
+    p = _command(subs, "rpc", cmd_rpc, "call a control method (system.listMethods lists them)")
+    p.add_argument("method", metavar="METHOD")
+    p.add_argument("params", metavar="PARAMS", nargs="?", help="JSON object or array")
+    p = _command(subs, "completion", cmd_completion, "print the bash completion script")
+    p.add_argument("shell", choices=["bash"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = kconfig.load(args.config)
+        ctx = Ctx(cfg, bool(args.json or getattr(args, "json_tail", False)), sys.stdout)
+        args.handler(ctx, args)
+        return 0
+    except NotRunning as e:
+        sys.stderr.write(f"{e}\n")
+        return EXIT_NOT_RUNNING
+    except (Failure, kconfig.ConfigError, StorageError, ControlError) as e:
+        sys.stderr.write(f"{e}\n")
+        return EXIT_FAILURE
+    except BrokenPipeError:  # `kampxctl ul show | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
