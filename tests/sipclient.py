@@ -570,12 +570,18 @@ class SipClient:
         def ok(m: SipMessage) -> bool:
             if m.is_request or m.branch != branch or m.cseq != (num, meth):
                 return False
-            if skip_provisional and m.status < 200:
-                return False
             if status is None:
-                return True
+                return not (skip_provisional and m.status < 200)
             return m.status == status if isinstance(status, int) else m.status in status
-        return self.recv(timeout, ok)
+
+        def same_txn_provisional(m: SipMessage) -> bool:
+            return (not m.is_request and m.status < 200 and m.branch == branch
+                    and m.cseq == (num, meth))
+        found = self.recv(timeout, ok)
+        # provisionals passed over on the way are consumed: they came before what we waited for
+        self._pending = [m for m in self._pending
+                         if not (same_txn_provisional(m) and (found is None or m.received_at <= found.received_at))]
+        return found
 
     def expect_response(self, req: Request, timeout: float = 2.0, status=None,
                         skip_provisional: bool = False) -> SipMessage:
@@ -625,10 +631,12 @@ def route_set(resp: SipMessage) -> list[str]:
 
 
 def in_dialog(method: str, invite: Request, resp: SipMessage, cseq: int | None = None,
-              via_host: tuple[str, int] | None = None, rport: bool = True) -> Request:
+              via_host: tuple[str, int] | None = None, rport: bool = True,
+              routes: list[str] | None = None) -> Request:
     """A request in the dialog the INVITE created, sent by the caller: new branch, R-URI =
-    the callee's Contact, Route = Record-Route reversed, To with the callee's tag. An ACK to a
-    2xx keeps the INVITE's CSeq number (RFC 3261 13.2.2.4)."""
+    the callee's Contact, Route = Record-Route reversed (or `routes`: the route set is fixed
+    by the dialog-creating 2xx, a re-INVITE's 2xx does not change it), To with the callee's
+    tag. An ACK to a 2xx keeps the INVITE's CSeq number (RFC 3261 13.2.2.4)."""
     via = invite.get("via")
     m = re.match(r"SIP/2\.0/UDP ([^;]+)", via)
     sent_by = m.group(1) if via_host is None else f"{via_host[0]}:{via_host[1]}"
@@ -637,7 +645,7 @@ def in_dialog(method: str, invite: Request, resp: SipMessage, cseq: int | None =
     target = uri_of(contact) if contact else invite.uri
     hdrs = [("Via", f"SIP/2.0/UDP {sent_by};" + ("rport;" if rport else "") + f"branch={new_branch()}"),
             ("Max-Forwards", "70")]
-    hdrs += [("Route", r) for r in route_set(resp)]
+    hdrs += [("Route", r) for r in (route_set(resp) if routes is None else routes)]
     hdrs += [("From", invite.get("from")), ("To", resp.get("to")),
              ("Call-ID", invite.get("call-id")), ("CSeq", f"{num} {method}")]
     return Request(method, target, hdrs)
