@@ -861,19 +861,19 @@ cdef class NonceCounts(_Region):
                 break
         return (idx, gen)
 
-    def check(self, Py_ssize_t index, uint64_t generation, int64_t nc):
+    def check(self, Py_ssize_t index, int64_t generation, int64_t nc):
         cdef uint64_t cur
         if not 0 <= nc <= 0xFFFFFFFF:
             raise ValueError(f"nc must be 0..0xffffffff, not {nc}")
-        if <size_t>index >= self.nslots or generation == 0 or generation > GEN_SPAN:
+        if <size_t>index >= self.nslots or not 1 <= generation <= <int64_t>GEN_SPAN:
             return -1
         while True:
             cur = kx_atomic_load64(&self.slots[index])
-            if (cur >> 32) != generation:
+            if (cur >> 32) != <uint64_t>generation:
                 return -1
             if <uint64_t>nc <= (cur & 0xFFFFFFFF):
                 return 0
-            if kx_atomic_cas64(&self.slots[index], cur, (generation << 32) | <uint64_t>nc):
+            if kx_atomic_cas64(&self.slots[index], cur, (<uint64_t>generation << 32) | <uint64_t>nc):
                 return 1
 
     @property
