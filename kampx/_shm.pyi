@@ -65,7 +65,7 @@ class TxnIndex:
     def claim(self, key: bytes, owner: int, now: float, ttl: float) -> int:
         """Atomically: if key has an entry live at `now`, return its owner; otherwise record
         key -> owner expiring at now + ttl and return `owner`. -2 when key's buckets are full
-        of live entries."""
+        of live entries. ValueError unless 0 <= owner <= 255 and ttl > 0."""
     def lookup(self, key: bytes, now: float) -> int:
         """Owner of key's entry live at `now`, else -1."""
     def refresh(self, key: bytes, owner: int, expires_at: float) -> bool:

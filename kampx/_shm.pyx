@@ -29,6 +29,10 @@ from kampx.kx_shm cimport (kx_atomic_add64, kx_atomic_cas64, kx_atomic_load64, k
 
 import os
 
+cdef extern from *:
+    # Start loading a cache line we are about to need (no-op semantics, never faults).
+    void __builtin_prefetch(const void *addr) nogil
+
 cdef enum:
     LINE = 64                 # cache line: rows, headers and mutexes are aligned to it
     BUCKET = 8                # slots per hash bucket (two buckets are candidates for a key)
@@ -375,6 +379,13 @@ cdef class TxnIndex(_Striped):
         _buckets(h[0], self.nbuckets - 1, &i1, &i2)
         b1[0] = segbase + i1 * BUCKET
         b2[0] = segbase + i2 * BUCKET
+        # In a big table both buckets (two lines each) and the stripe lock are cache misses:
+        # issue them together instead of one after another.
+        __builtin_prefetch(&self.locks[seg])
+        __builtin_prefetch(b1[0])
+        __builtin_prefetch(b1[0] + BUCKET // 2)
+        __builtin_prefetch(b2[0])
+        __builtin_prefetch(b2[0] + BUCKET // 2)
         return seg
 
     cdef int _owner_arg(self, int owner) except -1:
@@ -389,6 +400,8 @@ cdef class TxnIndex(_Striped):
         cdef Py_ssize_t seg
         cdef int r
         self._owner_arg(owner)
+        if not ttl > 0:
+            raise ValueError(f"ttl must be > 0, not {ttl}")
         seg = self._locate(key, &h, &b1, &b2)
         r = _txn_locked_claim(&self.locks[seg], <uint64_t *>self.base, b1, b2, h,
                               (_usec(now + ttl) << 8) | <uint64_t>owner, _usec(now))
@@ -746,6 +759,9 @@ cdef class RateTable(_Striped):
         _buckets(h[0], self.nbuckets - 1, b1, b2)
         b1[0] += <uint64_t>seg[0] * self.nbuckets
         b2[0] += <uint64_t>seg[0] * self.nbuckets
+        __builtin_prefetch(&self.locks[seg[0]])       # see TxnIndex._locate
+        __builtin_prefetch(&self.keys[b1[0] * BUCKET])
+        __builtin_prefetch(&self.keys[b2[0] * BUCKET])
         return 0
 
     def hit(self, bytes ip not None, double now, double window_s, int64_t limit, double ban_s):

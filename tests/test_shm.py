@@ -266,6 +266,9 @@ def test_txn_argument_checks():
             t.claim(b"k", bad, 0.0, 1.0)
         with pytest.raises(ValueError):
             t.purge_owner(bad)
+    for bad_ttl in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError):
+            t.claim(b"k", 1, 0.0, bad_ttl)
     with pytest.raises(TypeError):
         t.claim("k", 1, 0.0, 1.0)
     with pytest.raises(TypeError):
