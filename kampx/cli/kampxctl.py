@@ -261,11 +261,11 @@ def cmd_ul_rm(ctx: Ctx, args) -> None:
 
 def cmd_stats(ctx: Ctx, args) -> None:
     group, _, name = (args.group or "").partition(":")
-    params = {"group": group} if group else {}
+    params = {"group": group} if group else None
     client = ctx.client()
     if args.reset:
         if name:
-            params["name"] = name
+            params = {**(params or {}), "name": name}
         result = client.call("stats.reset_statistics", params)
         n = result.get("reset", 0) if isinstance(result, dict) else 0
         ctx.emit(result, f"{n} statistics reset")
