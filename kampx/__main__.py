@@ -1,0 +1,5 @@
+import sys
+
+from kampx.cli.kampx import main
+
+sys.exit(main())

@@ -1,0 +1,6 @@
+"""The route-script API: `from kampx.routing import *` in a script gives every function
+Kamailio's KEMI would (see api.py and its siblings)."""
+from kampx.routing.api import *  # noqa: F401,F403
+from kampx.routing.api import __all__ as _core_all
+
+__all__ = list(_core_all)

@@ -1,0 +1,64 @@
+"""Record-Route and loose routing (Kamailio's rr module, RFC 3261 16.6 step 4 and 16.4)."""
+from __future__ import annotations
+
+from kampx._cparse import SipParseError
+
+
+def record_route(worker, msg) -> bool:
+    """Insert `Record-Route: <sip:IP[:port];lr>` for the socket the request arrived on."""
+    if msg.__dict__.get("rr_added"):
+        return True
+    msg.insert_header("Record-Route", msg.lsock.rr_value)
+    msg.rr_added = True
+    return True
+
+
+def loose_route(worker, msg) -> bool:
+    """Process the Route set of an in-dialog request.
+
+    True when the request carried a Route set naming this proxy first: our Route is removed
+    and the next hop is the following Route (a loose router, ;lr), or the Request-URI when
+    ours was the last one. A strict-routed request (Request-URI is our Record-Route, RFC 3261
+    16.4) gets its Request-URI back from the last Route. False when there is no Route, or
+    the first one is not ours (the request is not for us to route this way).
+    """
+    try:
+        routes = msg.routes
+    except SipParseError:
+        return False
+    uri = msg.uri
+    if routes:
+        first = routes[0].parsed_uri if _is_uri(routes[0]) else None
+        if first is not None and worker.is_myself(first.host, first.port):
+            msg.remove_top_route()
+            if len(routes) > 1:
+                nxt = routes[1]
+                nuri = nxt.parsed_uri if _is_uri(nxt) else None
+                if nuri is not None and "lr" not in nuri.params:
+                    # next hop is a strict router: it goes into the Request-URI and the
+                    # Request-URI goes to the end of the Route set (RFC 3261 16.12.1.2)
+                    msg.remove_header("route")
+                    for r in routes[2:]:
+                        msg.append_header("Route", r.raw)
+                    msg.append_header("Route", f"<{msg.ruri}>")
+                    msg.set_ruri(nxt.uri)
+                else:
+                    msg.dst = nxt.uri
+            return True
+        if uri is not None and worker.is_myself(uri.host, uri.port) and not uri.user:
+            # we were addressed as a strict router: the last Route is the real target
+            last = routes[-1]
+            msg.remove_header("route")
+            for r in routes[:-1]:
+                msg.append_header("Route", r.raw)
+            msg.set_ruri(last.uri)
+            return True
+    return False
+
+
+def _is_uri(na) -> bool:
+    try:
+        na.parsed_uri
+        return True
+    except SipParseError:
+        return False

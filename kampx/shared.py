@@ -1,0 +1,36 @@
+"""Everything the processes of one kampx instance share, created by the supervisor before
+the first fork (anonymous MAP_SHARED mappings: inherited by every child and every respawned
+child, gone when the last process exits, nothing to name or unlink).
+"""
+from __future__ import annotations
+
+import os
+import secrets
+
+from kampx import stats as S
+from kampx._shm import CounterRows, NonceCounts, RateTable, TxnIndex
+
+MAX_WORKER_IDS = 256                   # worker ids are one byte in our branches
+HELPER_ROWS = {"supervisor": 256, "timer": 257, "db writer": 258, "ctl": 259}
+COUNTER_ROWS = 264
+
+
+class SharedState:
+    def __init__(self, cfg):
+        seed = int.from_bytes(os.urandom(8), "little")
+        self.instance = secrets.token_hex(4)          # names this instance's hand-off sockets
+        self.secret = secrets.token_bytes(32)         # digest nonces (valid in every worker)
+        self.counters = CounterRows(COUNTER_ROWS, S.NCOLS)
+        self.txn_index = TxnIndex(max(1024, cfg.tm.max_transactions * 2), seed)
+        self.pike = RateTable(65536, seed ^ 0x1)
+        self.auth_bans = RateTable(65536, seed ^ 0x2)
+        self.nonces = NonceCounts(1 << 20)
+        self.location = None        # usrloc store (kampx.usrloc), set by attach_state()
+        self.permissions = None     # address table (kampx.permissions), set by attach_state()
+
+    def nbytes(self) -> int:
+        total = 0
+        for x in (self.counters, self.txn_index, self.pike, self.auth_bans, self.nonces,
+                  self.location, self.permissions):
+            total += getattr(x, "nbytes", 0) or 0
+        return total

@@ -1,0 +1,544 @@
+"""Stateful transactions (Kamailio's tm): RFC 3261 sections 16 and 17 for a UDP proxy.
+
+A worker's TransactionManager holds the transactions that worker created. Retransmissions,
+replies, CANCELs and ACKs that another worker received are handed over to the owner before
+they get here (docs/architecture.md), so everything below is single-threaded plain Python.
+
+Server side (upstream): 100 Trying for INVITE, retransmissions answered with the last reply,
+non-2xx finals retransmitted (timer G) until the ACK (absorbed) or timer H; after a 2xx the
+INVITE transaction lingers (RFC 6026 Accepted) so retransmitted INVITEs get the 2xx again.
+Client side (downstream): retransmissions (timers A/E), fr_timer / fr_inv_timer (Kamailio's
+names for B/F and C), hop-by-hop ACK for non-2xx finals, CANCEL on the same branch.
+Reply selection per RFC 3261 16.7: provisional (not 100) and 2xx relayed at once, the best
+final otherwise (6xx, then the lowest class), 503 turned into 500 with its reason kept, a
+failure_route hook before a negative final goes upstream.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from kampx import stats as S
+from kampx._cparse import build_reply, parse, SipParseError
+from kampx.tm.keys import server_key
+from kampx.tm.timers import TimerHeap
+
+log = logging.getLogger("kampx.tm")
+
+TRYING_REASON = "trying -- your call is important to us"   # Kamailio's auto_inv_100_reason
+
+# server transaction states
+S_PROCEEDING, S_COMPLETED, S_ACCEPTED, S_CONFIRMED, S_TERMINATED = range(1, 6)
+# client transaction states
+C_TRYING, C_PROCEEDING, C_COMPLETED, C_ACCEPTED, C_TERMINATED = range(1, 6)
+# CANCEL progress of a branch
+CANCEL_NONE, CANCEL_PENDING, CANCEL_SENT = range(3)
+
+
+class ServerTxn:
+    """The upstream side of a relayed request."""
+
+    __slots__ = ("key", "method", "is_invite", "request", "lsock", "reply_dest", "state",
+                 "last_reply", "last_code", "to_tag", "branches", "best_code", "best_reply",
+                 "best_local_reason", "timer_g", "timer_end", "g_interval", "cancelled",
+                 "pending", "failure_done", "index_key", "label", "invite")
+
+    def __init__(self, key, msg, lsock, reply_dest, label):
+        self.key = key
+        self.index_key = key
+        self.method = msg.method
+        self.is_invite = msg.method_id == 1
+        self.request = msg
+        self.lsock = lsock
+        self.reply_dest = reply_dest
+        self.state = S_PROCEEDING
+        self.last_reply = None
+        self.last_code = 0
+        self.to_tag = None
+        self.branches = []
+        self.best_code = 0
+        self.best_reply = None          # the parsed reply chosen so far (None: local)
+        self.best_local_reason = None
+        self.timer_g = None
+        self.timer_end = None
+        self.g_interval = 0.0
+        self.cancelled = False
+        self.pending = 0                # branches without a final response
+        self.failure_done = False
+        self.label = label
+        self.invite = None              # for a CANCEL's transaction: the INVITE it cancels
+
+
+class ClientTxn:
+    """One downstream branch of a server transaction."""
+
+    __slots__ = ("server", "branch", "dest", "lsock", "data", "is_invite", "state",
+                 "timer_retx", "timer_fr", "interval", "last_code", "cancel", "cancel_data",
+                 "cancel_timer", "cancel_interval", "ack_data", "sent_at")
+
+    def __init__(self, server, branch, dest, lsock, data, is_invite):
+        self.server = server
+        self.branch = branch
+        self.dest = dest
+        self.lsock = lsock
+        self.data = data
+        self.is_invite = is_invite
+        self.state = C_TRYING
+        self.timer_retx = None
+        self.timer_fr = None
+        self.interval = 0.0
+        self.last_code = 0
+        self.cancel = CANCEL_NONE
+        self.cancel_data = None
+        self.cancel_timer = None
+        self.cancel_interval = 0.0
+        self.ack_data = None
+        self.sent_at = 0.0
+
+
+def _class_rank(code: int) -> tuple:
+    """Ordering for RFC 3261 16.7.6: any 6xx wins, else the lowest class; earlier is kept
+    within a class (ties keep the first)."""
+    if code >= 600:
+        return (0, 0)
+    return (1, code // 100)
+
+
+class TransactionManager:
+    def __init__(self, worker):
+        self.w = worker
+        tm = worker.cfg.tm
+        self.t1 = tm.t1_ms / 1000.0
+        self.t2 = tm.t2_ms / 1000.0
+        self.t4 = tm.t4_ms / 1000.0
+        self.fr = tm.fr_timer_ms / 1000.0
+        self.fr_inv = tm.fr_inv_timer_ms / 1000.0
+        self.wait = min(5.0, 64 * self.t1)  # Kamailio's wt_timer: how long finished ones linger
+        self.max_transactions = tm.max_transactions
+        self.timers: TimerHeap = worker.timers
+        self.stats = worker.stats
+        self.server: dict[bytes, ServerTxn] = {}
+        self.client: dict[str, ClientTxn] = {}
+        self._label = 0
+        epoch = os.urandom(2).hex()
+        self.branch_prefix = f"z9hG4bKkx{worker.worker_id:02x}{epoch}."
+        self.tag_prefix = f"{os.urandom(4).hex()}-{worker.worker_id:02x}"
+        # index entries live as long as a transaction can: fr_inv + everything after it
+        self.index_ttl = self.fr_inv + 64 * self.t1 + 10.0
+
+    # ---------------------------------------------------------------- server side ---------
+
+    @property
+    def active(self) -> int:
+        return len(self.server)
+
+    def busy(self) -> int:
+        """Transactions still waiting for a final reply (what a graceful stop waits for)."""
+        return sum(1 for t in self.server.values() if t.state == S_PROCEEDING)
+
+    def lookup(self, key: bytes):
+        return self.server.get(key)
+
+    def new_server(self, msg, lsock, src):
+        """Create the server transaction for `msg` and claim its key in the shared index.
+        Returns the transaction, or None when another worker owns it (the request has then
+        been handed over as a retransmission) or the table is full."""
+        key = msg.__dict__.get("txn_key") or server_key(msg)
+        t = self.server.get(key)
+        if t is not None:
+            return t
+        w = self.w
+        owner = w.txn_index.claim(key, w.worker_id, time.monotonic(), self.index_ttl)
+        if owner != w.worker_id:
+            if owner >= 0 and not msg.__dict__.get("handed_off"):
+                w.handoff_to(owner, msg)
+                return None
+            if owner == -2 or len(self.server) >= self.max_transactions:
+                log.warning("transaction table full (%d); refusing a %s", len(self.server), msg.method)
+                return None
+            # handed to us by a worker whose entry vanished: proceed without the index
+        self._label += 1
+        t = ServerTxn(key, msg, lsock, w.reply_destination(msg, src), self._label)
+        self.server[key] = t
+        self.stats.inc(S.UAS_TRANSACTIONS.base)
+        self.stats.inc(S.ACTIVE_TRANSACTIONS.base)
+        if t.is_invite:
+            self._send_local(t, 100, TRYING_REASON)
+        msg.__dict__["txn"] = t
+        return t
+
+    def retransmission(self, t: ServerTxn, msg) -> None:
+        """A retransmitted request (or ACK) for server transaction t."""
+        if msg.method_id == 2:  # ACK
+            self._on_ack(t)
+            return
+        self.stats.inc(S.RETRANS_ABSORBED.base)
+        if t.last_reply is not None:
+            self._send_upstream(t, t.last_reply)
+
+    def _on_ack(self, t: ServerTxn) -> None:
+        if t.is_invite and t.state == S_COMPLETED:
+            t.state = S_CONFIRMED
+            if t.timer_g is not None:
+                t.timer_g.cancel()
+                t.timer_g = None
+            self._end_after(t, self.t4)
+        # an ACK to an ACK-less state (retransmitted ACK, ACK after 2xx) is absorbed
+
+    def _send_upstream(self, t: ServerTxn, data: bytes) -> None:
+        if not t.lsock.sendto(data, t.reply_dest):
+            self.stats.inc(S.SEND_ERRORS.base)
+        self.stats.inc(S.RPL_SENT.base)
+
+    def _tag(self, t: ServerTxn) -> str:
+        if t.to_tag is None:
+            t.to_tag = f"{self.tag_prefix}{t.label:x}"
+        return t.to_tag
+
+    def _send_local(self, t: ServerTxn, code: int, reason: str, extra=None, body=b"") -> None:
+        """A reply generated here for server transaction t (100, t_reply, 408, 487)."""
+        data = build_reply(t.request, code, reason, to_tag=self._tag(t) if code > 100 else None,
+                           extra=extra, body=body)
+        self.stats.inc(S.RPL_GENERATED.base)
+        self._reply(t, code, data)
+
+    def reply(self, t: ServerTxn, code: int, reason: str, extra=None, body=b"") -> bool:
+        """t_reply(): a stateful reply from the route script."""
+        if t.state != S_PROCEEDING or (code < 200 and t.last_code >= 200):
+            return False
+        if code >= 200:
+            for c in t.branches:
+                self._stop_branch(c)
+        self._send_local(t, code, reason, extra, body)
+        return True
+
+    def _reply(self, t: ServerTxn, code: int, data: bytes) -> None:
+        """Send a reply upstream and move the server transaction on."""
+        t.last_reply = data
+        t.last_code = code
+        self._send_upstream(t, data)
+        if code < 200:
+            return
+        self.stats.inc(S.FINAL_REPLIES.base + min(code // 100, 6) - 1)
+        if t.is_invite:
+            if code < 300:
+                t.state = S_ACCEPTED
+                self._end_after(t, self.wait)
+            else:
+                t.state = S_COMPLETED
+                t.g_interval = self.t1
+                t.timer_g = self.timers.call_later(self.t1, self._timer_g, t)
+                self._end_after(t, 64 * self.t1)
+        else:
+            t.state = S_COMPLETED
+            self._end_after(t, self.wait)
+        # the reply bytes are all a finished transaction needs: let the parse go
+        t.request = None
+
+    def _timer_g(self, t: ServerTxn) -> None:
+        if t.state != S_COMPLETED:
+            return
+        self._send_upstream(t, t.last_reply)
+        t.g_interval = min(2 * t.g_interval, self.t2)
+        t.timer_g = self.timers.call_later(t.g_interval, self._timer_g, t)
+
+    def _end_after(self, t: ServerTxn, delay: float) -> None:
+        if t.timer_end is not None:
+            t.timer_end.cancel()
+        t.timer_end = self.timers.call_later(delay, self._terminate, t)
+
+    def _terminate(self, t: ServerTxn) -> None:
+        if t.state == S_TERMINATED:
+            return
+        t.state = S_TERMINATED
+        for timer in (t.timer_g, t.timer_end):
+            if timer is not None:
+                timer.cancel()
+        for c in t.branches:
+            self._drop_branch(c)
+        t.branches = []
+        if self.server.get(t.key) is t:
+            del self.server[t.key]
+            self.stats.add(S.ACTIVE_TRANSACTIONS.base, -1)
+            self.w.txn_index.release(t.index_key, self.w.worker_id)
+        t.request = None
+        t.invite = None
+
+    # ---------------------------------------------------------------- relaying ------------
+
+    def relay(self, msg, lsock, src, dest, send_lsock) -> bool:
+        """t_relay(): create (or reuse) the server transaction and send one branch to
+        `dest` (ip, port) from `send_lsock`. False when the request could not be relayed."""
+        t = msg.__dict__.get("txn")
+        if t is None:
+            t = self.new_server(msg, lsock, src)
+            if t is None:
+                return False
+        if t.state != S_PROCEEDING:
+            return False
+        self._label += 1
+        branch = f"{self.branch_prefix}{t.label:x}.{len(t.branches)}"
+        w = self.w
+        if w.script.branch_route is not None:
+            w.run_branch_route(msg)
+        data = msg.serialize(via=send_lsock.via_prefix + branch.encode())
+        c = ClientTxn(t, branch, dest, send_lsock, data, t.is_invite)
+        t.branches.append(c)
+        t.pending += 1
+        self.client[branch] = c
+        self.stats.inc(S.UAC_TRANSACTIONS.base)
+        self._send_branch(c)
+        c.interval = self.t1
+        c.timer_retx = self.timers.call_later(self.t1, self._retransmit, c)
+        c.timer_fr = self.timers.call_later(self.fr, self._branch_timeout, c)
+        return True
+
+    def _send_branch(self, c: ClientTxn) -> None:
+        if c.lsock.sendto(c.data, c.dest):
+            self.stats.inc(S.FWD_REQUESTS.base)
+        else:
+            self.stats.inc(S.SEND_ERRORS.base)
+
+    def _retransmit(self, c: ClientTxn) -> None:
+        """Timers A (INVITE: doubling) and E (non-INVITE: doubling up to T2)."""
+        if c.state not in (C_TRYING, C_PROCEEDING):
+            return
+        if c.is_invite and c.state == C_PROCEEDING:
+            return
+        c.lsock.sendto(c.data, c.dest)
+        c.interval = 2 * c.interval if c.is_invite else min(2 * c.interval, self.t2)
+        if c.state == C_PROCEEDING:
+            c.interval = self.t2
+        c.timer_retx = self.timers.call_later(c.interval, self._retransmit, c)
+
+    def _branch_timeout(self, c: ClientTxn) -> None:
+        """fr_timer / fr_inv_timer fired: no final reply on this branch."""
+        if c.state not in (C_TRYING, C_PROCEEDING):
+            return
+        if c.is_invite and c.state == C_PROCEEDING and c.cancel == CANCEL_NONE:
+            self._send_cancel(c)   # RFC 3261 16.8: stop the ringing downstream
+        self.stats.inc(S.TIMEOUTS.base)
+        self._stop_branch(c)
+        c.state = C_TERMINATED
+        t = c.server
+        code, reason = (487, "Request Terminated") if t.cancelled else (408, "Request Timeout")
+        self._branch_final(t, code, None, reason)
+        self._later_drop(c)
+
+    def _stop_branch(self, c: ClientTxn) -> None:
+        for timer in (c.timer_retx, c.timer_fr):
+            if timer is not None:
+                timer.cancel()
+        c.timer_retx = c.timer_fr = None
+
+    def _drop_branch(self, c: ClientTxn) -> None:
+        self._stop_branch(c)
+        if c.cancel_timer is not None:
+            c.cancel_timer.cancel()
+        if self.client.get(c.branch) is c:
+            del self.client[c.branch]
+
+    def _later_drop(self, c: ClientTxn) -> None:
+        # keep the branch a while to absorb retransmitted finals (timers D/K)
+        self.timers.call_later(self.wait, self._drop_branch, c)
+
+    # ---------------------------------------------------------------- CANCEL --------------
+
+    def cancel(self, cancel_msg, invite_t: ServerTxn, lsock, src) -> bool:
+        """Relay a CANCEL (RFC 3261 16.10): 200 to it, CANCEL on every pending branch."""
+        ct = self.new_server(cancel_msg, lsock, src)
+        if ct is None:
+            return False
+        ct.invite = invite_t
+        self._send_local(ct, 200, "canceling")
+        if invite_t.state != S_PROCEEDING:
+            return True
+        invite_t.cancelled = True
+        for c in invite_t.branches:
+            if c.state == C_PROCEEDING and c.cancel == CANCEL_NONE:
+                self._send_cancel(c)
+            elif c.state == C_TRYING and c.cancel == CANCEL_NONE:
+                c.cancel = CANCEL_PENDING   # RFC 3261 9.1: wait for a provisional
+        return True
+
+    def _send_cancel(self, c: ClientTxn) -> None:
+        c.cancel = CANCEL_SENT
+        c.cancel_data = _build_cancel(c.data)
+        c.lsock.sendto(c.cancel_data, c.dest)
+        self.stats.inc(S.FWD_REQUESTS.base)
+        c.cancel_interval = self.t1
+        c.cancel_timer = self.timers.call_later(self.t1, self._retransmit_cancel, c, 0.0)
+
+    def _retransmit_cancel(self, c: ClientTxn, elapsed: float) -> None:
+        if c.cancel != CANCEL_SENT or c.state not in (C_TRYING, C_PROCEEDING):
+            return
+        elapsed += c.cancel_interval
+        if elapsed >= 64 * self.t1:
+            return
+        c.lsock.sendto(c.cancel_data, c.dest)
+        c.cancel_interval = min(2 * c.cancel_interval, self.t2)
+        c.cancel_timer = self.timers.call_later(c.cancel_interval, self._retransmit_cancel, c, elapsed)
+
+    # ---------------------------------------------------------------- replies -------------
+
+    def on_reply(self, msg, c: ClientTxn) -> None:
+        """A reply for branch c (owner already checked)."""
+        self.stats.inc(S.RPL_RECEIVED.base)
+        code = msg.status
+        if msg.cseq_method == "CANCEL":
+            if code >= 200 and c.cancel_timer is not None:
+                c.cancel_timer.cancel()
+                c.cancel_timer = None
+            self.stats.inc(S.RPL_ABSORBED.base)
+            return
+        t = c.server
+        w = self.w
+        if w.script.reply_route is not None and not w.run_reply_route(msg):
+            self.stats.inc(S.DROP_REPLIES.base)
+            return
+        if c.state in (C_COMPLETED, C_ACCEPTED, C_TERMINATED):
+            self._late_reply(c, msg, code)
+            return
+        if code < 200:
+            if c.state == C_TRYING:
+                c.state = C_PROCEEDING
+                if c.is_invite:
+                    if c.timer_retx is not None:
+                        c.timer_retx.cancel()
+                        c.timer_retx = None
+                    if c.timer_fr is not None:
+                        c.timer_fr.cancel()
+                    c.timer_fr = self.timers.call_later(self.fr_inv, self._branch_timeout, c)
+            if c.cancel == CANCEL_PENDING:
+                self._send_cancel(c)
+            if code == 100 or t.state != S_PROCEEDING or t.last_code >= 200:
+                self.stats.inc(S.RPL_ABSORBED.base)
+                return
+            self._relay_reply(t, msg, code)
+            return
+        c.last_code = code
+        self._stop_branch(c)
+        if code < 300:
+            c.state = C_ACCEPTED if c.is_invite else C_COMPLETED
+            t.pending -= 1
+            if t.is_invite and t.state in (S_PROCEEDING, S_ACCEPTED):
+                # RFC 3261 16.7 step 10: a 2xx ends the other branches of a forked INVITE
+                for other in t.branches:
+                    if other is not c and other.cancel == CANCEL_NONE:
+                        if other.state == C_PROCEEDING:
+                            self._send_cancel(other)
+                        elif other.state == C_TRYING:
+                            other.cancel = CANCEL_PENDING
+                # further 2xx of a forked INVITE are relayed as they come
+                self._relay_reply(t, msg, code, stateless=t.state == S_ACCEPTED)
+            elif t.state == S_PROCEEDING:
+                self._relay_reply(t, msg, code)
+            self._later_drop(c)
+            return
+        c.state = C_COMPLETED
+        if c.is_invite:
+            c.ack_data = _build_ack(c.data, msg)
+            c.lsock.sendto(c.ack_data, c.dest)
+        self._later_drop(c)
+        self._branch_final(t, code, msg, None)
+
+    def _late_reply(self, c: ClientTxn, msg, code: int) -> None:
+        """A reply on a branch that already had its final."""
+        t = c.server
+        if c.is_invite and code >= 300 and c.ack_data is not None:
+            c.lsock.sendto(c.ack_data, c.dest)      # the final was retransmitted: ACK again
+        elif c.is_invite and 200 <= code < 300 and t is not None and t.state != S_TERMINATED:
+            self._relay_reply(t, msg, code, stateless=True)   # 2xx retransmissions go through
+            return
+        self.stats.inc(S.RPL_ABSORBED.base)
+
+    def _relay_reply(self, t: ServerTxn, msg, code: int, stateless: bool = False) -> None:
+        try:
+            msg.remove_top_via()
+        except (ValueError, SipParseError):
+            self.stats.inc(S.DROP_REPLIES.base)
+            return
+        data = msg.serialize()
+        self.stats.inc(S.RPL_RELAYED.base)
+        self.stats.inc(S.FWD_REPLIES.base)
+        if stateless:
+            self._send_upstream(t, data)
+            return
+        self._reply(t, code, data)
+
+    def _branch_final(self, t: ServerTxn, code: int, msg, local_reason) -> None:
+        """A branch ended with a negative final (or timed out): keep the best, and when no
+        branch is left pending run failure_route, then send the best upstream."""
+        t.pending -= 1
+        if t.state != S_PROCEEDING:
+            return
+        if t.best_code == 0 or _class_rank(code) < _class_rank(t.best_code):
+            t.best_code = code
+            t.best_reply = msg
+            t.best_local_reason = local_reason
+        if t.pending > 0:
+            return
+        w = self.w
+        if w.script.failure_route is not None and not t.failure_done and t.request is not None:
+            t.failure_done = True
+            before = len(t.branches)
+            w.run_failure_route(t, t.request)
+            if t.state != S_PROCEEDING or len(t.branches) > before:
+                return          # the script replied or relayed to a new branch
+        self._send_best(t)
+
+    def _send_best(self, t: ServerTxn) -> None:
+        code = t.best_code
+        msg = t.best_reply
+        if msg is None:
+            self._send_local(t, code, t.best_local_reason or "Request Timeout")
+            return
+        try:
+            msg.remove_top_via()
+        except (ValueError, SipParseError):
+            self._send_local(t, 500, "Server Internal Error")
+            return
+        data = msg.serialize()
+        if code == 503:
+            # RFC 3261 16.7 step 6: a 503 is not passed upstream as such; reason kept
+            eol = data.index(b"\r\n")
+            data = b"SIP/2.0 500 " + data[len(b"SIP/2.0 503 "):eol] + data[eol:]
+            code = 500
+        self.stats.inc(S.RPL_RELAYED.base)
+        self.stats.inc(S.FWD_REPLIES.base)
+        self._reply(t, code, data)
+
+    # ---------------------------------------------------------------- shutdown ------------
+
+    def clear(self) -> None:
+        """Drop every transaction (process exit): release their index entries."""
+        for t in list(self.server.values()):
+            self._terminate(t)
+
+
+def _build_cancel(invite: bytes) -> bytes:
+    """CANCEL for a request we sent (RFC 3261 9.1): same Request-URI, Call-ID, From, To,
+    CSeq number and Route set; our Via alone (same branch)."""
+    return _build_from_sent(invite, b"CANCEL", None)
+
+
+def _build_ack(invite: bytes, reply) -> bytes:
+    """ACK for a non-2xx final (RFC 3261 17.1.1.3): like the INVITE we sent, the To of the
+    reply (with its tag), CSeq method ACK."""
+    to_lines = reply.header_lines("to")
+    return _build_from_sent(invite, b"ACK", to_lines[0] if to_lines else None)
+
+
+def _build_from_sent(sent: bytes, method: bytes, to_line) -> bytes:
+    msg = parse(sent)
+    ruri = sent[sent.index(b" ") + 1:sent.index(b"\r\n")]
+    ruri = ruri[:ruri.rindex(b" ")]
+    out = [method + b" " + ruri + b" SIP/2.0\r\n", msg.header_lines("via")[0]]
+    for name in ("from", "call-id"):
+        out.extend(msg.header_lines(name)[:1])
+    out.append(to_line if to_line is not None else msg.header_lines("to")[0])
+    out.append(b"CSeq: %d " % msg.cseq_num + method + b"\r\n")
+    out.extend(msg.header_lines("route"))
+    out.append(b"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+    return b"".join(x if x.endswith(b"\n") else x + b"\r\n" for x in out)
