@@ -543,7 +543,8 @@ def test_uptime_reload_version_rpc(env, kampx, capsys):
 
 # -- not running, and other failures ----------------------------------------------------------
 
-@pytest.mark.parametrize("args", [["ul", "show"], ["ul", "show", "alice"], ["stats"], ["ps"],
+@pytest.mark.parametrize("args", [["ul", "show"], ["ul", "show", "--json"],
+                                  ["ul", "show", "alice"], ["stats"], ["ps"],
                                   ["uptime"], ["reload"], ["address", "dump"],
                                   ["address", "reload"], ["ul", "rm", "alice"]])
 def test_not_running(env, args):

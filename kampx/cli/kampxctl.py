@@ -217,19 +217,19 @@ def cmd_ul_show(ctx: Ctx, args) -> None:
         ctx.emit(aor, *ctl_format.aor_lines(aor))
         return
     # Page by page, printed as it comes: a million bindings never sit in one list.
+    # Nothing is written before the first page arrived: "not running" leaves stdout empty.
     now = time.time()
     aors = contacts = 0
-    if ctx.json:
-        ctx.out.write('{"aors": [')
     for aor in client.dump_aors():
         if ctx.json:
-            ctx.out.write(("\n" if aors == 0 else ",\n") + json.dumps(aor, ensure_ascii=False))
+            ctx.out.write(('{"aors": [\n' if aors == 0 else ",\n")
+                          + json.dumps(aor, ensure_ascii=False))
         else:
             ctx.print(*ctl_format.aor_lines(aor, now))
         aors += 1
         contacts += len(aor.get("contacts", []))
     if ctx.json:
-        ctx.out.write("\n]}\n")
+        ctx.out.write("\n]}\n" if aors else '{"aors": []}\n')
     else:
         ctx.print(f"{aors} AORs, {contacts} contacts")
 
