@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import sipclient
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-KAMAILIO_CFG = os.path.join(HERE, "reference", "kamailio101.cfg")
+KAMAILIO_CFG = os.environ.get("KAMAILIO_CFG") or os.path.join(HERE, "reference", "kamailio101.cfg")
 KAMAILIO_SCHEMA_DIR = "/usr/share/kamailio/db_sqlite"
 LOCK_DIR = os.path.join(tempfile.gettempdir(), "kampx-wire-addresses")
 REALM = "kampx.test"
