@@ -15,7 +15,7 @@ EXIT_S = 5.0
 
 
 @pytest.mark.timeout(60)
-def test_ready_within_2s_and_exits_within_5s_of_sigterm(is_kamailio):
+def test_ready_within_2s_and_exits_within_5s_of_sigterm():
     t = start_target()
     try:
         assert t.ready_after is not None and t.ready_after <= READY_S, \
@@ -42,7 +42,7 @@ def test_ready_within_2s_and_exits_within_5s_of_sigterm(is_kamailio):
 
 
 @pytest.mark.timeout(60)
-def test_sigterm_with_calls_in_progress(is_kamailio):
+def test_sigterm_with_calls_in_progress():
     """A ringing call does not hold the proxy up at SIGTERM."""
     from sipclient import UAS, Behaviour
     from wirekit import carrier_invite, register_phone
