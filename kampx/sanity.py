@@ -49,14 +49,16 @@ def _check_uint(text: str) -> bool:
 
 
 def run_checks(msg, msg_checks: int = DEFAULT_MSG_CHECKS, uri_checks: int = DEFAULT_URI_CHECKS):
-    """None when the request passes, else (code, reason) of the first failed check."""
+    """None when the request passes, else (code, reason) of the first failed check; code 0
+    means "drop without a reply"."""
     if msg_checks & SIP_VERSION and msg.version != "SIP/2.0":
         return 505, "Version Not Supported (R-URI)"
     if msg_checks & RURI_SCHEME and _bad_uri(msg.original_ruri):
         return 400, "Bad Request URI"
     if msg_checks & REQUIRED_HEADERS:
         if msg.call_id is None or msg.from_ is None or msg.to is None or msg.cseq is None:
-            return 400, "Missing Required Header in Request"
+            # Kamailio cannot build a reply without them either: the request is dropped
+            return 0, "Missing Required Header in Request"
     if msg_checks & CSEQ_METHOD and msg.cseq is not None:
         if not msg.cseq_method:
             return 400, "Missing method in CSeq header"
@@ -71,7 +73,7 @@ def run_checks(msg, msg_checks: int = DEFAULT_MSG_CHECKS, uri_checks: int = DEFA
         v = msg.header("expires")
         if v is not None:
             if not v.strip():
-                return 400, "Missing number in Expires header"
+                return 400, "Bad Expires Header"
             if not _check_uint(v):
                 return 400, "Expires value is illegal"
     if msg_checks & PROXY_REQUIRE and msg.has_header("proxy-require"):

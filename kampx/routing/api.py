@@ -256,7 +256,8 @@ def sanity_check(msg_checks: int = _sanity.DEFAULT_MSG_CHECKS,
     if result is None:
         return True
     code, reason = result
-    _sl.send_reply(ctx.worker, ctx.msg, code, reason)
+    if code:
+        _sl.send_reply(ctx.worker, ctx.msg, code, reason)
     return False
 
 

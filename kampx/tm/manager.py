@@ -494,17 +494,17 @@ class TransactionManager:
         if msg is None:
             self._send_local(t, code, t.best_local_reason or "Request Timeout")
             return
+        if code == 503:
+            # RFC 3261 16.7 step 6: a 503 is not passed upstream. Like Kamailio, answer with a
+            # 500 of our own that keeps the 503's reason phrase.
+            self._send_local(t, 500, msg.reason or "Service Unavailable")
+            return
         try:
             msg.remove_top_via()
         except (ValueError, SipParseError):
             self._send_local(t, 500, "Server Internal Error")
             return
         data = msg.serialize()
-        if code == 503:
-            # RFC 3261 16.7 step 6: a 503 is not passed upstream as such; reason kept
-            eol = data.index(b"\r\n")
-            data = b"SIP/2.0 500 " + data[len(b"SIP/2.0 503 "):eol] + data[eol:]
-            code = 500
         self.stats.inc(S.RPL_RELAYED.base)
         self.stats.inc(S.FWD_REPLIES.base)
         self._reply(t, code, data)

@@ -1,0 +1,257 @@
+"""The proxy core on the wire: a real kampx (static relay script, several workers) between a
+UAC and a UAS on loopback. Calls, timers, CANCEL, ACK, and transactions whose packets land on
+a worker other than the one that owns them."""
+from __future__ import annotations
+
+import collections
+import re
+import time
+
+import pytest
+
+import sipprun
+from kampxproc import KampxProcess
+from sipclient import UAS, Behaviour, SipClient, ack_for, cancel_for, in_dialog
+
+pytestmark = [pytest.mark.wire, pytest.mark.timeout(120)]
+
+TIMERS = {"t1_ms": 100, "t2_ms": 400, "fr_timer_ms": 1500, "fr_inv_timer_ms": 2500}
+BRANCH_OWNER = re.compile(r"branch=z9hG4bKkx([0-9a-f]{2})")
+
+
+@pytest.fixture
+def uas_addr():
+    return {}
+
+
+def start_proxy(children=3, next_hop=None, **tm):
+    px = KampxProcess(children=children, config={"tm": {**TIMERS, **tm}})
+    px.env["KAMPX_NEXT_HOP"] = next_hop or f"{px.addrs.phone}:5062"
+    return px.start()
+
+
+@pytest.fixture
+def proxy():
+    px = start_proxy()
+    yield px
+    px.close()
+
+
+@pytest.fixture
+def uas(proxy):
+    u = UAS(proxy.addrs.phone, 5062).start()
+    yield u
+    u.stop()
+
+
+@pytest.fixture
+def client(proxy):
+    c = SipClient(proxy.addrs.client, 0, proxy=proxy.addr, user="alice")
+    yield c
+    c.close()
+
+
+def invite(client, proxy, **kw):
+    req = client.request("INVITE", f"sip:bob@{proxy.addrs.proxy}", body="v=0\r\n", **kw)
+    client.send(req)
+    return req
+
+
+def responses_until_final(client, req, timeout=5.0):
+    out = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        m = client.recv(deadline - time.monotonic(), match=lambda m: not m.is_request and m.call_id == req.get("Call-ID"))
+        if m is None:
+            break
+        out.append(m)
+        if m.status >= 200:
+            break
+    return out
+
+
+def test_call_setup_and_teardown(proxy, uas, client):
+    req = invite(client, proxy)
+    rs = responses_until_final(client, req)
+    assert [r.status for r in rs][0] == 100
+    assert rs[-1].status == 200
+    assert rs[-1].get("Record-Route") == f"<sip:{proxy.addrs.proxy};lr>"
+    client.send(in_dialog("ACK", req, rs[-1]))
+    bye = in_dialog("BYE", req, rs[-1])
+    client.send(bye)
+    assert client.final(bye).status == 200
+    got = uas.wait_for("BYE")
+    assert got is not None
+    inv = uas.requests("INVITE")[0]
+    assert inv.get("Max-Forwards") == "69"
+    vias = inv.get_all("Via", split=True)
+    assert len(vias) == 2 and vias[0].startswith(f"SIP/2.0/UDP {proxy.addrs.proxy};branch=z9hG4bK")
+    assert f"received={client.ip}" in vias[1] and f"rport={client.port}" in vias[1]
+    assert uas.wait_for("ACK") is not None
+
+
+def test_unanswered_invite_is_retransmitted_then_408(proxy, uas, client):
+    uas.behaviour = Behaviour(silent=True)
+    req = invite(client, proxy)
+    rs = responses_until_final(client, req, timeout=6)
+    assert rs[0].status == 100
+    assert rs[-1].status == 408 and rs[-1].reason == "Request Timeout"
+    copies = uas.requests("INVITE")
+    # timer A: the proxy retransmits on its own (T1 = 100 ms, doubling) before fr_timer
+    assert len(copies) >= 3
+    assert len({c.branch for c in copies}) == 1
+    client.send(ack_for(req, rs[-1]))
+    time.sleep(0.3)
+    assert uas.requests("ACK") == []     # the upstream ACK for the proxy's 408 is absorbed
+
+
+def test_ringing_then_fr_inv_timer_cancels_downstream(proxy, uas, client):
+    uas.behaviour = Behaviour(final=None)          # rings for ever
+    req = invite(client, proxy)
+    rs = responses_until_final(client, req, timeout=8)
+    assert [r.status for r in rs][-2:] == [180, 408]
+    assert uas.wait_for("CANCEL", timeout=2) is not None
+
+
+def test_lost_200_client_retransmits_invite(proxy, uas, client):
+    req = invite(client, proxy)
+    rs = responses_until_final(client, req)
+    assert rs[-1].status == 200
+    client.send(req)                     # "our 200 got lost": retransmit the INVITE
+    again = client.response(req, 2.0, status=200)
+    assert again is not None and again.to_tag == rs[-1].to_tag
+    time.sleep(0.3)
+    assert len(uas.requests("INVITE")) == 1      # never relayed twice
+    client.send(in_dialog("ACK", req, rs[-1]))
+
+
+def test_uas_2xx_retransmissions_are_forwarded(proxy, uas, client):
+    uas.behaviour = Behaviour(retransmit_2xx=2, drop_first_200=True)
+    req = invite(client, proxy)
+    rs = responses_until_final(client, req)
+    assert rs[-1].status == 200
+    more = client.quiet(2.0, match=lambda m: not m.is_request and m.status == 200)
+    assert len(more) >= 1              # retransmitted 2xx went through the proxy too
+    client.send(in_dialog("ACK", req, rs[-1]))
+
+
+def test_cancel_gets_200_and_487(proxy, uas, client):
+    uas.behaviour = Behaviour(final=None)
+    req = invite(client, proxy)
+    client.response(req, 2.0, status=180)
+    cancel = cancel_for(req)
+    client.send(cancel)
+    ok = client.response(cancel, 2.0)
+    assert ok is not None and ok.status == 200
+    final = client.final(req, 3.0)
+    assert final is not None and final.status == 487
+    down = uas.wait_for("CANCEL")
+    assert down.branch == uas.requests("INVITE")[0].branch     # same branch downstream
+    client.send(ack_for(req, final))
+    time.sleep(0.3)
+    acks = uas.requests("ACK")
+    assert len(acks) == 1                 # the proxy's own hop-by-hop ACK, not ours
+
+
+def test_stray_cancel_is_not_answered_nor_relayed(proxy, uas, client):
+    req = client.request("INVITE", f"sip:bob@{proxy.addrs.proxy}")
+    cancel = cancel_for(req)
+    client.send(cancel)
+    assert client.recv(0.8) is None
+    assert uas.requests() == []
+
+
+def test_non_2xx_final_acked_hop_by_hop(proxy, uas, client):
+    uas.behaviour = Behaviour(final=486)
+    req = invite(client, proxy)
+    rs = responses_until_final(client, req)
+    assert rs[-1].status == 486
+    ack = uas.wait_for("ACK")
+    assert ack is not None and ack.branch == uas.requests("INVITE")[0].branch
+    client.send(ack_for(req, rs[-1]))
+    time.sleep(0.3)
+    assert len(uas.requests("ACK")) == 1
+
+
+def test_503_becomes_500_with_reason_kept(proxy, uas, client):
+    uas.behaviour = Behaviour(final=503)
+    req = invite(client, proxy)
+    rs = responses_until_final(client, req)
+    assert rs[-1].status == 500 and rs[-1].reason == "Service Unavailable"
+    assert [r.status for r in rs].count(100) == 1    # 100 is ours alone, never forwarded
+
+
+def test_bye_retransmission_answered_once_relayed(proxy, uas, client):
+    req = invite(client, proxy)
+    rs = responses_until_final(client, req)
+    client.send(in_dialog("ACK", req, rs[-1]))
+    bye = in_dialog("BYE", req, rs[-1])
+    client.send(bye)
+    first = client.final(bye)
+    client.send(bye)
+    second = client.final(bye)
+    assert first.status == second.status == 200
+    time.sleep(0.3)
+    assert len(uas.requests("BYE")) == 1
+
+
+def test_cross_worker_cancel_and_retransmissions(proxy, uas):
+    """Many calls from many source ports: with 3 workers on one socket, most CANCELs,
+    retransmissions and replies reach a worker that does not own the transaction; every one
+    must still be matched exactly once."""
+    uas.behaviour = Behaviour(final=None)
+    owners = collections.Counter()
+    for i in range(24):
+        with SipClient(proxy.addrs.client, 0, proxy=proxy.addr, user=f"u{i}") as c:
+            req = invite(c, proxy)
+            assert c.response(req, 3.0, status=180) is not None, proxy.log_tail()
+            c.send(req)                                    # retransmission
+            cancel = cancel_for(req)
+            c.send(cancel)
+            assert c.response(cancel, 2.0).status == 200
+            final = c.final(req, 3.0)
+            assert final is not None and final.status == 487
+            c.send(ack_for(req, final))
+    time.sleep(0.3)
+    invites = uas.requests("INVITE")
+    assert len(invites) == 24                             # none relayed twice
+    assert len(uas.requests("CANCEL")) == 24
+    for m in invites:
+        owners[BRANCH_OWNER.search(m.get("Via")).group(1)] += 1
+    assert len(owners) >= 2
+
+
+@pytest.mark.skipif(not sipprun.available(), reason="SIPp (sip-tester) not installed")
+def test_sipp_calls_all_succeed():
+    px = start_proxy(children=2)
+    try:
+        uas = sipprun.Sipp("uas_call.xml", (px.addrs.phone, 5062), timeout=60)
+        uac = sipprun.Sipp("uac_call.xml", (px.addrs.client, 5064), px.addr, calls=200, rate=100,
+                           timeout=40)
+        res = uac.wait()
+        uas.stop()
+        assert res.successful == 200 and res.failed == 0, res.out
+    finally:
+        px.close()
+
+
+def test_trunk_from_one_source_spreads_over_workers():
+    """One source IP:port (a carrier trunk): each worker relays a share. The owner of each
+    relayed INVITE is written in its branch, so the UAS counts per worker."""
+    px = start_proxy(children=3)
+    try:
+        with UAS(px.addrs.phone, 5062, behaviour=Behaviour(final=486)) as uas, \
+                SipClient(px.addrs.carrier, 5070, proxy=px.addr) as trunk:
+            n = 300
+            for i in range(n):
+                trunk.send(trunk.request("INVITE", f"sip:{i}@{px.addrs.proxy}"))
+            deadline = time.monotonic() + 10
+            while len(uas.requests("INVITE")) < n and time.monotonic() < deadline:
+                time.sleep(0.1)
+            owners = collections.Counter(BRANCH_OWNER.search(m.get("Via")).group(1)
+                                         for m in uas.requests("INVITE"))
+        assert sum(owners.values()) == n
+        assert len(owners) == 3, owners
+        assert min(owners.values()) >= n // 10, owners
+    finally:
+        px.close()

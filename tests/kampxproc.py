@@ -1,0 +1,139 @@
+"""Run a real kampx on loopback for the core tests: any route script, any config keys.
+
+    with KampxProcess(script=STATIC_RELAY, config={"tm": {...}}, env={...}) as px:
+        px.addr            # (proxy ip, 5060)
+        px.worker_pids()   # live workers, from their process titles
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import proxyctl
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+STATIC_RELAY = os.path.join(REPO, "kampx", "routing", "examples", "static_relay.py")
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def kampx_cmd() -> list[str]:
+    if os.environ.get("KAMPX_BIN"):
+        return os.environ["KAMPX_BIN"].split()
+    path = shutil.which("kampx")
+    return [path] if path else [sys.executable, "-m", "kampx"]
+
+
+class KampxProcess:
+    def __init__(self, script: str = STATIC_RELAY, children: int = 2, config: dict | None = None,
+                 env: dict | None = None):
+        self.addrs = proxyctl.allocate_addresses()
+        self.workdir = tempfile.mkdtemp(prefix="kampx-core-")
+        self.addr = (self.addrs.proxy, 5060)
+        sections = {
+            "core": {"listen": [f"udp:{self.addrs.proxy}:5060"], "children": children},
+            "db": {"url": "sqlite:///" + os.path.join(self.workdir, "kampx.db").lstrip("/")},
+            "routing": {"script": script},
+            "security": {"pike_enabled": False, "auth_ban_failures": 0},
+            "metrics": {"listen": f"{self.addrs.proxy}:{proxyctl.free_tcp_port(self.addrs.proxy)}"},
+            "control": {"socket": os.path.join(self.workdir, "kampx.sock")},
+        }
+        for name, keys in (config or {}).items():
+            sections.setdefault(name, {}).update(keys)
+        self.config_path = os.path.join(self.workdir, "kampx.toml")
+        with open(self.config_path, "w") as f:
+            for name, keys in sections.items():
+                f.write(f"[{name}]\n")
+                for k, v in keys.items():
+                    f.write(f"{k} = {_toml_value(v)}\n")
+                f.write("\n")
+        self.env = dict(os.environ)
+        self.env["PYTHONPATH"] = REPO + (os.pathsep + self.env["PYTHONPATH"] if self.env.get("PYTHONPATH") else "")
+        self.env.update(env or {})
+        self.proc = None
+        self.log_path = os.path.join(self.workdir, "kampx.log")
+
+    def start(self, ready_timeout: float = 10.0) -> "KampxProcess":
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(kampx_cmd() + ["run", "--config", self.config_path],
+                                     cwd=self.workdir, env=self.env, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"kampx exited ({self.proc.returncode}):\n{self.log_tail()}")
+            if proxyctl.ping(self.addr, 0.2, src_ip=self.addrs.client):
+                return self
+            time.sleep(0.05)
+        raise RuntimeError(f"kampx not ready in {ready_timeout}s:\n{self.log_tail()}")
+
+    def children(self) -> dict[int, str]:
+        """pid -> process title of the supervisor's children."""
+        out = {}
+        if self.proc is None:
+            return out
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                if ppid != self.proc.pid:
+                    continue
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    out[int(entry)] = f.read().replace(b"\0", b" ").decode().strip()
+            except (OSError, IndexError, ValueError):
+                continue
+        return out
+
+    def worker_pids(self) -> list[int]:
+        return sorted(pid for pid, title in self.children().items() if "udp receiver" in title)
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 10.0):
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            for pid in list(self.children()) + [self.proc.pid]:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self.proc.wait(5)
+            return None
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                return b"\n".join(f.read().splitlines()[-n:]).decode(errors="replace")
+        except OSError:
+            return ""
+
+    def close(self) -> None:
+        self.stop()
+        if getattr(self, "log", None):
+            self.log.close()
+        self.addrs.release()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
