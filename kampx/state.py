@@ -43,5 +43,9 @@ def reload(shared, cfg) -> int:
 
 
 def helper_processes(shared, cfg, supervisor) -> list:
+    from kampx.control.ctlproc import CtlProcess
     from kampx.timer import TimerProcess
-    return [TimerProcess(shared, cfg)]
+    return [
+        TimerProcess(shared, cfg),
+        CtlProcess(shared, cfg, supervisor),
+    ]
