@@ -18,6 +18,8 @@ from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.string cimport memcpy, memchr
 from libc.stdint cimport int32_t, int16_t, uint64_t
 
+import re
+
 # -- limits -------------------------------------------------------------------------------
 DEF MAX_MESSAGE = 65535        # a UDP datagram
 DEF MAX_HEADERS = 1024         # header lines; more is not a message a proxy should carry
@@ -99,6 +101,11 @@ for _k, _v in COMPACT.items():
 cdef set _LIST_HEADERS = {H_VIA, H_CONTACT, H_ROUTE, H_RECORD_ROUTE, H_PATH, H_SUPPORTED,
                           H_REQUIRE, H_PROXY_REQUIRE, H_UNSUPPORTED, H_ALLOW, H_ALLOW_EVENTS,
                           H_ACCEPT, H_CONTENT_ENCODING}
+
+# edit kinds (see Message's edits section)
+cdef enum:
+    INS = 0
+    REP = 1
 
 # -- methods ------------------------------------------------------------------------------
 cdef enum:
@@ -624,7 +631,7 @@ cdef class NameAddr:
         v = self.params.get("expires")
         if v is None:
             return None
-        return int(v) if v.isdigit() else -1
+        return int(v) if _is_delta(v) else -1
 
     @property
     def q(self):
@@ -635,11 +642,20 @@ cdef class NameAddr:
         return f"NameAddr({self.raw!r})"
 
 
+_FOLD = re.compile(r"[ \t]*\r?\n[ \t]*")
+
+
 cdef str _collapse(str text):
-    """Header value with folding and runs of whitespace reduced to single spaces."""
-    if "\n" not in text and "\r" not in text and "\t" not in text:
+    """Header value with each line fold (CRLF and the whitespace around it) replaced by one
+    SP, as RFC 3261 7.3.1 allows; other octets, whitespace included, are kept."""
+    if "\n" not in text:
         return text
-    return " ".join(text.replace("\r", " ").replace("\n", " ").split())
+    return _FOLD.sub(" ", text)
+
+
+cdef inline bint _is_delta(str v):
+    # str.isdigit() alone also accepts non-ASCII digits that int() refuses ('²')
+    return v.isascii() and v.isdigit()
 
 
 def parse_name_addr(value):
@@ -840,13 +856,13 @@ cdef class Via:
     @property
     def params(self):
         if self._params is None:
-            self._params = _split_params(_collapse(self.params_raw).replace(" ", ""))
+            self._params = _split_params(_collapse(self.params_raw).replace(" ", "").replace("\t", ""))
         return self._params
 
     @property
     def ttl(self):
         v = self.params.get("ttl")
-        return int(v) if v is not None and v.isdigit() else None
+        return int(v) if v is not None and _is_delta(v) else None
 
     def __repr__(self):
         return f"Via({self.raw!r})"
@@ -876,6 +892,8 @@ cdef int header_id(const unsigned char *p, Py_ssize_t s, Py_ssize_t e):
 
 cpdef int header_id_of(str name):
     """The id of a header name (full or compact, any case); 0 for an unknown header."""
+    if not name.isascii():      # str.lower() maps some non-ASCII letters onto ASCII ones
+        return H_OTHER
     return _NAME_TO_ID.get(name.lower(), H_OTHER)
 
 
@@ -909,10 +927,13 @@ cdef class Message:
     cdef readonly bint is_request
     cdef readonly int method_id
     cdef Py_ssize_t m_s, m_e, ruri_s, ruri_e, ver_s, ver_e, reason_s, reason_e
+    cdef Py_ssize_t sl_e             # end of the start line's text (before its CR LF)
+    cdef bint sl_loose               # request line with runs of SP/HT: rewritten when edited
     cdef readonly int status
     # headers
     cdef Hdr *hdrs
     cdef int nhdr, cap
+    cdef bint no_blank               # the datagram ended before the empty line
     cdef int first[H_COUNT]
     cdef int counts[H_COUNT]
     # eager parse results
@@ -925,7 +946,9 @@ cdef class Message:
     cdef readonly int contact_star
     cdef UriPos ruri_pos
     # edits
-    cdef list lumps                  # [(start, end, bytes)]
+    cdef list lumps                  # [(start, end, bytes, kind) or None when cancelled]
+    cdef dict added                  # header key -> [index in lumps] of lines edits added
+    cdef int removed_via, removed_route   # values taken off the top by remove_top_*()
     cdef bytes new_ruri
     cdef bytes via_extra             # params appended to the top Via (received/rport)
     cdef readonly bint edited
@@ -933,7 +956,16 @@ cdef class Message:
     cdef dict __dict__
 
     def __cinit__(self):
+        # a Message made directly (not by parse()) is an empty, harmless one
+        cdef int k
         self.hdrs = NULL
+        self.buf = b""
+        self.p = <const unsigned char *>PyBytes_AS_STRING(self.buf)
+        for k in range(H_COUNT):
+            self.first[k] = -1
+            self.counts[k] = 0
+        self.clen = -1
+        self.max_forwards_value = -1
 
     def __dealloc__(self):
         if self.hdrs != NULL:
@@ -1010,8 +1042,7 @@ cdef class Message:
         return _collapse(v) if h.folded else v
 
     cdef int _id_for(self, str name) except -2:
-        cdef int hid = _NAME_TO_ID.get(name.lower(), H_OTHER)
-        return hid
+        return header_id_of(name)
 
     cdef bint _name_eq(self, int k, bytes lname):
         cdef Hdr *h = &self.hdrs[k]
@@ -1237,7 +1268,7 @@ cdef class Message:
         if v is None:
             return None
         v = v.strip()
-        if not v.isdigit() or len(v) > 10:
+        if not _is_delta(v) or len(v) > 10:
             return -1
         n = int(v)
         return n if n <= 0xFFFFFFFF else -1
@@ -1255,13 +1286,19 @@ cdef class Message:
         return parse_auth_header(v)
 
     # ---- edits ----------------------------------------------------------------------------
+    #
+    # Each edit is a lump (start, end, data, kind) over the original buffer: INS puts data at
+    # start (== end), REP replaces [start, end) (a zero-length REP still replaces: it is the
+    # new text of a value that was empty). Reads keep showing the original message. When two
+    # lumps overlap, the one recorded later wins, and an insertion inside a replaced span is
+    # dropped with it (what it was attached to is gone): see _apply().
 
     def set_ruri(self, uri):
         """Rewrite the Request-URI (str or bytes)."""
         if not self.is_request:
             raise ValueError("not a request")
-        b = uri.encode("utf-8", "surrogateescape") if isinstance(uri, str) else bytes(uri)
-        if not b or b" " in b or b"\r" in b or b"\n" in b:
+        b = _to_bytes(uri)
+        if not b or b" " in b or b"\t" in b or b"\r" in b or b"\n" in b:
             raise ValueError("bad Request-URI")
         self.new_ruri = b
         self.edited = True
@@ -1272,17 +1309,45 @@ cdef class Message:
     def add_top_via_params(self, str params):
         """Append parameters (e.g. ';received=1.2.3.4;rport=5060') to the top Via: the
         RFC 3261 18.2.1 / RFC 3581 stamp a server puts on a received request. A flag `rport`
-        already in the Via is replaced by the valued one."""
+        already in the Via is replaced by the valued one. A later call replaces the stamp;
+        an empty string removes it."""
         if self.first[H_VIA] < 0:
             raise ValueError("no Via")
-        self.via_extra = params.encode("utf-8", "surrogateescape")
+        b = params.encode("utf-8", "surrogateescape")
+        if b and (b[0] != 59 or b"\r" in b or b"\n" in b or b"," in b):
+            raise ValueError("Via parameters must start with ';' and hold no ',' or line break")
+        self.via_extra = b if b else None
         self.edited = True
 
-    cdef _lump(self, Py_ssize_t s, Py_ssize_t e, bytes data):
+    cdef int _lump(self, Py_ssize_t s, Py_ssize_t e, bytes data, int kind) except -1:
         if self.lumps is None:
             self.lumps = []
-        self.lumps.append((s, e, data))
+        self.lumps.append((s, e, data, kind))
         self.edited = True
+        return len(self.lumps) - 1
+
+    cdef object _key(self, str name):
+        # lines added by edits are tracked per header: its id, else its lower-cased name
+        cdef int hid = self._id_for(name)
+        return hid if hid != H_OTHER else name.lower()
+
+    cdef _track(self, key, int idx):
+        if self.added is None:
+            self.added = {}
+        self.added.setdefault(key, []).append(idx)
+
+    cdef int _cancel_added(self, key) except -1:
+        if self.added is None:
+            return 0
+        idx = self.added.pop(key, None)
+        if not idx:
+            return 0
+        for i in idx:
+            self.lumps[i] = None
+        return len(idx)
+
+    cdef Py_ssize_t _headers_end(self):
+        return self.hdrs[self.nhdr - 1].line_e if self.nhdr else self.hdr_s
 
     def insert_header(self, str name, value, bint before_via=False):
         """Add `name: value` as the first header line (before the first Via with
@@ -1290,47 +1355,61 @@ cdef class Message:
         cdef Py_ssize_t pos = self.hdr_s
         if before_via and self.first[H_VIA] >= 0:
             pos = self.hdrs[self.first[H_VIA]].line_s
-        self._lump(pos, pos, _line(name, value))
+        self._track(self._key(name), self._lump(pos, pos, _line(name, value), INS))
 
     def append_header(self, str name, value):
         """Add `name: value` after the last header."""
-        cdef Py_ssize_t pos = self.hdrs[self.nhdr - 1].line_e if self.nhdr else self.hdr_s
-        self._lump(pos, pos, _line(name, value))
+        cdef Py_ssize_t pos = self._headers_end()
+        self._track(self._key(name), self._lump(pos, pos, _line(name, value), INS))
 
     def remove_header(self, str name):
-        """Remove every line of header `name`; returns how many."""
+        """Remove every line of header `name`, lines added by earlier edits included;
+        returns how many lines."""
         idx = self._indexes(name)
         for k in idx:
-            self._lump(self.hdrs[k].line_s, self.hdrs[k].line_e, b"")
-        return len(idx)
+            self._lump(self.hdrs[k].line_s, self.hdrs[k].line_e, b"", REP)
+        return len(idx) + self._cancel_added(self._key(name))
 
     def replace_header(self, str name, value):
-        """Replace the value of the first `name` header (added at the end when absent) and
-        remove any further lines of it."""
+        """Give header `name` the value `value`: its first line keeps its place and every
+        further line goes (lines added by earlier edits included). When the message has no
+        such header it is added after the last one; calling again rewrites that line."""
+        self._set(name, _value_bytes(value), False)
+
+    cdef _set(self, str name, bytes v, bint at_top):
+        cdef int k
+        cdef Py_ssize_t pos
+        key = self._key(name)
         idx = self._indexes(name)
-        if not idx:
-            self.append_header(name, value)
+        if idx:
+            k = idx[0]
+            self._lump(self.hdrs[k].val_s, self.hdrs[k].val_e, v, REP)
+            for k in idx[1:]:
+                self._lump(self.hdrs[k].line_s, self.hdrs[k].line_e, b"", REP)
+            self._cancel_added(key)
             return
-        k = idx[0]
-        v = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else bytes(value)
-        self._lump(self.hdrs[k].val_s, self.hdrs[k].val_e, v)
-        for k in idx[1:]:
-            self._lump(self.hdrs[k].line_s, self.hdrs[k].line_e, b"")
+        added = self.added.get(key) if self.added is not None else None
+        if added:
+            # an earlier edit added the header: rewrite that line in place, drop the others
+            pos = self.lumps[added[0]][0]
+            self.lumps[added[0]] = (pos, pos, _line(name, v), INS)
+            for i in added[1:]:
+                self.lumps[i] = None
+            del added[1:]
+            return
+        pos = self.hdr_s if at_top else self._headers_end()
+        self._track(key, self._lump(pos, pos, _line(name, v), INS))
 
     def set_max_forwards(self, int n):
-        """Set Max-Forwards to n (inserted when absent)."""
-        k = self.first[H_MAX_FORWARDS]
-        v = str(n).encode()
-        if k < 0:
-            self._lump(self.hdr_s, self.hdr_s, b"Max-Forwards: " + v + b"\r\n")
-        else:
-            self._lump(self.hdrs[k].val_s, self.hdrs[k].val_e, v)
-            for j in range(k + 1, self.nhdr):
-                if self.hdrs[j].hid == H_MAX_FORWARDS:
-                    self._lump(self.hdrs[j].line_s, self.hdrs[j].line_e, b"")
+        """Set Max-Forwards to n, 0..255 (RFC 3261 20.22); inserted first when absent."""
+        if not 0 <= n <= 255:
+            raise ValueError("Max-Forwards must be 0..255")
+        self._set("Max-Forwards", str(n).encode(), True)
 
     def remove_top_route(self):
-        """Remove the first Route value (the whole line when it holds one value)."""
+        """Remove the first Route value (the whole line when it was the line's last value).
+        Each call removes the next one: a proxy that finds its own address twice (double
+        Record-Route) calls it twice."""
         self._remove_first_value(H_ROUTE)
 
     def remove_top_via(self):
@@ -1338,52 +1417,97 @@ cdef class Message:
         self._remove_first_value(H_VIA)
 
     cdef _remove_first_value(self, int hid):
-        cdef int k = self.first[hid]
-        cdef Py_ssize_t i, e, nxt
+        cdef int k, skip = self.removed_via if hid == H_VIA else self.removed_route
+        cdef Py_ssize_t i, e, nxt, after
         cdef AddrPos a
         cdef ViaPos v
-        if k < 0:
-            raise ValueError("no " + CANONICAL[hid] + " header")
-        i = self.hdrs[k].val_s
-        e = self.hdrs[k].val_e
-        if hid == H_VIA:
-            nxt = parse_via(self.p, i, e, &v)
-        else:
-            nxt = parse_addr(self.p, i, e, &a)
-        if nxt < 0:
-            raise SipParseError("Bad " + CANONICAL[hid] + " header")
-        if nxt >= e:
-            self._lump(self.hdrs[k].line_s, self.hdrs[k].line_e, b"")
-        else:
-            # drop "value ," and the whitespace after the comma
-            self._lump(i, skip_lws(self.p, nxt + 1, e), b"")
+        if self.first[hid] >= 0:
+            for k in range(self.first[hid], self.nhdr):
+                if self.hdrs[k].hid != hid:
+                    continue
+                i = self.hdrs[k].val_s
+                e = self.hdrs[k].val_e
+                while i < e:
+                    if hid == H_VIA:
+                        nxt = parse_via(self.p, i, e, &v)
+                    else:
+                        nxt = parse_addr(self.p, i, e, &a)
+                    if nxt < 0:
+                        raise SipParseError("Bad " + CANONICAL[hid] + " header")
+                    after = skip_lws(self.p, nxt + 1, e) if nxt < e else e
+                    if skip == 0:
+                        if after >= e:
+                            # the line's last value (earlier ones already gone): the line goes
+                            self._lump(self.hdrs[k].line_s, self.hdrs[k].line_e, b"", REP)
+                        else:
+                            # "value ," and the whitespace after the comma
+                            self._lump(i, after, b"", REP)
+                        if hid == H_VIA:
+                            self.removed_via += 1
+                        else:
+                            self.removed_route += 1
+                        return
+                    skip -= 1
+                    i = after
+        raise ValueError("no " + CANONICAL[hid] + " header")
 
     def serialize(self, via=None):
         """The message with every recorded edit applied, built in one pass. `via`, when
         given, is written as an extra top Via (a proxy's per-branch Via) without being
-        recorded, so one request can be serialised once per branch."""
-        cdef list edits
+        recorded, so one request can be serialised once per branch. An edited message also
+        loses the defects a liberal parse let through: a request line with runs of
+        whitespace is written with single SPs, a header section cut short by the end of the
+        datagram gets its line end and empty line."""
+        cdef list edits = []
+        cdef Py_ssize_t pos, derived
+        cdef bytes vb
         if via is None and not self.edited:
             return self.raw
-        edits = list(self.lumps) if self.lumps is not None else []
-        if self.new_ruri is not None:
-            edits.append((self.ruri_s, self.ruri_e, self.new_ruri))
+        # derived edits first: they lose to any recorded edit they overlap
         if self.via_extra is not None:
-            edits.append((self.topvia.e, self.topvia.e, self.via_extra))
+            edits.append((self.topvia.e, self.topvia.e, self.via_extra, INS))
             if self.topvia.has_rport and self.topvia.rport_s == self.topvia.rport_e:
                 # drop the bare ";rport" the stamp replaces
                 edits.append(self._flag_rport_span())
+        derived = len(edits)
+        if self.lumps is not None:
+            edits.extend(self.lumps)
+        if self.sl_loose:
+            edits.append((0, self.sl_e, b" ".join((
+                self.buf[self.m_s:self.m_e],
+                self.new_ruri if self.new_ruri is not None else self.buf[self.ruri_s:self.ruri_e],
+                self.buf[self.ver_s:self.ver_e])), REP))
+        elif self.new_ruri is not None:
+            edits.append((self.ruri_s, self.ruri_e, self.new_ruri, REP))
         if via is not None:
+            vb = _value_bytes(via)
             pos = self.hdrs[self.first[H_VIA]].line_s if self.first[H_VIA] >= 0 else self.hdr_s
-            edits.append((pos, pos, b"Via: " + (via.encode() if isinstance(via, str) else via) + b"\r\n"))
+            edits.append((pos, pos, b"Via: " + vb + b"\r\n", INS))
+        if self.no_blank:
+            return self._close_headers(edits, derived)
         return _apply(self.buf, self.end, edits)
+
+    cdef bytes _close_headers(self, list edits, Py_ssize_t derived):
+        # The datagram ended inside the header section (so the body is empty). Lines added at
+        # its end must start on a line of their own, whatever became of the last line, and
+        # the section gets its empty line.
+        cdef list head = edits[:derived], tail = []
+        for t in edits[derived:]:
+            if t is not None and t[3] == INS and t[0] == self.end:
+                tail.append(t[2])
+            else:
+                head.append(t)
+        out = _apply(self.buf, self.end, head)
+        if not out.endswith(b"\n"):
+            out += b"\n" if out.endswith(b"\r") else b"\r\n"
+        return out + b"".join(tail) + b"\r\n"
 
     cdef tuple _flag_rport_span(self):
         # the ';rport' token: back from its name end to the ';'
         cdef Py_ssize_t e = self.topvia.rport_e, s = self.topvia.rport_e - 5
         while s > self.topvia.params_s and self.p[s - 1] != 59:
             s -= 1
-        return (s - 1, e, b"")
+        return (s - 1, e, b"", REP)
 
     def top_via_with_stamp(self):
         """The top Via line's value including a recorded received/rport stamp (what a reply
@@ -1394,7 +1518,7 @@ cdef class Message:
         head = self.buf[h.val_s:self.topvia.e]
         if self.via_extra is not None:
             if self.topvia.has_rport and self.topvia.rport_s == self.topvia.rport_e:
-                s, e, _ = self._flag_rport_span()
+                s, e, _, _ = self._flag_rport_span()
                 head = self.buf[h.val_s:s] + self.buf[e:self.topvia.e]
             head += self.via_extra
         return head + self.buf[self.topvia.e:h.val_e]
@@ -1405,41 +1529,123 @@ cdef class Message:
         return [self.buf[self.hdrs[k].line_s:self.hdrs[k].line_e] for k in self._indexes(name)]
 
 
-cdef bytes _line(str name, value):
-    v = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else bytes(value)
+cdef bytes _to_bytes(x):
+    if isinstance(x, str):
+        return (<str>x).encode("utf-8", "surrogateescape")
+    if isinstance(x, (bytes, bytearray, memoryview)):
+        return bytes(x)
+    raise TypeError(f"expected str or bytes, not {type(x).__name__}")
+
+
+cdef bytes _value_bytes(value):
+    cdef bytes v = _to_bytes(value)
     if b"\r" in v or b"\n" in v:
         raise ValueError("header values may not contain line breaks")
-    return name.encode() + b": " + v + b"\r\n"
+    return v
+
+
+cdef bytes _token_bytes(x):
+    cdef bytes n = _to_bytes(x)
+    cdef Py_ssize_t k
+    if not n:
+        raise ValueError("empty token")
+    for k in range(len(n)):
+        if not TOKEN[<unsigned char>n[k]]:
+            raise ValueError(f"not a token (RFC 3261 25.1): {x!r}")
+    return n
+
+
+cdef bytes _line(str name, value):
+    return _token_bytes(name) + b": " + _value_bytes(value) + b"\r\n"
+
+
+cdef struct Edit:
+    Py_ssize_t s, e
+    Py_ssize_t order                  # recording order: the later edit wins an overlap
+    int kind
+    bint keep
+    const char *data
+    Py_ssize_t n
+
+
+cdef inline bint _before(Edit *a, Edit *b) noexcept nogil:
+    if a.s != b.s:
+        return a.s < b.s
+    if a.e != b.e:
+        return a.e < b.e              # insertions before a replacement at the same offset
+    return a.order < b.order          # insertions at one offset keep their recording order
 
 
 cdef bytes _apply(bytes buf, Py_ssize_t end, list edits):
-    """Apply non-overlapping (start, end, data) edits to buf[:end] with one allocation.
-    Insertions at the same offset keep their recording order."""
-    cdef Py_ssize_t total = end, pos = 0, s, e, n
-    cdef bytes data
+    """Apply the (start, end, data, kind) edits (None entries skipped) to buf[:end] with one
+    allocation. Overlaps are resolved by recording order (see the edits section)."""
+    cdef Py_ssize_t count = len(edits), m = 0, i, j, last, total, pos, n
+    cdef Edit stack[16]
+    cdef Edit *ed = stack
+    cdef Edit tmp
     cdef char *out
     cdef const char *src = PyBytes_AS_STRING(buf)
-    edits.sort(key=_edit_key)
-    for (s, e, data) in edits:
-        total += PyBytes_GET_SIZE(data) - (e - s)
-    result = PyBytes_FromStringAndSize(NULL, total)
-    out = PyBytes_AS_STRING(result)
-    n = 0
-    for (s, e, data) in edits:
-        if s < pos:
-            raise ValueError("overlapping edits")
-        memcpy(out + n, src + pos, s - pos)
-        n += s - pos
-        memcpy(out + n, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
-        n += PyBytes_GET_SIZE(data)
-        pos = e
-    memcpy(out + n, src + pos, end - pos)
-    return result
-
-
-def _edit_key(t):
-    # insertions (start == end) sort before a replacement starting at the same offset
-    return (t[0], t[1] != t[0])
+    cdef bytes data
+    if count > 16:
+        ed = <Edit *>PyMem_Malloc(count * sizeof(Edit))
+        if ed == NULL:
+            raise MemoryError()
+    try:
+        for i in range(count):
+            t = edits[i]
+            if t is None:
+                continue
+            data = t[2]
+            ed[m].s = t[0]
+            ed[m].e = t[1]
+            ed[m].kind = t[3]
+            ed[m].order = i
+            ed[m].keep = True
+            ed[m].data = PyBytes_AS_STRING(data)
+            ed[m].n = PyBytes_GET_SIZE(data)
+            if not 0 <= ed[m].s <= ed[m].e <= end:
+                raise ValueError("edit outside the message")
+            m += 1
+        # insertion sort: a handful of edits, mostly recorded in order already
+        for i in range(1, m):
+            tmp = ed[i]
+            j = i - 1
+            while j >= 0 and _before(&tmp, &ed[j]):
+                ed[j + 1] = ed[j]
+                j -= 1
+            ed[j + 1] = tmp
+        # kept edits never overlap, so only the last kept replacement can meet the next edit
+        last = -1
+        total = end
+        for i in range(m):
+            if last >= 0 and (ed[i].s < ed[last].e or
+                              (ed[i].kind == REP and ed[i].e == ed[i].s and
+                               ed[last].s == ed[last].e and ed[last].s == ed[i].s)):
+                if ed[i].kind == INS or ed[i].order < ed[last].order:
+                    ed[i].keep = False
+                    continue
+                ed[last].keep = False
+                total -= ed[last].n - (ed[last].e - ed[last].s)
+            if ed[i].kind == REP:
+                last = i
+            total += ed[i].n - (ed[i].e - ed[i].s)
+        result = PyBytes_FromStringAndSize(NULL, total)
+        out = PyBytes_AS_STRING(result)
+        n = 0
+        pos = 0
+        for i in range(m):
+            if not ed[i].keep:
+                continue
+            memcpy(out + n, src + pos, ed[i].s - pos)
+            n += ed[i].s - pos
+            memcpy(out + n, ed[i].data, ed[i].n)
+            n += ed[i].n
+            pos = ed[i].e
+        memcpy(out + n, src + pos, end - pos)
+        return result
+    finally:
+        if ed != stack:
+            PyMem_Free(ed)
 
 
 def split_commas(str value):
@@ -1478,8 +1684,11 @@ def parse_auth_header(str value):
     """Digest credentials or challenge (RFC 3261 22.4, RFC 7616 3.4): returns
     (scheme, {lower-cased param: value}) with quoted values unquoted. SipParseError when
     the parameter list is malformed."""
-    cdef str v = _collapse(value).strip()
-    scheme, _, rest = v.partition(" ")
+    cdef str v = _collapse(value).strip(" \t")
+    cdef Py_ssize_t sp = 0
+    while sp < len(v) and v[sp] != " " and v[sp] != "\t":
+        sp += 1
+    scheme, rest = v[:sp], v[sp:]
     params = {}
     cdef Py_ssize_t i = 0, n = len(rest), j
     while i < n:
@@ -1562,6 +1771,7 @@ cdef int parse_start_line(Message m, const unsigned char *p, Py_ssize_t e) excep
         if i - code_s != 3 or code < 100 or code > 699:
             raise SipParseError("Bad status code")
         m.status = code
+        m.sl_e = le
         if i < le:
             if p[i] != 32:
                 raise SipParseError("Bad status line")
@@ -1599,6 +1809,11 @@ cdef int parse_start_line(Message m, const unsigned char *p, Py_ssize_t e) excep
         raise SipParseError("Bad request line")
     if parse_uri_at(p, m.ruri_s, m.ruri_e, &m.ruri_pos) < 0:
         raise SipParseError("Bad Request URI")
+    m.sl_e = le
+    # tolerated above: runs of SP/HT between the elements and after the version (RFC 4475
+    # 3.1.2.9, 3.1.2.10); an edited message is written with single SPs
+    m.sl_loose = not (p[m.m_e] == 32 and m.ruri_s == m.m_e + 1 and p[m.ruri_e] == 32
+                      and m.ver_s == m.ruri_e + 1 and m.ver_e == le)
     if m.ruri_pos.kind in (1, 2) and m.ruri_pos.headers_s < m.ruri_pos.headers_e:
         # RFC 3261 19.1.5: headers are not allowed in a Request-URI (RFC 4475 3.1.2.11)
         raise SipParseError("Bad Request URI")
@@ -1642,7 +1857,9 @@ cdef int parse_headers(Message m, const unsigned char *p, Py_ssize_t e) except -
     while True:
         if i >= e:
             # no empty line before the end of the datagram: liberal, the headers end here
+            # (RFC 4475 3.1.2.15's archive file); an edited message gets the missing ends
             m.body_s = e
+            m.no_blank = True
             return 0
         if p[i] == 13 and i + 1 < e and p[i + 1] == 10:
             m.body_s = i + 2
@@ -1696,7 +1913,7 @@ cdef int validate(Message m, const unsigned char *p) except -1:
     cdef unsigned long long n
     cdef long long cl
     cdef int mf
-    cdef bint first_via = True, star
+    cdef bint first_via = True
     m.clen = -1
     m.max_forwards_value = -1
     m.contact_star = 0
@@ -1730,17 +1947,20 @@ cdef int validate(Message m, const unsigned char *p) except -1:
                 else:
                     m.to_a = a
         elif hid == H_CONTACT:
-            star = False
             j = skip_lws(p, i, e)
             if j < e and p[j] == 42 and skip_lws(p, j + 1, e) == e:
                 m.contact_star = 1
                 continue
+            if i >= e:
+                raise SipParseError("Bad Contact header")
             while i < e:
                 i = parse_addr(p, i, e, &a)
                 if i < 0 or check_addr_uri(p, &a) < 0:
                     raise SipParseError("Bad Contact header")
                 if i < e:
                     i += 1
+                    if skip_lws(p, i, e) >= e:     # a ',' with nothing after it
+                        raise SipParseError("Bad Contact header")
         elif hid == H_CSEQ:
             s = skip_lws(p, i, e)
             j = s
@@ -1799,7 +2019,6 @@ def parse(data):
     cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
     cdef Message m
     cdef const unsigned char *p
-    cdef int k
     if n == 0:
         raise SipParseError("Empty message")
     if n > MAX_MESSAGE:
@@ -1812,10 +2031,6 @@ def parse(data):
     m.hdrs = <Hdr *>PyMem_Malloc(m.cap * sizeof(Hdr))
     if m.hdrs == NULL:
         raise MemoryError()
-    for k in range(H_COUNT):
-        m.first[k] = -1
-        m.counts[k] = 0
-    m.lumps = None
     parse_start_line(m, p, n)
     parse_headers(m, p, n)
     validate(m, p)
@@ -1832,8 +2047,11 @@ def parse(data):
 
 # -- replies ------------------------------------------------------------------------------------
 
-cdef bytes _as_bytes(x):
-    return x.encode("utf-8", "surrogateescape") if isinstance(x, str) else bytes(x)
+cdef bytes _terminated(bytes line):
+    # a copied line that was the datagram's last one may lack its line end
+    if line.endswith(b"\n"):
+        return line
+    return line + (b"\n" if line.endswith(b"\r") else b"\r\n")
 
 
 def build_reply(Message req, int code, reason, to_tag=None, extra=None, body=b""):
@@ -1841,11 +2059,13 @@ def build_reply(Message req, int code, reason, to_tag=None, extra=None, body=b""
     top one with the received/rport stamp the transport recorded), From, To (with `to_tag`
     added when the request's To has none and code > 100), Call-ID, CSeq, the `extra` header
     lines (sequence of "Name: value" str/bytes), Content-Length and `body`."""
-    cdef list out = [b"SIP/2.0 %d " % code, _as_bytes(reason), b"\r\n"]
+    if not 100 <= code <= 699:
+        raise ValueError("status code must be 100..699")
+    cdef list out = [b"SIP/2.0 %d " % code, _value_bytes(reason), b"\r\n"]
     cdef int k
     cdef Hdr *h
     cdef bint first_via = True
-    cdef bytes b = req.buf
+    cdef bytes b = req.buf, line
     for k in range(req.nhdr):
         h = &req.hdrs[k]
         if h.hid == H_VIA:
@@ -1855,25 +2075,23 @@ def build_reply(Message req, int code, reason, to_tag=None, extra=None, body=b""
                 out.append(req.top_via_with_stamp())
                 out.append(b"\r\n")
             else:
-                out.append(b[h.line_s:h.line_e])
+                out.append(_terminated(b[h.line_s:h.line_e]))
         elif h.hid == H_TO and req.first[H_TO] == k:
-            out.append(b[h.line_s:h.line_e] if h.line_e > h.line_s and b[h.line_e - 1] == 10
-                       else b[h.line_s:h.line_e] + b"\r\n")
+            line = _terminated(b[h.line_s:h.line_e])
             if to_tag is not None and code > 100 and req.to_a.tag_s < 0:
-                # insert ";tag=" after the To value, before its line end
-                line = out.pop()
+                # ";tag=" after the To value, before its line end
                 vend = h.val_e - h.line_s
-                out.append(line[:vend] + b";tag=" + _as_bytes(to_tag) + line[vend:])
+                line = line[:vend] + b";tag=" + _token_bytes(to_tag) + line[vend:]
+            out.append(line)
         elif (h.hid == H_FROM and req.first[H_FROM] == k) or \
              (h.hid == H_CALL_ID and req.first[H_CALL_ID] == k) or \
              (h.hid == H_CSEQ and req.first[H_CSEQ] == k):
-            line = b[h.line_s:h.line_e]
-            out.append(line if line.endswith(b"\n") else line + b"\r\n")
+            out.append(_terminated(b[h.line_s:h.line_e]))
     if extra:
         for x in extra:
-            out.append(_as_bytes(x))
+            out.append(_value_bytes(x))
             out.append(b"\r\n")
-    body = _as_bytes(body)
+    body = _to_bytes(body)
     out.append(b"Content-Length: %d\r\n\r\n" % len(body))
     out.append(body)
     return b"".join(out)
