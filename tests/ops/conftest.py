@@ -1,0 +1,5 @@
+"""The ops tests' helpers (ctlkit) are importable as a top-level module."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
