@@ -36,7 +36,7 @@ class Sipp:
         cmd = ["sipp", "-sf", path, "-i", local[0], "-p", str(local[1]), "-nostdin",
                "-trace_stat", "-stf", self.stat, "-fd", "1", "-timeout", f"{int(timeout)}s",
                "-timeout_error", "-recv_timeout", "10000", "-max_recv_loops", "10000",
-               "-s", service, "-t", "u1"]
+               "-s", service, "-t", "u1", "-buff_size", "8388608"]
         if calls is not None:
             cmd += ["-m", str(calls)]
         if rate is not None:
