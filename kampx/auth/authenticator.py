@@ -1,0 +1,249 @@
+"""Digest authentication of requests against the subscriber table: Kamailio's auth + auth_db
+(auth_check, www_authorize / proxy_authorize, the challenges, consume_credentials).
+
+One Authenticator per worker process. The outcome of a check is kept on the message, so that
+a challenge sent afterwards can say stale=true and consume_credentials() knows which header
+was used.
+
+No user enumeration: an unknown user is verified against a random HA1 of the right size, and
+both an unknown user and a wrong password recheck the subscriber table before failing (see
+subscribers.py), so the two cost the same work and get the same challenge.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import NamedTuple
+
+from kampx import stats as S
+from kampx._cparse import SipParseError, parse_uri
+from kampx.auth import digest
+from kampx.auth.nonce import NonceState
+from kampx.db import StorageError
+
+log = logging.getLogger("kampx.auth")
+
+# Kamailio's auth_db return codes (negative = false in a Kamailio script)
+AUTH_OK = 1
+AUTH_ERROR = -1
+AUTH_INVALID_PASSWORD = -2
+AUTH_USER_UNKNOWN = -3
+AUTH_STALE_NONCE = -4
+AUTH_NO_CREDENTIALS = -5
+AUTH_NONCE_REUSED = -6
+AUTH_USER_MISMATCH = -8
+
+CHECK_IDS = 1          # auth_check flag: auth user = From user (and To user for REGISTER)
+
+# challenge flags (Kamailio's www_challenge / proxy_challenge / auth_challenge)
+QOP_AUTH = 1
+QOP_AUTH_INT = 2
+FORCE_STALE = 16
+
+# methods that are never challenged: ACK and CANCEL cannot be, PRACK belongs to an INVITE
+_NEVER_CHALLENGED = frozenset(("ACK", "CANCEL", "PRACK"))
+
+
+class Kind(NamedTuple):
+    credentials: str       # header the client answers with
+    challenge: str         # header of the challenge
+    code: int
+    reason: str
+
+
+WWW = Kind("Authorization", "WWW-Authenticate", 401, "Unauthorized")
+PROXY = Kind("Proxy-Authorization", "Proxy-Authenticate", 407, "Proxy Authentication Required")
+
+# stored HA1 column per (algorithm, username has @domain)
+_COLUMNS = {("MD5", False): "ha1", ("MD5", True): "ha1b",
+            ("SHA-256", False): "ha1_sha256", ("SHA-256", True): "ha1b_sha256"}
+
+_FAIL = S.AUTH_FAILURES
+
+
+class Outcome(NamedTuple):
+    """What auth_check found, kept on the message as msg.auth_outcome."""
+    code: int
+    kind: Kind
+    username: str | None = None
+    stale: bool = False
+
+
+def kind_for(msg) -> Kind:
+    """www authentication for REGISTER, proxy authentication for the rest (auth_check)."""
+    return WWW if msg.method == "REGISTER" else PROXY
+
+
+def offered_algorithms(configured) -> list[str]:
+    """[auth] algorithms in the order challenges offer them: SHA-256 first, MD5 last
+    (RFC 8760 2.4: most preferred first; MD5 only for the clients that know nothing else)."""
+    names = [a.upper() for a in configured]
+    return sorted(dict.fromkeys(names), key=lambda a: a == "MD5")
+
+
+class Authenticator:
+    """auth_check and the challenges for one worker process.
+
+    nonces: kampx.auth.nonce.Nonces; subscribers: kampx.auth.subscribers.SubscriberCache;
+    stats: the process's kampx.stats.Stats; on_failure(msg): called after each failed
+    authentication that carried credentials (the brute-force ban counts them)."""
+
+    def __init__(self, algorithms, nonces, subscribers, stats, on_failure=None):
+        self.algorithms = offered_algorithms(algorithms)
+        self.nonces = nonces
+        self.subscribers = subscribers
+        self.stats = stats
+        self.on_failure = on_failure
+        # stand-in HA1s for unknown users: same length as real ones, never anyone's
+        self._decoy = {alg: os.urandom(digest.HEX_LEN[alg] // 2).hex() for alg in digest.HASHES}
+        self._storage_error_logged = False
+
+    # ------------------------------------------------------------------ checking ----------
+
+    def check(self, msg, realm: str, kind: Kind, flags: int = 0) -> int:
+        """Authenticate `msg` with credentials of `kind` for `realm`; Kamailio's codes."""
+        if msg.method in _NEVER_CHALLENGED:
+            return AUTH_OK
+        outcome = self._check(msg, realm, kind, flags)
+        msg.auth_outcome = outcome
+        return outcome.code
+
+    def _fail(self, msg, kind: Kind, code: int, reason: str, username=None,
+              attack: bool = True) -> Outcome:
+        self.stats.inc(_FAIL.col(reason))
+        if attack and self.on_failure is not None:
+            self.on_failure(msg)
+        return Outcome(code, kind, username, stale=code == AUTH_STALE_NONCE)
+
+    def _check(self, msg, realm: str, kind: Kind, flags: int) -> Outcome:
+        found = self.find_credentials(msg, realm, kind)
+        if found is None:
+            return self._fail(msg, kind, AUTH_NO_CREDENTIALS, "no_credentials", attack=False)
+        if isinstance(found, digest.DigestError):
+            return self._fail(msg, kind, AUTH_ERROR, "bad_credentials")
+        try:
+            cred = digest.credentials(found)
+            base = cred.base_algorithm
+        except digest.DigestError:
+            return self._fail(msg, kind, AUTH_ERROR, "bad_credentials")
+        if base not in self.algorithms or not _same_uri(cred.uri, msg.original_ruri):
+            return self._fail(msg, kind, AUTH_ERROR, "bad_credentials", cred.username)
+        nonce = self.nonces.check(cred.nonce)
+        if nonce.state is NonceState.FORGED:
+            return self._fail(msg, kind, AUTH_ERROR, "bad_credentials", cred.username)
+        if nonce.state is NonceState.STALE:
+            return self._fail(msg, kind, AUTH_STALE_NONCE, "stale_nonce", cred.username, attack=False)
+
+        user, at, domain = cred.username.partition("@")
+        if not at:
+            domain = realm
+        column = _COLUMNS[(base, bool(at))]
+        body = msg.body if cred.qop == "auth-int" else b""
+        try:
+            sub = self.subscribers.get(user, domain)
+            ok = self._verify(cred, sub, column, base, msg.method, body)
+            if not ok:
+                changed, sub = self.subscribers.recheck(user, domain)
+                if changed:
+                    ok = self._verify(cred, sub, column, base, msg.method, body)
+        except StorageError as e:
+            if not self._storage_error_logged:
+                log.error("subscriber lookup failed: %s", e)
+                self._storage_error_logged = True
+            self.stats.inc(_FAIL.col("bad_credentials"))
+            return Outcome(AUTH_ERROR, kind, cred.username)
+        if not ok:
+            if sub is None:
+                return self._fail(msg, kind, AUTH_USER_UNKNOWN, "unknown_user", cred.username)
+            return self._fail(msg, kind, AUTH_INVALID_PASSWORD, "wrong_password", cred.username)
+
+        if cred.qop is not None:
+            # counted only now: a forged response must not burn the client's next nc
+            counted = self.nonces.count(nonce, cred.nc_value)
+            if counted == 0:
+                return self._fail(msg, kind, AUTH_NONCE_REUSED, "replayed", cred.username)
+            if counted < 0:
+                return self._fail(msg, kind, AUTH_STALE_NONCE, "stale_nonce", cred.username,
+                                  attack=False)
+        if flags & CHECK_IDS and not _ids_match(msg, cred.user):
+            return self._fail(msg, kind, AUTH_USER_MISMATCH, "user_mismatch", cred.username)
+        self.stats.inc(S.AUTH_SUCCESSES.base)
+        return Outcome(AUTH_OK, kind, cred.username)
+
+    def find_credentials(self, msg, realm: str, kind: Kind):
+        """The params of the first Digest credentials for `realm` (case-insensitive, as
+        Kamailio compares), a DigestError when only unparseable ones exist, else None."""
+        want = realm.lower()
+        error = None
+        for value in msg.header_all(kind.credentials):
+            try:
+                scheme, params = digest.parse_credentials(value)
+            except digest.DigestError as e:
+                error = e
+                continue
+            if scheme.lower() == "digest" and params.get("realm", "").lower() == want:
+                return params
+        return error
+
+    def _verify(self, cred, sub, column: str, base: str, method: str, body: bytes) -> bool:
+        stored = getattr(sub, column, "") if sub is not None else ""
+        if not stored:
+            # unknown user, or a row without this digest: the same work against a decoy
+            digest.verify(cred, self._decoy[base], method, body)
+            return False
+        return digest.verify(cred, stored, method, body)
+
+    # ------------------------------------------------------------------ challenges --------
+
+    def challenge_headers(self, msg, realm: str, kind: Kind, flags: int = 0) -> list[str]:
+        """The challenge header lines: one per offered algorithm, all with one fresh nonce.
+        With MD5 alone the value has no algorithm parameter (Kamailio's form)."""
+        nonce = self.nonces.issue()
+        qop = "auth-int" if flags & QOP_AUTH_INT else "auth" if flags & QOP_AUTH else None
+        prior = msg.__dict__.get("auth_outcome")
+        stale = bool(flags & FORCE_STALE) or (prior is not None and prior.stale)
+        if self.algorithms == ["MD5"]:
+            return [f"{kind.challenge}: {digest.challenge(realm, nonce, None, qop, stale)}"]
+        return [f"{kind.challenge}: {digest.challenge(realm, nonce, alg, qop, stale)}"
+                for alg in self.algorithms]
+
+    @staticmethod
+    def consume(msg) -> bool:
+        """Remove the credentials header that authenticated the request (they are for this
+        proxy, not for the next hop). False when nothing was authenticated."""
+        outcome = msg.__dict__.get("auth_outcome")
+        if outcome is None or outcome.code != AUTH_OK:
+            return False
+        msg.remove_header(outcome.kind.credentials)
+        return True
+
+
+def _same_uri(cred_uri: str, ruri: str | None) -> bool:
+    """The digest-uri names the Request-URI (RFC 7616 3.4.6): equal as text, or as SIP URIs
+    (scheme, user, host, port; parameters may differ in order or case)."""
+    if ruri is None:
+        return False
+    if cred_uri == ruri:
+        return True
+    try:
+        a, b = parse_uri(cred_uri), parse_uri(ruri)
+    except SipParseError:
+        return False
+    return (a.scheme.lower() == b.scheme.lower() and a.user == b.user
+            and a.host.lower() == b.host.lower() and (a.port or 5060) == (b.port or 5060))
+
+
+def _uri_user(text) -> str | None:
+    if not text:
+        return None
+    try:
+        return parse_uri(text).user
+    except SipParseError:
+        return None
+
+
+def _ids_match(msg, auth_user: str) -> bool:
+    """auth_check flag 1: the auth user is the From user, and for REGISTER also the To user."""
+    if _uri_user(msg.from_uri) != auth_user:
+        return False
+    return msg.method != "REGISTER" or _uri_user(msg.to_uri) == auth_user

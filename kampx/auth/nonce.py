@@ -1,0 +1,102 @@
+"""Stateless digest nonces, valid in every worker.
+
+A nonce is base64url of
+
+    version (1 byte) | issued at, ms of CLOCK_MONOTONIC (8) | index (4) | generation (4) | MAC (16)
+
+where MAC = HMAC-SHA256(secret, the 17 bytes before it) truncated to 128 bits, and secret is
+the random key the supervisor creates at start (shared.secret). Any worker can check any
+worker's nonce without shared state; a restart changes the secret, which turns the old
+nonces into forgeries (the client is simply challenged again).
+
+(index, generation) name a slot of the shared NonceCounts table that remembers the highest
+nonce-count a qop client has used with this nonce, so a replayed response is refused. Slots
+are reused round robin; a nonce whose slot went to a newer one is stale, like an expired one.
+CLOCK_MONOTONIC is system-wide on Linux, so the age is right in every process and a wall
+clock step cannot make nonces live forever or die at once.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import struct
+import time
+from enum import IntEnum
+
+VERSION = 1
+_BODY = struct.Struct(">BQII")
+MAC_LEN = 16
+RAW_LEN = _BODY.size + MAC_LEN           # 33 bytes
+TEXT_LEN = RAW_LEN * 4 // 3              # 44 characters, no padding (33 is a multiple of 3)
+FUTURE_SLACK_MS = 1000                   # a nonce "from the future" beyond this is forged
+
+
+class NonceState(IntEnum):
+    VALID = 0
+    STALE = 1      # ours, but expired or its count slot was reused: challenge again, stale=true
+    FORGED = 2     # not ours (bad MAC, bad format, another instance's, from the future)
+
+
+class NonceCheck:
+    __slots__ = ("state", "index", "generation", "issued_ms")
+
+    def __init__(self, state: NonceState, index: int = 0, generation: int = 0, issued_ms: int = 0):
+        self.state = state
+        self.index = index
+        self.generation = generation
+        self.issued_ms = issued_ms
+
+
+_FORGED = NonceCheck(NonceState.FORGED)
+
+
+def _now_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
+class Nonces:
+    """Issues and checks nonces. One per process; `counts` is the shared NonceCounts."""
+
+    def __init__(self, secret: bytes, counts, expires_s: float, clock=_now_ms):
+        if len(secret) < 16:
+            raise ValueError("the nonce secret must be at least 16 bytes")
+        self._secret = bytes(secret)
+        self._counts = counts
+        self.expires_ms = int(expires_s * 1000)
+        self._clock = clock
+
+    def _mac(self, body: bytes) -> bytes:
+        return hmac.digest(self._secret, body, "sha256")[:MAC_LEN]
+
+    def issue(self) -> str:
+        index, generation = self._counts.new_index()
+        body = _BODY.pack(VERSION, self._clock(), index, generation)
+        return base64.urlsafe_b64encode(body + self._mac(body)).decode("ascii")
+
+    def check(self, nonce: str) -> NonceCheck:
+        """Whether `nonce` is one of ours and still young enough; counts nothing."""
+        if len(nonce) != TEXT_LEN:
+            return _FORGED
+        try:
+            raw = base64.urlsafe_b64decode(nonce.encode("ascii"))
+        except (binascii.Error, UnicodeEncodeError, ValueError):
+            return _FORGED
+        if len(raw) != RAW_LEN:
+            return _FORGED
+        body, mac = raw[:_BODY.size], raw[_BODY.size:]
+        if not hmac.compare_digest(mac, self._mac(body)):
+            return _FORGED
+        version, issued, index, generation = _BODY.unpack(body)
+        if version != VERSION:
+            return _FORGED
+        now = self._clock()
+        if issued > now + FUTURE_SLACK_MS:
+            return _FORGED
+        state = NonceState.STALE if now - issued > self.expires_ms else NonceState.VALID
+        return NonceCheck(state, index, generation, issued)
+
+    def count(self, check: NonceCheck, nc: int) -> int:
+        """Record nonce-count `nc` for a valid nonce, after its response was verified:
+        1 accepted, 0 replay (nc not above the last one seen), -1 stale (slot reused)."""
+        return self._counts.check(check.index, check.generation, nc)

@@ -1,0 +1,167 @@
+"""Route-script functions for digest authentication and security, named and behaving as
+Kamailio's auth / auth_db / pike functions:
+
+    if not auth_check(from_domain(), "subscriber", 1):
+        auth_challenge(from_domain(), 0)
+        exit()
+    consume_credentials()
+
+Functions returning Kamailio's codes return a Code: an int (1, -2, ...) that is false when
+negative, so `if not auth_check(...)` reads as `if (!auth_check(...))` does in Kamailio.
+
+Per worker, the authenticator (nonces, subscriber cache) and the security guard are built on
+first use, after fork, and kept in worker.modules.
+"""
+from __future__ import annotations
+
+from kampx import sl as _sl
+from kampx import stats as _S
+from kampx.auth import authenticator as _a
+from kampx.routing.api import ctx
+
+__all__ = ["auth_check", "www_authorize", "proxy_authorize", "www_challenge",
+           "proxy_challenge", "auth_challenge", "consume_credentials", "has_credentials",
+           "is_scanner", "pike_check_req", "auth_banned"]
+
+SUBSCRIBER_TABLE = "subscriber"
+
+
+class Code(int):
+    """A Kamailio return code: true when positive."""
+
+    def __bool__(self) -> bool:
+        return self > 0
+
+
+# ------------------------------------------------------------------ per-worker state -----
+
+
+def _guard(w):
+    g = w.modules.get("security")
+    if g is None:
+        from kampx.security import SecurityGuard
+        own = {ls.addr.host for ls in w.sockets}
+        g = w.modules["security"] = SecurityGuard(w.cfg.security, w.cfg.routing.carrier_group,
+                                                  w.ctx.shared, w.stats, own)
+    return g
+
+
+def _auth(w):
+    a = w.modules.get("auth")
+    if a is None:
+        from kampx.auth.nonce import Nonces
+        from kampx.auth.subscribers import SqliteChangeProbe, SubscriberCache
+        from kampx.db import open_storage
+        cfg, shared = w.cfg, w.ctx.shared
+        cache = SubscriberCache(lambda: open_storage(cfg), SqliteChangeProbe(cfg.db_path()))
+        guard = _guard(w)
+        a = w.modules["auth"] = _a.Authenticator(
+            cfg.auth.algorithms, Nonces(shared.secret, shared.nonces, cfg.auth.nonce_expires_s),
+            cache, w.stats, on_failure=guard.auth_failed)
+    return a
+
+
+def _realm(realm) -> str:
+    """The realm argument, or the configured [auth] realm when the script has none
+    (a From without a host)."""
+    return str(realm) if realm else ctx.worker.cfg.auth.realm
+
+
+def _table(table: str) -> None:
+    if table != SUBSCRIBER_TABLE:
+        raise ValueError(f"auth: unknown table '{table}' (only '{SUBSCRIBER_TABLE}')")
+
+
+# ------------------------------------------------------------------ authentication -------
+
+
+def auth_check(realm, table: str = SUBSCRIBER_TABLE, flags: int = 0) -> Code:
+    """Authenticate the request: www credentials (Authorization) for REGISTER, proxy
+    credentials (Proxy-Authorization) for the rest. flags 1: the auth user must also be the
+    From user (and the To user for a REGISTER). Returns 1, or Kamailio's failure codes:
+    -1 error/malformed, -2 wrong password, -3 unknown user, -4 stale nonce, -5 no credentials,
+    -6 nonce-count replayed, -8 auth user mismatch."""
+    _table(table)
+    w, msg = ctx.worker, ctx.msg
+    return Code(_auth(w).check(msg, _realm(realm), _a.kind_for(msg), int(flags)))
+
+
+def www_authorize(realm, table: str = SUBSCRIBER_TABLE) -> Code:
+    """Check Authorization credentials (whatever the method)."""
+    _table(table)
+    w, msg = ctx.worker, ctx.msg
+    return Code(_auth(w).check(msg, _realm(realm), _a.WWW))
+
+
+def proxy_authorize(realm, table: str = SUBSCRIBER_TABLE) -> Code:
+    """Check Proxy-Authorization credentials (whatever the method)."""
+    _table(table)
+    w, msg = ctx.worker, ctx.msg
+    return Code(_auth(w).check(msg, _realm(realm), _a.PROXY))
+
+
+def has_credentials(realm) -> bool:
+    """True when the request carries Digest credentials for `realm` (either header)."""
+    w, msg = ctx.worker, ctx.msg
+    a = _auth(w)
+    r = _realm(realm)
+    return any(isinstance(a.find_credentials(msg, r, kind), dict) for kind in (_a.WWW, _a.PROXY))
+
+
+def _challenge(kind, realm, flags) -> bool:
+    w, msg = ctx.worker, ctx.msg
+    if msg.method_id == 2:          # an ACK is never answered
+        return False
+    headers = _auth(w).challenge_headers(msg, _realm(realm), kind, int(flags))
+    t = msg.__dict__.get("txn")
+    if t is not None:
+        ok = w.tm.reply(t, kind.code, kind.reason, extra=headers)
+    else:
+        ok = _sl.send_reply(w, msg, kind.code, kind.reason, extra=headers)
+    if ok:
+        w.stats.inc(_S.AUTH_CHALLENGES.col(str(kind.code)))
+    return ok
+
+
+def www_challenge(realm, flags: int = 0) -> bool:
+    """Reply 401 Unauthorized with WWW-Authenticate. flags: 1 offer qop=auth, 2 qop=auth-int,
+    16 stale=true (also set by itself when the credentials' nonce was only stale)."""
+    return _challenge(_a.WWW, realm, flags)
+
+
+def proxy_challenge(realm, flags: int = 0) -> bool:
+    """Reply 407 Proxy Authentication Required with Proxy-Authenticate (flags as above)."""
+    return _challenge(_a.PROXY, realm, flags)
+
+
+def auth_challenge(realm, flags: int = 0) -> bool:
+    """401 for REGISTER, 407 for anything else (Kamailio's auth_challenge)."""
+    return _challenge(_a.kind_for(ctx.msg), realm, flags)
+
+
+def consume_credentials() -> bool:
+    """Remove the credentials that authenticated the request before it is relayed."""
+    return _a.Authenticator.consume(ctx.msg)
+
+
+# ------------------------------------------------------------------ security -------------
+
+
+def is_scanner() -> bool:
+    """True when the User-Agent matches [security] scanner_user_agents (counted as
+    security.scanner_dropped): drop it without a reply."""
+    w = ctx.worker
+    return _guard(w).is_scanner(ctx.msg)
+
+
+def pike_check_req() -> Code:
+    """Flood protection per source IP ([security] pike_*): 1 allowed, -1 the source just went
+    over the limit, -2 it is banned. Carriers and the proxy itself are exempt."""
+    w = ctx.worker
+    return Code(_guard(w).pike_check(ctx.msg))
+
+
+def auth_banned() -> bool:
+    """True when the source is banned for failed authentications ([security] auth_ban_*)."""
+    w = ctx.worker
+    return _guard(w).banned(ctx.msg)

@@ -1,0 +1,145 @@
+"""builtin:kamailio101 -- the Kamailio 101 tutorial's proxy, in Python.
+
+The final proxy of Nick vs Networking's "Kamailio 101" series (part 9) with Record-Route, so
+in-dialog requests stay on the proxy, and Kamailio's default REQINIT checks. Users register
+with digest authentication; calls from the carrier's trunk (its addresses are permissions
+address group [routing] carrier_group) go to the registered user or get 404; calls from
+users are authenticated and go to the registered user, else out to [routing] carrier.
+
+Each route block of the Kamailio config is a function here, called where the config says
+`route(NAME)`; every block ends the request (exit) unless it returns to its caller on
+purpose, as route(WITHINDLG) does for a request outside a dialog.
+
+To start a script of your own, copy this file, edit it and point the config at it:
+
+    [routing]
+    script = "/etc/kampx/myproxy.py"
+
+`kampx check --config FILE` validates it before you reload.
+"""
+from kampx.routing import *  # noqa: F401,F403
+from kampx.routing.api import ctx
+
+
+def setting(section, key):
+    """A value of the running configuration, e.g. setting("routing", "carrier")."""
+    return getattr(getattr(ctx.worker.cfg, section), key)
+
+
+def request_route(msg):
+    REQINIT()
+
+    # CANCEL: relayed when it matches an INVITE transaction of ours, else dropped
+    if is_method("CANCEL"):
+        if t_check_trans():
+            RELAY()
+        exit()
+
+    WITHINDLG()
+
+    # retransmissions of initial requests: their transaction answers them
+    if not is_method("ACK"):
+        if t_precheck_trans():
+            t_check_trans()
+            exit()
+        t_check_trans()
+
+    # a preloaded Route must not steer an initial request anywhere
+    remove_hf("Route")
+
+    if is_method("REGISTER"):
+        REGISTRAR()
+
+    if is_method("INVITE"):
+        if allow_source_address(setting("routing", "carrier_group")):
+            ONNETINVITE(from_carrier=True)      # the carrier's trunk: no authentication
+        AUTH()
+        ONNETINVITE(from_carrier=False)
+
+    sl_send_reply(501, "Not Implemented")
+    exit()
+
+
+def REQINIT():
+    """Kamailio's default request checks, security first."""
+    # scanners (friendly-scanner, sipcli, ...): silent drop, from any source
+    if is_scanner():
+        drop()
+    # a source over the flood limit, or banned for failed authentications: silent drop
+    # (the carrier's addresses and the proxy's own are exempt)
+    if auth_banned() or not pike_check_req():
+        drop()
+    if not mf_process_maxfwd_header(10):
+        sl_send_reply(483, "Too Many Hops")
+        exit()
+    # keepalive: OPTIONS to the proxy itself, no user part
+    if is_method("OPTIONS") and is_myself() and ruri_user() is None:
+        sl_send_reply(200, "Keepalive")
+        exit()
+    # sanity_check("1511", "7") has already answered a broken request with its 400
+    if not sanity_check(1511, 7):
+        exit()
+
+
+def WITHINDLG():
+    """In-dialog requests (To-tag): along the Route set we Record-Routed, else 404."""
+    if not has_totag():
+        return
+    if loose_route():
+        RELAY()
+    if is_method("ACK"):
+        # an ACK for a non-2xx final of ours is absorbed by its transaction
+        if t_check_trans():
+            RELAY()
+        exit()
+    sl_send_reply(404, "Not here")
+    exit()
+
+
+def REGISTRAR():
+    """REGISTER: www digest authentication (realm = From domain), then save the bindings.
+    save() answers the REGISTER itself (200 with the bindings, or the error)."""
+    realm = from_domain()
+    if not auth_check(realm, "subscriber", 1):
+        www_challenge(realm, 0)
+        exit()
+    consume_credentials()
+    save("location")
+    exit()
+
+
+def AUTH():
+    """Calls from users: proxy digest authentication; the auth user must be the caller."""
+    realm = from_domain()
+    if not auth_check(realm, "subscriber", 1):
+        proxy_challenge(realm, 0)
+        exit()
+    consume_credentials()
+
+
+def ONNETINVITE(from_carrier):
+    """A call for a number of ours: to its registered device. Not registered: the carrier
+    gets 404, a user's call goes out to the carrier."""
+    if lookup("location"):
+        record_route()
+        RELAY()
+    if from_carrier:
+        sl_send_reply(404, "User not Registered")
+        exit()
+    TOCARRIER()
+
+
+def TOCARRIER():
+    """Out to the carrier: Request-URI host and port become the [routing] carrier's."""
+    carrier = setting("routing", "carrier")                 # "sip:IP[:PORT]"
+    hostport = carrier.split(":", 1)[1].split(";", 1)[0].rpartition("@")[2]
+    rewritehostport(hostport)
+    record_route()
+    RELAY()
+
+
+def RELAY():
+    """Statefully, to the Request-URI (or the destination lookup() set)."""
+    if not t_relay():
+        sl_reply_error()
+    exit()
