@@ -237,6 +237,9 @@ def _semantic_checks(cfg: Config) -> None:
             raise ConfigError(f"bad value for [auth] algorithms: '{alg}' (MD5, SHA-256)")
     if not cfg.auth.algorithms:
         raise ConfigError("bad value for [auth] algorithms: at least one algorithm is needed")
+    if cfg.auth.nonce_expires_s < 1:
+        raise ConfigError("bad value for [auth] nonce_expires_s: must be at least 1")
+    _security_checks(cfg.security)
     if not cfg.routing.carrier.lower().startswith(("sip:", "sips:")):
         raise ConfigError(f"bad value for [routing] carrier: '{cfg.routing.carrier}' is not a sip: URI")
     try:
@@ -251,6 +254,25 @@ def _semantic_checks(cfg: Config) -> None:
     if cfg.tm.t1_ms < 1 or cfg.tm.t2_ms < cfg.tm.t1_ms:
         raise ConfigError("bad value for [tm] t1_ms/t2_ms: need 0 < t1 <= t2")
     cfg.db_path()
+
+
+def _security_checks(sec: SecurityConfig) -> None:
+    import re
+    from kampx.security.scanner import compile_patterns
+    try:
+        compile_patterns(sec.scanner_user_agents)
+    except re.error as e:
+        raise ConfigError(f"bad value for [security] scanner_user_agents: {e}") from None
+    if sec.pike_enabled:
+        for key in ("pike_window_s", "pike_max", "pike_ban_s"):
+            if getattr(sec, key) < 1:
+                raise ConfigError(f"bad value for [security] {key}: must be at least 1 "
+                                  "(or pike_enabled = false)")
+    if sec.auth_ban_failures:
+        for key in ("auth_ban_window_s", "auth_ban_s"):
+            if getattr(sec, key) < 1:
+                raise ConfigError(f"bad value for [security] {key}: must be at least 1 "
+                                  "(or auth_ban_failures = 0)")
 
 
 def from_dict(data: dict, path: str | None = None) -> Config:
