@@ -38,7 +38,9 @@ have="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
     --target "$SRC/debian/build-deps" "setuptools>=74" "Cython>=3.1"
 
 started=$(date +%s)
-(cd "$SRC" && dpkg-buildpackage -us -uc -b)
+# Debian's own interpreter and tools only: a python3 earlier in PATH (a venv, pyenv) must not
+# be the one pybuild builds for
+(cd "$SRC" && env PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc -b)
 echo "dpkg-buildpackage took $(( $(date +%s) - started )) s"
 cp "$WORK"/*.deb "$OUT"/
 ls -l "$OUT"/*.deb
