@@ -5,7 +5,7 @@
 #   tools/build-deb.sh [OUTDIR]
 #
 # Debian 12's setuptools (66) and cython3 (0.29) are older than kampx's build needs, so
-# setuptools >= 74 and Cython >= 3.1 are installed from PyPI into debian/build-deps of the
+# setuptools >= 74 (with packaging >= 24.2) and Cython >= 3.1 are installed from PyPI into debian/build-deps of the
 # build tree for the build step only (debian/rules); the package contains neither.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
@@ -35,7 +35,11 @@ want="$(/usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 have="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 [ "$want" = "$have" ] || { echo "build-deb: $PYTHON is Python $have, Debian builds with $want (set PYTHON=)" >&2; exit 1; }
 "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
-    --target "$SRC/debian/build-deps" "setuptools>=74" "Cython>=3.1"
+    --target "$SRC/debian/build-deps" "setuptools>=74" "packaging>=24.2" "Cython>=3.1"
+# Cython imports pythran when it can; Debian's python3-pythran (pulled in by python3-scipy)
+# imports numpy.distutils, which replaces the C compiler setuptools uses and breaks the build.
+# kampx has no pythran code: hide it from the build.
+printf 'raise ImportError("pythran is not used to build kampx")\n' > "$SRC/debian/build-deps/pythran.py"
 
 started=$(date +%s)
 # Debian's own interpreter and tools only: a python3 earlier in PATH (a venv, pyenv) must not
