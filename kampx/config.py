@@ -147,10 +147,18 @@ class TmConfig:
 
 @dataclass(frozen=True)
 class RegistrarConfig:
+    """Kamailio's registrar/usrloc parameters of the same names (kampx/registrar.py)."""
     default_expires: int = 3600
     min_expires: int = 60
-    max_expires: int = 3600
-    max_contacts: int = 0  # 0 = unlimited; else the oldest binding of the AOR is replaced
+    max_expires: int = 3600         # 0 = no upper bound
+    # 1: a contact asking for less than min_expires gets 423 Interval Too Brief (RFC 3261
+    # 10.3 step 7); 0: Kamailio's default, the interval is raised to min_expires
+    min_expires_mode: int = 1
+    max_contacts: int = 0           # bindings per AOR; 0 = unlimited
+    # what a REGISTER that would exceed max_contacts gets: "reject" (Kamailio: 503 Too many
+    # registered contacts) or "overwrite" (the AOR's least recently refreshed bindings go)
+    max_contacts_policy: str = "reject"
+    use_domain: bool = False        # AOR = To user (Kamailio's default) or user@domain
 
 
 @dataclass(frozen=True)
@@ -249,6 +257,13 @@ def _semantic_checks(cfg: Config) -> None:
     r = cfg.registrar
     if r.min_expires and r.max_expires and r.min_expires > r.max_expires:
         raise ConfigError("bad value for [registrar] min_expires: larger than max_expires")
+    if r.min_expires_mode not in (0, 1):
+        raise ConfigError("bad value for [registrar] min_expires_mode: 0 (raise to min_expires) or 1 (reply 423)")
+    if r.max_contacts_policy not in ("reject", "overwrite"):
+        raise ConfigError(f"bad value for [registrar] max_contacts_policy: '{r.max_contacts_policy}' "
+                          "(reject, overwrite)")
+    if r.max_contacts > 0x7FFFFFFF:
+        raise ConfigError("bad value for [registrar] max_contacts: too large")
     if cfg.usrloc.capacity < 1:
         raise ConfigError("bad value for [usrloc] capacity: must be at least 1")
     if cfg.tm.t1_ms < 1 or cfg.tm.t2_ms < cfg.tm.t1_ms:

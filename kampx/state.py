@@ -4,6 +4,8 @@ helper processes that keep them (timer, db writer, ctl)."""
 from __future__ import annotations
 
 import logging
+import os
+import time
 
 log = logging.getLogger("kampx.state")
 
@@ -23,13 +25,40 @@ def _storage(cfg):
 def attach(shared, cfg) -> None:
     """Create the shared tables and fill them from the database (supervisor, before fork)."""
     from kampx.permissions import AddressTable, PermissionsError
+    from kampx.usrloc import LocationStore
     shared.permissions = AddressTable()
+    try:
+        shared.location = LocationStore(cfg.usrloc.capacity, int.from_bytes(os.urandom(8), "little"))
+    except (OSError, MemoryError) as e:
+        raise StateError(f"location table of {cfg.usrloc.capacity} bindings ([usrloc] capacity): "
+                         f"cannot allocate its shared memory: {e}") from None
     with _storage(cfg) as storage:
         try:
             n = shared.permissions.reload_from(storage)
         except PermissionsError as e:
             raise StateError(f"address table: {e}") from None
+        loaded, stored = _load_location(shared.location, storage)
     log.info("address table: %d entries", n)
+    if loaded < stored:
+        log.warning("location table: loaded %d of the %d bindings in the database (the table "
+                    "is full or some do not fit a slot); raise [usrloc] capacity", loaded, stored)
+    else:
+        log.info("location table: %d bindings loaded (capacity %d)", loaded, cfg.usrloc.capacity)
+
+
+def _load_location(store, storage) -> tuple[int, int]:
+    """Fill the location table from the database: rows that expired while the proxy was
+    down are deleted first. Returns (loaded, rows in the database)."""
+    from kampx.db import StorageError
+    from kampx.usrloc import Binding
+    now = time.time()
+    try:
+        storage.locations.delete_expired(now)
+        stored = storage.locations.count()
+        loaded = store.load((Binding(**row) for row in storage.locations.load_all(now)), now)
+    except StorageError as e:
+        raise StateError(f"location table: {e}") from None
+    return loaded, stored
 
 
 def reload(shared, cfg) -> int:
@@ -44,8 +73,10 @@ def reload(shared, cfg) -> int:
 
 def helper_processes(shared, cfg, supervisor) -> list:
     from kampx.control.ctlproc import CtlProcess
+    from kampx.dbwriter import DbWriterProcess
     from kampx.timer import TimerProcess
     return [
         TimerProcess(shared, cfg),
+        DbWriterProcess(shared, cfg),
         CtlProcess(shared, cfg, supervisor),
     ]

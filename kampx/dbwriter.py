@@ -1,0 +1,143 @@
+"""The db writer process: location changes reach the database behind the packet loop.
+
+Workers only touch shared memory: every binding change stamps its slot with a new version
+(kampx/usrloc). This process asks the table for the changes the database has not seen
+(pending_changes), writes them in one batch (upserts and deletions, each a single SQLite
+transaction), and only then acknowledges them (ack_changes). A change is acknowledged after
+its commit, never before, so:
+
+- a db writer killed at any point loses nothing: the respawned one sees the same unacknowledged
+  changes again (upserts and deletions by ruid are idempotent);
+- a deleted binding's slot is reused only once its deletion is in the database;
+- a database that is busy or failing only delays the writes (retried every interval, logged
+  once per distinct error); the proxy keeps answering from memory.
+
+Durability: the table is drained every FLUSH_INTERVAL, so a change is in the database within
+about a second; SIGKILL of the whole proxy loses at most that last second. SIGTERM drains
+before exiting (the supervisor stops the workers at the same time; the last drain runs once
+they have had a moment to finish).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+
+log = logging.getLogger("kampx.dbwriter")
+
+FLUSH_INTERVAL = 0.25      # seconds between drains: the write-behind delay, well under 1 s
+BATCH = 5000               # changes per database transaction
+STOP_DRAIN_S = 1.0         # on SIGTERM, keep draining this long while changes still appear
+
+
+class DbWriterProcess:
+    role = "db writer"
+
+    def __init__(self, shared, cfg):
+        self.shared = shared
+        self.cfg = cfg
+        self.pid = 0
+
+    def title(self) -> str:
+        return "kampx: db writer"
+
+    def run(self) -> None:
+        """The child process. Never returns."""
+        from setproctitle import setproctitle
+        setproctitle(self.title())
+        self.stop = False
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        code = 0
+        try:
+            self.writer = LocationWriter(self.shared.location, self.cfg)
+            self._loop()
+        except Exception:
+            log.exception("db writer failed")
+            code = 1
+        os._exit(code)
+
+    def _on_stop(self, signum, frame) -> None:
+        self.stop = True
+
+    def _loop(self) -> None:
+        parent = os.getppid()
+        while not self.stop and os.getppid() == parent:
+            started = time.monotonic()
+            self.writer.drain()
+            time.sleep(max(0.0, FLUSH_INTERVAL - (time.monotonic() - started)))
+        # last changes: workers stopping alongside us may still finish a REGISTER or two
+        deadline = time.monotonic() + STOP_DRAIN_S
+        while True:
+            n = self.writer.drain()
+            if time.monotonic() >= deadline or (n == 0 and self.writer.healthy):
+                break
+            time.sleep(0.05)
+        self.writer.close()
+
+
+class LocationWriter:
+    """Drains one location table into one database (opened here: after fork, in the process
+    that writes)."""
+
+    def __init__(self, store, cfg, storage=None):
+        self.store = store
+        self.cfg = cfg
+        self.storage = storage      # opened on first use, and again after a failed open
+        self.healthy = True
+        self.written = 0           # changes committed by this process
+        self._last_error = None
+
+    def drain(self) -> int:
+        """Write and acknowledge every pending change; returns how many were committed. A
+        database error stops this round (nothing of the failed batch is acknowledged)."""
+        from kampx.db import StorageError, open_storage
+        if self.store is None:
+            return 0
+        if self.storage is None:
+            try:
+                self.storage = open_storage(self.cfg)
+            except StorageError as e:
+                self._failed(str(e))
+                return 0
+        done = 0
+        while True:
+            changes = self.store.pending_changes(BATCH)
+            if not changes:
+                break
+            try:
+                self._commit(changes)
+            except StorageError as e:
+                self._failed(str(e))
+                return done
+            self.store.ack_changes(changes)
+            done += len(changes)
+            if len(changes) < BATCH:
+                break
+        if not self.healthy:
+            log.warning("location changes reach the database again")
+            self.healthy, self._last_error = True, None
+        self.written += done
+        return done
+
+    def _commit(self, changes) -> None:
+        # the same ruid may appear twice in a batch (changed while the table was scanned):
+        # the later change is the newer one
+        latest = {}
+        for change in changes:
+            latest[change.ruid] = change.binding
+        self.storage.locations.upsert_many(b for b in latest.values() if b is not None)
+        self.storage.locations.delete_many(r for r, b in latest.items() if b is None)
+
+    def _failed(self, error: str) -> None:
+        self.healthy = False
+        if error != self._last_error:
+            log.error("location changes not written (retrying every %.2f s): %s",
+                      FLUSH_INTERVAL, error)
+            self._last_error = error
+
+    def close(self) -> None:
+        if self.storage is not None:
+            self.storage.close()
