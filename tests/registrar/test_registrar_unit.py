@@ -1,0 +1,263 @@
+"""kampx.registrar without sockets: a worker stand-in that captures the replies."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from kampx import config as config_mod
+from kampx import registrar as reg
+from kampx import stats as S
+from kampx._cparse import parse
+from kampx.routing import api
+from kampx.routing.api_registrar import Result, lookup, save
+from kampx.usrloc import LocationStore
+from sipclient import parse as parse_reply
+
+
+class _Sock:
+    name = "udp:127.0.0.1:5060"
+
+    def __init__(self):
+        self.sent = []
+
+    def sendto(self, data, dest):
+        self.sent.append((data, dest))
+        return True
+
+
+class _Stats:
+    def __init__(self):
+        self.counts = {}
+
+    def inc(self, col):
+        self.counts[col] = self.counts.get(col, 0) + 1
+
+
+class _Shared:
+    def __init__(self, capacity):
+        self.location = LocationStore(capacity, 7)
+        self.permissions = None
+
+
+class _Ctx:
+    def __init__(self, capacity):
+        self.shared = _Shared(capacity)
+
+
+class Worker:
+    """What registrar.save() and lookup() use of a worker."""
+
+    def __init__(self, capacity=100, **registrar):
+        self.cfg = config_mod.from_dict({"registrar": {"min_expires": 1, **registrar}})
+        self.ctx = _Ctx(capacity)
+        self.stats = _Stats()
+        self.server_header = "Server: kampx (test)"
+        self.sl_tag_prefix = "t"
+        self.sock = _Sock()
+
+    def reply_destination(self, msg, src):
+        return src
+
+    def request(self, text: str, src=("127.0.0.1", 5070)):
+        m = parse(text.replace("\n", "\r\n").encode())
+        m.src, m.lsock, m.dst, m.handed_off = src, self.sock, None, False
+        return m
+
+    def last_reply(self):
+        return parse_reply(self.sock.sent[-1][0])
+
+
+def register_text(user="alice", contact="<sip:alice@127.0.0.1:5070>", expires="60",
+                  call_id="cid-1", cseq=1, extra="", to=None):
+    lines = ["REGISTER sip:kampx.test SIP/2.0",
+             "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1",
+             f"From: <sip:{user}@kampx.test>;tag=1",
+             f"To: <{to or f'sip:{user}@kampx.test'}>",
+             f"Call-ID: {call_id}",
+             f"CSeq: {cseq} REGISTER"]
+    if contact is not None:
+        lines.append(f"Contact: {contact}")
+    if expires is not None:
+        lines.append(f"Expires: {expires}")
+    if extra:
+        lines.append(extra)
+    return "\n".join(lines + ["Content-Length: 0", "", ""])
+
+
+def invite_text(ruri):
+    return "\n".join([f"INVITE {ruri} SIP/2.0", "Via: SIP/2.0/UDP 127.0.0.3:5060;branch=z9hG4bK9",
+                      "From: <sip:c@127.0.0.3>;tag=9", f"To: <{ruri}>", "Call-ID: inv-1",
+                      "CSeq: 1 INVITE", "Content-Length: 0", "", ""])
+
+
+@pytest.mark.parametrize("text, q", [(None, -1), ("", -1), ("1", 1000), ("1.", 1000),
+                                     ("1.000", 1000), ("0", 0), ("0.5", 500), ("0.05", 50),
+                                     ("0.125", 125)])
+def test_parse_q(text, q):
+    assert reg.parse_q(text) == q
+
+
+@pytest.mark.parametrize("text", ["1.5", "2", "0.1234", "-0.5", ".5", "0,5", "1.001", "abc"])
+def test_parse_q_rejects(text):
+    with pytest.raises(ValueError):
+        reg.parse_q(text)
+
+
+@pytest.mark.parametrize("q, text", [(1000, "1"), (0, "0"), (500, "0.5"), (50, "0.05"),
+                                     (125, "0.125"), (100, "0.1")])
+def test_q_text(q, text):
+    assert reg.q_text(q) == text
+
+
+def test_uri_equal_folds_scheme_and_host_only():
+    assert reg.uri_equal("sip:Bob@EXAMPLE.com:5060;X=1", "SIP:Bob@example.COM:5060;X=1")
+    assert not reg.uri_equal("sip:Bob@example.com", "sip:bob@example.com")
+    assert not reg.uri_equal("sip:b@h;x=A", "sip:b@h;x=a")
+    assert reg.uri_equal("sip:[::1]:5070", "SIP:[::1]:5070")
+    assert reg.uri_equal("sip:HOST", "sip:host")
+
+
+def test_aor_of():
+    assert reg.aor_of("sip:Alice%41@Kampx.TEST;user=phone", False) == "AliceA"
+    assert reg.aor_of("sip:Alice@Kampx.TEST", True) == "Alice@kampx.test"
+    assert reg.aor_of("sip:kampx.test", True) == "kampx.test"
+    assert reg.aor_of("sip:kampx.test", False) == ""
+
+
+def test_save_counts_and_replies():
+    w = Worker()
+    rc = reg.save(w, w.request(register_text()))
+    assert rc == reg.RC_SAVED
+    r = w.last_reply()
+    assert (r.status, r.reason) == (200, "OK")
+    assert r.get("contact") == "<sip:alice@127.0.0.1:5070>;expires=60"
+    assert r.names()[-2:] == ["server", "content-length"]
+    assert w.stats.counts.get(S.ACCEPTED_REGS.base) == 1
+    assert S.REJECTED_REGS.base not in w.stats.counts
+    assert reg.save(w, w.request(register_text(contact="<sip:x@h>;q=7"))) == reg.RC_ERROR
+    assert w.stats.counts.get(S.REJECTED_REGS.base) == 1
+    assert w.stats.counts.get(S.ACCEPTED_REGS.base) == 1
+
+
+def test_min_expires_mode_0_raises_the_interval():
+    w = Worker(min_expires=120, min_expires_mode=0)
+    reg.save(w, w.request(register_text(expires="30")))
+    assert w.last_reply().get("contact") == "<sip:alice@127.0.0.1:5070>;expires=120"
+
+
+@pytest.mark.parametrize("text, info", [
+    (register_text(to="sip:kampx.test"), "No username in To URI"),
+    (register_text(call_id="c" * 256), "Callid too long"),
+    (register_text(contact=f"<sip:{'a' * 520}@h>"), "Contact/received too long"),
+    (register_text(expires="soon"), "Expires parse error"),
+    (register_text(contact='<sip:a@h>;+sip.instance="<urn:x>";reg-id=x'), "Invalid Reg-Id number"),
+])
+def test_kamailio_400s(text, info):
+    w = Worker()
+    assert reg.save(w, w.request(text)) == reg.RC_ERROR
+    r = w.last_reply()
+    assert (r.status, r.reason, r.get("p-registrar-error")) == (400, "Bad Request", info)
+
+
+def test_no_reply_flag_and_unknown_flags():
+    w = Worker()
+    assert reg.save(w, w.request(register_text()), "location", 0x02) == reg.RC_SAVED
+    assert w.sock.sent == []
+    with pytest.raises(ValueError):
+        reg.save(w, w.request(register_text()), "location", 0x01)
+    with pytest.raises(ValueError):
+        reg.save(w, w.request(register_text()), "other_table")
+
+
+def test_save_to_another_aor():
+    w = Worker()
+    reg.save(w, w.request(register_text()), uri="sip:bob@kampx.test")
+    assert w.ctx.shared.location.lookup("bob", time.time())
+    assert not w.ctx.shared.location.lookup("alice", time.time())
+
+
+def test_lookup_codes_and_rewrite():
+    w = Worker()
+    reg.save(w, w.request(register_text(contact="<sip:alice@127.0.0.9:5070;line=1>")))
+    m = w.request(invite_text("sip:alice@kampx.test"))
+    assert reg.lookup(w, m) == reg.LOOKUP_FOUND
+    assert m.ruri == "sip:alice@127.0.0.9:5070;line=1"
+    assert m.dst is None                 # no NAT, no Path: the Request-URI decides
+    m = w.request(invite_text("sip:nobody@kampx.test"))
+    assert reg.lookup(w, m) == reg.LOOKUP_NONE
+    assert m.ruri == "sip:nobody@kampx.test"
+    assert reg.lookup(w, m, uri="not a uri") == reg.LOOKUP_ERROR
+
+
+def test_nat_detection_uses_via_not_contact():
+    w = Worker()
+    # Via names the source: a third-party registration, no NAT even though Contact differs
+    reg.save(w, w.request(register_text(contact="<sip:alice@127.0.0.9:5090>")))
+    [b] = w.ctx.shared.location.lookup("alice", time.time())
+    assert b.received == ""
+    # Via names a private address the packet did not come from: NAT
+    text = register_text(user="bob", contact="<sip:bob@192.168.1.20:5060>").replace(
+        "Via: SIP/2.0/UDP 127.0.0.1:5070", "Via: SIP/2.0/UDP 192.168.1.20:5060")
+    reg.save(w, w.request(text, src=("127.0.0.1", 40000)))
+    [b] = w.ctx.shared.location.lookup("bob", time.time())
+    assert b.received == "sip:127.0.0.1:40000"
+    m = w.request(invite_text("sip:bob@kampx.test"))
+    reg.lookup(w, m)
+    assert (m.ruri, m.dst) == ("sip:bob@192.168.1.20:5060", "sip:127.0.0.1:40000")
+    # behind NAT but the Contact already names the public address: nothing to remember
+    text = register_text(user="carol", contact="<sip:carol@127.0.0.1:40001>").replace(
+        "Via: SIP/2.0/UDP 127.0.0.1:5070", "Via: SIP/2.0/UDP 10.0.0.2:5060")
+    reg.save(w, w.request(text, src=("127.0.0.1", 40001)))
+    [b] = w.ctx.shared.location.lookup("carol", time.time())
+    assert b.received == ""
+
+
+def test_ipv6_source_received():
+    w = Worker()
+    text = register_text(contact="<sip:alice@[fd00::5]:5060>").replace(
+        "Via: SIP/2.0/UDP 127.0.0.1:5070", "Via: SIP/2.0/UDP [fd00::5]:5060")
+    reg.save(w, w.request(text, src=("::1", 40000)))
+    [b] = w.ctx.shared.location.lookup("alice", time.time())
+    assert b.received == "sip:[::1]:40000"
+
+
+def test_same_cseq_later_than_cseq_delay_is_out_of_order(monkeypatch):
+    w = Worker()
+    reg.save(w, w.request(register_text(cseq=3)))
+    real = time.time
+    monkeypatch.setattr(reg.time, "time", lambda: real() + reg.CSEQ_DELAY + 1)
+    assert reg.save(w, w.request(register_text(cseq=3))) == reg.RC_ERROR
+    assert w.last_reply().get("p-registrar-error") == "Invalid CSeq number"
+
+
+def test_unregister_all_or_by_ruid():
+    w = Worker()
+    m = w.request(register_text(contact="<sip:alice@127.0.0.1:5070>, <sip:alice@127.0.0.1:5071>"))
+    reg.save(w, m)
+    bindings = w.ctx.shared.location.lookup("alice", time.time())
+    assert len(bindings) == 2
+    assert reg.unregister(w, m, "location", "sip:alice@kampx.test", "nope") == -3
+    assert reg.unregister(w, m, "location", "sip:alice@kampx.test", bindings[0].ruid) == 1
+    assert [b.ruid for b in w.ctx.shared.location.lookup("alice", time.time())] == [bindings[1].ruid]
+    assert reg.registered(w, m, "location", "sip:alice@kampx.test") == 1
+    assert reg.unregister(w, m, "location", "sip:alice@kampx.test") == 1
+    assert reg.registered(w, m, "location", "sip:alice@kampx.test") == -1
+    assert reg.unregister(w, m, "location", "::bad::") == -1
+
+
+def test_script_functions_return_kamailio_codes():
+    w = Worker()
+    m = w.request(invite_text("sip:alice@kampx.test"))
+    api.ctx.worker, api.ctx.msg = w, m
+    try:
+        rc = lookup("location")
+        assert isinstance(rc, Result) and rc == -1 and not rc
+        api.ctx.msg = w.request(register_text())
+        rc = save("location")
+        assert rc == 1 and rc
+        api.ctx.msg = m
+        assert lookup("location") and m.ruri == "sip:alice@127.0.0.1:5070"
+        assert repr(Result(-3)) == "Result(-3)"
+    finally:
+        api.ctx.worker = api.ctx.msg = None
