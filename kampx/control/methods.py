@@ -40,19 +40,24 @@ def contact_object(b) -> dict:
 
 def aor_key(text, realm: str, use_domain: bool) -> str:
     """The operator's `user` or `user@domain` (a sip: prefix tolerated) as the registrar keys
-    its AORs: the user alone (Kamailio's use_domain=0, the default), else user@domain with
-    the realm for a bare user."""
+    its AORs (kampx.registrar.aor_of: the user alone with use_domain off, Kamailio's default,
+    else user@domain), a bare user taking the realm as its domain."""
+    from kampx._cparse import SipParseError
+    from kampx.registrar import aor_of
     if not isinstance(text, str) or not text.strip():
         raise InvalidParams("'aor' must be a non-empty string (user or user@domain)")
     t = text.strip()
     if t.lower().startswith(("sip:", "sips:")):
         t = t.split(":", 1)[1]
-    user, _, domain = t.partition("@")
-    if not user or any(c in user for c in " \t\r\n;,<>"):
+    if "@" not in t:
+        t = f"{t}@{realm}"
+    try:
+        key = aor_of("sip:" + t, use_domain)
+    except SipParseError:
+        key = ""
+    if not key or key.startswith("@") or (use_domain and "@" not in key):
         raise InvalidParams(f"'aor' {text!r} is not user or user@domain")
-    if use_domain:
-        return f"{user}@{(domain or realm).lower()}"
-    return user
+    return key
 
 
 def _int(params: dict, name: str, default: int, lo: int, hi: int | None) -> int:
@@ -111,8 +116,7 @@ class Methods:
     def _aor(self, params: dict) -> str:
         if "aor" not in params:
             raise InvalidParams("'aor' is required")
-        use_domain = bool(getattr(self.cfg.registrar, "use_domain", False))
-        return aor_key(params["aor"], self.cfg.auth.realm, use_domain)
+        return aor_key(params["aor"], self.cfg.auth.realm, self.cfg.registrar.use_domain)
 
     def ul_dump(self, params: dict) -> dict:
         check_params(params, ("limit", "cursor"))
