@@ -322,6 +322,32 @@ def _script_of(conf_text: str) -> str:
     return tomllib.loads(conf_text)["routing"]["script"]
 
 
+def test_ctl_process_respawn_keeps_socket_and_reset_baseline(proxy):
+    """A killed ctl process leaves its socket file behind; the respawned one replaces it, and
+    the stats reset baseline (shared memory) is still in force."""
+    _, s = scrape(proxy.metrics_url)
+    at_reset = sum(v for k, v in s.items() if k[0] == "kampx_core_rcv_requests_total")
+    assert at_reset >= 1                      # at least the start-up ping
+    assert proxy.ctl("stats", "--reset").returncode == 0
+    (ctl_pid,) = [pid for pid, title in proxy.px.children().items() if title == "kampx: ctl"]
+    os.kill(ctl_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pids = [pid for pid, title in proxy.px.children().items() if title == "kampx: ctl"]
+        if pids and pids[0] != ctl_pid:
+            p = proxy.ctl("uptime")
+            if p.returncode == 0:
+                break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the ctl process did not come back")
+    core = proxy.ctl_json("stats", "core")["core"]
+    _, s = scrape(proxy.metrics_url)
+    total = sum(v for k, v in s.items() if k[0] == "kampx_core_rcv_requests_total")
+    assert total >= at_reset                                # /metrics was never reset
+    assert core["rcv_requests"] == total - at_reset         # kampxctl still is
+
+
 # -- not running -----------------------------------------------------------------------------
 
 LIVE = [("ul", "show"), ("ul", "show", "alice"), ("ul", "add", "a", "sip:a@h"), ("ul", "rm", "a"),
