@@ -114,7 +114,9 @@ def aor_of(uri: str, use_domain: bool) -> str:
     """Kamailio's extract_aor(): the user part unescaped (plus "@domain", lower-cased, with
     use_domain). Raises SipParseError when the URI does not parse."""
     u = parse_uri(uri)
-    user = u.user_unescaped or ""
+    user = u.user or ""
+    if "%" in user:
+        user = u.user_unescaped
     if not use_domain:
         return user
     host = u.host.lower()
@@ -198,6 +200,8 @@ def _behind_nat(msg) -> bool:
 
 
 def _contact_is_source(uri: str, src: tuple) -> bool:
+    if src[0] not in uri:           # the usual NAT case: the Contact names a private address
+        return False
     try:
         u = parse_uri(uri)
     except SipParseError:
@@ -272,9 +276,10 @@ class _Register:
 
     def _path(self, msg) -> str:
         try:
-            return ",".join(p.raw.strip() for p in msg.paths)
+            paths = msg.paths
         except SipParseError:
             raise _Reject(R_PARSE_PATH) from None
+        return ",".join([p.raw.strip() for p in paths]) if paths else ""
 
     def _op(self, c, cfg, header_expires, ua: str, socket: str) -> tuple:
         uri = c.uri
@@ -421,7 +426,8 @@ def contact_header(bindings, act: int) -> str | None:
     """The 200 OK's Contact line for `bindings` (None when there are none)."""
     if not bindings:
         return None
-    ordered = sorted(bindings, key=lambda b: (-_q_key(b.q), b.last_modified))
+    ordered = bindings if len(bindings) == 1 else \
+        sorted(bindings, key=lambda b: (-_q_key(b.q), b.last_modified))
     parts = []
     for b in ordered:
         p = f"<{b.contact}>"
