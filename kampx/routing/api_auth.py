@@ -21,7 +21,7 @@ from kampx.routing.api import ctx
 
 __all__ = ["auth_check", "www_authorize", "proxy_authorize", "www_challenge",
            "proxy_challenge", "auth_challenge", "consume_credentials", "has_credentials",
-           "is_scanner", "pike_check_req", "auth_banned"]
+           "is_subscriber", "is_scanner", "pike_check_req", "auth_banned"]
 
 SUBSCRIBER_TABLE = "subscriber"
 
@@ -142,6 +142,23 @@ def auth_challenge(realm, flags: int = 0) -> bool:
 def consume_credentials() -> bool:
     """Remove the credentials that authenticated the request before it is relayed."""
     return _a.Authenticator.consume(ctx.msg)
+
+
+def is_subscriber(uri, table: str = SUBSCRIBER_TABLE, flags: int = 0) -> Code:
+    """Whether the user of SIP URI `uri` is a subscriber (Kamailio's auth_db is_subscriber):
+    1 yes, -1 no, -2 `uri` is not a SIP URI with a user. flags 1: match the URI's host as
+    the subscriber's domain too (else the user name alone)."""
+    _table(table)
+    from kampx._cparse import SipParseError, parse_uri
+    try:
+        u = parse_uri(uri) if uri else None
+    except SipParseError:
+        u = None
+    if u is None or not u.user:
+        return Code(-2)
+    cache = _auth(ctx.worker).subscribers
+    found = cache.get(u.user, u.host if int(flags) & 1 else None)
+    return Code(1 if found is not None else -1)
 
 
 # ------------------------------------------------------------------ security -------------
