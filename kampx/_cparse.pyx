@@ -631,7 +631,7 @@ cdef class NameAddr:
         v = self.params.get("expires")
         if v is None:
             return None
-        return int(v) if _is_delta(v) else -1
+        return _delta(v, 0xFFFFFFFF, -1)
 
     @property
     def q(self):
@@ -653,9 +653,13 @@ cdef str _collapse(str text):
     return _FOLD.sub(" ", text)
 
 
-cdef inline bint _is_delta(str v):
-    # str.isdigit() alone also accepts non-ASCII digits that int() refuses ('²')
-    return v.isascii() and v.isdigit()
+cdef object _delta(str v, long long limit, object bad):
+    """A decimal number 0..limit (delta-seconds, ttl), else `bad`. str.isdigit() alone also
+    takes digits int() refuses ('²'), and int() refuses over 4300 digits."""
+    if not (v.isascii() and v.isdigit()) or len(v.lstrip("0")) > 18:
+        return bad
+    n = int(v)
+    return n if n <= limit else bad
 
 
 def parse_name_addr(value):
@@ -681,6 +685,7 @@ cdef struct ViaPos:
     Py_ssize_t branch_s, branch_e    # -1 when absent
     Py_ssize_t received_s, received_e
     Py_ssize_t rport_s, rport_e      # rport_s -1 absent; rport_s == rport_e: flag without value
+    int rport                         # the value when there is one
     Py_ssize_t maddr_s, maddr_e
     int has_rport
 
@@ -796,9 +801,14 @@ cdef Py_ssize_t parse_via(const unsigned char *p, Py_ssize_t i, Py_ssize_t e, Vi
         elif name_is(p, ns, ne, "rport", 5):
             v.has_rport = 1
             if vs >= 0:
+                port = 0
                 for j in range(vs, ve):
                     if not is_digit(p[j]):
                         return -1
+                    port = port * 10 + (p[j] - 48)
+                    if port > 65535:       # RFC 3581: a port number
+                        return -1
+                v.rport = port
                 v.rport_s = vs
                 v.rport_e = ve
             else:
@@ -842,7 +852,7 @@ cdef class Via:
         elif v.rport_s == v.rport_e:
             x.rport = 0
         else:
-            x.rport = int(_str(p, v.rport_s, v.rport_e))
+            x.rport = v.rport
         return x
 
     @property
@@ -862,7 +872,7 @@ cdef class Via:
     @property
     def ttl(self):
         v = self.params.get("ttl")
-        return int(v) if v is not None and _is_delta(v) else None
+        return None if v is None else _delta(v, 255, None)
 
     def __repr__(self):
         return f"Via({self.raw!r})"
@@ -1267,11 +1277,7 @@ cdef class Message:
         v = self.header("expires")
         if v is None:
             return None
-        v = v.strip()
-        if not _is_delta(v) or len(v) > 10:
-            return -1
-        n = int(v)
-        return n if n <= 0xFFFFFFFF else -1
+        return _delta(v.strip(), 0xFFFFFFFF, -1)
 
     @property
     def user_agent(self):

@@ -883,6 +883,33 @@ def test_fuzz_unterminated_last_line_removed():
     assert r.headers == [("Max-Forwards", "4"), ("Call-ID", "c"), ("X-Fuzz", "1")]
 
 
+# -- regressions found by review while hardening ----------------------------------------------------------
+
+def test_huge_numbers_in_checked_views_do_not_raise():
+    """int() refuses strings over 4300 digits: the views of values the parser accepted used
+    to raise ValueError for an overlong rport, ttl or expires."""
+    nines = "9" * 5000
+    with pytest.raises(SipParseError, match="Via"):
+        parse(make(f"Via: SIP/2.0/UDP h;branch=z9hG4bK1;rport={nines}", start="OPTIONS sip:x@h SIP/2.0"))
+    with pytest.raises(SipParseError, match="Via"):
+        parse(make("Via: SIP/2.0/UDP h;rport=65536", start="OPTIONS sip:x@h SIP/2.0"))
+    m = parse(make(f"Via: SIP/2.0/UDP h;rport=65535;ttl={nines}",
+                   f"Contact: <sip:a@h>;expires={nines}", f"Expires: {nines}",
+                   start="REGISTER sip:x@h SIP/2.0"))
+    assert m.top_via.rport == 65535 and m.top_via.ttl is None
+    assert m.contacts[0].expires == -1 and m.expires == -1
+    assert via_of("SIP/2.0/UDP h;ttl=256").ttl is None and via_of("SIP/2.0/UDP h;ttl=255").ttl == 255
+    padded = parse(make("Contact: <sip:a@h>;expires=000000000000000000000060",
+                        "Expires: 000000000000000000000000030", start="REGISTER sip:x@h SIP/2.0"))
+    assert padded.contacts[0].expires == 60 and padded.expires == 30
+
+
+def test_non_ascii_digits_are_not_numbers():
+    """str.isdigit() is true for '\u00b2', which int() refuses: Expires used to raise."""
+    m = parse("REGISTER sip:x@h SIP/2.0\r\nExpires: \u00b2\r\n\r\n".encode())
+    assert m.expires == -1
+
+
 # -- build_reply -------------------------------------------------------------------------------------------------
 
 def test_build_reply_copies_and_stamps():

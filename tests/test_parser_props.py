@@ -570,6 +570,9 @@ def pathological():
     yield "uri params", fill(b"Contact: <sip:a@h", b";a=b", b">\r\n\r\n")
     yield "digits", fill(b"CSeq: ", b"9", b" INVITE\r\n\r\n")
     yield "max-forwards", fill(b"Max-Forwards: ", b"0")
+    yield "rport digits", fill(b"Via: SIP/2.0/UDP h;rport=", b"9")
+    yield "ttl digits", fill(b"Via: SIP/2.0/UDP h;ttl=", b"9")
+    yield "expires digits", fill(b"Contact: <sip:a@h>;expires=", b"9")
 
 
 def work(data):
