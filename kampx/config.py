@@ -159,6 +159,8 @@ class RegistrarConfig:
     # registered contacts) or "overwrite" (the AOR's least recently refreshed bindings go)
     max_contacts_policy: str = "reject"
     use_domain: bool = False        # AOR = To user (Kamailio's default) or user@domain
+    case_sensitive: bool = False    # AOR user compared as written (default: case-insensitive)
+    append_branches: bool = True    # lookup() forks to every binding, not only the best one
 
 
 @dataclass(frozen=True)

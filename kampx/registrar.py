@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from typing import NamedTuple
 
 from kampx import sl
 from kampx import stats as S
@@ -105,18 +106,26 @@ def _store(worker):
     return store
 
 
+def _aor(worker, uri: str) -> str:
+    cfg = worker.cfg.registrar
+    return aor_of(uri, cfg.use_domain, cfg.case_sensitive)
+
+
 def _check_table(table: str) -> None:
     if table != TABLE:
         raise ValueError(f"usrloc table '{table}' does not exist (kampx has '{TABLE}')")
 
 
-def aor_of(uri: str, use_domain: bool) -> str:
-    """Kamailio's extract_aor(): the user part unescaped (plus "@domain", lower-cased, with
-    use_domain). Raises SipParseError when the URI does not parse."""
+def aor_of(uri: str, use_domain: bool, case_sensitive: bool = False) -> str:
+    """Kamailio's extract_aor(): the user part unescaped, plus "@domain" with use_domain;
+    lower-cased (the domain always; the user too unless case_sensitive, Kamailio's default
+    being case-insensitive). Raises SipParseError when the URI does not parse."""
     u = parse_uri(uri)
     user = u.user or ""
     if "%" in user:
         user = u.user_unescaped
+    if not case_sensitive:
+        user = user.lower()
     if not use_domain:
         return user
     host = u.host.lower()
@@ -230,7 +239,7 @@ class _Register:
         if msg.cseq_num is None:
             raise _Reject(R_CS_MISS)
         try:
-            self.aor = aor_of(aor_uri or msg.to_uri, cfg.use_domain)
+            self.aor = aor_of(aor_uri or msg.to_uri, cfg.use_domain, cfg.case_sensitive)
         except SipParseError:
             raise _Reject(R_AOR_PARSE) from None
         if not self.aor:
@@ -480,15 +489,56 @@ def _rejected(worker, msg, err: RegError, bindings, reply: bool, act: int) -> in
 
 # ------------------------------------------------------------------------------ lookup --
 
+class Branch(NamedTuple):
+    """One more destination of a request (Kamailio's destination set): lookup() appends one
+    per further binding, relay_branches() sends to them all."""
+    uri: str            # the Request-URI of this branch: the binding's Contact
+    dst: str | None     # where to send it: first Path hop, NAT source, or None (the URI)
+    path: str           # the binding's Path ("" none), sent as Route headers
+
+
+def _destination(b) -> Branch:
+    """The branch a binding makes: Kamailio prefers the first Path hop over the received
+    address (the last hop before the phone handles its NAT)."""
+    if b.path:
+        hops = split_commas(b.path)
+        return Branch(b.contact, parse_name_addr(hops[0]).uri, b.path)
+    return Branch(b.contact, b.received or None, "")
+
+
+def _use_branch(msg, br: Branch) -> None:
+    """Make `br` the request's R-URI, destination and Route set. The Path hops go first in
+    the Route set, before any Route the request arrived with."""
+    msg.set_ruri(br.uri)
+    msg.dst = br.dst
+    d = msg.__dict__
+    if not br.path and not d.get("path_route"):
+        return
+    try:
+        original = [r.raw.strip() for r in msg.routes]
+    except SipParseError:
+        original = []
+    value = ", ".join([h.strip() for h in split_commas(br.path)] + original) if br.path \
+        else ", ".join(original)
+    if value:
+        msg.replace_header("Route", value)       # rewrites the line a previous branch set
+    else:
+        msg.remove_header("Route")               # only our own line existed
+    d["path_route"] = True
+
+
 def lookup(worker, msg, table: str = TABLE, uri: str | None = None) -> int:
     """lookup("location"): the Request-URI (or `uri`) names an AOR; its best binding's
-    Contact becomes the Request-URI, verbatim. The destination is the first Path hop (with
-    the Path as Route headers) or the NAT source address, when the binding has one.
-    Returns 1 found, -1 no binding, -3 the URI is not usable."""
+    Contact becomes the Request-URI, verbatim; the destination is the binding's first Path
+    hop (the Path goes in as Route headers) or its NAT source address. With append_branches
+    (Kamailio's default) every further binding becomes a branch of the request
+    (msg.branches) for relay_branches(). Returns 1 found, -1 no binding, -3 the URI is not
+    usable."""
     _check_table(table)
+    cfg = worker.cfg.registrar
     target = uri if uri is not None else msg.ruri
     try:
-        aor = aor_of(target, worker.cfg.registrar.use_domain) if target else None
+        aor = _aor(worker, target) if target else None
     except SipParseError:
         aor = None
     if aor is None:
@@ -496,20 +546,29 @@ def lookup(worker, msg, table: str = TABLE, uri: str | None = None) -> int:
     bindings = _store(worker).lookup(aor, time.time())
     if not bindings:
         return LOOKUP_NONE
-    b = bindings[0]
-    msg.set_ruri(b.contact)
-    if b.path:
-        hops = split_commas(b.path)
+    branches = []
+    for b in bindings if cfg.append_branches else bindings[:1]:
         try:
-            first = parse_name_addr(hops[0]).uri
+            branches.append(_destination(b))
         except (SipParseError, IndexError):
-            log.warning("binding %s of <%s>: unusable Path '%s'", b.ruid, aor, b.path)
-            return LOOKUP_ERROR
-        msg.insert_header("Route", ", ".join(h.strip() for h in hops))
-        msg.dst = first
-    elif b.received:
-        msg.dst = b.received
+            log.warning("binding %s of <%s>: unusable Path '%s'; skipped", b.ruid, aor, b.path)
+    if not branches:
+        return LOOKUP_ERROR
+    _use_branch(msg, branches[0])
+    msg.branches = branches[1:]
     return LOOKUP_FOUND
+
+
+def relay_branches(worker, msg) -> bool:
+    """t_relay() for a request with branches: the R-URI branch and then every branch
+    lookup() appended, each its own client transaction of the same server transaction
+    (parallel forking; the best final reply goes upstream). True when any branch went out."""
+    branches = msg.__dict__.pop("branches", None) or []
+    sent = worker.relay(msg)
+    for br in branches:
+        _use_branch(msg, br)
+        sent = worker.relay(msg) or sent
+    return sent
 
 
 def registered(worker, msg, table: str = TABLE, uri: str | None = None) -> int:
@@ -518,7 +577,7 @@ def registered(worker, msg, table: str = TABLE, uri: str | None = None) -> int:
     _check_table(table)
     target = uri if uri is not None else msg.ruri
     try:
-        aor = aor_of(target, worker.cfg.registrar.use_domain) if target else None
+        aor = _aor(worker, target) if target else None
     except SipParseError:
         return -1
     if aor is None:
@@ -531,7 +590,7 @@ def unregister(worker, msg, table: str, uri: str, ruid: str | None = None) -> in
     ruid). Returns 1 done, -1 the URI does not parse, -3 no binding with that ruid."""
     _check_table(table)
     try:
-        aor = aor_of(uri, worker.cfg.registrar.use_domain)
+        aor = _aor(worker, uri)
     except SipParseError:
         return -1
     store = _store(worker)

@@ -24,6 +24,23 @@ def test_relay_to_the_contact_verbatim(client, carrier, proxy, make_phone):
     assert got.get("record-route") is None   # the test script does not record-route
 
 
+def test_call_forks_to_every_binding(client, carrier, proxy, make_phone):
+    """Kamailio's lookup() appends a branch per further binding; the call rings all of them
+    and the first 200 wins."""
+    from sipclient import Behaviour
+    user = new_user()
+    a = make_phone()
+    b = make_phone()
+    a.behaviour = Behaviour(final=None)           # rings until cancelled
+    register(client, proxy, user, f"<{a.contact}>")
+    register(client, proxy, user, f"<{b.contact}>")
+    req, r = invite(carrier, proxy, user)
+    ia, ib = a.expect("INVITE"), b.expect("INVITE")
+    assert ia.branch != ib.branch
+    assert r is not None and r.status == 200
+    a.expect("CANCEL", timeout=3)                 # the losing branch is cancelled
+
+
 def test_unregistered_user_is_404(carrier, proxy):
     _, r = invite(carrier, proxy, new_user())
     assert (r.status, r.reason) == (404, "User not Registered")

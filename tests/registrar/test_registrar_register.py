@@ -60,6 +60,11 @@ def test_several_contacts_in_one_request_and_headers(client, proxy):
     assert len(ok.get_all("contact")) == 1
 
 
+def _branch_no(invite) -> int:
+    """kampx's branch names its position: z9hG4bKkx<worker>.<label>.<branch-no>."""
+    return int(invite.branch.rsplit(".", 1)[1])
+
+
 def test_q_orders_the_reply_and_the_lookup(client, carrier, proxy, make_phone):
     user = new_user()
     low, high, none = make_phone(), make_phone(), make_phone()
@@ -67,14 +72,16 @@ def test_q_orders_the_reply_and_the_lookup(client, carrier, proxy, make_phone):
     _, ok = register(client, proxy, user, f"<{high.contact}>;q=0.9")
     assert contacts(ok) == [f"<{high.contact}>;q=0.9;expires=60", f"<{low.contact}>;q=0.5;expires=60"]
     invite(carrier, proxy, user)
-    got = high.expect("INVITE")
-    assert got.uri == high.contact
-    assert low.requests("INVITE") == []
+    # lookup() made the best binding the Request-URI branch, the other one a further branch
+    got_high, got_low = high.expect("INVITE"), low.expect("INVITE")
+    assert got_high.uri == high.contact and got_low.uri == low.contact
+    assert (_branch_no(got_high), _branch_no(got_low)) == (0, 1)
     # no q counts as 1.0: it beats 0.9
     _, ok = register(client, proxy, user, f"<{none.contact}>")
     assert contacts(ok)[0] == f"<{none.contact}>;expires=60"
     invite(carrier, proxy, user)
-    none.expect("INVITE")
+    assert _branch_no(none.expect("INVITE")) == 0
+    assert _branch_no(high.expect("INVITE", count=2)) == 1
 
 
 def test_q_values_as_kamailio_prints_them(client, proxy):

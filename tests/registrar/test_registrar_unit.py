@@ -119,10 +119,22 @@ def test_uri_equal_folds_scheme_and_host_only():
 
 
 def test_aor_of():
-    assert reg.aor_of("sip:Alice%41@Kampx.TEST;user=phone", False) == "AliceA"
-    assert reg.aor_of("sip:Alice@Kampx.TEST", True) == "Alice@kampx.test"
+    assert reg.aor_of("sip:Alice%41@Kampx.TEST;user=phone", False) == "alicea"
+    assert reg.aor_of("sip:Alice%41@Kampx.TEST;user=phone", False, True) == "AliceA"
+    assert reg.aor_of("sip:Alice@Kampx.TEST", True) == "alice@kampx.test"
+    assert reg.aor_of("sip:Alice@Kampx.TEST", True, True) == "Alice@kampx.test"
     assert reg.aor_of("sip:kampx.test", True) == "kampx.test"
     assert reg.aor_of("sip:kampx.test", False) == ""
+
+
+def test_aor_is_case_insensitive_by_default():
+    w = Worker()
+    reg.save(w, w.request(register_text(user="Alice")))
+    assert reg.lookup(w, w.request(invite_text("sip:ALICE@kampx.test"))) == 1
+    w = Worker(case_sensitive=True)
+    reg.save(w, w.request(register_text(user="Alice")))
+    assert reg.lookup(w, w.request(invite_text("sip:ALICE@kampx.test"))) == -1
+    assert reg.lookup(w, w.request(invite_text("sip:Alice@kampx.test"))) == 1
 
 
 def test_save_counts_and_replies():
@@ -261,3 +273,60 @@ def test_script_functions_return_kamailio_codes():
         assert repr(Result(-3)) == "Result(-3)"
     finally:
         api.ctx.worker = api.ctx.msg = None
+
+
+class _Relaying(Worker):
+    """Records what t_relay would send for each branch."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.relayed = []
+
+    def relay(self, msg, host=None, port=None):
+        routes = [v for v in (msg.serialize().decode().split("\r\n")) if v.startswith("Route:")]
+        self.relayed.append((msg.ruri, msg.dst, routes))
+        return True
+
+
+def test_lookup_appends_a_branch_per_binding_and_relay_forks():
+    w = _Relaying()
+    text = register_text(contact="<sip:alice@127.0.0.1:5071>;q=0.5, <sip:alice@127.0.0.1:5072>")
+    reg.save(w, w.request(text, src=("127.0.0.1", 5070)))
+    nat = register_text(contact="<sip:alice@10.0.0.9:5060>;q=0.1", call_id="cid-2").replace(
+        "Via: SIP/2.0/UDP 127.0.0.1:5070", "Via: SIP/2.0/UDP 10.0.0.9:5060")
+    reg.save(w, w.request(nat, src=("127.0.0.1", 41000)))
+    path = register_text(contact="<sip:alice@127.0.0.1:5073>;q=0.3", call_id="cid-3",
+                         extra="Path: <sip:127.0.0.7:5090;lr>")
+    reg.save(w, w.request(path))
+    m = w.request(invite_text("sip:alice@kampx.test").replace(
+        "Content-Length", "Route: <sip:127.0.0.8;lr>\nContent-Length"))
+    assert reg.lookup(w, m) == 1
+    assert [b.uri for b in m.branches] == ["sip:alice@127.0.0.1:5071", "sip:alice@127.0.0.1:5073",
+                                           "sip:alice@10.0.0.9:5060"]
+    assert reg.relay_branches(w, m)
+    assert w.relayed == [
+        ("sip:alice@127.0.0.1:5072", None, ["Route: <sip:127.0.0.8;lr>"]),
+        ("sip:alice@127.0.0.1:5071", None, ["Route: <sip:127.0.0.8;lr>"]),
+        ("sip:alice@127.0.0.1:5073", "sip:127.0.0.7:5090;lr",
+         ["Route: <sip:127.0.0.7:5090;lr>, <sip:127.0.0.8;lr>"]),
+        ("sip:alice@10.0.0.9:5060", "sip:127.0.0.1:41000", ["Route: <sip:127.0.0.8;lr>"]),
+    ]
+    assert "branches" not in m.__dict__
+
+
+def test_append_branches_off_and_path_route_removed_again():
+    w = _Relaying(append_branches=False)
+    reg.save(w, w.request(register_text(contact="<sip:alice@127.0.0.1:5071>", extra="Path: <sip:127.0.0.7;lr>")))
+    reg.save(w, w.request(register_text(contact="<sip:alice@127.0.0.1:5072>;q=0.2", call_id="c2")))
+    m = w.request(invite_text("sip:alice@kampx.test"))
+    reg.lookup(w, m)
+    assert m.branches == []
+    reg.relay_branches(w, m)
+    assert w.relayed == [("sip:alice@127.0.0.1:5071", "sip:127.0.0.7;lr", ["Route: <sip:127.0.0.7;lr>"])]
+    w = _Relaying()
+    reg.save(w, w.request(register_text(contact="<sip:alice@127.0.0.1:5071>", extra="Path: <sip:127.0.0.7;lr>")))
+    reg.save(w, w.request(register_text(contact="<sip:alice@127.0.0.1:5072>;q=0.2", call_id="c2")))
+    m = w.request(invite_text("sip:alice@kampx.test"))
+    reg.lookup(w, m)
+    reg.relay_branches(w, m)
+    assert w.relayed[1] == ("sip:alice@127.0.0.1:5072", None, []), "the Path Route is gone again"

@@ -1,7 +1,7 @@
 """Route script of the registrar and permissions wire tests (tests/registrar/).
 
 REGISTER -> save("location") without authentication; INVITE (and other out-of-dialog
-requests) -> lookup("location"), relayed to the binding or 404. OPTIONS to a user named
+requests) -> lookup("location"), relayed to every binding (forked) or 404. OPTIONS to a user named
 "perm" asks the permissions functions about its source, or about the address in an
 X-Address header ("IP PORT"); the verdict comes back in the reply's reason phrase:
   X-Check: source GROUP   -> allow_source_address(GROUP)
@@ -9,7 +9,9 @@ X-Address header ("IP PORT"); the verdict comes back in the reply's reason phras
   X-Check: group          -> allow_source_address_group()
   X-Check: registered     -> registered("location") for the To URI
 """
+from kampx import registrar
 from kampx.routing import *  # noqa: F401,F403
+from kampx.routing.api import ctx
 
 
 def request_route(msg):
@@ -43,7 +45,8 @@ def request_route(msg):
     if not rc:
         sl_send_reply(400, f"Lookup Failed {int(rc)}")
         exit()
-    if not t_relay():
+    # every binding of the AOR, in parallel (Kamailio's append_branches + t_relay)
+    if not registrar.relay_branches(ctx.worker, msg):
         sl_reply_error()
 
 
