@@ -57,6 +57,7 @@ class DbWriterProcess:
         except Exception:
             log.exception("db writer failed")
             code = 1
+            time.sleep(1.0)     # the supervisor respawns helpers at once: not in a tight loop
         os._exit(code)
 
     def _on_stop(self, signum, frame) -> None:
