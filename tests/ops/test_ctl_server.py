@@ -59,7 +59,7 @@ def test_socket_mode_and_cleanup(ctl):
     assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o660
 
 
-def test_stale_socket_replaced_live_one_kept(tmp_path):
+def test_stale_socket_replaced_live_one_kept():
     d = "/tmp/kxops-stale-%d" % os.getpid()
     os.makedirs(d, exist_ok=True)
     path = os.path.join(d, "s.sock")
@@ -127,7 +127,7 @@ def test_notification_executed_without_answer(ctl):
     assert ctl.shared.location.lookup("alice", time.time()) == []
 
 
-def test_internal_error_is_32603(ctl, monkeypatch):
+def test_internal_error_is_32603(ctl):
     def boom(params):
         raise ZeroDivisionError("bug")
     ctl.server.methods["core.version"] = boom
