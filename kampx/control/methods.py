@@ -38,10 +38,11 @@ def contact_object(b) -> dict:
             "flags": b.flags, "last_modified": b.last_modified}
 
 
-def aor_key(text, realm: str, use_domain: bool) -> str:
+def aor_key(text, realm: str, use_domain: bool, case_sensitive: bool = False) -> str:
     """The operator's `user` or `user@domain` (a sip: prefix tolerated) as the registrar keys
     its AORs (kampx.registrar.aor_of: the user alone with use_domain off, Kamailio's default,
-    else user@domain), a bare user taking the realm as its domain."""
+    else user@domain; lower-cased unless case_sensitive), a bare user taking the realm as its
+    domain."""
     from kampx._cparse import SipParseError
     from kampx.registrar import aor_of
     if not isinstance(text, str) or not text.strip():
@@ -52,7 +53,7 @@ def aor_key(text, realm: str, use_domain: bool) -> str:
     if "@" not in t:
         t = f"{t}@{realm}"
     try:
-        key = aor_of("sip:" + t, use_domain)
+        key = aor_of("sip:" + t, use_domain, case_sensitive)
     except SipParseError:
         key = ""
     if not key or key.startswith("@") or (use_domain and "@" not in key):
@@ -116,7 +117,9 @@ class Methods:
     def _aor(self, params: dict) -> str:
         if "aor" not in params:
             raise InvalidParams("'aor' is required")
-        return aor_key(params["aor"], self.cfg.auth.realm, self.cfg.registrar.use_domain)
+        reg = self.cfg.registrar
+        return aor_key(params["aor"], self.cfg.auth.realm, reg.use_domain,
+                       getattr(reg, "case_sensitive", False))
 
     def ul_dump(self, params: dict) -> dict:
         check_params(params, ("limit", "cursor"))

@@ -170,6 +170,7 @@ def test_ul_lookup_contact_object(ctl):
     assert c["callid"] == "cid-1" and c["cseq"] == 7 and c["socket"] == "udp:127.0.0.1:5060"
     assert 3500 < c["expires"] - time.time() <= 3600
     assert rpc(ctl, "ul.lookup", {"aor": "alice"}) == aor
+    assert rpc(ctl, "ul.lookup", {"aor": "ALICE"}) == aor      # Kamailio: case-insensitive users
 
 
 def test_ul_lookup_order_and_missing(ctl):
@@ -187,10 +188,11 @@ def test_ul_lookup_order_and_missing(ctl):
 
 def test_ul_aor_with_use_domain(ctl):
     # a registrar keying AORs by user@domain: a bare user gets the realm
-    ctl.methods.cfg = dataclasses.replace(ctl.cfg, registrar=SimpleNamespace(use_domain=True))
+    ctl.methods.cfg = dataclasses.replace(
+        ctl.cfg, registrar=SimpleNamespace(use_domain=True, case_sensitive=False))
     ctl.register("carol@kampx.test", "sip:carol@10.0.0.9")
     assert rpc(ctl, "ul.lookup", {"aor": "carol"})["aor"] == "carol@kampx.test"
-    assert rpc(ctl, "ul.lookup", {"aor": "sip:carol@KAMPX.test"})["aor"] == "carol@kampx.test"
+    assert rpc(ctl, "ul.lookup", {"aor": "sip:Carol@KAMPX.test"})["aor"] == "carol@kampx.test"
     assert rpc_error(ctl, "ul.lookup", {"aor": "carol@other.test"}).code == 404
 
 
