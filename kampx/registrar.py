@@ -3,12 +3,15 @@
 save() answers the REGISTER itself, as Kamailio's save("location") does: 200 OK listing every
 current binding of the AOR in one Contact header ("<uri>;expires=N, <uri2>;q=0.5;expires=M",
 remaining seconds), or an error with Kamailio's code, reason phrase and P-Registrar-Error
-line. lookup() rewrites the Request-URI to the AOR's best binding. The bindings live in the
-shared-memory location table (kampx/usrloc, shared.location); this module is the policy.
+line. lookup() rewrites the Request-URI to the AOR's best binding and, like Kamailio with
+append_branches, makes every further binding a branch that relay_branches() forks to. The
+bindings live in the shared-memory location table (kampx/usrloc, shared.location); this
+module is the policy.
 
 Choices where Kamailio offers several:
 - AOR = the To URI's user, unescaped (use_domain = false, Kamailio's default), else
-  user@domain with the domain lower-cased.
+  user@domain; lower-cased unless [registrar] case_sensitive (Kamailio's default is
+  case-insensitive).
 - A contact asking for less than min_expires gets 423 Interval Too Brief with Min-Expires
   ([registrar] min_expires_mode = 1), or is raised to it (0, Kamailio's default).
 - max_contacts: "reject" answers 503 (Kamailio), "overwrite" drops the AOR's least recently
