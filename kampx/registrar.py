@@ -366,14 +366,30 @@ class _Register:
             _rejected(worker, msg, R_TOO_MANY, bindings, reply, self.act)
             return RC_TOO_MANY
         if status == ERR_FULL:
-            log.error("REGISTER for <%s> refused: the location table is full (%d bindings, "
-                      "[usrloc] capacity)", self.aor, store.capacity)
+            _log_full(self.aor, store.capacity)
             return _rejected(worker, msg, R_TABLE_FULL, bindings, reply, self.act)
         if status == ERR_TOO_LARGE:
             log.warning("REGISTER for <%s> refused: a binding does not fit a location slot "
                         "(%d bytes of strings at most)", self.aor, store.max_string_bytes)
             return _rejected(worker, msg, R_UL_INS_C, bindings, reply, self.act)
         raise AssertionError(f"unknown usrloc status {status}")
+
+
+_full = {"next_log": 0.0, "refused": 0}
+FULL_LOG_EVERY_S = 10.0
+
+
+def _log_full(aor: str, capacity: int) -> None:
+    """The table-full line, at most once per FULL_LOG_EVERY_S per process (a full table
+    refuses every new binding; one line per REGISTER would flood the log)."""
+    _full["refused"] += 1
+    now = time.monotonic()
+    if now < _full["next_log"]:
+        return
+    log.error("REGISTER for <%s> refused: the location table is full (%d bindings, [usrloc] "
+              "capacity); %d refused since the last such line", aor, capacity, _full["refused"])
+    _full["next_log"] = now + FULL_LOG_EVERY_S
+    _full["refused"] = 0
 
 
 def save(worker, msg, table: str = TABLE, flags: int = 0, uri: str | None = None) -> int:
