@@ -20,19 +20,35 @@ KILL_EVERY_S = 0.3
 
 
 def _sender(px, users: list, acked: list, failed: list, stop: threading.Event) -> None:
-    """Register each user once, retransmitting like a UA (same request, 4 tries)."""
+    """Register each user once, retransmitting like a UA (same request, 4 tries). The
+    Contact carries the user, so a binding filed under the wrong AOR would show."""
     with SipClient(px.addrs.client, 0, proxy=px.addr) as c:
         for user in users:
             if stop.is_set():
                 return
+            contact = c.contact_uri(user)
             req = c.request("REGISTER", f"sip:{px.addrs.proxy}", from_uri=f"sip:{user}@kampx.test",
-                            expires=300)
+                            contact=f"<{contact}>", expires=300)
             for _ in range(4):
                 c.send(req)
                 r = c.response(req, 0.5, skip_provisional=True)
                 if r is not None:
-                    (acked if r.status == 200 else failed).append((user, c.contact_uri(), r.status))
+                    (acked if r.status == 200 else failed).append((user, contact, r.status))
                     break
+
+
+def _dump(px) -> list:
+    """Every AOR of the running proxy's table, through the control channel (ul.dump pages)."""
+    from kampx.control.client import ControlClient
+    client = ControlClient(os.path.join(px.workdir, "kampx.sock"))
+    aors, cursor = [], None
+    while True:
+        page = client.call("ul.dump", {"limit": 500} if cursor is None else
+                           {"limit": 500, "cursor": cursor})
+        aors.extend(page["aors"])
+        cursor = page["next"]
+        if cursor is None:
+            return aors
 
 
 @pytest.mark.timeout(120)
@@ -74,9 +90,13 @@ def test_sigkill_workers_during_register_load():
             missing = []
             for user, contact, _ in acked:
                 listed = bound(c, px, user)
-                if not any(x.startswith(f"<{contact}>;expires=") for x in listed):
-                    missing.append(user)
+                if len(listed) != 1 or not listed[0].startswith(f"<{contact}>;expires="):
+                    missing.append((user, listed))
             assert missing == [], f"{len(missing)} acknowledged bindings lost: {missing[:5]}"
+        # no corrupted entry anywhere: every binding sits under its own AOR, one each
+        bad = [a for a in _dump(px) if len(a["contacts"]) != 1
+               or not a["contacts"][0]["contact"].startswith(f"sip:{a['aor']}@")]
+        assert bad == [], bad[:3]
         # and every acknowledged binding reaches the database (drained on SIGTERM)
         assert px.stop() == 0, px.log_tail()
         in_db = {r["username"] for r in db_rows(px)}
