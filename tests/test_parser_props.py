@@ -609,3 +609,34 @@ def test_pathological_inputs_bounded(name, data):
     assert view_peak < 200 * len(data), view_peak
     # linear time: a hang or a quadratic loop over 64 KB takes far longer than this
     assert elapsed < 5.0, elapsed
+
+
+def test_no_memory_kept_across_messages():
+    """Parse, read, edit and serialize the corpus over and over: nothing accumulates (the
+    header tables and edit arrays are C memory, freed with their message)."""
+    import gc
+    corpus = list(SEEDS) + [data for _, data in pathological()][:3]
+
+    def cycle():
+        for data in corpus:
+            m = parse_or_error(data)
+            if m is None:
+                continue
+            for i in range(20):                 # > 16 edits: the heap path of _apply()
+                m.append_header("X-N", str(i))
+            m.remove_header("x-n")
+            if m.is_request:
+                m.set_max_forwards(5)
+            m.serialize(via="SIP/2.0/UDP p;branch=z9hG4bK1")
+    cycle()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(30):
+            cycle()
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024, grown
