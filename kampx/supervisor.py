@@ -64,6 +64,7 @@ class Supervisor:
         self.ready_sent = False
         self.deaths: dict[tuple, list[float]] = {}
         self.respawn_at: dict[tuple, float] = {}
+        self.helper_restarts: list = []           # (when, helper) waiting out a back-off
         self.retire_pending = None                # (old pids, deadline) during a reload
         self.started = time.time()
 
@@ -220,8 +221,10 @@ class Supervisor:
                 continue
             h = self.helpers.pop(pid, None)
             if h is not None and not self.stopping:
-                log.warning("%s (pid %d) exited with %s; restarting it", h.title(), pid, _how(code))
-                self.spawn_helper(h)
+                delay = self._backoff(("helper", h.title()))
+                log.warning("%s (pid %d) exited with %s; restarting it%s", h.title(), pid,
+                            _how(code), f" in {delay:.1f} s" if delay else "")
+                self.helper_restarts.append((time.monotonic() + delay, h))
 
     def _worker_died(self, w: Worker, code: int):
         self.shared.txn_index.purge_owner(w.worker_id)
@@ -241,16 +244,24 @@ class Supervisor:
         if w.retiring or self.stopping:
             return None
         log.warning("worker %d (pid %d) died (%s); respawning", w.worker_id, w.pid, _how(code))
-        now = time.monotonic()
-        recent = [t for t in self.deaths.get(w.slot, []) if now - t < RESPAWN_WINDOW] + [now]
-        self.deaths[w.slot] = recent
-        delay = 0.0 if len(recent) <= 1 else min(30.0, 0.5 * 2 ** (len(recent) - 2))
-        self.respawn_at[w.slot] = now + delay
+        self.respawn_at[w.slot] = time.monotonic() + self._backoff(w.slot)
         return None
+
+    def _backoff(self, key) -> float:
+        """No delay for a first death; deaths in quick succession wait 0.5, 1, 2 ... 30 s."""
+        now = time.monotonic()
+        recent = [t for t in self.deaths.get(key, []) if now - t < RESPAWN_WINDOW] + [now]
+        self.deaths[key] = recent
+        return 0.0 if len(recent) <= 1 else min(30.0, 0.5 * 2 ** (len(recent) - 2))
 
     def manage_workers(self) -> None:
         if self.stopping:
             return
+        now = time.monotonic()
+        due = [h for at, h in self.helper_restarts if at <= now]
+        self.helper_restarts = [(at, h) for at, h in self.helper_restarts if at > now]
+        for h in due:
+            self.spawn_helper(h)
         live = {w.slot for w in self.workers.values() if not w.retiring}
         now = time.monotonic()
         for slot in self.worker_slots():

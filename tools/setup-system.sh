@@ -10,6 +10,9 @@ command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 command -v gcc >/dev/null 2>&1 || need+=(build-essential)
+# building the Debian package (tests/ops checks it builds)
+command -v dpkg-buildpackage >/dev/null 2>&1 || need+=(dpkg-dev)
+dpkg -s debhelper dh-python pybuild-plugin-pyproject >/dev/null 2>&1 || need+=(debhelper dh-python pybuild-plugin-pyproject)
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
