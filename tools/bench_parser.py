@@ -248,7 +248,7 @@ def main(argv=None):
         rows.append((name, k, p, target))
     print(f"Python {sys.version.split()[0]}, one core, best of {args.repeat} x ~{args.seconds}s")
     print(f"| {'case':<22} | {'kampx us':>8} | {'pure Python us':>14} | {'speed-up':>8} | {'target':>9} |")
-    print(f"|{'-' * 24}|{'-' * 10}:|{'-' * 16}:|{'-' * 10}:|{'-' * 11}|")
+    print(f"|{'-' * 24}|{'-' * 9}:|{'-' * 15}:|{'-' * 9}:|{'-' * 11}|")
     failed = False
     for name, k, p, target in rows:
         if target is None:
