@@ -123,7 +123,10 @@ def aor_of(uri: str, use_domain: bool, case_sensitive: bool = False) -> str:
     """Kamailio's extract_aor(): the user part unescaped, plus "@domain" with use_domain;
     lower-cased (the domain always; the user too unless case_sensitive, Kamailio's default
     being case-insensitive). Raises SipParseError when the URI does not parse."""
-    u = parse_uri(uri)
+    return _aor_of_uri(parse_uri(uri), use_domain, case_sensitive)
+
+
+def _aor_of_uri(u, use_domain: bool, case_sensitive: bool) -> str:
     user = u.user or ""
     if "%" in user:
         user = u.user_unescaped
@@ -553,11 +556,12 @@ def lookup(worker, msg, table: str = TABLE, uri: str | None = None) -> int:
     (Kamailio's default) every further binding becomes a branch of the request
     (msg.branches) for relay_branches(). Returns 1 found, -1 no binding, -3 the URI is not
     usable."""
-    _check_table(table)
+    if table != TABLE:
+        _check_table(table)
     cfg = worker.cfg.registrar
-    target = uri if uri is not None else msg.ruri
     try:
-        aor = _aor(worker, target) if target else None
+        u = msg.uri if uri is None else parse_uri(uri)
+        aor = _aor_of_uri(u, cfg.use_domain, cfg.case_sensitive) if u is not None else None
     except SipParseError:
         aor = None
     if aor is None:
@@ -565,6 +569,14 @@ def lookup(worker, msg, table: str = TABLE, uri: str | None = None) -> int:
     bindings = _store(worker).lookup(aor, time.time())
     if not bindings:
         return LOOKUP_NONE
+    d = msg.__dict__
+    b = bindings[0]
+    if len(bindings) == 1 and not b.path and not d.get("path_route"):
+        # the common case: one binding, no Path
+        msg.set_ruri(b.contact)
+        msg.dst = b.received or None
+        d.pop("branches", None)
+        return LOOKUP_FOUND
     branches = []
     for b in bindings if cfg.append_branches else bindings[:1]:
         try:
@@ -574,7 +586,7 @@ def lookup(worker, msg, table: str = TABLE, uri: str | None = None) -> int:
     if not branches:
         return LOOKUP_ERROR
     _use_branch(msg, branches[0])
-    msg.branches = branches[1:]
+    d["branches"] = branches[1:]
     return LOOKUP_FOUND
 
 
