@@ -223,13 +223,27 @@ def e2e(rates: list[int], seconds: float, children: int) -> list[dict]:
             r = s.wait()
             elapsed = time.monotonic() - t0
             rows.append({"rate": rate, "calls": calls, "ok": r.successful, "failed": r.failed,
-                         "retrans": r.retransmissions, "elapsed": elapsed})
+                         "retrans": r.retransmissions, "elapsed": elapsed,
+                         "bound": _contacts(px)})
             if r.failed > calls * 0.01:
                 break
     finally:
         os.unlink(scen.name)
         px.close()
     return rows
+
+
+def _contacts(px) -> int | None:
+    """Bindings in the running kampx (usrloc location-contacts over its control socket): the
+    200 OKs must have stored what they claim."""
+    from kampx.control.client import ControlClient, ControlError
+    try:
+        stats = ControlClient(os.path.join(px.workdir, "kampx.sock")).call(
+            "stats.get_statistics", {"group": "usrloc"})
+    except ControlError:
+        return None
+    value = stats.get("usrloc", {}).get("location-contacts")
+    return None if value is None else int(value)
 
 
 def main() -> None:
@@ -263,10 +277,10 @@ def main() -> None:
             print(f"\nend to end: SIPp REGISTER -> kampx ({args.children} workers, save without "
                   f"auth) -> 200 OK, {args.seconds:g} s per rate")
             print(f"{'offered/s':>9} {'sent':>7} {'200 OK':>7} {'failed':>6} {'retrans':>7} "
-                  f"{'achieved/s':>10}")
+                  f"{'achieved/s':>10} {'bindings':>9}")
             for r in rows:
                 print(f"{r['rate']:>9} {r['calls']:>7} {r['ok']:>7} {r['failed']:>6} "
-                      f"{r['retrans']:>7} {r['ok'] / r['elapsed']:>10.0f}")
+                      f"{r['retrans']:>7} {r['ok'] / r['elapsed']:>10.0f} {r['bound']!s:>9}")
 
 
 if __name__ == "__main__":
