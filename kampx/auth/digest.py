@@ -28,14 +28,16 @@ class DigestError(ValueError):
     """Credentials that cannot be checked (missing or malformed fields)."""
 
 
+_BASE = {"MD5": "MD5", "MD5-SESS": "MD5", "SHA-256": "SHA-256", "SHA-256-SESS": "SHA-256"}
+_LOWER_HEX = re.compile(r"[0-9a-f]+\Z")
+
+
 def base_algorithm(algorithm: str) -> str:
     """'md5-sess' -> 'MD5'; DigestError for an algorithm kampx does not know."""
-    base = algorithm.upper()
-    if base.endswith("-SESS"):
-        base = base[:-5]
-    if base not in HASHES:
-        raise DigestError(f"unsupported algorithm {algorithm!r}")
-    return base
+    try:
+        return _BASE[algorithm.upper()]
+    except KeyError:
+        raise DigestError(f"unsupported algorithm {algorithm!r}") from None
 
 
 def _b(text: str) -> bytes:
@@ -53,28 +55,21 @@ def ha1(username: str, realm: str, password: str, algorithm: str = "MD5") -> str
     return h(algorithm, f"{username}:{realm}:{password}")
 
 
-def session_ha1(algorithm: str, stored_ha1: str, nonce: str, cnonce: str) -> str:
-    """For -sess algorithms: H(H(user:realm:pw):nonce:cnonce) (RFC 7616 3.4.2)."""
-    return h(algorithm, f"{stored_ha1}:{nonce}:{cnonce}")
-
-
-def ha2(algorithm: str, method: str, uri: str, qop: str | None = None, body: bytes = b"") -> str:
-    """H(method:uri), or H(method:uri:H(body)) for qop=auth-int."""
-    if qop == "auth-int":
-        return h(algorithm, f"{method}:{uri}:{h(algorithm, body)}")
-    return h(algorithm, f"{method}:{uri}")
-
-
 def response(algorithm: str, ha1_hex: str, nonce: str, method: str, uri: str,
              qop: str | None = None, nc: str | None = None, cnonce: str | None = None,
              body: bytes = b"") -> str:
-    """The request-digest a client computes from HA1 (RFC 2617 3.2.2.1; RFC 2069 without qop)."""
+    """The request-digest a client computes from HA1 (RFC 2617 3.2.2.1, RFC 7616 3.4.1;
+    the RFC 2069 form without qop). -sess: HA1 becomes H(HA1:nonce:cnonce)."""
+    fn = HASHES[base_algorithm(algorithm)]
     if algorithm.upper().endswith("-SESS"):
-        ha1_hex = session_ha1(algorithm, ha1_hex, nonce, cnonce or "")
-    a2 = ha2(algorithm, method, uri, qop, body)
+        ha1_hex = fn(_b(f"{ha1_hex}:{nonce}:{cnonce or ''}")).hexdigest()
+    if qop == "auth-int":
+        ha2 = fn(_b(f"{method}:{uri}:{fn(body).hexdigest()}")).hexdigest()
+    else:
+        ha2 = fn(_b(f"{method}:{uri}")).hexdigest()
     if qop:
-        return h(algorithm, f"{ha1_hex}:{nonce}:{nc}:{cnonce}:{qop}:{a2}")
-    return h(algorithm, f"{ha1_hex}:{nonce}:{a2}")
+        return fn(_b(f"{ha1_hex}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")).hexdigest()
+    return fn(_b(f"{ha1_hex}:{nonce}:{ha2}")).hexdigest()
 
 
 class Credentials(NamedTuple):
@@ -122,7 +117,7 @@ def credentials(params: dict[str, str]) -> Credentials:
     algorithm = (params.get("algorithm") or "MD5").upper()
     base = base_algorithm(algorithm)
     resp = params["response"].lower()
-    if len(resp) != HEX_LEN[base] or any(c not in "0123456789abcdef" for c in resp):
+    if len(resp) != HEX_LEN[base] or not _LOWER_HEX.match(resp):
         raise DigestError("malformed response")
     qop = params.get("qop")
     nc = cnonce = None
