@@ -16,7 +16,8 @@ texts (tools/bench_parser.py measures the parser).
 End-to-end part: kampx with tests/scripts/registrar_script.py (REGISTER -> save, no
 authentication) on free loopback addresses, SIPp sending REGISTERs for distinct users at
 fixed rates for a few seconds each (bounded: calls = rate x seconds, SIPp -timeout); the
-table reports, per rate, how many got their 200 OK and how fast they really went.
+table reports, per rate, how many got their 200 OK, how fast they really went, how many
+bindings kampx then holds, and how long the db writer took to have them all in SQLite.
 
     python3 tools/bench_registrar.py                       # 100k and 1M, then SIPp
     python3 tools/bench_registrar.py --sizes 100000 --calls 20000 --no-e2e
@@ -222,15 +223,36 @@ def e2e(rates: list[int], seconds: float, children: int) -> list[dict]:
                              extra=["-l", str(max(100, rate)), "-key", "step", str(step)])
             r = s.wait()
             elapsed = time.monotonic() - t0
+            bound = _contacts(px)
             rows.append({"rate": rate, "calls": calls, "ok": r.successful, "failed": r.failed,
-                         "retrans": r.retransmissions, "elapsed": elapsed,
-                         "bound": _contacts(px)})
+                         "retrans": r.retransmissions, "elapsed": elapsed, "bound": bound,
+                         "db_lag": _db_catch_up(px, bound)})
             if r.failed > calls * 0.01:
                 break
     finally:
         os.unlink(scen.name)
         px.close()
     return rows
+
+
+def _db_catch_up(px, bound: int | None, limit: float = 10.0) -> float | None:
+    """Seconds after the load until the database holds every binding (the write-behind lag;
+    None when it did not within `limit`)."""
+    import sqlite3
+    if bound is None:
+        return None
+    t0 = time.monotonic()
+    db = os.path.join(px.workdir, "kampx.db")
+    while time.monotonic() - t0 < limit:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            n = conn.execute("SELECT COUNT(*) FROM location").fetchone()[0]
+        finally:
+            conn.close()
+        if n >= bound:
+            return time.monotonic() - t0
+        time.sleep(0.02)
+    return None
 
 
 def _contacts(px) -> int | None:
@@ -277,10 +299,13 @@ def main() -> None:
             print(f"\nend to end: SIPp REGISTER -> kampx ({args.children} workers, save without "
                   f"auth) -> 200 OK, {args.seconds:g} s per rate")
             print(f"{'offered/s':>9} {'sent':>7} {'200 OK':>7} {'failed':>6} {'retrans':>7} "
-                  f"{'achieved/s':>10} {'bindings':>9}")
+                  f"{'achieved/s':>10} {'bindings':>9} {'db lag s':>8}")
             for r in rows:
+                lag = "-" if r["db_lag"] is None else f"{r['db_lag']:.2f}"
                 print(f"{r['rate']:>9} {r['calls']:>7} {r['ok']:>7} {r['failed']:>6} "
-                      f"{r['retrans']:>7} {r['ok'] / r['elapsed']:>10.0f} {r['bound']!s:>9}")
+                      f"{r['retrans']:>7} {r['ok'] / r['elapsed']:>10.0f} {r['bound']!s:>9} "
+                      f"{lag:>8}")
+            print("db lag: seconds after the load until the database held every binding")
 
 
 if __name__ == "__main__":

@@ -330,3 +330,14 @@ def test_append_branches_off_and_path_route_removed_again():
     reg.lookup(w, m)
     reg.relay_branches(w, m)
     assert w.relayed[1] == ("sip:alice@127.0.0.1:5072", None, []), "the Path Route is gone again"
+
+
+@pytest.mark.parametrize("keys, words", [
+    ({"max_contacts_policy": "oldest"}, "max_contacts_policy"),
+    ({"min_expires_mode": 2}, "min_expires_mode"),
+    ({"use_domain": "yes"}, "use_domain"),
+    ({"min_expires": 100, "max_expires": 50}, "min_expires"),
+])
+def test_registrar_config_checks(keys, words):
+    with pytest.raises(config_mod.ConfigError, match=words):
+        config_mod.from_dict({"registrar": keys})
