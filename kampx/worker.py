@@ -403,6 +403,10 @@ class Worker:
     def relay(self, msg, host=None, port=None) -> bool:
         """t_relay() for the script."""
         mid = msg.method_id
+        if host is None and port is None and mid not in (M_ACK, M_CANCEL) and msg.__dict__.get("branches"):
+            # lookup() found several bindings: fork to all of them (Kamailio's append_branches)
+            from kampx.registrar import relay_branches
+            return relay_branches(self, msg)
         if mid == M_CANCEL:
             t = self.tm.lookup(msg.invite_key)
             if t is None:
