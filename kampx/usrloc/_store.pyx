@@ -90,6 +90,7 @@ cdef extern from *:
 
     /* Commit: forget the undo records; from here on the changes stand. */
     static inline void kx_ul_jcommit(kx_ul_jhdr *jh) {
+        kx_ul_fault_point();
         KX_UL_FENCE();
         __atomic_store_n(&jh->count, 0, __ATOMIC_RELEASE);
         KX_UL_FENCE();
@@ -517,6 +518,8 @@ cdef inline void jw64(Txn *x, uint64_t *p, uint64_t v) noexcept nogil:
     kx_ul_jw64(x.t.base, &x.t.jh[x.s], x.t.je + <size_t>x.s * JCAP, p, v)
 
 cdef int txn_commit(Txn *x) noexcept nogil:
+    if x.t.jh[x.s].count == 0 and x.nretired == 0:
+        return 0                    # nothing was written
     kx_ul_jcommit(&x.t.jh[x.s])
     cdef int rc = free_slots(x.t, x.retired, x.nretired)
     x.nretired = 0
@@ -1004,12 +1007,19 @@ cdef int dump_bucket(Tbl *t, uint32_t b, double now, Buf *out) noexcept nogil:
     unlock_stripe(t, s)
     return 0
 
-cdef int pending_core(Tbl *t, uint32_t max_items, Buf *out) noexcept nogil:
-    """Copy out up to max_items slots whose version the db writer has not acknowledged."""
-    cdef uint32_t i, st, k, s, got = 0
-    for i in range(t.total):
+cdef int pending_core(Tbl *t, uint32_t *cursor, uint32_t max_items, Buf *out) noexcept nogil:
+    """Copy out up to max_items slots whose version the db writer has not acknowledged,
+    scanning round from *cursor (so a small batch size cannot starve the table's far end)."""
+    cdef uint32_t i, st, k, s, n, got = 0
+    i = cursor[0] if cursor[0] < t.total else 0
+    for n in range(t.total):
         if got >= max_items:
             break
+        if n:
+            i += 1
+            if i == t.total:
+                i = 0
+        cursor[0] = i
         st = kx_atomic_load32(&t.meta[i].state)
         k = kind_of(st)
         if (k != ST_LIVE and k != ST_TOMB) or t.version[i] == t.persisted[i]:
@@ -1025,6 +1035,7 @@ cdef int pending_core(Tbl *t, uint32_t max_items, Buf *out) noexcept nogil:
                 unlock_stripe(t, s)
                 return -1
             got += 1
+            cursor[0] = i + 1
         unlock_stripe(t, s)
     return 0
 
@@ -1259,6 +1270,7 @@ cdef class LocationStore:
     cdef size_t size
     cdef Buf buf            # private scratch for copied-out records (used with the GIL held)
     cdef uint32_t cap_
+    cdef uint32_t pending_cursor    # this process's round-robin position in pending_changes()
 
     def __cinit__(self, *args, **kwargs):
         self.t.base = NULL
@@ -1266,6 +1278,7 @@ cdef class LocationStore:
         self.buf.p = NULL
         self.buf.len = 0
         self.buf.cap = 0
+        self.pending_cursor = 0
 
     def __init__(self, Py_ssize_t capacity, seed, *, int slot_size=DEFAULT_SLOT_SIZE,
                  bint track_changes=True):
@@ -1353,6 +1366,24 @@ cdef class LocationStore:
             raise RuntimeError("LocationStore is not initialised")
         return 0
 
+    cdef inline Buf _take_buf(self):
+        """Borrow the scratch buffer for one call. Detached while in use: building Python
+        objects can run a finalizer that switches threads, and another thread's call then
+        simply gets a buffer of its own."""
+        cdef Buf b = self.buf
+        self.buf.p = NULL
+        self.buf.cap = 0
+        self.buf.len = 0
+        b.len = 0
+        return b
+
+    cdef inline void _give_buf(self, Buf *b):
+        if self.buf.p == NULL:
+            self.buf = b[0]
+        else:
+            free(b.p)
+        b.p = NULL
+
     cdef int _fail(self, int rc) except -1:
         if rc == LOCK_FAILED:
             raise LockError("usrloc: a shared mutex is unusable")
@@ -1386,8 +1417,15 @@ cdef class LocationStore:
 
     @property
     def free_slots(self):
-        """Slots on the free stack right now (an unlocked snapshot)."""
-        return self.t.hdr.top
+        """Slots on the free stack (read under the allocator's lock, so a stack left half-done by
+        a dead process is rebuilt first)."""
+        cdef uint32_t top
+        self._ready()
+        if lock_alloc(&self.t) < 0:
+            self._fail(LOCK_FAILED)
+        top = self.t.hdr.top
+        kx_mutex_unlock(self.t.amx)
+        return top
 
     @property
     def recoveries(self):
@@ -1405,22 +1443,24 @@ cdef class LocationStore:
         cdef uint32_t b, s
         cdef int rc = 0
         cdef object held
+        cdef Buf out
         self._ready()
         held = get_str(aor, &a, &an, "aor")
         h = kx_hash64(a, an, self.t.seed)
         b = bucket_of(&self.t, h)
         s = stripe_of_bucket(b)
-        self.buf.len = 0
         if lock_stripe(&self.t, s) < 0:
             self._fail(LOCK_FAILED)
-        if copy_aor(&self.t, b, h, a, an, now, &self.buf) < 0:
+        out = self._take_buf()
+        if copy_aor(&self.t, b, h, a, an, now, &out) < 0:
             rc = -1
         unlock_stripe(&self.t, s)
-        if rc < 0:
-            self._fail(rc)
-        if self.buf.len == 0:
-            return []
-        return buf_bindings(&self.buf, aor)
+        try:
+            if rc < 0:
+                self._fail(rc)
+            return buf_bindings(&out, aor) if out.len else []
+        finally:
+            self._give_buf(&out)
 
     def apply(self, str aor, double now, ops, int max_contacts=0):
         """Apply one REGISTER's contacts to the AOR atomically -> (status, bindings after).
@@ -1440,6 +1480,7 @@ cdef class LocationStore:
         cdef tuple tup
         cdef double exp
         cdef int status
+        cdef Buf out
         self._ready()
         if isnan(now):
             raise ValueError("now is NaN")
@@ -1487,15 +1528,16 @@ cdef class LocationStore:
                 if op.reg_id < 0:
                     raise ValueError("reg_id must not be negative")
                 op.flags = tup[11]
-            self.buf.len = 0
-            status = apply_core(&self.t, a, an, cops, <int>nops, now, max_contacts, &self.buf)
+            out = self._take_buf()
+            status = apply_core(&self.t, a, an, cops, <int>nops, now, max_contacts, &out)
         finally:
             free(cops)
-        if status < 0:
-            self._fail(status)
-        if self.buf.len == 0:
-            return status, []
-        return status, buf_bindings(&self.buf, aor)
+        try:
+            if status < 0:
+                self._fail(status)
+            return status, (buf_bindings(&out, aor) if out.len else [])
+        finally:
+            self._give_buf(&out)
 
     def remove_all(self, str aor, str callid, long long cseq, double now):
         """"Contact: *" with Expires: 0 -> (status, bindings after). ERR_CSEQ (nothing removed)
@@ -1681,7 +1723,7 @@ cdef class LocationStore:
         bb.cap = 0
         try:
             with nogil:
-                rc = pending_core(&self.t, want, &bb)
+                rc = pending_core(&self.t, &self.pending_cursor, want, &bb)
             if rc < 0:
                 self._fail(rc)
             while off < bb.len:
