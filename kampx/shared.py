@@ -19,6 +19,7 @@ class SharedState:
     def __init__(self, cfg):
         seed = int.from_bytes(os.urandom(8), "little")
         self.instance = secrets.token_hex(4)          # names this instance's hand-off sockets
+        self.tag_prefix = secrets.token_hex(16)       # To-tags of local replies (32 hex, as Kamailio)
         self.secret = secrets.token_bytes(32)         # digest nonces (valid in every worker)
         self.counters = CounterRows(COUNTER_ROWS, S.NCOLS)
         self.txn_index = TxnIndex(max(1024, cfg.tm.max_transactions * 2), seed)

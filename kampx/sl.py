@@ -15,8 +15,9 @@ SERVER_HEADER = None  # set by the worker: "Server: kampx (VERSION)"
 
 
 def to_tag(prefix: str, msg) -> str:
+    """Kamailio's sl tag shape: 32 hex of the instance, '.', 8 hex of the request."""
     h = hashlib.blake2s(f"{msg.call_id}\x00{msg.from_tag}\x00{msg.branch}".encode(
-        "utf-8", "surrogateescape"), digest_size=8).hexdigest()
+        "utf-8", "surrogateescape"), digest_size=4).hexdigest()
     return f"{prefix}.{h}"
 
 

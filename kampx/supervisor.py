@@ -44,7 +44,7 @@ class Context:
     def __init__(self, shared: SharedState, boot_w: int):
         self.shared = shared
         self.instance = shared.instance
-        self.instance_tag = shared.instance
+        self.instance_tag = shared.tag_prefix
         self._boot_w = boot_w
 
     def notify_booted(self, worker_id: int) -> None:

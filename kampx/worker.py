@@ -107,6 +107,8 @@ class Worker:
         self.txn_index = ctx.shared.txn_index
         self.timers = TimerHeap()
         self.handoff = Handoff(ctx.instance, self.worker_id)
+        self.server_header = f"Server: kampx ({__version__})"
+        self.sl_tag_prefix = ctx.instance_tag
         self.tm = TransactionManager(self)
         self.realm = self.cfg.auth.realm.lower()
         self._myself = set()
@@ -115,8 +117,6 @@ class Worker:
             self._myself.add((host, ls.port))
             if ls.port == 5060:
                 self._myself.add((host, 0))
-        self.server_header = f"Server: kampx ({__version__})"
-        self.sl_tag_prefix = ctx.instance_tag
         self._logged_errors = set()
         self.modules = {}   # per-process state of route-script modules (auth caches ...)
         init = getattr(self.script.module, "child_init", None)

@@ -123,7 +123,8 @@ class TransactionManager:
         self._label = 0
         epoch = os.urandom(2).hex()
         self.branch_prefix = f"z9hG4bKkx{worker.worker_id:02x}{epoch}."
-        self.tag_prefix = f"{os.urandom(4).hex()}-{worker.worker_id:02x}"
+        # Kamailio's tm tag shape: 32 hex, '-', 8 hex (worker id + transaction label)
+        self.tag_prefix = f"{worker.sl_tag_prefix}-{worker.worker_id:02x}"
         # index entries live as long as a transaction can: fr_inv + everything after it
         self.index_ttl = self.fr_inv + 64 * self.t1 + 10.0
 
@@ -193,13 +194,15 @@ class TransactionManager:
 
     def _tag(self, t: ServerTxn) -> str:
         if t.to_tag is None:
-            t.to_tag = f"{self.tag_prefix}{t.label:x}"
+            t.to_tag = f"{self.tag_prefix}{t.label & 0xffffff:06x}"
         return t.to_tag
 
     def _send_local(self, t: ServerTxn, code: int, reason: str, extra=None, body=b"") -> None:
         """A reply generated here for server transaction t (100, t_reply, 408, 487)."""
+        headers = list(extra) if extra else []
+        headers.append(self.w.server_header)
         data = build_reply(t.request, code, reason, to_tag=self._tag(t) if code > 100 else None,
-                           extra=extra, body=body)
+                           extra=headers, body=body)
         self.stats.inc(S.RPL_GENERATED.base)
         self._reply(t, code, data)
 
@@ -496,8 +499,8 @@ class TransactionManager:
             return
         if code == 503:
             # RFC 3261 16.7 step 6: a 503 is not passed upstream. Like Kamailio, answer with a
-            # 500 of our own that keeps the 503's reason phrase.
-            self._send_local(t, 500, msg.reason or "Service Unavailable")
+            # 500 of our own; its phrase is 503's standard one, whatever the callee wrote.
+            self._send_local(t, 500, "Service Unavailable")
             return
         try:
             msg.remove_top_via()

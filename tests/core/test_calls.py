@@ -173,8 +173,8 @@ def test_non_2xx_final_acked_hop_by_hop(proxy, uas, client):
     assert len(uas.requests("ACK")) == 1
 
 
-def test_503_becomes_500_with_reason_kept(proxy, uas, client):
-    uas.behaviour = Behaviour(final=503)
+def test_503_becomes_local_500(proxy, uas, client):
+    uas.behaviour = Behaviour(final=503, final_reason="Overloaded Right Now")
     req = invite(client, proxy)
     rs = responses_until_final(client, req)
     assert rs[-1].status == 500 and rs[-1].reason == "Service Unavailable"
