@@ -157,6 +157,7 @@ cdef enum:
     RUID_LEN = 16
     MIN_SLOT = 256
     MAX_SLOT = 16384
+    SCAN_CHUNK = 64             # buckets a whole-table scan handles per lock hold
     LOCK_FAILED = -100
 
 # slot states (low byte of meta.state; the stripe number is in the upper 24 bits)
@@ -931,65 +932,90 @@ cdef int remove_aor(Tbl *t, const char *aor, uint32_t aor_n, const char *contact
     unlock_stripe(t, s)
     return R_OK
 
+cdef int expire_bucket(Txn *x, uint32_t b, double now, int64_t *count) noexcept nogil:
+    """Unlink bucket b's expired bindings (caller holds its stripe)."""
+    cdef Tbl *t = x.t
+    cdef uint32_t *link = &t.buckets[b]
+    cdef uint32_t i = link[0]
+    cdef uint32_t nxt
+    while i != NIL:
+        nxt = t.meta[i].next
+        if kind_of(t.meta[i].state) == ST_LIVE and t.meta[i].expires <= now:
+            if txn_room(x) < JNEED_PER_BINDING and txn_commit(x) < 0:
+                return -1
+            txn_unlink(x, link, i)
+            count[0] += 1
+        else:
+            link = &t.meta[i].next
+        i = nxt
+    return 0
+
 cdef int64_t expire_core(Tbl *t, double now) noexcept nogil:
+    """Timer scan. A stripe is released every SCAN_CHUNK buckets, so a lookup waits for a
+    few microseconds of the scan, not for the whole stripe."""
     cdef int64_t count = 0
-    cdef uint32_t s, b, i, nxt
-    cdef uint32_t *link
+    cdef uint32_t s, b, done
+    cdef int rc
     cdef Txn x
     for s in range(<uint32_t>NSTRIPES):
-        if lock_stripe(t, s) < 0:
-            return -1
-        txn_init(&x, t, s)
         b = s
         while b < t.nbuckets:
-            link = &t.buckets[b]
-            i = link[0]
-            while i != NIL:
-                nxt = t.meta[i].next
-                if kind_of(t.meta[i].state) == ST_LIVE and t.meta[i].expires <= now:
-                    if txn_room(&x) < JNEED_PER_BINDING and txn_commit(&x) < 0:
-                        unlock_stripe(t, s)
-                        return -1
-                    txn_unlink(&x, link, i)
-                    count += 1
-                else:
-                    link = &t.meta[i].next
-                i = nxt
-            b += NSTRIPES
-        if txn_commit(&x) < 0:
+            if lock_stripe(t, s) < 0:
+                return -1
+            txn_init(&x, t, s)
+            rc = 0
+            done = 0
+            while rc == 0 and b < t.nbuckets and done < SCAN_CHUNK:
+                rc = expire_bucket(&x, b, now, &count)
+                b += NSTRIPES
+                done += 1
+            if rc < 0 or txn_commit(&x) < 0:
+                unlock_stripe(t, s)
+                return -1
             unlock_stripe(t, s)
-            return -1
-        unlock_stripe(t, s)
     return count
 
-cdef int stats_core(Tbl *t, double now, int64_t *aors, int64_t *contacts) noexcept nogil:
-    cdef uint32_t s, b, i, j
+cdef void stats_bucket(Tbl *t, uint32_t b, double now, int64_t *aors,
+                       int64_t *contacts) noexcept nogil:
+    """Count bucket b's visible bindings, and its AORs once each: at their first visible
+    binding in the chain (caller holds the stripe)."""
+    cdef uint32_t i = t.buckets[b]
+    cdef uint32_t j
     cdef bint first
+    cdef Slot *si
+    cdef Slot *sj
+    while i != NIL:
+        if kind_of(t.meta[i].state) == ST_LIVE and t.meta[i].expires > now:
+            contacts[0] += 1
+            first = True
+            si = slot_at(t, i)
+            j = t.buckets[b]
+            while j != i:
+                if kind_of(t.meta[j].state) == ST_LIVE and t.meta[j].expires > now \
+                        and t.meta[j].hash == t.meta[i].hash:
+                    sj = slot_at(t, j)
+                    if bytes_eq(slot_str(sj, S_AOR), sj.len[S_AOR], slot_str(si, S_AOR),
+                                si.len[S_AOR]):
+                        first = False
+                        break
+                j = t.meta[j].next
+            if first:
+                aors[0] += 1
+        i = t.meta[i].next
+
+cdef int stats_core(Tbl *t, double now, int64_t *aors, int64_t *contacts) noexcept nogil:
+    cdef uint32_t s, b, done
     for s in range(<uint32_t>NSTRIPES):
-        if lock_stripe(t, s) < 0:
-            return -1
         b = s
         while b < t.nbuckets:
-            i = t.buckets[b]
-            while i != NIL:
-                if kind_of(t.meta[i].state) == ST_LIVE and t.meta[i].expires > now:
-                    contacts[0] += 1
-                    # an AOR counts once: at its first visible binding in the chain
-                    first = True
-                    j = t.buckets[b]
-                    while j != i:
-                        if kind_of(t.meta[j].state) == ST_LIVE and t.meta[j].expires > now \
-                                and t.meta[j].hash == t.meta[i].hash:
-                            if bytes_eq(slot_str(slot_at(t, j), S_AOR), slot_at(t, j).len[S_AOR],
-                                        slot_str(slot_at(t, i), S_AOR), slot_at(t, i).len[S_AOR]):
-                                first = False
-                                break
-                        j = t.meta[j].next
-                    if first:
-                        aors[0] += 1
-                i = t.meta[i].next
-            b += NSTRIPES
-        unlock_stripe(t, s)
+            if lock_stripe(t, s) < 0:
+                return -1
+            done = 0
+            while b < t.nbuckets and done < SCAN_CHUNK:
+                stats_bucket(t, b, now, aors, contacts)
+                b += NSTRIPES
+                done += 1
+            unlock_stripe(t, s)
     return 0
 
 cdef int dump_bucket(Tbl *t, uint32_t b, double now, Buf *out) noexcept nogil:
@@ -1764,11 +1790,25 @@ cdef class LocationStore:
     def check(self):
         """Verify the table's invariants under every lock; returns a list of problems (empty
         when consistent). For tests and post-mortems: it stops the world for a full scan."""
+        cdef list problems
+        self._ready()
+        # Python objects are built while every lock is held: keep the collector (and the
+        # finalizers it could run, which might call the store) out of the way.
+        import gc
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            problems = self._check_locked()
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        return problems
+
+    cdef list _check_locked(self):
         cdef uint32_t s, b, i, steps, st, k
         cdef list problems = []
         cdef uint64_t live = 0, reachable = 0, free_count = 0
         cdef char *seen
-        self._ready()
         for s in range(<uint32_t>NSTRIPES):
             if lock_stripe(&self.t, s) < 0:
                 for k in range(s):
