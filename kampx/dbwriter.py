@@ -20,9 +20,9 @@ they have had a moment to finish).
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import time
+
+from kampx.process import HelperProcess
 
 log = logging.getLogger("kampx.dbwriter")
 
@@ -31,44 +31,15 @@ BATCH = 5000               # changes per database transaction
 STOP_DRAIN_S = 1.0         # on SIGTERM, keep draining this long while changes still appear
 
 
-class DbWriterProcess:
+class DbWriterProcess(HelperProcess):
     role = "db writer"
 
-    def __init__(self, shared, cfg):
-        self.shared = shared
-        self.cfg = cfg
-        self.pid = 0
-
-    def title(self) -> str:
-        return "kampx: db writer"
-
-    def run(self) -> None:
-        """The child process. Never returns."""
-        from setproctitle import setproctitle
-        setproctitle(self.title())
-        self.stop = False
-        signal.signal(signal.SIGTERM, self._on_stop)
-        signal.signal(signal.SIGINT, self._on_stop)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        code = 0
-        try:
-            self.writer = LocationWriter(self.shared.location, self.cfg)
-            self._loop()
-        except Exception:
-            log.exception("db writer failed")
-            code = 1
-            time.sleep(1.0)     # the supervisor respawns helpers at once: not in a tight loop
-        os._exit(code)
-
-    def _on_stop(self, signum, frame) -> None:
-        self.stop = True
+    def serve(self) -> None:
+        self.writer = LocationWriter(self.shared.location, self.cfg)
+        self._loop()
 
     def _loop(self) -> None:
-        parent = os.getppid()
-        while not self.stop and os.getppid() == parent:
-            started = time.monotonic()
-            self.writer.drain()
-            time.sleep(max(0.0, FLUSH_INTERVAL - (time.monotonic() - started)))
+        self.every(FLUSH_INTERVAL, self.writer.drain)
         # last changes: workers stopping alongside us may still finish a REGISTER or two
         deadline = time.monotonic() + STOP_DRAIN_S
         while True:

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
 import time
 
 from kampx import stats as S
 from kampx._shm import CounterRows
 from kampx.control.client import socket_path
+from kampx.process import HelperProcess
 
 log = logging.getLogger("kampx.ctl")
 
@@ -29,42 +29,19 @@ RETRY_BIND_S = 1.0
 TICK = 0.5
 
 
-class CtlProcess:
+class CtlProcess(HelperProcess):
     role = "ctl"
 
     def __init__(self, shared, cfg, supervisor):
         """Built in the supervisor before fork: the reset baseline is shared memory, so
         `kampxctl stats --reset` survives a restart of this process."""
-        self.shared = shared
-        self.cfg = cfg
+        super().__init__(shared, cfg)
         self.supervisor_pid = getattr(supervisor, "pid", None) or os.getpid()
         self.started = getattr(supervisor, "started", None) or time.time()
         self.baseline = CounterRows(1, S.NCOLS)
-        self.pid = 0
 
-    def title(self) -> str:
-        return "kampx: ctl"
-
-    def run(self) -> None:
-        """The child process. Never returns."""
-        from setproctitle import setproctitle
-        setproctitle(self.title())
-        self.stop = False
-        signal.signal(signal.SIGTERM, self._on_stop)
-        signal.signal(signal.SIGINT, self._on_stop)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        code = 0
-        try:
-            self._serve()
-        except Exception:
-            log.exception("ctl process failed")
-            code = 1
-        finally:
-            logging.shutdown()
-        os._exit(code)
-
-    def _on_stop(self, signum, frame) -> None:
-        self.stop = True
+    def serve(self) -> None:
+        self._serve()
 
     def _serve(self) -> None:
         from kampx.control.methods import Methods
@@ -76,10 +53,9 @@ class CtlProcess:
                                                      self.started, self.cfg.metrics.instance))
         self.rpc = self.http = None
         self._complained: set[str] = set()
-        parent = os.getppid()
         next_try = 0.0
         try:
-            while not self.stop and os.getppid() == parent:
+            while self.should_run():
                 now = time.monotonic()
                 if (self.rpc is None or self.http is None) and now >= next_try:
                     self._bind()
