@@ -57,7 +57,8 @@ def test_sizes_and_properties():
     assert small.slot_size == 512 and small.nbytes < st.nbytes and not small.track_changes
 
 
-@pytest.mark.parametrize("kwargs", [dict(capacity=0), dict(capacity=-5), dict(slot_size=100),
+@pytest.mark.parametrize("kwargs", [dict(capacity=0), dict(capacity=-5), dict(capacity=1 << 31),
+                                    dict(slot_size=100),
                                     dict(slot_size=800), dict(slot_size=1 << 20)])
 def test_bad_sizes_are_refused(kwargs):
     args = dict(capacity=10, seed=1) | kwargs

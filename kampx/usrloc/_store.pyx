@@ -8,9 +8,13 @@ Layout (one anonymous MAP_SHARED mapping, created before fork, inherited by ever
     bucket heads | slot meta (state, next, hash, expires) | version | persisted | slots
 
 - A binding lives in one fixed-size slot (default 768 bytes: a 48-byte header and 720 bytes
-  of packed strings). The AOR's bindings hang off one hash bucket (chained through the dense
-  `meta` array, so walks and scans do not touch the big slots). A bucket's chain is guarded
-  by one of 256 striped robust mutexes.
+  of packed strings). Typical bindings need 250-450 bytes of strings; 720 leaves room for
+  RFC 8599 push contacts (long pn-prid parameters) with a Path. A binding that does not fit
+  is refused (ERR_TOO_LARGE); only user_agent is ever cut. All in, with the dense arrays
+  below, 1M bindings take 821 MB (821 bytes per binding).
+- The AOR's bindings hang off one hash bucket (chained through the dense `meta` array, so
+  walks and scans do not touch the big slots). A bucket's chain is guarded by one of 256
+  striped robust mutexes; lookups take it too (a few hundred ns, never across Python code).
 - Slots are never rewritten while visible. A change writes a fresh slot, then publishes it by
   relinking the chain and flipping state words (copy-on-write). Those few publishing words are
   written through the stripe's undo journal: old value logged first, then the word. A process
@@ -22,9 +26,11 @@ Layout (one anonymous MAP_SHARED mapping, created before fork, inherited by ever
   no finalizer can re-enter the store while a mutex is held. Results are copied out under the
   lock and turned into Python objects after it is released.
 - Persistence: every change stamps the slot with a fresh global version. The db writer scans
-  for version != persisted (two dense arrays, a few ms for 1M slots), writes the rows, then
-  acknowledges (slot, version) tokens. Deleted bindings stay as invisible tombstones until their
-  deletion is acknowledged; a writer that dies before acking sees the same changes again.
+  for version != persisted (two dense arrays, ~2 ms for 1M slots, resuming where its last
+  batch stopped), writes the rows, then acknowledges (slot, version) tokens. Deleted bindings
+  stay as invisible tombstones until their deletion is acknowledged; a writer that dies before
+  acking sees the same changes again, and an ack for a version that has since changed again
+  is ignored, so no change is lost.
 - Capacity: `capacity` bindings (live + unacknowledged tombstones) plus SPARE slots that only
   copy-on-write refreshes may use, so a full table still accepts re-registrations.
 """
@@ -158,6 +164,7 @@ cdef enum:
     MIN_SLOT = 256
     MAX_SLOT = 16384
     SCAN_CHUNK = 64             # buckets a whole-table scan handles per lock hold
+    MAX_CAPACITY = 1 << 30
     LOCK_FAILED = -100
 
 # slot states (low byte of meta.state; the stripe number is in the upper 24 bits)
@@ -196,7 +203,7 @@ cdef uint64_t MAGIC = (<uint64_t>MAGIC_LO << 8) | 1
 # Shared-memory records
 
 cdef struct Hdr:
-    uint64_t magic
+    uint64_t magic          # names the mapping in a core dump
     uint32_t total          # slots = capacity + SPARE
     uint32_t top            # free-stack height (alloc mutex)
     uint64_t ruid_salt
@@ -280,7 +287,7 @@ cdef struct Txn:            # one critical section's publishing state
     Tbl *t
     uint32_t s
     uint32_t nretired
-    uint32_t retired[1024]  # JCAP
+    uint32_t retired[1024]  # JCAP: a retired slot costs at least one journal record
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1317,8 +1324,10 @@ cdef class LocationStore:
         cdef uint32_t i
         if self.t.base != NULL:
             raise RuntimeError("already initialised")
-        if capacity < 1 or capacity > 0xFFFFFFFF - SPARE - 1:
-            raise ValueError(f"capacity must be between 1 and {0xFFFFFFFF - SPARE - 1}")
+        if sizeof(Slot) != SLOT_HDR:
+            raise AssertionError("slot header layout changed")
+        if capacity < 1 or capacity > MAX_CAPACITY:     # buckets stay a 32-bit power of two
+            raise ValueError(f"capacity must be between 1 and {MAX_CAPACITY}")
         if slot_size < MIN_SLOT or slot_size > MAX_SLOT or slot_size % 64:
             raise ValueError(f"slot_size must be a multiple of 64 between {MIN_SLOT} and {MAX_SLOT}")
         total = capacity + SPARE
