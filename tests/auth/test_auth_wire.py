@@ -3,14 +3,16 @@ qop, SHA-256 (RFC 8760), stale and forged nonces, nonce-count replay, failures t
 alike, and subscriber changes by kampxctl taking effect in a running proxy."""
 from __future__ import annotations
 
+import shutil
 import statistics
+import subprocess
 import time
 
 import pytest
 
 from authkit import (REALM, AuthProxy, answer, challenge, digest_header, register_request,
                      script_path, with_credentials)
-from sipclient import authorize, parse_challenge, pick_challenge
+from sipclient import UAS, SipClient, ack_for, authorize, in_dialog, parse_challenge, pick_challenge
 
 USERS = {f"3{i:04d}": f"secret-{i}" for i in range(20)}
 ALICE, BOB, CAROL, DAVE = "30001", "30002", "30003", "30004"
@@ -71,20 +73,20 @@ def test_username_with_domain_uses_ha1b(px, c):
 
 
 def test_invite_credentials_are_checked_and_consumed(px, c):
-    gw = __import__("sipclient").UAS(*px.gateway, user="gw").start()
+    gw = UAS(*px.gateway, user="gw").start()
     try:
         inv = c.request("INVITE", f"sip:15550001@{REALM}", from_uri=f"sip:{CAROL}@{REALM}",
                         body="v=0\r\n")
         c.send(inv)
         ch = c.final(inv)
         assert (ch.status, ch.reason) == (407, "Proxy Authentication Required")
-        c.send(__import__("sipclient").ack_for(inv, ch))
+        c.send(ack_for(inv, ch))
         inv2 = authorize(inv, ch, CAROL, USERS[CAROL])
         c.send(inv2)
         got = gw.expect("INVITE")
         assert got.get("proxy-authorization") is None
         ok = c.expect_response(inv2, status=200)
-        c.send(__import__("sipclient").in_dialog("ACK", inv2, ok))
+        c.send(in_dialog("ACK", inv2, ok))
     finally:
         gw.stop()
 
@@ -318,3 +320,28 @@ def test_kampxctl_add_passwd_rm_take_effect(px, c):
     time.sleep(0.25)
     req, ch = challenge(c, user)
     assert answer(c, req, ch, user, "second-pw").status == 401
+
+
+# -- sipsak ---------------------------------------------------------------------------------
+
+def _sipsak_register(px, user: str, password: str, contact: str) -> int:
+    # -u: sipsak 0.9.8 sends "user@" as auth username unless told; -H/--local-ip: no lookups
+    r = subprocess.run(["sipsak", "-U", "-C", contact, "-x", "60", "-s", f"sip:{user}@{px.addrs.proxy}",
+                        "-u", user, "-a", password, "--local-ip", px.addrs.client,
+                        "-H", px.addrs.client], capture_output=True, text=True, timeout=30)
+    return r.returncode
+
+
+@pytest.mark.skipif(not shutil.which("sipsak"), reason="sipsak not installed")
+def test_sipsak_registers(px):
+    user, password = "31000", "sipsak-pw"
+    px.ctl("add", f"{user}@{px.addrs.proxy}", password)    # sipsak's realm: the proxy's IP
+    contact = f"sip:{user}@{px.addrs.phone}:5099"
+    assert _sipsak_register(px, user, "wrong", contact) != 0
+    assert _sipsak_register(px, user, password, contact) == 0
+    # the binding is there: a query (REGISTER without Contact) lists it
+    with SipClient(px.addrs.client, 0, proxy=px.addr, user=user, domain=px.addrs.proxy) as c:
+        req = c.request("REGISTER", f"sip:{px.addrs.proxy}", contact=None)
+        c.send(req)
+        ok = answer(c, req, c.final(req), user, password)
+        assert ok.status == 200 and contact in (ok.get("contact") or ""), str(ok)
