@@ -199,13 +199,25 @@ def check_reply(m):
         return
     tagged = "fz1" if not m.has_to_tag else None
     out = cp.build_reply(m, 180, "Ringing", to_tag="fz1", extra=["X-Fuzz: 1"], body=b"ab")
-    r = cp.parse(out)
+    try:
+        r = cp.parse(out)
+    except cp.SipParseError as e:
+        if over_limits(e, out, len(m)):
+            return
+        raise Mismatch(f"built reply does not parse: {e.reason}") from None
     expect(r.status == 180 and r.body == b"ab", "reply start/body")
     expect(r.call_id == m.call_id and r.cseq_num == m.cseq_num, "reply Call-ID/CSeq")
     expect(r.from_tag == m.from_tag, "reply From tag")
     if m.to is not None:
         expect(r.to_tag == (tagged or m.to_tag), "reply To tag")
     expect([v.raw for v in r.via[1:]] == [v.raw for v in m.via[1:]], "reply lower Vias")
+
+
+def over_limits(e, out, lines):
+    """A message at the parser's limits may outgrow them by what an edit adds: refusing
+    that on the way back in is the limit working, not a defect."""
+    return (e.reason == "Too many headers" and lines > 1024) or \
+           (e.reason == "Message too large" and len(out) > 65535)
 
 
 def check_relay(m, vias, data):
@@ -233,6 +245,8 @@ def check_relay(m, vias, data):
     try:
         r = cp.parse(out)
     except cp.SipParseError as e:
+        if over_limits(e, out, len(m) + 4):
+            return
         raise Mismatch(f"relayed message does not parse: {e.reason}") from None
     skip = {ids("via"), ids("record-route"), ids("max-forwards"), ids("route"), ids("subject"),
             ids("content-length")}
@@ -272,7 +286,26 @@ def check_response_relay(m, vias):
     expect(r.body == m.body and r.status == m.status, "reply body/status")
 
 
+def check_helpers(data):
+    """The stand-alone parsers take the same input: their error or a value, nothing else."""
+    text = data.decode("utf-8", "surrogateescape")
+    for f in (cp.parse_uri, cp.parse_name_addr):
+        try:
+            f(data)
+        except cp.SipParseError:
+            pass
+    try:
+        cp.parse_auth_header(text)
+    except cp.SipParseError:
+        pass
+    cp.split_commas(text)
+    cp.unescape(text)
+    cp.header_id_of(text[:40])
+
+
 def test_one_input(data):
+    if len(data) < 2048:
+        check_helpers(data)
     try:
         m = cp.parse(data)
     except cp.SipParseError as e:
