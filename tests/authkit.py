@@ -47,7 +47,8 @@ class AuthProxy(KampxProcess):
     def _append_routing(self) -> None:
         with open(self.config_path) as f:
             text = f.read()
-        routing = (f'carrier_group = {CARRIER_GROUP}\ncarrier = "sip:{self.addrs.carrier}:{GW_PORT}"\n')
+        routing = (f"carrier_group = {CARRIER_GROUP}\n"
+                   f'carrier = "sip:{self.addrs.carrier}:{GW_PORT}"\n')
         text = text.replace("[routing]\n", "[routing]\n" + routing, 1)
         with open(self.config_path, "w") as f:
             f.write(text)

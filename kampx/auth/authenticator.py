@@ -109,16 +109,17 @@ class Authenticator:
         return outcome.code
 
     def _fail(self, msg, kind: Kind, code: int, reason: str, username=None,
-              attack: bool = True) -> Outcome:
+              counts_for_ban: bool = True) -> Outcome:
         self.stats.inc(_FAIL.col(reason))
-        if attack and self.on_failure is not None:
+        if counts_for_ban and self.on_failure is not None:
             self.on_failure(msg)
         return Outcome(code, kind, username, stale=code == AUTH_STALE_NONCE)
 
     def _check(self, msg, realm: str, kind: Kind, flags: int) -> Outcome:
         found = self.find_credentials(msg, realm, kind)
         if found is None:
-            return self._fail(msg, kind, AUTH_NO_CREDENTIALS, "no_credentials", attack=False)
+            return self._fail(msg, kind, AUTH_NO_CREDENTIALS, "no_credentials",
+                              counts_for_ban=False)
         if isinstance(found, digest.DigestError):
             return self._fail(msg, kind, AUTH_ERROR, "bad_credentials")
         try:
@@ -134,7 +135,8 @@ class Authenticator:
         if nonce.state is NonceState.FORGED:
             return self._fail(msg, kind, AUTH_ERROR, "bad_credentials", cred.username)
         if nonce.state is NonceState.STALE:
-            return self._fail(msg, kind, AUTH_STALE_NONCE, "stale_nonce", cred.username, attack=False)
+            return self._fail(msg, kind, AUTH_STALE_NONCE, "stale_nonce", cred.username,
+                              counts_for_ban=False)
 
         user, at, domain = cred.username.partition("@")
         if not at:
@@ -166,7 +168,7 @@ class Authenticator:
                 return self._fail(msg, kind, AUTH_NONCE_REUSED, "replayed", cred.username)
             if counted < 0:
                 return self._fail(msg, kind, AUTH_STALE_NONCE, "stale_nonce", cred.username,
-                                  attack=False)
+                                  counts_for_ban=False)
         if flags & CHECK_IDS and not _ids_match(msg, cred.user):
             return self._fail(msg, kind, AUTH_USER_MISMATCH, "user_mismatch", cred.username)
         self.stats.inc(S.AUTH_SUCCESSES.base)

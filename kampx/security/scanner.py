@@ -34,4 +34,6 @@ class ScannerFilter:
 
     def matches(self, user_agent: str | None) -> bool:
         """True when the User-Agent names a scanner (no User-Agent never does)."""
-        return bool(user_agent) and self._search is not None and self._search(user_agent) is not None
+        if not user_agent or self._search is None:
+            return False
+        return self._search(user_agent) is not None

@@ -141,7 +141,8 @@ def test_a_forged_response_does_not_burn_the_next_count(qop_px):
         bad = with_credentials(req, digest_header(req, params, CAROL, "guess", qop="auth", nc=99))
         c.send(bad)
         assert c.final(bad).status == 401
-        good = with_credentials(bad, digest_header(bad, params, CAROL, USERS[CAROL], qop="auth", nc=2))
+        value = digest_header(bad, params, CAROL, USERS[CAROL], qop="auth", nc=2)
+        good = with_credentials(bad, value)
         c.send(good)
         _ok(c.final(good))
 
@@ -326,9 +327,10 @@ def test_kampxctl_add_passwd_rm_take_effect(px, c):
 
 def _sipsak_register(px, user: str, password: str, contact: str) -> int:
     # -u: sipsak 0.9.8 sends "user@" as auth username unless told; -H/--local-ip: no lookups
-    r = subprocess.run(["sipsak", "-U", "-C", contact, "-x", "60", "-s", f"sip:{user}@{px.addrs.proxy}",
-                        "-u", user, "-a", password, "--local-ip", px.addrs.client,
-                        "-H", px.addrs.client], capture_output=True, text=True, timeout=30)
+    r = subprocess.run(["sipsak", "-U", "-C", contact, "-x", "60",
+                        "-s", f"sip:{user}@{px.addrs.proxy}", "-u", user, "-a", password,
+                        "--local-ip", px.addrs.client, "-H", px.addrs.client],
+                       capture_output=True, text=True, timeout=30)
     return r.returncode
 
 

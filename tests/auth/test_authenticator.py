@@ -3,6 +3,8 @@ codes, flag 1, the challenge headers, consume_credentials, and equal work for an
 user and a wrong password."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from kampx import stats as S
@@ -46,14 +48,11 @@ def env(tmp_path):
         return probe
     cache = SubscriberCache(lambda: SqliteStorage(path), probe_factory())
     failures = []
-    auth = A.Authenticator(["MD5", "SHA-256"], Nonces(b"k" * 32, NonceCounts(256), 30, clock=clock),
-                           cache, stats, on_failure=failures.append)
+    nonces = Nonces(b"k" * 32, NonceCounts(256), 30, clock=clock)
+    auth = A.Authenticator(["MD5", "SHA-256"], nonces, cache, stats, on_failure=failures.append)
 
-    class Env:
-        pass
-    e = Env()
-    e.auth, e.rows, e.clock, e.failures, e.probes, e.admin = auth, rows, clock, failures, probes, admin
-    yield e
+    yield SimpleNamespace(auth=auth, rows=rows, clock=clock, failures=failures, probes=probes,
+                          admin=admin)
     cache.close()
     admin.close()
 

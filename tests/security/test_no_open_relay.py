@@ -12,7 +12,8 @@ from authkit import REALM, AuthProxy
 from sipclient import UAS, SipClient, ack_for, authorize, cancel_for, in_dialog
 
 USERS = {"60001": "pw-60001", "60002": "pw-60002"}
-SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n"
+SDP = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+       "m=audio 9 RTP/AVP 0\r\n")
 QUIET = 0.6
 
 

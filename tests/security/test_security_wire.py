@@ -23,7 +23,8 @@ def keepalive(c: SipClient, proxy, timeout: float = 0.5, **kw):
 
 @pytest.fixture(scope="module")
 def custom_scanners():
-    p = AuthProxy(USERS, config={"security": {"scanner_user_agents": ["evil-ua", "^Bad[0-9]+$"]}}).start()
+    patterns = ["evil-ua", "^Bad[0-9]+$"]
+    p = AuthProxy(USERS, config={"security": {"scanner_user_agents": patterns}}).start()
     yield p
     p.close()
 
