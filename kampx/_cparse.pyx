@@ -1747,6 +1747,26 @@ cdef inline Py_ssize_t find_eol(const unsigned char *p, Py_ssize_t i, Py_ssize_t
     return <const unsigned char *>q - p
 
 
+cdef Py_ssize_t scan_version(const unsigned char *p, Py_ssize_t i, Py_ssize_t e) noexcept nogil:
+    """SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT (RFC 3261 25.1; "SIP" in any case, 7.1).
+    Returns the index after it, or -1."""
+    cdef Py_ssize_t j
+    if e - i < 7 or LOWER[p[i]] != 115 or LOWER[p[i + 1]] != 105 or LOWER[p[i + 2]] != 112 \
+            or p[i + 3] != 47:
+        return -1
+    i += 4
+    j = i
+    while i < e and is_digit(p[i]):
+        i += 1
+    if i == j or i >= e or p[i] != 46:
+        return -1
+    i += 1
+    j = i
+    while i < e and is_digit(p[i]):
+        i += 1
+    return i if i > j else -1
+
+
 cdef int parse_start_line(Message m, const unsigned char *p, Py_ssize_t e) except -1:
     cdef Py_ssize_t eol = find_eol(p, 0, e)
     cdef Py_ssize_t le = eol, i, j, code_s
@@ -1756,16 +1776,15 @@ cdef int parse_start_line(Message m, const unsigned char *p, Py_ssize_t e) excep
     if le > 0 and p[le - 1] == 13:
         le -= 1
     m.hdr_s = eol + 1
-    if le >= 4 and p[0] == 83 and p[1] == 73 and p[2] == 80 and p[3] == 47:
+    if le >= 4 and LOWER[p[0]] == 115 and LOWER[p[1]] == 105 and LOWER[p[2]] == 112 \
+            and p[3] == 47:
         # Status-Line = SIP-Version SP Status-Code SP Reason-Phrase CRLF
         m.is_request = False
-        i = 4
-        while i < le and (is_digit(p[i]) or p[i] == 46):
-            i += 1
+        i = scan_version(p, 0, le)
+        if i < 0 or i >= le or p[i] != 32:
+            raise SipParseError("Bad status line")
         m.ver_s = 0
         m.ver_e = i
-        if i == 4 or i >= le or p[i] != 32:
-            raise SipParseError("Bad status line")
         i += 1
         code_s = i
         code = 0
@@ -1810,8 +1829,7 @@ cdef int parse_start_line(Message m, const unsigned char *p, Py_ssize_t e) excep
     m.ver_e = j
     while j < le and is_ws(p[j]):
         j += 1
-    if j != le or m.ver_e - m.ver_s < 5 or not (p[m.ver_s] == 83 and p[m.ver_s + 1] == 73
-                                                and p[m.ver_s + 2] == 80 and p[m.ver_s + 3] == 47):
+    if j != le or scan_version(p, m.ver_s, m.ver_e) != m.ver_e:
         raise SipParseError("Bad request line")
     if parse_uri_at(p, m.ruri_s, m.ruri_e, &m.ruri_pos) < 0:
         raise SipParseError("Bad Request URI")

@@ -883,6 +883,22 @@ def test_fuzz_unterminated_last_line_removed():
     assert r.headers == [("Max-Forwards", "4"), ("Call-ID", "c"), ("X-Fuzz", "1")]
 
 
+def test_fuzz_control_octet_in_sip_version():
+    """'SIP/\r' passed as a version (any token starting with SIP/ did); relayed, the
+    rewritten request line no longer parsed. SIP-Version is SIP/digits.digits now."""
+    with pytest.raises(SipParseError, match="Bad request line"):
+        parse(b'I ip:m SIP/\r \ne : "\r;C\r\n')
+    for bad in (b"SIP/2.0\r", b"SIP/", b"SIP/2", b"SIP/2.", b"SIP/.0", b"SIP/2.0x", b"SIP/2.0/UDP"):
+        with pytest.raises(SipParseError, match="Bad request line"):
+            parse(b"OPTIONS sip:x@h " + bad + b" \r\n\r\n")
+        with pytest.raises(SipParseError, match="Bad status"):
+            parse(bad + b" 200 OK\r\n\r\n")
+    m = parse(b"OPTIONS sip:x@h sip/2.0\r\n\r\n")     # RFC 3261 7.1: any case
+    assert m.is_request and m.version == "sip/2.0"
+    r = parse(b"sip/2.0 200 OK\r\n\r\n")
+    assert not r.is_request and r.status == 200
+
+
 # -- regressions found by review while hardening ----------------------------------------------------------
 
 def test_huge_numbers_in_checked_views_do_not_raise():
