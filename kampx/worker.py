@@ -146,6 +146,7 @@ class Worker:
         by_fd[mine.fd] = mine
         hfd = self.handoff.fileno()
         ep.register(hfd, select.EPOLLIN)
+        handoff_fds: set[int] = set()
         ep.register(self._wake_r, select.EPOLLIN)
         receive = self.receive
         timers = self.timers
@@ -173,9 +174,17 @@ class Worker:
                 continue
             for fd, _ev in events:
                 if fd == hfd:
+                    for cfd in self.handoff.accept():
+                        ep.register(cfd, select.EPOLLIN)
+                        handoff_fds.add(cfd)
+                elif fd in handoff_fds:
                     for _ in range(RECV_BATCH):
-                        item = self.handoff.recv()
-                        if item is None:
+                        item = self.handoff.recv(fd)
+                        if not item:
+                            if item is False:          # that worker went away
+                                handoff_fds.discard(fd)
+                                ep.unregister(fd)
+                                self.handoff.drop(fd)
                             break
                         idx, src, data = item
                         if idx < len(self.sockets):
