@@ -43,6 +43,25 @@ class _Context:
 
 ctx = _Context()
 
+
+class Result(int):
+    """A Kamailio return code: the number, true only when positive (a Kamailio script
+    treats a negative return as false): `if not lookup("location"): ...`."""
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return int(self) > 0
+
+    def __repr__(self) -> str:
+        return f"Result({int(self)})"
+
+
+def cfg_get(section: str, key: str):
+    """A value of the running configuration, e.g. cfg_get("routing", "carrier")
+    (Kamailio's $sel(cfg_get.group.name))."""
+    return getattr(getattr(ctx.worker.cfg, section), key)
+
 # ---------------------------------------------------------------------------------- flow --
 
 

@@ -17,20 +17,13 @@ from __future__ import annotations
 from kampx import sl as _sl
 from kampx import stats as _S
 from kampx.auth import authenticator as _a
-from kampx.routing.api import ctx
+from kampx.routing.api import Result, ctx
 
 __all__ = ["auth_check", "www_authorize", "proxy_authorize", "www_challenge",
            "proxy_challenge", "auth_challenge", "consume_credentials", "has_credentials",
            "is_subscriber", "is_scanner", "pike_check_req", "auth_banned"]
 
 SUBSCRIBER_TABLE = "subscriber"
-
-
-class Code(int):
-    """A Kamailio return code: true when positive."""
-
-    def __bool__(self) -> bool:
-        return self > 0
 
 
 # ------------------------------------------------------------------ per-worker state -----
@@ -83,21 +76,21 @@ def auth_check(realm, table: str = SUBSCRIBER_TABLE, flags: int = 0) -> Code:
     -6 nonce-count replayed, -8 auth user mismatch."""
     _table(table)
     w, msg = ctx.worker, ctx.msg
-    return Code(_auth(w).check(msg, _realm(realm), _a.kind_for(msg), int(flags)))
+    return Result(_auth(w).check(msg, _realm(realm), _a.kind_for(msg), int(flags)))
 
 
 def www_authorize(realm, table: str = SUBSCRIBER_TABLE) -> Code:
     """Check Authorization credentials (whatever the method)."""
     _table(table)
     w, msg = ctx.worker, ctx.msg
-    return Code(_auth(w).check(msg, _realm(realm), _a.WWW))
+    return Result(_auth(w).check(msg, _realm(realm), _a.WWW))
 
 
 def proxy_authorize(realm, table: str = SUBSCRIBER_TABLE) -> Code:
     """Check Proxy-Authorization credentials (whatever the method)."""
     _table(table)
     w, msg = ctx.worker, ctx.msg
-    return Code(_auth(w).check(msg, _realm(realm), _a.PROXY))
+    return Result(_auth(w).check(msg, _realm(realm), _a.PROXY))
 
 
 def has_credentials(realm) -> bool:
@@ -155,10 +148,10 @@ def is_subscriber(uri, table: str = SUBSCRIBER_TABLE, flags: int = 0) -> Code:
     except SipParseError:
         u = None
     if u is None or not u.user:
-        return Code(-2)
+        return Result(-2)
     cache = _auth(ctx.worker).subscribers
     found = cache.get(u.user, u.host if int(flags) & 1 else None)
-    return Code(1 if found is not None else -1)
+    return Result(1 if found is not None else -1)
 
 
 # ------------------------------------------------------------------ security -------------
@@ -175,7 +168,7 @@ def pike_check_req() -> Code:
     """Flood protection per source IP ([security] pike_*): 1 allowed, -1 the source just went
     over the limit, -2 it is banned. Carriers and the proxy itself are exempt."""
     w = ctx.worker
-    return Code(_guard(w).pike_check(ctx.msg))
+    return Result(_guard(w).pike_check(ctx.msg))
 
 
 def auth_banned() -> bool:

@@ -16,20 +16,7 @@ so `if not lookup("location")` reads as in a Kamailio config (-1 and -3 are fals
 from __future__ import annotations
 
 from kampx import registrar as _reg
-from kampx.routing.api import ctx
-
-
-class Result(int):
-    """A Kamailio return code: the number, true only when positive (Kamailio's scripts
-    treat a negative return as false)."""
-
-    __slots__ = ()
-
-    def __bool__(self) -> bool:
-        return int(self) > 0
-
-    def __repr__(self) -> str:
-        return f"Result({int(self)})"
+from kampx.routing.api import Result, ctx
 
 
 _TRUE, _FALSE = Result(1), Result(-1)
@@ -127,5 +114,5 @@ def peer_tag() -> str | None:
     return ctx.msg.__dict__.get("peer_tag")
 
 
-__all__ = ["Result", "save", "lookup", "registered", "unregister", "allow_source_address",
+__all__ = ["save", "lookup", "registered", "unregister", "allow_source_address",
            "allow_address", "allow_source_address_group", "allow_address_group", "peer_tag"]

@@ -13,15 +13,11 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import proxyctl  # noqa: E402
+from wirekit import pool, start_target  # noqa: E402
 import sipclient  # noqa: E402
 
-POOL_SIZE = 400
+from wirekit import POOL_SIZE  # noqa: E402
 DEFAULT_TIMEOUT_S = 60
-
-
-def pool() -> list[proxyctl.Subscriber]:
-    return [proxyctl.Subscriber(str(20000 + i), f"pw-{20000 + i}-{i * 7919 % 1000:03d}")
-            for i in range(POOL_SIZE)]
 
 
 def pytest_configure(config):
@@ -59,18 +55,6 @@ def pytest_runtest_call(item):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
-
-
-def start_target(options: proxyctl.Options | None = None) -> proxyctl.Target:
-    t = proxyctl.make_target(options)
-    t.add_subscribers(pool())
-    t.add_carrier(t.addrs.carrier)
-    try:
-        t.start()
-    except Exception:
-        t.close()
-        raise
-    return t
 
 
 @pytest.fixture(scope="session")

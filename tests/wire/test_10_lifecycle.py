@@ -7,7 +7,7 @@ import time
 import pytest
 
 import proxyctl
-from conftest import start_target
+from wirekit import start_target
 from sipclient import SipClient
 
 READY_S = 2.0

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import pool, start_target
+from wirekit import pool, start_target
 import proxyctl
 from sipclient import SipClient, authorize, parse_challenge
 from wirekit import QUIET, assert_reply_form, carrier_invite, contacts, register, register_phone

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import proxyctl
 from sipclient import (Request, SipClient, SipMessage, UAS, ack_for, authorize, header_params,
                        in_dialog, uri_of)
 
@@ -12,6 +13,24 @@ SDP = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\
 
 # how long to wait before concluding that nothing is coming
 QUIET = 0.8
+POOL_SIZE = 400
+
+
+def pool() -> list[proxyctl.Subscriber]:
+    return [proxyctl.Subscriber(str(20000 + i), f"pw-{20000 + i}-{i * 7919 % 1000:03d}")
+            for i in range(POOL_SIZE)]
+
+
+def start_target(options: proxyctl.Options | None = None) -> proxyctl.Target:
+    t = proxyctl.make_target(options)
+    t.add_subscribers(pool())
+    t.add_carrier(t.addrs.carrier)
+    try:
+        t.start()
+    except Exception:
+        t.close()
+        raise
+    return t
 
 
 def register(c: SipClient, target, sub, contact: str | None = None, expires: int | None = 60,

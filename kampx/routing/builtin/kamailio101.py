@@ -18,12 +18,6 @@ To start a script of your own, copy this file, edit it and point the config at i
 `kampx check --config FILE` validates it before you reload.
 """
 from kampx.routing import *  # noqa: F401,F403
-from kampx.routing.api import ctx
-
-
-def setting(section, key):
-    """A value of the running configuration, e.g. setting("routing", "carrier")."""
-    return getattr(getattr(ctx.worker.cfg, section), key)
 
 
 def request_route(msg):
@@ -51,7 +45,7 @@ def request_route(msg):
         REGISTRAR()
 
     if is_method("INVITE"):
-        if allow_source_address(setting("routing", "carrier_group")):
+        if allow_source_address(cfg_get("routing", "carrier_group")):
             ONNETINVITE(from_carrier=True)      # the carrier's trunk: no authentication
         AUTH()
         ONNETINVITE(from_carrier=False)
@@ -131,7 +125,7 @@ def ONNETINVITE(from_carrier):
 
 def TOCARRIER():
     """Out to the carrier: Request-URI host and port become the [routing] carrier's."""
-    carrier = setting("routing", "carrier")                 # "sip:IP[:PORT]"
+    carrier = cfg_get("routing", "carrier")                 # "sip:IP[:PORT]"
     hostport = carrier.split(":", 1)[1].split(";", 1)[0].rpartition("@")[2]
     rewritehostport(hostport)
     record_route()
