@@ -15,6 +15,9 @@ from kampx.db.sqlite import SqliteStorage
 
 Binding = namedtuple("Binding", LOCATION_FIELDS)
 
+LATEST = mig.MIGRATIONS[-1].version
+NEXT = LATEST + 1
+
 
 def binding(ruid, aor="alice@kampx.test", contact="sip:alice@127.0.0.1:5070", expires=None,
             **kw):
@@ -40,12 +43,13 @@ def st(tmp_path):
 def test_open_creates_dirs_schema_and_wal(tmp_path):
     path = tmp_path / "a" / "b" / "kampx.db"
     with SqliteStorage(str(path)) as s:
-        assert s.schema_version == 1
+        assert s.schema_version == LATEST
         assert s.where == str(path)
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     versions = dict(conn.execute("SELECT table_name, table_version FROM version"))
-    assert versions == {"version": 1, "subscriber": 1, "address": 1, "location": 1, "kampx": 1}
+    assert versions == {"version": 1, "subscriber": 1, "address": 1, "location": 1,
+                        "kampx_changes": 1, "kampx": LATEST}
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"subscriber", "address", "location", "version"} <= tables
     cols = {r[1] for r in conn.execute("PRAGMA table_info(subscriber)")}
@@ -79,7 +83,7 @@ def test_reopen_keeps_data(tmp_path):
         s.subscribers.add(subscriber_row("alice", "kampx.test", "pw"))
     with SqliteStorage(path) as s:
         assert s.subscribers.count() == 1
-        assert s.schema_version == 1
+        assert s.schema_version == LATEST
 
 
 def test_use_after_fork_is_refused(st):
@@ -128,14 +132,14 @@ def test_v0_database_is_upgraded(tmp_path):
     assert mig.schema_version(conn) == 0
     conn.close()
     with SqliteStorage(str(path)) as s:
-        assert s.schema_version == 1
+        assert s.schema_version == LATEST
         s.subscribers.add(subscriber_row("alice", "kampx.test", "pw"))
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT x FROM notes").fetchall() == [("keep me",)]
-    assert mig.schema_version(conn) == 1
+    assert mig.schema_version(conn) == LATEST
 
 
-V2 = mig.Migration(2, "subscriber email", (
+V2 = mig.Migration(NEXT, "subscriber email", (
     "ALTER TABLE subscriber ADD COLUMN email VARCHAR(128) DEFAULT '' NOT NULL",
     "CREATE TABLE test_extra (id INTEGER PRIMARY KEY)",
 ), {"subscriber": 2})
@@ -147,44 +151,44 @@ def test_older_database_is_migrated_forward(tmp_path):
         s.subscribers.add(subscriber_row("alice", "kampx.test", "pw"))
         s.addresses.add(200, "127.0.0.3", 32, 0, "carrier")
     with SqliteStorage(path, migrations=mig.MIGRATIONS + (V2,)) as s:
-        assert s.schema_version == 2
+        assert s.schema_version == NEXT
         assert s.subscribers.get("alice").ha1 == subscriber_row("alice", "kampx.test", "pw").ha1
         assert [r.ip_addr for r in s.addresses.list()] == ["127.0.0.3"]
     conn = sqlite3.connect(path)
     versions = dict(conn.execute("SELECT table_name, table_version FROM version"))
-    assert versions["kampx"] == 2 and versions["subscriber"] == 2 and versions["address"] == 1
+    assert versions["kampx"] == NEXT and versions["subscriber"] == 2 and versions["address"] == 1
     assert "email" in {r[1] for r in conn.execute("PRAGMA table_info(subscriber)")}
     conn.close()
     # applied once: opening again with the same list changes nothing
     with SqliteStorage(path, migrations=mig.MIGRATIONS + (V2,)) as s:
-        assert s.schema_version == 2
+        assert s.schema_version == NEXT
 
 
 def test_failed_migration_rolls_back(tmp_path):
     path = str(tmp_path / "k.db")
     SqliteStorage(path).close()
-    bad = mig.Migration(2, "broken", ("CREATE TABLE half_done (x)", "THIS IS NOT SQL"),
+    bad = mig.Migration(NEXT, "broken", ("CREATE TABLE half_done (x)", "THIS IS NOT SQL"),
                         {"subscriber": 2})
-    with pytest.raises(StorageError, match="migration 2 \\(broken\\) failed"):
+    with pytest.raises(StorageError, match=f"migration {NEXT} \\(broken\\) failed"):
         SqliteStorage(path, migrations=mig.MIGRATIONS + (bad,))
     conn = sqlite3.connect(path)
-    assert mig.schema_version(conn) == 1
+    assert mig.schema_version(conn) == LATEST
     assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name='half_done'").fetchone()
     conn.close()
     with SqliteStorage(path) as s:
-        assert s.schema_version == 1
+        assert s.schema_version == LATEST
 
 
 def test_newer_database_is_refused(tmp_path):
     path = str(tmp_path / "k.db")
     SqliteStorage(path, migrations=mig.MIGRATIONS + (V2,)).close()
-    with pytest.raises(StorageError, match="schema version 2; this kampx knows up to 1"):
+    with pytest.raises(StorageError, match=f"schema version {NEXT}; this kampx knows up to {LATEST}"):
         SqliteStorage(path)
 
 
 def test_migration_numbers_must_be_contiguous():
     with pytest.raises(ValueError, match="out of sequence"):
-        mig.check_sequence([mig.MIGRATIONS[0], mig.Migration(3, "gap", ())])
+        mig.check_sequence(list(mig.MIGRATIONS) + [mig.Migration(NEXT + 1, "gap", ())])
 
 
 def test_concurrent_first_open_upgrades_once(tmp_path):

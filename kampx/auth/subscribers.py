@@ -15,8 +15,9 @@ on every request would save little. Instead the probe is lazy:
     password changed a moment ago therefore works at once, and the probe is paid only on
     failures. Unknown users and wrong passwords take this same path, so they cost the same.
 
-Any commit to the file counts as a change (the db writer's location batches too): the cache is
-then emptied and refilled on demand, at most once per `recheck_s` on the success path.
+Only a change to the subscriber table empties the cache: when data_version says something was
+committed, the probe reads the counter that triggers on the subscriber table keep (migration 2),
+so the db writer's location batches, committed every fraction of a second, leave it alone.
 """
 from __future__ import annotations
 
@@ -30,18 +31,27 @@ MAX_ENTRIES = 200_000      # beyond this the cache starts over (bounds memory un
 
 
 class SqliteChangeProbe:
-    """`PRAGMA data_version` on a private read-only connection to the database file."""
+    """The subscriber table's change counter, read on a private read-only connection only
+    when `PRAGMA data_version` says another connection committed something."""
 
     def __init__(self, path: str):
         self._path = path
         self._cur = None
+        self._data_version = None
+        self._counter = None
 
     def __call__(self) -> int:
         if self._cur is None:
             conn = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, isolation_level=None)
             self._cur = conn.cursor()
         self._cur.execute("PRAGMA data_version")
-        return self._cur.fetchone()[0]
+        dv = self._cur.fetchone()[0]
+        if dv != self._data_version:
+            self._data_version = dv
+            self._cur.execute("SELECT counter FROM kampx_changes WHERE name = 'subscriber'")
+            row = self._cur.fetchone()
+            self._counter = row[0] if row else 0
+        return self._counter
 
 
 class SubscriberCache:

@@ -81,7 +81,22 @@ _V1 = Migration(
     {"version": 1, "subscriber": 1, "address": 1, "location": 1},
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1,)
+_V2 = Migration(
+    2, "subscriber change counter (lets workers' auth caches ignore location writes)",
+    (
+        """CREATE TABLE kampx_changes (
+            name VARCHAR(32) PRIMARY KEY NOT NULL,
+            counter INTEGER DEFAULT 0 NOT NULL)""",
+        "INSERT INTO kampx_changes (name, counter) VALUES ('subscriber', 0)",
+    ) + tuple(
+        f"""CREATE TRIGGER subscriber_changed_{op.lower()} AFTER {op} ON subscriber
+            BEGIN UPDATE kampx_changes SET counter = counter + 1 WHERE name = 'subscriber'; END"""
+        for op in ("INSERT", "UPDATE", "DELETE")
+    ),
+    {"kampx_changes": 1},
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
 
 
 def check_sequence(migrations: Sequence[Migration]) -> None:

@@ -85,3 +85,29 @@ def test_cache_is_bounded(db):
         c.get(f"u{i}", "kampx.test")
     assert len(c._entries) <= 10
     c.close()
+
+
+def test_location_writes_do_not_empty_the_cache(tmp_path):
+    """The db writer commits location batches several times a second: only a change to the
+    subscriber table may empty the workers' caches (migration 2's counter)."""
+    from kampx.auth.credentials import subscriber_row
+    from kampx.auth.subscribers import SqliteChangeProbe, SubscriberCache
+    from kampx.db.sqlite import SqliteStorage
+    path = str(tmp_path / "k.db")
+    writer = SqliteStorage(path)
+    writer.subscribers.add(subscriber_row("alice", "kampx.test", "pw"))
+    clock = [0.0]
+    cache = SubscriberCache(lambda: SqliteStorage(path), SqliteChangeProbe(path), recheck_s=0.1,
+                            clock=lambda: clock[0])
+    assert cache.get("alice", "kampx.test") is not None
+    for i in range(5):
+        writer.addresses.add(200, f"127.0.0.{i + 1}", 32, 0, "carrier")   # another table
+        clock[0] += 1.0
+        assert cache.get("alice", "kampx.test") is not None
+    assert cache.flushes == 0 and cache.misses == 1
+    writer.subscribers.add(subscriber_row("bob", "kampx.test", "pw"))
+    clock[0] += 1.0
+    cache.get("alice", "kampx.test")
+    assert cache.flushes == 1
+    writer.close()
+    cache.close()
