@@ -22,7 +22,9 @@ from __future__ import annotations
 import logging
 import time
 
+from kampx import stats as S
 from kampx.process import HelperProcess
+from kampx.shared import HELPER_ROWS
 
 log = logging.getLogger("kampx.dbwriter")
 
@@ -35,7 +37,8 @@ class DbWriterProcess(HelperProcess):
     role = "db writer"
 
     def serve(self) -> None:
-        self.writer = LocationWriter(self.shared.location, self.cfg)
+        stats = S.Stats(self.shared.counters, HELPER_ROWS["db writer"])
+        self.writer = LocationWriter(self.shared.location, self.cfg, stats=stats)
         self._loop()
 
     def _loop(self) -> None:
@@ -54,9 +57,10 @@ class LocationWriter:
     """Drains one location table into one database (opened here: after fork, in the process
     that writes)."""
 
-    def __init__(self, store, cfg, storage=None):
+    def __init__(self, store, cfg, storage=None, stats=None):
         self.store = store
         self.cfg = cfg
+        self.stats = stats
         self.storage = storage      # opened on first use, and again after a failed open
         self.healthy = True
         self.written = 0           # changes committed by this process
@@ -92,6 +96,8 @@ class LocationWriter:
             log.warning("location changes reach the database again")
             self.healthy, self._last_error = True, None
         self.written += done
+        if done and self.stats is not None:
+            self.stats.add(S.DB_WRITES.base, done)
         return done
 
     def _commit(self, changes) -> None:
@@ -105,6 +111,8 @@ class LocationWriter:
 
     def _failed(self, error: str) -> None:
         self.healthy = False
+        if self.stats is not None:
+            self.stats.inc(S.DB_ERRORS.base)
         if error != self._last_error:
             log.error("location changes not written (retrying every %.2f s): %s",
                       FLUSH_INTERVAL, error)

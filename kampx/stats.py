@@ -100,6 +100,10 @@ SL_ERR_REPLIES = _family("sl", "sent_err_replies", KIND_COUNTER, "Stateless erro
 ACCEPTED_REGS = _family("registrar", "accepted_regs", KIND_COUNTER, "REGISTER requests accepted")
 REJECTED_REGS = _family("registrar", "rejected_regs", KIND_COUNTER, "REGISTER requests rejected")
 EXPIRED_CONTACTS = _family("usrloc", "expired_contacts", KIND_COUNTER, "Bindings removed on expiry")
+DB_WRITES = _family("usrloc", "db_writes", KIND_COUNTER,
+                    "Binding changes written behind to the database")
+DB_ERRORS = _family("usrloc", "db_errors", KIND_COUNTER,
+                    "Write-behind rounds that failed (retried; the proxy answers from memory)")
 
 # -- auth / security ------------------------------------------------------------------------
 AUTH_CHALLENGES = _family("auth", "challenges", KIND_COUNTER, "Digest challenges sent",
