@@ -686,6 +686,7 @@ cdef struct ViaPos:
     Py_ssize_t received_s, received_e
     Py_ssize_t rport_s, rport_e      # rport_s -1 absent; rport_s == rport_e: flag without value
     int rport                         # the value when there is one
+    Py_ssize_t rport_p                # the ';' that starts the rport parameter
     Py_ssize_t maddr_s, maddr_e
     int has_rport
 
@@ -704,7 +705,7 @@ cdef Py_ssize_t parse_via(const unsigned char *p, Py_ssize_t i, Py_ssize_t e, Vi
     """One via-parm (RFC 3261 20.42): sent-protocol LWS sent-by *( SEMI via-params ).
     LWS is allowed around the '/' of sent-protocol (RFC 4475 3.1.1.1). Returns the index of
     the ',' that ends it (or e), -1 on error."""
-    cdef Py_ssize_t j, ns, ne, vs, ve, hs
+    cdef Py_ssize_t j, ns, ne, vs, ve, hs, semi
     cdef int port
     i = skip_lws(p, i, e)
     v.s = i
@@ -773,6 +774,7 @@ cdef Py_ssize_t parse_via(const unsigned char *p, Py_ssize_t i, Py_ssize_t e, Vi
             break
         if p[i] != 59:
             return -1
+        semi = i
         i = skip_lws(p, i + 1, e)
         ns = i
         i = scan_token(p, i, e)
@@ -800,6 +802,7 @@ cdef Py_ssize_t parse_via(const unsigned char *p, Py_ssize_t i, Py_ssize_t e, Vi
             v.received_e = ve
         elif name_is(p, ns, ne, "rport", 5):
             v.has_rport = 1
+            v.rport_p = semi
             if vs >= 0:
                 port = 0
                 for j in range(vs, ve):
@@ -1313,10 +1316,12 @@ cdef class Message:
         self.new_ruri = None
 
     def add_top_via_params(self, str params):
-        """Append parameters (e.g. ';received=1.2.3.4;rport=5060') to the top Via: the
-        RFC 3261 18.2.1 / RFC 3581 stamp a server puts on a received request. A flag `rport`
-        already in the Via is replaced by the valued one. A later call replaces the stamp;
-        an empty string removes it."""
+        """Stamp parameters (e.g. ';received=1.2.3.4;rport=5060') on the top Via: what a
+        server puts on a received request (RFC 3261 18.2.1, RFC 3581 4). They are written
+        where Kamailio writes them: `rport` fills the Via's own rport parameter in place;
+        `received` goes right after sent-by in the relayed request (serialize) and at the
+        end of the Via in a reply built here (top_via_with_stamp, build_reply); anything
+        else is appended. A later call replaces the stamp; an empty string removes it."""
         if self.first[H_VIA] < 0:
             raise ValueError("no Via")
         b = params.encode("utf-8", "surrogateescape")
@@ -1471,10 +1476,7 @@ cdef class Message:
             return self.raw
         # derived edits first: they lose to any recorded edit they overlap
         if self.via_extra is not None:
-            edits.append((self.topvia.e, self.topvia.e, self.via_extra, INS))
-            if self.topvia.has_rport and self.topvia.rport_s == self.topvia.rport_e:
-                # drop the bare ";rport" the stamp replaces
-                edits.append(self._flag_rport_span())
+            edits.extend(self._stamp_edits(True))
         derived = len(edits)
         if self.lumps is not None:
             edits.extend(self.lumps)
@@ -1508,26 +1510,37 @@ cdef class Message:
             out += b"\n" if out.endswith(b"\r") else b"\r\n"
         return out + b"".join(tail) + b"\r\n"
 
-    cdef tuple _flag_rport_span(self):
-        # the ';rport' token: back from its name end to the ';'
-        cdef Py_ssize_t e = self.topvia.rport_e, s = self.topvia.rport_e - 5
-        while s > self.topvia.params_s and self.p[s - 1] != 59:
-            s -= 1
-        return (s - 1, e, b"", REP)
+    cdef list _stamp_edits(self, bint relay):
+        # the edits that write via_extra into the top Via (see add_top_via_params)
+        cdef list out = [], tail = []
+        cdef ViaPos *v = &self.topvia
+        received = None
+        for part in self.via_extra.split(b";")[1:]:
+            name = part.partition(b"=")[0].strip().lower()
+            if name == b"rport" and v.has_rport:
+                out.append((v.rport_p, v.rport_e, b";" + part, REP))
+            elif name == b"received" and received is None:
+                received = b";" + part
+            else:
+                tail.append(b";" + part)
+        if received is not None:
+            if relay:
+                out.append((v.params_s, v.params_s, received, INS))
+            else:
+                tail.insert(0, received)
+        if tail:
+            out.append((v.e, v.e, b"".join(tail), INS))
+        return out
 
     def top_via_with_stamp(self):
-        """The top Via line's value including a recorded received/rport stamp (what a reply
-        built here must carry)."""
+        """The top Via line's value including a recorded received/rport stamp, as a reply
+        built here carries it (RFC 3261 8.2.6.2, 18.2.1): rport filled in, received last."""
         if self.first[H_VIA] < 0:
             return None
         cdef Hdr *h = &self.hdrs[self.first[H_VIA]]
-        head = self.buf[h.val_s:self.topvia.e]
-        if self.via_extra is not None:
-            if self.topvia.has_rport and self.topvia.rport_s == self.topvia.rport_e:
-                s, e, _, _ = self._flag_rport_span()
-                head = self.buf[h.val_s:s] + self.buf[e:self.topvia.e]
-            head += self.via_extra
-        return head + self.buf[self.topvia.e:h.val_e]
+        if self.via_extra is None:
+            return self.buf[h.val_s:h.val_e]
+        return _apply(self.buf, h.val_e, self._stamp_edits(False))[h.val_s:]
 
     def header_lines(self, str name):
         """The raw header lines (bytes, with their line ends) of `name`, for copying into a
@@ -1994,7 +2007,8 @@ cdef int validate(Message m, const unsigned char *p) except -1:
                 if n > 0xFFFFFFFF:
                     raise SipParseError("CSeq number is illegal")
                 j += 1
-            if j == s:
+            if j == s or (j < e and not (is_ws(p[j]) or p[j] == 13 or p[j] == 10)):
+                # "1a INVITE": the number is what is wrong (Kamailio's sanity reason)
                 raise SipParseError("CSeq number is illegal")
             i = skip_lws(p, j, e)
             if i == j or i >= e:

@@ -385,7 +385,8 @@ def test_cseq():
 
 @pytest.mark.parametrize("value, reason", [
     ("4294967296 INVITE", "CSeq number is illegal"), ("INVITE", "CSeq number is illegal"),
-    ("1", "Bad CSeq header"), ("1INVITE", "Bad CSeq header"), ("1 INVITE x", "Bad CSeq header"),
+    ("1", "Bad CSeq header"), ("1INVITE", "CSeq number is illegal"),
+    ("1a MESSAGE", "CSeq number is illegal"), ("1 INVITE x", "Bad CSeq header"),
     ("-1 INVITE", "CSeq number is illegal"), ("1 IN<VITE", "Bad CSeq header"),
 ])
 def test_bad_cseq(value, reason):
@@ -570,27 +571,42 @@ def test_set_ruri():
         reply.set_ruri("sip:x@h")
 
 
-def test_add_top_via_params_replaces_a_flag_rport():
+def test_add_top_via_params_fills_rport_in_place():
+    """Kamailio's forms (docs/testing.md): a relayed request gets received right after
+    sent-by and rport filled in place; a reply built here gets rport filled in place and
+    received at the end."""
     m = basic()
     m.add_top_via_params(";received=198.51.100.7;rport=5099")
     r = reparse(m)
-    assert r.via[0].raw == "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa1;received=198.51.100.7;rport=5099"
+    assert r.via[0].raw == "SIP/2.0/UDP 192.0.2.1:5060;received=198.51.100.7;branch=z9hG4bKa1;rport=5099"
     assert r.top_via.rport == 5099 and r.top_via.received == "198.51.100.7"
-    assert m.top_via_with_stamp() == r.via[0].raw.encode()
+    assert m.top_via_with_stamp() == \
+        b"SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa1;rport=5099;received=198.51.100.7"
     # a later stamp replaces the earlier one; an empty one removes it
     m.add_top_via_params(";received=198.51.100.8")
-    assert reparse(m).via[0].raw == "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa1;received=198.51.100.8"
+    assert reparse(m).via[0].raw == "SIP/2.0/UDP 192.0.2.1:5060;received=198.51.100.8;branch=z9hG4bKa1;rport"
+    assert m.top_via_with_stamp() == b"SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa1;rport;received=198.51.100.8"
     m.add_top_via_params("")
     assert reparse(m).via[0].raw == "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa1;rport"
+    assert m.top_via_with_stamp() == b"SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa1;rport"
 
 
-def test_add_top_via_params_flag_rport_in_the_middle_and_multi_value_via():
+def test_add_top_via_params_rport_valued_flag_absent_and_multi_value_via():
     m = parse(make("Via: SIP/2.0/UDP a;rport;branch=z9hG4bK1 , SIP/2.0/UDP b;branch=z9hG4bK2",
                    start="OPTIONS sip:x@h SIP/2.0"))
     m.add_top_via_params(";received=192.0.2.9;rport=7")
     r = reparse(m)
-    assert [v.raw for v in r.via] == ["SIP/2.0/UDP a;branch=z9hG4bK1;received=192.0.2.9;rport=7",
+    assert [v.raw for v in r.via] == ["SIP/2.0/UDP a;received=192.0.2.9;rport=7;branch=z9hG4bK1",
                                       "SIP/2.0/UDP b;branch=z9hG4bK2"]
+    v = parse(make("Via: SIP/2.0/UDP [2001:db8::1]:5070 ; rport = 1 ;branch=z9hG4bK1",
+                   start="OPTIONS sip:x@h SIP/2.0"))
+    v.add_top_via_params(";received=2001:db8::9;rport=5071")
+    assert reparse(v).via[0].raw == \
+        "SIP/2.0/UDP [2001:db8::1]:5070;received=2001:db8::9 ;rport=5071 ;branch=z9hG4bK1"
+    n = parse(make("Via: SIP/2.0/UDP a;branch=z9hG4bK1", start="OPTIONS sip:x@h SIP/2.0"))
+    n.add_top_via_params(";received=192.0.2.9;rport=7;x=y")     # no rport in the Via: appended
+    assert reparse(n).via[0].raw == "SIP/2.0/UDP a;received=192.0.2.9;branch=z9hG4bK1;rport=7;x=y"
+    assert n.top_via_with_stamp() == b"SIP/2.0/UDP a;branch=z9hG4bK1;received=192.0.2.9;rport=7;x=y"
 
 
 def test_add_top_via_params_checks_its_input():
@@ -869,7 +885,7 @@ def test_fuzz_stamp_on_unterminated_last_via():
     m.add_top_via_params(";received=127.0.0.1;rport=5060")
     m.append_header("X-Fuzz", "1")
     r = parse(m.serialize(via="SIP/2.0/UDP p;branch=z9hG4bKp"))
-    assert r.via[1].raw == "SIP/2.0/TCP 192.0.2.253;branch=z9hG4bKk;received=127.0.0.1;rport=5060"
+    assert r.via[1].raw == "SIP/2.0/TCP 192.0.2.253;received=127.0.0.1;branch=z9hG4bKk;rport=5060"
     assert r.header("x-fuzz") == "1"
 
 
@@ -937,7 +953,7 @@ def test_build_reply_copies_and_stamps():
     r = parse(out)
     assert r.status == 486 and r.reason == "Busy Here" and r.version == "SIP/2.0"
     assert [v.raw for v in r.via] == [
-        "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa1;received=198.51.100.1;rport=6000",
+        "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa1;rport=6000;received=198.51.100.1",
         "SIP/2.0/UDP 192.0.2.50;branch=z9hG4bKz"]
     assert r.header_lines("via")[1] == b"v: SIP/2.0/UDP 192.0.2.50;branch=z9hG4bKz\r\n"
     assert r.from_.raw == m.from_.raw and r.call_id == m.call_id

@@ -333,7 +333,7 @@ class Model:
                 m.add_top_via_params(f";received={ip};rport={p}")
             return
         m.add_top_via_params(f";received={ip};rport={p}")
-        self.stamp = f";received={ip};rport={p}"
+        self.stamp = (ip, p)
 
     def remove_top(self, m, kind):
         total = sum(len(ln["values"]) for ln in self.lines if ln["kind"] == kind)
@@ -359,9 +359,19 @@ class Model:
             if skip == len(values):
                 return None
             if ln["kind"] == "via" and self.stamp and before == 0 and skip == 0:
-                values[0] = re.sub(r";rport(?=;|$)", "", values[0], count=1) + self.stamp
+                values[0] = self._stamped(values[0])
             return ln["name"], ln["sep"].join(values[skip:])
         return ln["name"], ln["view"]
+
+    def _stamped(self, via):
+        """Kamailio's form of a relayed request's stamped Via: received right after sent-by,
+        rport filled in place (appended when the Via had none)."""
+        ip, port = self.stamp
+        sent_by, _, params = via.partition(";")
+        items = params.split(";")
+        has = [x for x in items if x == "rport" or x.startswith("rport=")]
+        items = [f"rport={port}" if x in has else x for x in items]
+        return f"{sent_by};received={ip};" + ";".join(items) + ("" if has else f";rport={port}")
 
     def expected(self, new_via):
         out = []
