@@ -448,7 +448,9 @@ cdef dict _split_params(str text):
         if not part:
             continue
         name, sep, value = part.partition("=")
-        out[name.strip().lower()] = value.strip() if sep else None
+        name = name.strip().lower()
+        if name not in out:             # given twice: the first counts, as in the views
+            out[name] = value.strip() if sep else None
     return out
 
 
@@ -518,8 +520,8 @@ cdef Py_ssize_t parse_params(const unsigned char *p, Py_ssize_t i, Py_ssize_t e,
             if ve < 0:
                 return -1
             i = ve
-            if tag_s != NULL and ne - ns == 3 and LOWER[p[ns]] == 116 and LOWER[p[ns + 1]] == 97 \
-                    and LOWER[p[ns + 2]] == 103:
+            if tag_s != NULL and tag_s[0] < 0 and ne - ns == 3 and LOWER[p[ns]] == 116 \
+                    and LOWER[p[ns + 1]] == 97 and LOWER[p[ns + 2]] == 103:
                 tag_s[0] = vs
                 tag_e[0] = ve
 
@@ -790,37 +792,44 @@ cdef Py_ssize_t parse_via(const unsigned char *p, Py_ssize_t i, Py_ssize_t e, Vi
             if ve < 0:
                 return -1
             i = ve
+        # a parameter given twice counts once, the first time: a received stamp inserted
+        # after sent-by (Kamailio's place for it) wins over one the sender wrote
         if name_is(p, ns, ne, "branch", 6):
             if vs < 0:
                 return -1
-            v.branch_s = vs
-            v.branch_e = ve
+            if v.branch_s < 0:
+                v.branch_s = vs
+                v.branch_e = ve
         elif name_is(p, ns, ne, "received", 8):
             if vs < 0:
                 return -1
-            v.received_s = vs
-            v.received_e = ve
+            if v.received_s < 0:
+                v.received_s = vs
+                v.received_e = ve
         elif name_is(p, ns, ne, "rport", 5):
-            v.has_rport = 1
-            v.rport_p = semi
+            port = 0
             if vs >= 0:
-                port = 0
                 for j in range(vs, ve):
                     if not is_digit(p[j]):
                         return -1
                     port = port * 10 + (p[j] - 48)
                     if port > 65535:       # RFC 3581: a port number
                         return -1
+            if not v.has_rport:
+                v.has_rport = 1
+                v.rport_p = semi
                 v.rport = port
-                v.rport_s = vs
-                v.rport_e = ve
-            else:
-                v.rport_s = v.rport_e = ne
+                if vs >= 0:
+                    v.rport_s = vs
+                    v.rport_e = ve
+                else:
+                    v.rport_s = v.rport_e = ne
         elif name_is(p, ns, ne, "maddr", 5):
             if vs < 0:
                 return -1
-            v.maddr_s = vs
-            v.maddr_e = ve
+            if v.maddr_s < 0:
+                v.maddr_s = vs
+                v.maddr_e = ve
     v.params_e = i
     j = i
     while j > v.s and (is_ws(p[j - 1]) or p[j - 1] == 13 or p[j - 1] == 10):

@@ -915,6 +915,26 @@ def test_fuzz_control_octet_in_sip_version():
     assert not r.is_request and r.status == 200
 
 
+def test_fuzz_stamp_wins_over_a_received_the_sender_wrote():
+    """With received stamped right after sent-by, a received the sender put in its Via came
+    later and, last one winning, was what the relayed Via read as (and where a stateless
+    reply forward would go). A parameter given twice now counts the first time."""
+    m = parse(make("Via: SIP/2.0/UDP 192.0.2.1;received=203.0.113.66;rport=1;rport=2;branch=z9hG4bK1",
+                   start="OPTIONS sip:x@h SIP/2.0"))
+    assert m.top_via.received == "203.0.113.66" and m.top_via.rport == 1
+    m.add_top_via_params(";received=192.0.2.1;rport=5060")
+    v = reparse(m).top_via
+    assert v.raw == ("SIP/2.0/UDP 192.0.2.1;received=192.0.2.1;received=203.0.113.66;rport=5060"
+                     ";rport=2;branch=z9hG4bK1")
+    assert (v.received, v.rport) == ("192.0.2.1", 5060)
+    assert v.params["received"] == "192.0.2.1" and v.params["rport"] == "5060"
+    twice = parse(make("From: <sip:a@h>;tag=first;tag=second", "Via: SIP/2.0/UDP h;branch=z9hG4bKa;branch=z9hG4bKb",
+                       start="OPTIONS sip:x@h SIP/2.0"))
+    assert twice.from_tag == "first" == twice.from_.params["tag"] == twice.from_.tag
+    assert twice.branch == "z9hG4bKa" == twice.top_via.params["branch"]
+    assert parse_uri("sip:h;transport=tcp;transport=udp").params == {"transport": "tcp"}
+
+
 # -- regressions found by review while hardening ----------------------------------------------------------
 
 def test_huge_numbers_in_checked_views_do_not_raise():
