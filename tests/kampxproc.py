@@ -44,12 +44,13 @@ class KampxProcess:
         self.addrs = proxyctl.allocate_addresses()
         self.workdir = tempfile.mkdtemp(prefix="kampx-core-")
         self.addr = (self.addrs.proxy, 5060)
+        self.metrics_listen = f"{self.addrs.proxy}:{proxyctl.free_tcp_port(self.addrs.proxy)}"
         sections = {
             "core": {"listen": [f"udp:{self.addrs.proxy}:5060"], "children": children},
             "db": {"url": "sqlite:///" + os.path.join(self.workdir, "kampx.db").lstrip("/")},
             "routing": {"script": script},
             "security": {"pike_enabled": False, "auth_ban_failures": 0},
-            "metrics": {"listen": f"{self.addrs.proxy}:{proxyctl.free_tcp_port(self.addrs.proxy)}"},
+            "metrics": {"listen": self.metrics_listen},
             "control": {"socket": os.path.join(self.workdir, "kampx.sock")},
         }
         for name, keys in (config or {}).items():
@@ -80,6 +81,26 @@ class KampxProcess:
                 return self
             time.sleep(0.05)
         raise RuntimeError(f"kampx not ready in {ready_timeout}s:\n{self.log_tail()}")
+
+    def metric(self, name: str, timeout: float = 5.0) -> float:
+        """Sum of the samples of one family on /metrics (scraped over HTTP, as Prometheus
+        would); waits for the ctl process to be up."""
+        import urllib.request
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://{self.metrics_listen}/metrics", timeout=2) as r:
+                    text = r.read().decode()
+                break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
 
     def children(self) -> dict[int, str]:
         """pid -> process title of the supervisor's children."""
