@@ -21,9 +21,8 @@ from hypothesis import strategies as st
 from kampx import _cparse as cp
 from kampx._cparse import SipParseError, parse
 
-TORTURE = (Path(__file__).resolve().parents[1] / ".." / "shared" / "testdata" /
-           "sip-torture").resolve()
-SEEDS = sorted(p.read_bytes() for p in TORTURE.rglob("*.dat")) if TORTURE.is_dir() else []
+TORTURE = Path(__file__).resolve().parent / "data" / "sip-torture"
+SEEDS = sorted(p.read_bytes() for p in TORTURE.rglob("*.dat"))
 
 SETTINGS = settings(max_examples=250, deadline=2000,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -530,9 +529,8 @@ def mutated(draw, base):
     return bytes(data)
 
 
-@pytest.mark.skipif(not SEEDS, reason=f"SIP torture corpus not found at {TORTURE}")
 @SETTINGS
-@given(mutated(st.sampled_from(SEEDS or [b""])))
+@given(mutated(st.sampled_from(SEEDS)))
 def test_mutated_torture_messages(data):
     parse_or_error(data)
 

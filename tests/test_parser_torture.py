@@ -17,13 +17,20 @@ import pytest
 from kampx import _cparse as cp
 from kampx._cparse import SipParseError, parse, unescape
 
-REPO = Path(__file__).resolve().parents[1]
-TORTURE = (REPO / ".." / "shared" / "testdata" / "sip-torture").resolve()
+# RFC 4475 / RFC 5118 messages, byte-exact, kept in the repository (tests/data/sip-torture,
+# copied from ../shared/testdata with its SHA256SUMS) so that every run checks them.
+TORTURE = Path(__file__).resolve().parent / "data" / "sip-torture"
 
-pytestmark = pytest.mark.skipif(
-    not TORTURE.is_dir(),
-    reason=f"SIP torture corpus not found at {TORTURE} (expected ../shared/testdata/sip-torture "
-           "next to the repository)")
+
+def test_corpus_is_byte_exact():
+    """SHA256SUMS of the corpus: an editor or git that touched line endings fails here."""
+    import hashlib
+    lines = (TORTURE / "SHA256SUMS").read_text().splitlines()
+    assert len(lines) >= 74
+    for line in lines:
+        digest, name = line.split(None, 1)
+        data = (TORTURE / name.lstrip("*")).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == digest, name
 
 
 def _rows():

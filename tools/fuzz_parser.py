@@ -21,7 +21,7 @@ built, with Python coverage only.
   python3 tools/fuzz_parser.py -max_total_time=1800 -timeout=10 -rss_limit_mb=1024
   python3 tools/fuzz_parser.py -runs=1 crash-<hash>        # replay one input
 
-Seeds: the torture corpus (../shared/testdata/sip-torture, RFC 4475 and RFC 5118) and a few
+Seeds: the torture corpus (tests/data/sip-torture, RFC 4475 and RFC 5118) and a few
 generated messages; new inputs go to --corpus (tools/fuzz-corpus/, git-ignored).
 Every libFuzzer flag (-max_total_time, -max_len, -timeout, -rss_limit_mb, -runs, -jobs ...)
 passes through. -max_len defaults to 65536: a whole UDP datagram.
@@ -37,7 +37,7 @@ import sysconfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-TORTURE = os.path.normpath(os.path.join(REPO, "..", "shared", "testdata", "sip-torture"))
+TORTURE = os.path.join(REPO, "tests", "data", "sip-torture")
 
 GENERATED_SEEDS = {
     "gen-invite.sip": (

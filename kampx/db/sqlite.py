@@ -7,7 +7,9 @@ instead of failing halfway through a transaction with "database is locked".
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -260,12 +262,7 @@ class SqliteStorage(Storage):
             raise StorageError(f"cannot open database {path}: {e}") from None
         self._db = _Db(conn, path)
         try:
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            # WAL + NORMAL: a committed transaction survives a killed process; only a power
-            # loss can take the last commits, which the write-behind design accepts anyway.
-            conn.execute("PRAGMA synchronous = NORMAL")
-            self._version = upgrade(conn, path, migrations)
+            self._version = self._prepare(conn, path, migrations)
         except sqlite3.DatabaseError as e:
             conn.close()
             if "not a database" in str(e):
@@ -277,6 +274,26 @@ class SqliteStorage(Storage):
         self.subscribers = SqliteSubscribers(self._db)
         self.addresses = SqliteAddresses(self._db)
         self.locations = SqliteLocations(self._db)
+
+    @staticmethod
+    def _prepare(conn, path, migrations) -> int:
+        """WAL mode and the schema. Several processes opening a new file at once can get
+        SQLITE_BUSY here without SQLite waiting out busy_timeout (the switch to WAL and the
+        first write race each other), so the whole sequence is retried until the timeout."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                conn.execute("PRAGMA journal_mode = WAL")
+                # WAL + NORMAL: a committed transaction survives a killed process; only a
+                # power loss can take the last commits, which write-behind accepts anyway.
+                conn.execute("PRAGMA synchronous = NORMAL")
+                return upgrade(conn, path, migrations)
+            except sqlite3.OperationalError as e:
+                busy = "locked" in str(e) or "busy" in str(e)
+                if not busy or time.monotonic() >= deadline:
+                    raise
+                time.sleep(random.uniform(0.01, 0.05))
 
     @property
     def schema_version(self) -> int:
