@@ -35,7 +35,17 @@ DEFAULT_URI_CHECKS = 7
 _SUPPORTED_SCHEMES = ("sip", "sips", "tel", "tels")
 
 
+_FAST_SCHEMES = ("sip:", "sips:", "tel:")
+
+
 def _bad_uri(text) -> bool:
+    """Not a URI Kamailio's parser takes (sip, sips, tel, tels). The parser has already
+    checked the syntax of the Request-URI, From and To URIs: for the usual schemes the
+    prefix is all that is left to look at."""
+    if text is None:
+        return True
+    if text[:5].lower().startswith(_FAST_SCHEMES):
+        return False
     try:
         u = parse_uri(text)
     except SipParseError:

@@ -81,7 +81,19 @@ def drop():
 def is_method(methods: str) -> bool:
     """True when the request's method is one of `methods` ("INVITE" or "INVITE|BYE")."""
     m = ctx.msg.method
-    return any(m == x.strip() for x in methods.split("|"))
+    if "|" not in methods:
+        return m == methods
+    return m in _method_set(methods)
+
+
+_METHOD_SETS: dict = {}
+
+
+def _method_set(methods: str) -> frozenset:
+    found = _METHOD_SETS.get(methods)
+    if found is None:
+        found = _METHOD_SETS[methods] = frozenset(x.strip() for x in methods.split("|"))
+    return found
 
 
 def has_totag() -> bool:
