@@ -2052,8 +2052,9 @@ cdef int validate(Message m, const unsigned char *p) except -1:
                         mf = -2
                         break
                     mf = mf * 10 + (p[j] - 48)
-                    if mf > 255:
-                        # RFC 3261 20.22 bounds it at 255; larger is not a number we honour
+                    if mf > 65535:
+                        # Kamailio reads it as a 16-bit number: anything up to 65535 is a
+                        # value (its maxfwd module then caps what goes out), beyond is an error
                         mf = -2
                         break
                 m.max_forwards_value = mf

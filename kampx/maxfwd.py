@@ -1,15 +1,20 @@
 """Max-Forwards (Kamailio's maxfwd module, RFC 3261 16.6 step 3)."""
 
+# Kamailio's maxfwd max_limit: what a request leaves with at most (checked on the wire: 5.6
+# forwards an incoming 71..65535 as 70)
+MAX_LIMIT = 70
 
-def process_maxfwd(msg, default: int) -> int:
+
+def process_maxfwd(msg, default: int, limit: int = MAX_LIMIT) -> int:
     """Kamailio's mf_process_maxfwd_header(default): an absent header is inserted with
-    `default`; a present one is decremented. Returns 1 when the request may go on, -1 when
-    Max-Forwards is 0 or not a number (the script answers 483 Too Many Hops)."""
+    `default`; a present one is decremented, and capped at `limit`. Returns 1 when the
+    request may go on, -1 when Max-Forwards is 0 or not a number (the script answers 483
+    Too Many Hops)."""
     mf = msg.max_forwards
     if mf is None:
-        msg.set_max_forwards(default)
+        msg.set_max_forwards(min(default, 255))
         return 1
     if mf <= 0:
         return -1
-    msg.set_max_forwards(mf - 1)
+    msg.set_max_forwards(min(mf - 1, limit))
     return 1

@@ -273,10 +273,10 @@ def send_reply(code: int, reason: str) -> bool:
     return sl_send_reply(code, reason)
 
 
-def mf_process_maxfwd_header(default: int) -> bool:
-    """Max-Forwards: insert `default` when absent, else decrement; False when it is 0 or
-    not a number (reply 483 Too Many Hops)."""
-    return _maxfwd.process_maxfwd(ctx.msg, int(default)) > 0
+def mf_process_maxfwd_header(default: int, limit: int = _maxfwd.MAX_LIMIT) -> bool:
+    """Max-Forwards: insert `default` when absent, else decrement (at most `limit`, Kamailio's
+    max_limit); False when it is 0 or not a number (reply 483 Too Many Hops)."""
+    return _maxfwd.process_maxfwd(ctx.msg, int(default), int(limit)) > 0
 
 
 def sanity_check(msg_checks: int = _sanity.DEFAULT_MSG_CHECKS,

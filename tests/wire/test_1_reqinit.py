@@ -56,7 +56,7 @@ def test_scanner_from_carrier_dropped(carrier, target, client, sub, make_phone):
 
 # -- Max-Forwards -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("mf", ["0", "abc", "-1"])
+@pytest.mark.parametrize("mf", ["0", "abc", "-1", "65536"])
 def test_max_forwards_zero_or_not_a_number_gets_483(client, target, sub, mf):
     req = client.request("MESSAGE", f"sip:{sub.user}@{target.realm}", contact=None,
                          max_forwards=mf, body="hi", content_type="text/plain")
@@ -72,9 +72,11 @@ def test_max_forwards_checked_before_keepalive(client, target):
     assert_reply_form(r, req, 483, "Too Many Hops")
 
 
-@pytest.mark.parametrize("sent, relayed", [(None, "10"), ("1", "0"), ("70", "69"), ("2", "1")])
+@pytest.mark.parametrize("sent, relayed", [(None, "10"), ("1", "0"), ("70", "69"), ("2", "1"),
+                                           ("71", "70"), ("300", "70"), ("65535", "70")])
 def test_max_forwards_on_relayed_request(carrier, target, client, sub, make_phone, sent, relayed):
-    """Missing -> inserted as 10; otherwise decremented by one (1 is forwarded as 0)."""
+    """Missing -> inserted as 10; otherwise decremented by one (1 is forwarded as 0), and
+    capped at 70 (Kamailio's maxfwd max_limit; values up to 65535 are numbers to it)."""
     phone = make_phone(sub.user)
     register_phone(client, target, sub, phone)
     carrier_invite(carrier, target, sub.user, max_forwards=sent)
