@@ -960,6 +960,7 @@ cdef class Message:
     cdef int counts[H_COUNT]
     # eager parse results
     cdef ViaPos topvia
+    cdef object _top_via            # the Via view of topvia, built on first use
     cdef AddrPos from_a, to_a
     cdef Py_ssize_t cseq_num_s, cseq_num_e, cseq_m_s, cseq_m_e
     cdef unsigned long long cseq_num
@@ -1211,10 +1212,13 @@ cdef class Message:
 
     @property
     def top_via(self):
-        """The first Via value (RFC 3261 20.42) as Via; None when there is no Via."""
+        """The first Via value (RFC 3261 20.42) as Via; None when there is no Via. Built
+        once: it views the bytes as received, which edits never change."""
         if self.first[H_VIA] < 0:
             return None
-        return Via.from_pos(self.p, &self.topvia)
+        if self._top_via is None:
+            self._top_via = Via.from_pos(self.p, &self.topvia)
+        return self._top_via
 
     @property
     def branch(self):
