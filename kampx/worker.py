@@ -149,6 +149,7 @@ class Worker:
         handoff_fds: set[int] = set()
         ep.register(self._wake_r, select.EPOLLIN)
         receive = self.receive
+        rotate = self.cfg.core.children > 1
         timers = self.timers
         on_timer_error = self._timer_error
         next_check = time.monotonic() + 1.0
@@ -199,6 +200,7 @@ class Worker:
                     if ls is None:
                         continue
                     sock = ls.sock
+                    got = 0
                     for _ in range(RECV_BATCH):
                         try:
                             data, src = sock.recvfrom(65535)
@@ -208,7 +210,14 @@ class Worker:
                             if e.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
                                 continue      # ICMP errors surfacing on the shared socket
                             raise
+                        got += 1
                         receive(data, src[:2], ls, False)
+                    if got and rotate and reading:
+                        # to the back of the socket's exclusive wait queue: the kernel offers
+                        # the next datagram to a worker that has waited longer, so even a
+                        # light trunk load takes turns over every worker (docs/architecture.md)
+                        ep.unregister(fd)
+                        ep.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
             timers.run(on_timer_error)
             now = time.monotonic()
             if now >= next_check:

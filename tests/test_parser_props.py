@@ -351,8 +351,10 @@ class Model:
         if ln["state"] == "value":
             return ln["name"], ln["value"]
         if ln["kind"] in ("via", "route"):
-            before = sum(len(x["values"]) for x in self.lines[:self.lines.index(ln)]
-                         if x["kind"] == ln["kind"])
+            # the line's position by identity: two lines can be equal (list.index would
+            # find the first of them)
+            pos = next(i for i, x in enumerate(self.lines) if x is ln)
+            before = sum(len(x["values"]) for x in self.lines[:pos] if x["kind"] == ln["kind"])
             values = list(ln["values"])
             skip = max(0, min(len(values), self.rm[ln["kind"]] - before))
             if skip == len(values):
@@ -648,3 +650,15 @@ def test_no_memory_kept_across_messages():
     finally:
         tracemalloc.stop()
     assert grown < 64 * 1024, grown
+
+
+def test_remove_top_via_with_two_identical_via_lines():
+    """Regression (found by hypothesis in CI): identical Via lines, the first value of the
+    first one removed; the second line must stay whole."""
+    line = b"Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKa , SIP/2.0/UDP 192.0.2.2;branch=z9hG4bKb\r\n"
+    m = parse(b"OPTIONS sip:x SIP/2.0\r\n" + line + line +
+              b"From: <sip:a@b>;tag=1\r\nTo: <sip:b@c>\r\nCall-ID: i\r\nCSeq: 1 OPTIONS\r\n\r\n")
+    m.remove_top_via()
+    r = parse(m.serialize())
+    assert r.header_all("via") == ["SIP/2.0/UDP 192.0.2.2;branch=z9hG4bKb",
+                                   "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKa , SIP/2.0/UDP 192.0.2.2;branch=z9hG4bKb"]

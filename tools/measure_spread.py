@@ -2,7 +2,9 @@
 """How datagrams from ONE source IP:port (a carrier trunk) spread over worker processes, for
 the three ways of sharing a UDP port (docs/architecture.md, "UDP"):
 
-  shared     one socket bound before fork, every worker in epoll with EPOLLEXCLUSIVE (kampx)
+  shared+rotate  one socket bound before fork, every worker in epoll with EPOLLEXCLUSIVE,
+             re-registered after each wake-up so workers take turns (kampx)
+  shared     the same without re-registering: the first idle worker is always preferred
   reuseport  one SO_REUSEPORT socket per worker (the kernel hashes the 4-tuple)
   cbpf       the reuseport group steered by SO_ATTACH_REUSEPORT_CBPF (random pick)
 
@@ -36,23 +38,31 @@ def make_socket(addr, reuse: bool) -> socket.socket:
     return s
 
 
-def worker(sock, pipe_w, work_us: float, stop_after: float):
+def worker(sock, pipe_w, work_us: float, stop_after: float, rotate: bool):
     ep = select.epoll()
-    ep.register(sock.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
+    flags = select.EPOLLIN | select.EPOLLEXCLUSIVE
+    ep.register(sock.fileno(), flags)
     n = 0
     last = time.monotonic()
     while time.monotonic() - last < stop_after:
         for _ in ep.poll(0.1):
+            got = 0
             while True:
                 try:
                     sock.recvfrom(2048)
                 except BlockingIOError:
                     break
                 n += 1
+                got += 1
                 last = time.monotonic()
                 end = time.perf_counter() + work_us / 1e6
                 while time.perf_counter() < end:
                     pass
+            if rotate and got:
+                # back of the socket's exclusive wait queue: the next datagram goes to a
+                # worker that has waited longer (what blocking recvfrom gives Kamailio)
+                ep.unregister(sock.fileno())
+                ep.register(sock.fileno(), flags)
     os.write(pipe_w, struct.pack("I", n))
     os._exit(0)
 
@@ -64,7 +74,7 @@ def run(mode: str, workers: int, count: int, work_us: float, rate: int) -> list[
     addr = probe.getsockname()
     probe.close()
     socks = []
-    if mode == "shared":
+    if mode.startswith("shared"):
         socks = [make_socket(addr, True)] * workers
     else:
         socks = [make_socket(addr, True) for _ in range(workers)]
@@ -75,7 +85,7 @@ def run(mode: str, workers: int, count: int, work_us: float, rate: int) -> list[
     for i in range(workers):
         pid = os.fork()
         if pid == 0:
-            worker(socks[i], w, work_us, 1.0)
+            worker(socks[i], w, work_us, 1.0, mode == "shared+rotate")
         pids.append(pid)
     time.sleep(0.3)
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -112,7 +122,7 @@ def main():
     print(f"{a.count} datagrams from one source at {a.rate}/s, {a.workers} workers, "
           f"{a.work_us:.0f} us of work each")
     print("| mode | per worker | min/max share |\n|---|---|---|")
-    for mode in ("shared", "reuseport", "cbpf"):
+    for mode in ("shared+rotate", "shared", "reuseport", "cbpf"):
         c = run(mode, a.workers, a.count, a.work_us, a.rate)
         share = f"{min(c) / sum(c):.2f} / {max(c) / sum(c):.2f}" if sum(c) else "-"
         print(f"| {mode} | {' / '.join(map(str, c))} | {share} |")

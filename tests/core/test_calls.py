@@ -259,6 +259,6 @@ def test_trunk_from_one_source_spreads_over_workers():
                                          for m in branches.values())
         assert sum(owners.values()) == n
         assert len(owners) == 3, owners
-        assert min(owners.values()) >= n // 20, owners
+        assert min(owners.values()) >= n // 6, owners      # turns, not just "someone idle"
     finally:
         px.close()

@@ -108,7 +108,11 @@ def test_metrics_count_exactly_the_calls_sipp_sent(proxy):
     assert delta("kampx_tm_uac_transactions_total") == 2 * n
     assert delta("kampx_tm_transactions_finished_total", **{"class": "2xx"}) == 2 * n
     assert delta("kampx_core_rcv_replies_total", **{"class": "2xx", "code": "200"}) >= 2 * n
-    assert delta("kampx_core_fwd_replies_total") >= 3 * n              # 180, 200, 200
+    # 180, 200 (INVITE) and 200 (BYE) per call: a 180 that reaches the proxy after its 200
+    # (two workers, UDP) is absorbed, as Kamailio does, and counted as such
+    late_180 = delta("kampx_tm_rpl_absorbed_total")
+    assert late_180 <= n // 10
+    assert delta("kampx_core_fwd_replies_total") + late_180 >= 3 * n
     assert delta("kampx_script_exceptions_total") == 0
     # the processing-time histogram saw every request, cumulative and consistent
     count = delta("kampx_core_request_processing_seconds_count")
