@@ -32,8 +32,14 @@ def write(path, text):
 
 def test_process_titles():
     with KampxProcess(children=2) as px:
-        titles = sorted(px.children().values())
         sock = f"udp:{px.addrs.proxy}:5060"
+        # ready = one worker answers; the other may still be booting (titled as its parent
+        # until it sets its own): wait for every child's title, bounded
+        expected = {f"kampx: udp receiver child=2 sock={sock}", "kampx: ctl", "kampx: db writer"}
+        deadline = time.monotonic() + 10
+        while not expected <= set(px.children().values()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        titles = sorted(px.children().values())
         assert titles.count(f"kampx: udp receiver child=1 sock={sock}") == 1
         assert titles.count(f"kampx: udp receiver child=2 sock={sock}") == 1
         assert "kampx: timer" in titles
