@@ -9,6 +9,8 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
+from kampx.control.framing import read_line
+
 DEFAULT_TIMEOUT = 10.0
 MAX_RESPONSE = 256 * 1024 * 1024  # a ul.dump page of long AORs stays far below this
 DUMP_PAGE = 500  # AORs per ul.dump page
@@ -122,22 +124,10 @@ class ControlClient:
             sock.close()
 
     def _read_line(self, sock: socket.socket) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            chunk = sock.recv(1 << 16)
-            if not chunk:
-                break
-            newline = chunk.find(b"\n")
-            if newline >= 0:
-                chunks.append(chunk[:newline])
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > MAX_RESPONSE:
-                raise ControlError(f"kampx at {self.path} sent more than "
-                                   f"{MAX_RESPONSE >> 20} MiB without a newline")
-        data = b"".join(chunks)
+        data, too_long = read_line(sock, MAX_RESPONSE)
+        if too_long:
+            raise ControlError(f"kampx at {self.path} sent more than "
+                               f"{MAX_RESPONSE >> 20} MiB without a newline")
         if not data.strip():
             raise ControlError(f"kampx at {self.path} closed the connection without answering")
         return data

@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from kampx.control.framing import read_line
+
 log = logging.getLogger("kampx.ctl")
 
 MAX_REQUEST = 1 << 20       # docs/control.md: longer requests get -32600
@@ -136,7 +138,7 @@ class RpcServer:
     def _connection(self, conn: socket.socket) -> None:
         try:
             conn.settimeout(READ_TIMEOUT)
-            raw, too_long = _read_request(conn)
+            raw, too_long = read_line(conn, MAX_REQUEST)
             response = self.handle(raw, too_long)
             if response is not None:
                 conn.sendall(json.dumps(response, separators=(",", ":"),
@@ -195,28 +197,6 @@ class RpcServer:
         except Exception:
             log.exception("control method %s failed", name)
             return RpcFault(INTERNAL_ERROR, f"internal error in {name} (see the kampx log)")
-
-
-def _read_request(conn: socket.socket) -> tuple[bytes, bool]:
-    """Up to the first newline, or to end of stream; (bytes, too_long)."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = conn.recv(1 << 16)
-        if not chunk:
-            break
-        nl = chunk.find(b"\n")
-        if nl >= 0:
-            chunks.append(chunk[:nl])
-            size += nl
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > MAX_REQUEST:
-            return b"", True
-    if size > MAX_REQUEST:
-        return b"", True
-    return b"".join(chunks), False
 
 
 def _error(req_id, code: int, message: str, data: dict | None = None) -> dict:
