@@ -28,7 +28,7 @@ from kampx import __version__, sl
 from kampx import stats as S
 from kampx._cparse import SipParseError, parse, parse_uri
 from kampx.routing import api
-from kampx.routing.flow import Dropped, HandedOff, ScriptExit
+from kampx.routing.flow import Dropped, ScriptExit
 from kampx.tm.keys import branch_owner, server_key
 from kampx.tm.manager import TransactionManager
 from kampx.tm.timers import TimerHeap
@@ -436,13 +436,7 @@ class Worker:
         lsock = self.socket_for(dest)
         if mid == M_ACK:
             return self.forward_stateless(msg, dest, lsock)
-        ok = self.tm.relay(msg, msg.lsock, msg.src, dest, lsock)
-        if not ok and "txn" not in msg.__dict__ and self.tm.lookup(msg.txn_key) is None:
-            # a copy owned by another worker was handed over inside new_server
-            owner = self.txn_index.lookup(msg.txn_key, time.monotonic())
-            if owner >= 0 and owner != self.worker_id:
-                raise HandedOff()
-        return ok
+        return self.tm.relay(msg, msg.lsock, msg.src, dest, lsock)
 
     def forward_stateless(self, msg, dest, lsock) -> bool:
         """Forward without a transaction (an ACK for a 2xx): our Via with a fresh branch."""

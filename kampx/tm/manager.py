@@ -21,6 +21,7 @@ import time
 
 from kampx import stats as S
 from kampx._cparse import build_reply, parse, SipParseError
+from kampx.routing.flow import HandedOff
 from kampx.tm.keys import server_key
 from kampx.tm.timers import TimerHeap
 
@@ -143,8 +144,9 @@ class TransactionManager:
 
     def new_server(self, msg, lsock, src):
         """Create the server transaction for `msg` and claim its key in the shared index.
-        Returns the transaction, or None when another worker owns it (the request has then
-        been handed over as a retransmission) or the table is full."""
+        Returns the transaction, or None when the table is full. Raises HandedOff when
+        another worker owns the key (a retransmission that raced its original): the request
+        has been passed to that worker and processing here ends."""
         key = msg.__dict__.get("txn_key") or server_key(msg)
         t = self.server.get(key)
         if t is not None:
@@ -152,13 +154,13 @@ class TransactionManager:
         w = self.w
         owner = w.txn_index.claim(key, w.worker_id, time.monotonic(), self.index_ttl)
         if owner != w.worker_id:
-            if owner >= 0 and not msg.__dict__.get("handed_off"):
-                w.handoff_to(owner, msg)
-                return None
+            if owner >= 0 and not msg.__dict__.get("handed_off") and w.handoff_to(owner, msg):
+                raise HandedOff()
             if owner == -2 or len(self.server) >= self.max_transactions:
                 log.warning("transaction table full (%d); refusing a %s", len(self.server), msg.method)
                 return None
-            # handed to us by a worker whose entry vanished: proceed without the index
+            # the owner is gone (its entry outlived it), or the packet came to us from a
+            # worker whose entry vanished: serve it here, without the index
         self._label += 1
         t = ServerTxn(key, msg, lsock, w.reply_destination(msg, src), self._label)
         self.server[key] = t

@@ -225,6 +225,29 @@ def test_cross_worker_cancel_and_retransmissions(proxy, uas):
     assert proxy.metric("kampx_core_handoffs_total") > 0   # the foreign-packet path ran
 
 
+def test_duplicate_datagrams_racing_in_two_workers_are_relayed_once(proxy, uas):
+    """Each INVITE sent twice back to back: two workers often run the script on the two
+    copies at the same time. The shared index lets one claim the transaction; the other copy
+    is handed to it as a retransmission. Every call goes downstream on exactly one branch."""
+    uas.behaviour = Behaviour(final=486)
+    n = 40
+    with SipClient(proxy.addrs.client, 0, proxy=proxy.addr) as c:
+        reqs = [c.request("INVITE", f"sip:bob{i}@{proxy.addrs.proxy}", body="v=0\r\n")
+                for i in range(n)]
+        for req in reqs:
+            data = req.encode()
+            c.send(data)
+            c.send(data)
+        for req in reqs:
+            assert c.final(req, 5.0).status == 486
+    time.sleep(0.3)
+    branches = collections.defaultdict(set)
+    for m in uas.requests("INVITE"):
+        branches[m.call_id].add(m.branch)
+    assert len(branches) == n
+    assert all(len(b) == 1 for b in branches.values()), branches
+
+
 @pytest.mark.skipif(not sipprun.available(), reason="SIPp (sip-tester) not installed")
 def test_sipp_calls_all_succeed():
     px = start_proxy(children=2)
