@@ -71,6 +71,12 @@ HANDOFFS = _family("core", "handoffs", KIND_COUNTER,
                    "Packets handed to the worker that owns their transaction")
 HANDOFF_FAILED = _family("core", "handoff_failed", KIND_COUNTER,
                          "Hand-offs that failed (owner gone); processed locally instead")
+HANDOFF_REJECTED = _family("core", "handoff_rejected", KIND_COUNTER,
+                           "Hand-off connections from a process that is not a worker of this "
+                           "proxy, and malformed hand-off frames: refused and dropped")
+INTERNAL_ERRORS = _family("core", "internal_errors", KIND_COUNTER,
+                          "Datagrams whose processing raised an unexpected error (logged once "
+                          "per distinct error; the worker goes on)")
 SCRIPT_ERRORS = _family("script", "exceptions", KIND_COUNTER,
                         "Exceptions raised by the route script (the request got a 500)")
 

@@ -106,7 +106,7 @@ class Worker:
         self.stats = S.Stats(ctx.shared.counters, self.worker_id)
         self.txn_index = ctx.shared.txn_index
         self.timers = TimerHeap()
-        self.handoff = Handoff(ctx.instance, self.worker_id)
+        self.handoff = Handoff(ctx.instance, self.worker_id, on_rejected=self._handoff_rejected)
         self.server_header = f"Server: kampx ({__version__})"
         self.sl_tag_prefix = ctx.instance_tag
         self.tm = TransactionManager(self)
@@ -225,6 +225,10 @@ class Worker:
                 if os.getppid() != self.supervisor_pid:
                     log.warning("supervisor gone; worker %d exits", self.worker_id)
                     return
+
+    def _handoff_rejected(self, reason: str) -> None:
+        self.stats.inc(S.HANDOFF_REJECTED.base)
+        self._log_once_text("handoff", reason)
 
     def _timer_error(self, e: Exception) -> None:
         self._log_once("timer", e)
@@ -524,6 +528,15 @@ class Worker:
             self.tm.reply(t, 500, "Server Internal Error")
         else:
             sl.send_reply(self, msg, 500, "Server Internal Error")
+
+    def _log_once_text(self, where: str, text: str) -> None:
+        """A warning logged once per distinct (where, text): a flood of the same bad input
+        costs one line."""
+        key = (where, text)
+        if key in self._logged_errors:
+            return
+        self._logged_errors.add(key)
+        log.warning("%s: %s (logged once)", where, text)
 
     def _log_once(self, where: str, e: Exception) -> None:
         tb = traceback.extract_tb(e.__traceback__)

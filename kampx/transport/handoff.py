@@ -41,8 +41,9 @@ class Handoff:
     """A worker's end of the hand-off channel: its listener, the connections other workers
     opened to it, and the connections it opened to them."""
 
-    def __init__(self, instance: str, worker_id: int):
+    def __init__(self, instance: str, worker_id: int, on_rejected=None):
         self.instance = instance
+        self.on_rejected = on_rejected     # on_rejected(reason): a refused peer or bad frame
         self.worker_id = worker_id
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.listener.bind(address(instance, worker_id))
