@@ -90,9 +90,9 @@ class Worker:
         os._exit(code)
 
     def _setup(self) -> None:
+        """The child's process setup (title, signals, wake-up pipe), then its state."""
         from setproctitle import setproctitle
         setproctitle(self.title())
-        ctx = self.ctx
         self.stopping = False
         self.stop_deadline = None
         self._wake_r, self._wake_w = os.pipe()
@@ -103,6 +103,12 @@ class Worker:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         self.supervisor_pid = os.getppid()
+        self.setup_state()
+
+    def setup_state(self) -> None:
+        """Everything packet processing needs: counters, tables, timers, tm, the script's
+        child_init. kampx.sandbox calls this alone to run a worker inside another process."""
+        ctx = self.ctx
         self.stats = S.Stats(ctx.shared.counters, self.worker_id)
         self.txn_index = ctx.shared.txn_index
         self.timers = TimerHeap()
@@ -231,11 +237,23 @@ class Worker:
         self._log_once_text("handoff", reason)
 
     def _timer_error(self, e: Exception) -> None:
+        self.stats.inc(S.INTERNAL_ERRORS.base)
         self._log_once("timer", e)
 
     # ------------------------------------------------------------------ receive ---------
 
     def receive(self, data: bytes, src: tuple, lsock, handed_off: bool) -> None:
+        """Process one datagram. Nothing a datagram contains may end the worker: an
+        unexpected exception is counted (core.internal_errors), logged once per distinct
+        error, and the worker goes on with the next datagram. (The fuzz target
+        tools/fuzz_receive.py drives the path below this guard and fails on any exception.)"""
+        try:
+            self.process(data, src, lsock, handed_off)
+        except Exception as e:
+            self.stats.inc(S.INTERNAL_ERRORS.base)
+            self._log_once("receive", e)
+
+    def process(self, data: bytes, src: tuple, lsock, handed_off: bool) -> None:
         try:
             msg = parse(data)
         except SipParseError as e:
@@ -401,11 +419,13 @@ class Worker:
         relays a request to one."""
         if host.startswith("["):
             host = host[1:-1]
+        if not 0 <= port < 65536:
+            return None          # not a port (0 = none given: 5060)
         if _is_ip(host):
             return (host, port or 5060)
         try:
             info = socket.getaddrinfo(host, port or 5060, type=socket.SOCK_DGRAM)
-        except OSError:
+        except (OSError, UnicodeError, ValueError):   # not a name IDNA can encode
             return None
         return info[0][4][:2] if info else None
 
@@ -476,6 +496,7 @@ class Worker:
         except ScriptExit:
             pass
         except Exception as e:
+            self.stats.inc(S.INTERNAL_ERRORS.base)
             self._log_once("reply", e)
 
     def run_reply_route(self, reply) -> bool:
@@ -557,6 +578,21 @@ def _is_ip(host: str) -> bool:
         return False
 
 
+def _sent_by_port(sent_by: str) -> int | None:
+    """The port of a Via sent-by ("host", "host:port", "[v6]", "[v6]:port"): 5060 when
+    absent, None when it is not a port (not digits, 0, above 65535)."""
+    if sent_by.startswith("["):
+        _, _, rest = sent_by.partition("]")
+        text = rest[1:] if rest.startswith(":") else ""
+    else:
+        _, _, text = sent_by.rpartition(":") if ":" in sent_by else ("", "", "")
+    if not text:
+        return 5060
+    if not (text.isascii() and text.isdigit() and len(text) <= 5 and 0 < int(text) < 65536):
+        return None
+    return int(text)
+
+
 def _salvage_400(data: bytes, src, reason: str, tag_prefix: str):
     """A 400 for a request the parser refused, built from its raw lines (Via, From, To,
     Call-ID, CSeq copied as received), or None when it cannot be addressed: not a request,
@@ -586,8 +622,10 @@ def _salvage_400(data: bytes, src, reason: str, tag_prefix: str):
         if "rport" in via:
             dest = src
         else:
-            port = sent_by.rsplit(":", 1)[1] if sent_by.count(":") == 1 else "5060"
-            dest = (src[0], int(port))
+            port = _sent_by_port(sent_by)
+            if port is None:
+                return None      # an impossible port: nowhere to answer
+            dest = (src[0], port)
         reason_b = reason.encode()
         tag = f"{tag_prefix}.bad".encode()
         to_name, to_val = out[b"to"]

@@ -45,7 +45,10 @@ class ListenSocket:
         self.rr_value = f"<sip:{self.hostport};lr>"
 
     def sendto(self, data: bytes, dest: tuple) -> bool:
-        """Send one datagram; False (never an exception) when the kernel refuses it."""
+        """Send one datagram; False (never an exception) when it cannot go: the kernel
+        refuses it, or `dest` is not a usable address (a port outside 0-65535 raises
+        OverflowError, a bad host ValueError/UnicodeError): destinations are built from what
+        senders wrote, and no input may take a worker down."""
         try:
             self.sock.sendto(data, dest)
             return True
@@ -56,7 +59,7 @@ class ListenSocket:
                 return True
             except OSError:
                 return False
-        except OSError:
+        except (OSError, OverflowError, ValueError, TypeError):
             return False
 
 
