@@ -39,11 +39,13 @@ class CounterRows:
         """Move row src's counts into row dst and leave src at 0, so column sums never go
         backwards when a dead process's row is handed to its replacement."""
 
-class TxnIndex:
-    """The shared transaction index: RFC 3261 17.2.3 transaction key -> owner worker id
-    (0..255), with an expiry. Only a 64-bit seeded hash of the key is stored (16-byte slots).
-    Two candidate buckets of 8 slots per key inside one segment; one robust mutex per segment.
-    An expired entry is a free slot: no sweeper needed."""
+class KeyIndex:
+    """A shared key -> one-byte value (0..255) with an expiry. Two uses: the transaction
+    index (RFC 3261 17.2.3 transaction key -> the owner worker's id) and the dialog index
+    (Call-ID and the caller's tag -> the dialog's state). Only a 64-bit seeded hash of the
+    key is stored (16-byte slots). Two candidate buckets of 8 slots per key inside one
+    segment; one robust mutex per segment. An expired entry is a free slot: no sweeper
+    needed."""
 
     def __init__(self, capacity: int, seed: int) -> None:
         """capacity: live entries to hold (the index allocates 2-4x that in slots).
@@ -63,16 +65,21 @@ class TxnIndex:
     def recoveries(self) -> int:
         """Times a stripe lock was taken over from a process that died holding it."""
     def claim(self, key: bytes, owner: int, now: float, ttl: float) -> int:
-        """Atomically: if key has an entry live at `now`, return its owner; otherwise record
+        """Atomically: if key has an entry live at `now`, return its value; otherwise record
         key -> owner expiring at now + ttl and return `owner`. -2 when key's buckets are full
         of live entries. ValueError unless 0 <= owner <= 255 and ttl > 0."""
     def lookup(self, key: bytes, now: float) -> int:
-        """Owner of key's entry live at `now`, else -1."""
+        """Value of key's entry live at `now`, else -1."""
     def refresh(self, key: bytes, owner: int, expires_at: float) -> bool:
-        """Set the expiry of key's entry if `owner` holds it (live, or expired and not yet
-        reused). False when key is absent or held by another worker."""
+        """Set the expiry of key's entry if its value is `owner` (live, or expired and not
+        yet reused). False when key is absent or holds another value."""
     def release(self, key: bytes, owner: int) -> bool:
-        """Remove key's entry if `owner` holds it; True when removed."""
+        """Remove key's entry if its value is `owner`; True when removed."""
+    def put(self, key: bytes, value: int, now: float, expires_at: float) -> bool:
+        """Set key -> value expiring at expires_at, whatever the entry held before (in
+        place when it exists). False when key's buckets are full of entries live at `now`."""
+    def discard(self, key: bytes) -> bool:
+        """Remove key's entry whatever its value; True when there was one."""
     def purge_owner(self, owner: int) -> int:
         """Remove every entry of `owner` (a worker that died); returns how many."""
     def count(self, now: float) -> int:

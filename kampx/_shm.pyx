@@ -265,11 +265,11 @@ cdef class CounterRows(_Region):
 
 
 # ---------------------------------------------------------------------------------------------
-# TxnIndex
+# KeyIndex
 
 cdef struct TxnSlot:
-    uint64_t key     # seeded hash of the transaction key; 0 = empty. Cleared first, written last.
-    uint64_t word    # expiry in microseconds << 8 | owner worker id: 16-byte slots, 4 per line
+    uint64_t key     # seeded hash of the key; 0 = empty. Cleared first, written last.
+    uint64_t word    # expiry in microseconds << 8 | one-byte value: 16-byte slots, 4 per line
 
 cdef enum:
     TXN_FULL = -2
@@ -343,8 +343,10 @@ cdef int _txn_claim(TxnSlot *b1, TxnSlot *b2, uint64_t h, uint64_t word,
 
 
 @cython.final
-cdef class TxnIndex(_Striped):
-    """RFC 3261 17.2.3 transaction key -> owner worker id (0..255), with an expiry."""
+cdef class KeyIndex(_Striped):
+    """A key -> one-byte value (0..255) with an expiry. Two uses: the transaction index (RFC
+    3261 17.2.3 transaction key -> owner worker id) and the dialog index (Call-ID and the
+    caller's tag -> dialog state)."""
     cdef TxnSlot *slots
     cdef uint64_t seed
     cdef int segbits
@@ -390,7 +392,7 @@ cdef class TxnIndex(_Striped):
 
     cdef int _owner_arg(self, int owner) except -1:
         if not 0 <= owner <= 255:
-            raise ValueError(f"owner must be 0..255, not {owner}")
+            raise ValueError(f"value must be 0..255, not {owner}")
         return 0
 
     def claim(self, bytes key not None, int owner, double now, double ttl):
@@ -406,7 +408,7 @@ cdef class TxnIndex(_Striped):
         r = _txn_locked_claim(&self.locks[seg], <uint64_t *>self.base, b1, b2, h,
                               (_usec(now + ttl) << 8) | <uint64_t>owner, _usec(now))
         if r == LOCK_FAILED:
-            raise LockError("transaction index stripe lock is unrecoverable")
+            raise LockError("key index stripe lock is unrecoverable")
         return r
 
     def lookup(self, bytes key not None, double now):
@@ -417,7 +419,7 @@ cdef class TxnIndex(_Striped):
         cdef int r = _txn_locked_lookup(&self.locks[seg], <uint64_t *>self.base, b1, b2,
                                         h, _usec(now))
         if r == LOCK_FAILED:
-            raise LockError("transaction index stripe lock is unrecoverable")
+            raise LockError("key index stripe lock is unrecoverable")
         return r
 
     def refresh(self, bytes key not None, int owner, double expires_at):
@@ -431,7 +433,7 @@ cdef class TxnIndex(_Striped):
         r = _txn_locked_refresh(&self.locks[seg], <uint64_t *>self.base, b1, b2, h,
                                 owner, (_usec(expires_at) << 8) | <uint64_t>owner)
         if r == LOCK_FAILED:
-            raise LockError("transaction index stripe lock is unrecoverable")
+            raise LockError("key index stripe lock is unrecoverable")
         return r == 1
 
     def release(self, bytes key not None, int owner):
@@ -445,7 +447,33 @@ cdef class TxnIndex(_Striped):
         r = _txn_locked_release(&self.locks[seg], <uint64_t *>self.base, b1, b2,
                                 h, owner)
         if r == LOCK_FAILED:
-            raise LockError("transaction index stripe lock is unrecoverable")
+            raise LockError("key index stripe lock is unrecoverable")
+        return r == 1
+
+    def put(self, bytes key not None, int value, double now, double expires_at):
+        cdef uint64_t h
+        cdef TxnSlot *b1
+        cdef TxnSlot *b2
+        cdef Py_ssize_t seg
+        cdef int r
+        self._owner_arg(value)
+        seg = self._locate(key, &h, &b1, &b2)
+        r = _txn_locked_put(&self.locks[seg], <uint64_t *>self.base, b1, b2, h,
+                            (_usec(expires_at) << 8) | <uint64_t>value, _usec(now))
+        if r == LOCK_FAILED:
+            raise LockError("key index stripe lock is unrecoverable")
+        return r == 1
+
+    def discard(self, bytes key not None):
+        cdef uint64_t h
+        cdef TxnSlot *b1
+        cdef TxnSlot *b2
+        cdef Py_ssize_t seg
+        cdef int r
+        seg = self._locate(key, &h, &b1, &b2)
+        r = _txn_locked_release(&self.locks[seg], <uint64_t *>self.base, b1, b2, h, -1)
+        if r == LOCK_FAILED:
+            raise LockError("key index stripe lock is unrecoverable")
         return r == 1
 
     def purge_owner(self, int owner):
@@ -455,7 +483,7 @@ cdef class TxnIndex(_Striped):
             n = _txn_scan(self.locks, <uint64_t *>self.base, self.slots, self.nlocks,
                           self.nbuckets * BUCKET, owner, 0)
         if n < 0:
-            raise LockError("transaction index stripe lock is unrecoverable")
+            raise LockError("key index stripe lock is unrecoverable")
         return n
 
     def count(self, double now):
@@ -465,7 +493,7 @@ cdef class TxnIndex(_Striped):
             n = _txn_scan(self.locks, <uint64_t *>self.base, self.slots, self.nlocks,
                           self.nbuckets * BUCKET, -1, now_us)
         if n < 0:
-            raise LockError("transaction index stripe lock is unrecoverable")
+            raise LockError("key index stripe lock is unrecoverable")
         return n
 
     def _stripe_of(self, bytes key not None):
@@ -528,14 +556,33 @@ cdef int _txn_locked_refresh(kx_mutex_t *m, uint64_t *stats, TxnSlot *b1, TxnSlo
 
 cdef int _txn_locked_release(kx_mutex_t *m, uint64_t *stats, TxnSlot *b1, TxnSlot *b2, uint64_t h,
                              int owner) noexcept nogil:
+    """Remove h's entry if its value is `owner` (any value when owner < 0)."""
     cdef TxnSlot *s
     cdef int r = 0
     if _lock(m, stats) != 0:
         return LOCK_FAILED
     s = _txn_find(b1, b2, h)
-    if s != NULL and <int>(kx_atomic_load64(&s.word) & 0xFF) == owner:
+    if s != NULL and (owner < 0 or <int>(kx_atomic_load64(&s.word) & 0xFF) == owner):
         kx_atomic_store64(&s.key, 0)
         r = 1
+    kx_mutex_unlock(m)
+    return r
+
+
+cdef int _txn_locked_put(kx_mutex_t *m, uint64_t *stats, TxnSlot *b1, TxnSlot *b2, uint64_t h,
+                         uint64_t word, uint64_t now_us) noexcept nogil:
+    """Set h's entry to `word`, in place when it exists (live or not), else in a free slot:
+    1, or 0 when both buckets are full of live entries."""
+    cdef TxnSlot *s
+    cdef int r
+    if _lock(m, stats) != 0:
+        return LOCK_FAILED
+    s = _txn_find(b1, b2, h)
+    if s != NULL:
+        kx_atomic_store64(&s.word, word)
+        r = 1
+    else:
+        r = 0 if _txn_claim(b1, b2, h, word, now_us) == TXN_FULL else 1
     kx_mutex_unlock(m)
     return r
 
@@ -759,7 +806,7 @@ cdef class RateTable(_Striped):
         _buckets(h[0], self.nbuckets - 1, b1, b2)
         b1[0] += <uint64_t>seg[0] * self.nbuckets
         b2[0] += <uint64_t>seg[0] * self.nbuckets
-        __builtin_prefetch(&self.locks[seg[0]])       # see TxnIndex._locate
+        __builtin_prefetch(&self.locks[seg[0]])       # see KeyIndex._locate
         __builtin_prefetch(&self.keys[b1[0] * BUCKET])
         __builtin_prefetch(&self.keys[b2[0] * BUCKET])
         return 0

@@ -8,7 +8,7 @@ import os
 import secrets
 
 from kampx import stats as S
-from kampx._shm import CounterRows, NonceCounts, RateTable, TxnIndex
+from kampx._shm import CounterRows, NonceCounts, RateTable, KeyIndex
 
 MAX_WORKER_IDS = 256                   # worker ids are one byte in our branches
 HELPER_ROWS = {"supervisor": 256, "timer": 257, "db writer": 258, "ctl": 259}
@@ -22,7 +22,7 @@ class SharedState:
         self.tag_prefix = secrets.token_hex(16)       # To-tags of local replies (32 hex, as Kamailio)
         self.secret = secrets.token_bytes(32)         # digest nonces (valid in every worker)
         self.counters = CounterRows(COUNTER_ROWS, S.NCOLS)
-        self.txn_index = TxnIndex(max(1024, cfg.tm.max_transactions * 2), seed)
+        self.txn_index = KeyIndex(max(1024, cfg.tm.max_transactions * 2), seed)
         self.pike = RateTable(65536, seed ^ 0x1)
         self.auth_bans = RateTable(65536, seed ^ 0x2)
         self.nonces = NonceCounts(1 << 20)

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kampx import _shm
-from kampx._shm import CounterRows, NonceCounts, RateTable, TxnIndex
+from kampx._shm import CounterRows, NonceCounts, RateTable, KeyIndex
 
 IP1 = socket.inet_pton(socket.AF_INET, "192.0.2.1")
 IP2 = socket.inet_pton(socket.AF_INET, "192.0.2.2")
@@ -212,10 +212,10 @@ def test_counter_row_shared_by_two_processes_stays_exact():
 
 
 # --------------------------------------------------------------------------------------------
-# TxnIndex
+# KeyIndex
 
 def test_txn_claim_lookup_expiry():
-    t = TxnIndex(1000, 42)
+    t = KeyIndex(1000, 42)
     assert t.claim(b"k1", 3, 100.0, 32.0) == 3
     assert t.claim(b"k1", 4, 101.0, 32.0) == 3          # live: the first owner wins
     assert t.lookup(b"k1", 131.9) == 3
@@ -228,7 +228,7 @@ def test_txn_claim_lookup_expiry():
 
 
 def test_txn_refresh_release_purge():
-    t = TxnIndex(1000, 42)
+    t = KeyIndex(1000, 42)
     t.claim(b"a", 1, 0.0, 10.0)
     t.claim(b"b", 1, 0.0, 10.0)
     t.claim(b"c", 2, 0.0, 10.0)
@@ -249,8 +249,33 @@ def test_txn_refresh_release_purge():
     assert t.count(1.0) == 1
 
 
+def test_keyindex_put_overwrites_and_discard_removes_whatever_the_value():
+    t = KeyIndex(1000, 42)
+    assert t.put(b"d", 1, 0.0, 10.0) is True            # inserted
+    assert t.lookup(b"d", 5.0) == 1
+    assert t.put(b"d", 3, 5.0, 100.0) is True           # overwritten in place: value and expiry
+    assert t.lookup(b"d", 50.0) == 3
+    assert t.count(50.0) == 1                            # one slot, not two
+    assert t.claim(b"d", 9, 60.0, 1.0) == 3             # a live put entry is seen by claim
+    assert t.put(b"d", 4, 200.0, 300.0) is True         # expired, not reused: revived
+    assert t.lookup(b"d", 250.0) == 4
+    assert t.discard(b"d") is True
+    assert t.discard(b"d") is False
+    assert t.lookup(b"d", 250.0) == -1
+    with pytest.raises(ValueError):
+        t.put(b"d", 256, 0.0, 1.0)
+
+
+def test_keyindex_put_reports_full_buckets():
+    t = KeyIndex(1, 9)                                   # smallest table: 2 buckets of 8
+    placed = sum(t.put(b"k%d" % i, 1, 0.0, 100.0) for i in range(40))
+    assert placed == 16
+    assert t.put(b"k0", 2, 0.0, 100.0) is True          # an existing key always fits
+    assert t.put(b"late", 1, 100.0, 200.0) is True      # the others expired: free again
+
+
 def test_txn_refresh_revives_own_expired_entry_only_until_reclaimed():
-    t = TxnIndex(100, 1)
+    t = KeyIndex(100, 1)
     t.claim(b"k", 7, 0.0, 1.0)
     assert t.refresh(b"k", 7, 10.0)                     # expired at 1.0 but not reused yet
     assert t.lookup(b"k", 5.0) == 7
@@ -260,7 +285,7 @@ def test_txn_refresh_revives_own_expired_entry_only_until_reclaimed():
 
 
 def test_txn_argument_checks():
-    t = TxnIndex(10, 1)
+    t = KeyIndex(10, 1)
     for bad in (-1, 256):
         with pytest.raises(ValueError):
             t.claim(b"k", bad, 0.0, 1.0)
@@ -275,13 +300,13 @@ def test_txn_argument_checks():
         t.lookup(None, 0.0)
     for bad in (0, -5):
         with pytest.raises(ValueError):
-            TxnIndex(bad, 1)
+            KeyIndex(bad, 1)
     assert t.claim(b"", 0, 0.0, 1.0) == 0                # the empty key is a key like any other
     assert t.claim(b"k", 255, 0.0, 1.0) == 255
 
 
 def test_txn_full_returns_minus_two_and_expired_slots_are_reused():
-    t = TxnIndex(1, 9)                                   # smallest table: 2 buckets of 8
+    t = KeyIndex(1, 9)                                   # smallest table: 2 buckets of 8
     keys = [b"key-%d" % i for i in range(t.slots_total + 1)]
     results = [t.claim(k, 1, 0.0, 10.0) for k in keys]
     assert results[:t.slots_total] == [1] * t.slots_total
@@ -296,7 +321,7 @@ def test_txn_full_returns_minus_two_and_expired_slots_are_reused():
 
 @pytest.mark.parametrize("capacity", [1, 8, 1000, 5000, 100_000])
 def test_txn_capacity_entries_fit(capacity):
-    t = TxnIndex(capacity, random.getrandbits(64))
+    t = KeyIndex(capacity, random.getrandbits(64))
     claimed = [t.claim(b"z9hG4bK%x|10.0.0.1:5060|INVITE" % i, i % 256, 0.0, 30.0)
                for i in range(capacity)]
     assert claimed == [i % 256 for i in range(capacity)]
@@ -304,7 +329,7 @@ def test_txn_capacity_entries_fit(capacity):
 
 
 def test_txn_seed_changes_placement():
-    a, b = TxnIndex(100_000, 1), TxnIndex(100_000, 2)
+    a, b = KeyIndex(100_000, 1), KeyIndex(100_000, 2)
     assert a.stripes == b.stripes > 1
     keys = [b"k%d" % i for i in range(200)]
     assert [a._stripe_of(k) for k in keys] != [b._stripe_of(k) for k in keys]
@@ -319,7 +344,7 @@ def test_txn_matches_a_dict_model(ops):
     # An expired entry is a free slot: a claim of another key may take it or not. So for an
     # expired entry the model accepts either answer from refresh/release/purge, and then
     # follows the one the index gave.
-    t = TxnIndex(1000, 77)
+    t = KeyIndex(1000, 77)
     model = {}                      # key -> (owner, expires_at)
     now = 0.0
     for op, k, owner, dt in ops:
@@ -359,7 +384,7 @@ def test_txn_matches_a_dict_model(ops):
 
 def test_txn_claim_race_has_exactly_one_winner_per_key(tmp_path):
     nproc, nkeys = 4, 20_000
-    t = TxnIndex(nkeys, 5)
+    t = KeyIndex(nkeys, 5)
     keys = [b"z9hG4bK-race-%d|127.0.0.1:5060|INVITE" % i for i in range(nkeys)]
     barrier = spin_barrier(nproc)
 
@@ -419,7 +444,7 @@ def _rate_user(table, keys):
 
 
 STRUCTS = {
-    "txn": (lambda: TxnIndex(20_000, 3), lambda i: b"branch-%d" % i, _txn_user),
+    "txn": (lambda: KeyIndex(20_000, 3), lambda i: b"branch-%d" % i, _txn_user),
     "rate": (lambda: RateTable(20_000, 3), lambda i: socket.inet_pton(
         socket.AF_INET, f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"), _rate_user),
 }
@@ -471,7 +496,7 @@ def test_killed_lock_holder_releases_blocked_waiters(kind):
 
 
 def test_hold_lock_rejects_bad_stripe():
-    t = TxnIndex(10, 1)
+    t = KeyIndex(10, 1)
     with pytest.raises(IndexError):
         t._test_hold_lock(t.stripes, 0.0)
 
@@ -673,5 +698,5 @@ def test_nonce_count_accepted_once_across_processes(tmp_path):
 
 def test_module_exports():
     assert issubclass(_shm.LockError, RuntimeError)
-    for cls in (CounterRows, TxnIndex, RateTable, NonceCounts):
+    for cls in (CounterRows, KeyIndex, RateTable, NonceCounts):
         assert cls.__module__ == "kampx._shm"

@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from kampx._shm import CounterRows, NonceCounts, RateTable, TxnIndex  # noqa: E402
+from kampx._shm import CounterRows, NonceCounts, RateTable, KeyIndex  # noqa: E402
 
 
 def per_op(fn, items) -> float:
@@ -81,12 +81,12 @@ def bench_counters(n: int) -> None:
 
 
 def bench_txn(nkeys: int, seed: int) -> None:
-    t = TxnIndex(nkeys, seed)
+    t = KeyIndex(nkeys, seed)
     keys = [b"z9hG4bK%016x|192.0.2.%d:5060|INVITE" % (i * 0x9E3779B1, i & 255)
             for i in range(nkeys)]
     absent = [k + b"-x" for k in keys]
     now = time.monotonic()
-    name = f"TxnIndex {nkeys // 1000}k"
+    name = f"KeyIndex {nkeys // 1000}k"
 
     def claim_new(items):
         for k in items:
@@ -124,7 +124,7 @@ def bench_txn(nkeys: int, seed: int) -> None:
 def bench_txn_two_processes(nkeys: int, seed: int) -> None:
     """claim + lookup + release of distinct keys: one process alone, then two at once (each
     on its own core) timing themselves after a shared-memory barrier."""
-    t = TxnIndex(nkeys, seed)
+    t = KeyIndex(nkeys, seed)
     keys = [b"z9hG4bK%016x|2p" % (i * 0x9E3779B1) for i in range(nkeys)]
     now = time.monotonic()
     results = CounterRows(3, 1)       # row 0: barrier; rows 1, 2: each child's elapsed ns
@@ -155,7 +155,7 @@ def bench_txn_two_processes(nkeys: int, seed: int) -> None:
     for pid in pids:
         os.waitpid(pid, 0)
     per_child = [results.get(o, 0) / (nkeys // 2) for o in (1, 2)]
-    name = f"TxnIndex {nkeys // 1000}k"
+    name = f"KeyIndex {nkeys // 1000}k"
     row(name, "claim+lookup+release, 1 process", f"{single:.0f} ns")
     row(name, "same, 2 processes at once (per process)",
         f"{per_child[0]:.0f}/{per_child[1]:.0f} ns")

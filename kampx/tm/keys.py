@@ -2,7 +2,7 @@
 
 A server transaction is keyed by the top Via's branch, sent-by and method (ACK counts as
 INVITE, CANCEL is its own); a pre-RFC 3261 request (no z9hG4bK cookie) by the RFC 2543
-fields instead. The key is what the shared index (kampx._shm.TxnIndex) maps to the worker
+fields instead. The key is what the shared index (kampx._shm.KeyIndex) maps to the worker
 that owns the transaction.
 
 Branches kampx sends downstream carry their owner: z9hG4bKkx<worker:2 hex><epoch>.<label>.<n>.
