@@ -3,6 +3,10 @@
 WAL lets the db writer commit location batches while kampxctl and the ctl process read.
 Writes take the write lock up front (BEGIN IMMEDIATE), so two writers queue on busy_timeout
 instead of failing halfway through a transaction with "database is locked".
+
+The file is created 0600 and the directories created for it 0750 (FILE_MODE, DIR_MODE), so
+that HA1 digests are not readable by every local user as they were with SQLite's 0644;
+existing files and directories are left as they are.
 """
 from __future__ import annotations
 
@@ -19,6 +23,42 @@ from kampx.db.base import (LOCATION_FIELDS, Addresses, AddressRow, Locations, St
 from kampx.db.migrations import MIGRATIONS, Migration, upgrade
 
 BUSY_TIMEOUT_MS = 5000
+# The file holds every subscriber's HA1 digests: the service's user alone reads it. Its
+# directory lets the service's group in (kampxctl run by an admin of that group), nobody else.
+FILE_MODE = 0o600
+DIR_MODE = 0o750
+
+
+def _create(path: str) -> None:
+    """Create the database's missing directories (DIR_MODE) and the file itself, empty
+    (FILE_MODE), before SQLite opens it: SQLite would create it 0644, and gives its -wal and
+    -shm files the database file's mode. What exists already keeps its mode: an operator's
+    choice. The umask can only take more away."""
+    parent = os.path.dirname(os.path.abspath(path))
+    try:
+        _make_dirs(parent)
+    except OSError as e:
+        raise StorageError(f"cannot create directory {e.filename}: {e.strerror}") from None
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE))
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise StorageError(f"cannot create database {path}: {e.strerror}") from None
+
+
+def _make_dirs(path: str) -> None:
+    """os.makedirs, but every directory it creates gets DIR_MODE (makedirs gives that mode
+    to the last one only)."""
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    if parent != path:
+        _make_dirs(parent)
+    try:
+        os.mkdir(path, DIR_MODE)
+    except FileExistsError:
+        pass        # another process made it meanwhile
 
 
 class _Db:
@@ -251,11 +291,7 @@ class SqliteLocations(Locations):
 
 class SqliteStorage(Storage):
     def __init__(self, path: str, *, migrations: Sequence[Migration] = MIGRATIONS):
-        parent = os.path.dirname(os.path.abspath(path))
-        try:
-            os.makedirs(parent, exist_ok=True)
-        except OSError as e:
-            raise StorageError(f"cannot create directory {parent}: {e.strerror}") from None
+        _create(path)
         try:
             conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         except sqlite3.Error as e:
