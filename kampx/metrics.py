@@ -8,15 +8,27 @@ counters never go down while the proxy runs. `kampxctl stats --reset` does not r
 
 Names: kampx_<group>_<name> in lower case, counters with _total, HELP and TYPE on every
 family, no timestamps; [metrics] instance adds instance="..." to every sample.
+
+The HTTP server is one thread running an event loop, not a thread per connection: anyone
+who can reach the port could otherwise hold a thread (and its stack) per idle connection
+for as long as they liked. A client has REQUEST_TIMEOUT_S to send its request head (sending
+nothing, or a byte now and then, gets it cut off) and RESPONSE_TIMEOUT_S to read the answer;
+at most MAX_CONNECTIONS are open, and when they are all taken the one that has waited longest
+for its request is closed to make room (a connection that is being answered never is; when
+all are, the newcomer is closed at once). Each connection carries one request (HTTP/1.0, as
+before), which the loop answers in place: a scrape takes milliseconds, and scrapes queue
+rather than run side by side, which also bounds the CPU a flood of them can take.
 """
 from __future__ import annotations
 
+import io
 import logging
 import platform
+import selectors
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from prometheus_client.core import (CollectorRegistry, CounterMetricFamily, GaugeMetricFamily,
                                     HistogramMetricFamily)
@@ -30,6 +42,18 @@ from kampx.config import parse_hostport
 log = logging.getLogger("kampx.metrics")
 
 PREFIX = "kampx"
+
+# A scrape's request is one short head sent at once; a client that has not finished it
+# after this long is idle or trickling on purpose and is cut off.
+REQUEST_TIMEOUT_S = 5.0
+# Prometheus gives up on a scrape after scrape_timeout (10 s by default); so do we.
+RESPONSE_TIMEOUT_S = 10.0
+# A connection costs one fd and its request head here, not a thread. 64 is room for several
+# Prometheus servers and people with curl, far below the default limit of 1024 fds. When
+# full, the connection that has waited longest for its request makes room for the new one,
+# so idle connections cannot lock a scrape out.
+MAX_CONNECTIONS = 64
+MAX_REQUEST_BYTES = 16 * 1024   # a request head (Prometheus sends about 300 bytes)
 REPLY_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "6xx")
 
 
@@ -171,8 +195,17 @@ def make_registry(collector: KampxCollector) -> CollectorRegistry:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    """One request, parsed by the standard library from the head the event loop read
+    (`request` is those bytes), answered into a buffer the loop then writes."""
     registry: CollectorRegistry = None  # set on the subclass made by MetricsServer
     server_version = f"kampx/{__version__}"
+
+    def setup(self) -> None:
+        self.rfile = io.BytesIO(self.request)
+        self.wfile = io.BytesIO()
+
+    def finish(self) -> None:
+        pass
 
     def do_GET(self) -> None:
         self._respond(with_body=True)
@@ -212,31 +245,156 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+def _head_end(buf: bytearray, start: int) -> int:
+    """Where the request head in `buf` ends (past its blank line), -1 while it has not; the
+    search starts at `start`, just before the bytes that arrived last. Bare LF lines are
+    accepted, as http.server accepts them."""
+    i = buf.find(b"\r\n\r\n", start)
+    if i >= 0:
+        return i + 4
+    i = buf.find(b"\n\n", start)
+    return i + 2 if i >= 0 else -1
+
+
+class _Conn:
+    """A client connection: reading its request head until `deadline`, then (out set)
+    writing the response until a new deadline."""
+    __slots__ = ("sock", "addr", "deadline", "head", "out")
+
+    def __init__(self, sock: socket.socket, addr, deadline: float):
+        self.sock, self.addr, self.deadline = sock, addr, deadline
+        self.head = bytearray()
+        self.out: memoryview | None = None
 
 
 class MetricsServer:
-    """/metrics over HTTP on [metrics] listen, in a thread of the calling process."""
+    """/metrics over HTTP on [metrics] listen: one thread of the calling process runs an
+    event loop over the listener and every connection (module docstring)."""
 
     def __init__(self, listen: str, registry: CollectorRegistry):
         self.host, self.port = parse_hostport(listen, 9090)
-        handler = type("Handler", (_Handler,), {"registry": registry})
+        self.handler = type("Handler", (_Handler,), {"registry": registry})
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        server_cls = type("Server", (_Server,), {"address_family": family})
-        self.httpd = server_cls((self.host, self.port), handler)   # OSError when taken
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True,
-                                       name="metrics-http")
+        self.listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.listener.bind((self.host, self.port))        # OSError when taken
+            self.listener.listen(128)
+        except OSError:
+            self.listener.close()
+            raise
+        self.listener.setblocking(False)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.listener, selectors.EVENT_READ)
+        self.sel.register(self._wake_r, selectors.EVENT_READ)
+        self.conns: dict[socket.socket, _Conn] = {}      # oldest first
+        self._stopping = False
+        self.thread = threading.Thread(target=self._serve, daemon=True, name="metrics-http")
 
     @property
     def address(self) -> tuple[str, int]:
-        return self.httpd.server_address[:2]
+        return self.listener.getsockname()[:2]
 
     def start(self) -> "MetricsServer":
         self.thread.start()
         return self
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._stopping = True
+        self._wake_w.send(b"x")
+        self.thread.join(5)
+        for c in list(self.conns.values()):
+            self._drop(c)
+        self.sel.close()
+        self.listener.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # ---------------------------------------------------------------- the loop --------
+
+    def _serve(self) -> None:
+        while not self._stopping:
+            now = time.monotonic()
+            for c in [c for c in self.conns.values() if c.deadline <= now]:
+                self._drop(c)          # too slow to ask, or to take the answer
+            wait = min((c.deadline for c in self.conns.values()), default=None)
+            for key, _ in self.sel.select(None if wait is None else max(0.0, wait - now)):
+                try:
+                    if key.fileobj is self.listener:
+                        self._accept()
+                    elif key.fileobj is not self._wake_r:
+                        self._step(key.data)
+                except Exception:
+                    # a bug here must not take /metrics down: drop that client, go on
+                    log.exception("metrics connection failed")
+                    if key.data is not None:
+                        self._drop(key.data)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, addr = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:       # EMFILE and the like: the clients wait in the backlog
+                log.debug("metrics accept: %s", e)
+                return
+            if len(self.conns) >= MAX_CONNECTIONS:
+                idle = next((c for c in self.conns.values() if c.out is None), None)
+                if idle is None:       # every slot is answering a scrape: no room
+                    sock.close()
+                    continue
+                self._drop(idle)       # the one that has kept a slot longest without asking
+            sock.setblocking(False)
+            c = _Conn(sock, addr, time.monotonic() + REQUEST_TIMEOUT_S)
+            self.conns[sock] = c
+            self.sel.register(sock, selectors.EVENT_READ, c)
+
+    def _step(self, c: _Conn) -> None:
+        if c.out is not None:
+            self._write(c)
+            return
+        try:
+            data = c.sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(c)
+            return
+        seen = len(c.head)
+        c.head += data
+        end = _head_end(c.head, max(0, seen - 3))
+        if end < 0:
+            if len(c.head) > MAX_REQUEST_BYTES:
+                self._drop(c)
+            return
+        # a request that ended its head: answer it here (a scrape takes milliseconds)
+        h = self.handler(bytes(c.head[:end]), c.addr, self)
+        c.out = memoryview(h.wfile.getvalue())
+        c.deadline = time.monotonic() + RESPONSE_TIMEOUT_S
+        self.sel.modify(c.sock, selectors.EVENT_WRITE, c)
+        self._write(c)
+
+    def _write(self, c: _Conn) -> None:
+        try:
+            n = c.sock.send(c.out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._drop(c)
+            return
+        c.out = c.out[n:]
+        if not c.out:
+            try:
+                c.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            self._drop(c)
+
+    def _drop(self, c: _Conn) -> None:
+        if self.conns.pop(c.sock, None) is not None:
+            self.sel.unregister(c.sock)
+        c.sock.close()
