@@ -57,7 +57,10 @@ def handoff_addresses(pids: list[int]) -> list[bytes]:
     inodes = set()
     for pid in pids:
         for fd in os.listdir(f"/proc/{pid}/fd"):
-            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except FileNotFoundError:
+                continue                 # closed while we looked
             if link.startswith("socket:["):
                 inodes.add(int(link[8:-1]))
     out = []

@@ -7,6 +7,7 @@ sockets, making room by closing the one that has waited longest for its request.
 """
 from __future__ import annotations
 
+import os
 import socket
 import time
 import urllib.request
@@ -40,10 +41,19 @@ def proc_status(pid: int, field: str) -> int:
     raise KeyError(field)
 
 
+def fd_links(pid: int) -> list[str]:
+    """What the open fds of `pid` point to (an fd closed while we look is skipped)."""
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except FileNotFoundError:
+            pass
+    return out
+
+
 def tcp_sockets(pid: int) -> int:
-    import os
-    return sum(os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
-               for fd in os.listdir(f"/proc/{pid}/fd"))
+    return sum(link.startswith("socket:") for link in fd_links(pid))
 
 
 def metrics_hostport(px) -> tuple[str, int]:
