@@ -8,6 +8,10 @@ was used.
 No user enumeration: an unknown user is verified against a random HA1 of the right size, and
 both an unknown user and a wrong password recheck the subscriber table before failing (see
 subscribers.py), so the two cost the same work and get the same challenge.
+
+Refused before any lookup, as malformed credentials (-1, "bad_credentials"): a user, domain
+or realm longer than subscribers.MAX_NAME_BYTES (no subscriber has one; a name of any length
+would let a name spray grow the worker).
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from kampx import stats as S
 from kampx._cparse import SipParseError, parse_uri
 from kampx.auth import digest
 from kampx.auth.nonce import NonceState
+from kampx.auth.subscribers import name_fits
 from kampx.db import StorageError
 
 log = logging.getLogger("kampx.auth")
@@ -127,9 +132,14 @@ class Authenticator:
             base = cred.base_algorithm
         except digest.DigestError:
             return self._fail(msg, kind, AUTH_ERROR, "bad_credentials")
+        user, at, domain = cred.username.partition("@")
+        if not at:
+            domain = realm
         # the digest-uri is not compared with the Request-URI, as Kamailio does not: clients
-        # differ (SIPp answers with sip:HOST:PORT, without the user of the Request-URI)
-        if base not in self.algorithms:
+        # differ (SIPp answers with sip:HOST:PORT, without the user of the Request-URI).
+        # Names no subscriber has are not looked up (they would grow the cache).
+        if (not (name_fits(user) and name_fits(domain) and name_fits(realm))
+                or base not in self.algorithms):
             return self._fail(msg, kind, AUTH_ERROR, "bad_credentials", cred.username)
         nonce = self.nonces.check(cred.nonce)
         if nonce.state is NonceState.FORGED:
@@ -138,9 +148,6 @@ class Authenticator:
             return self._fail(msg, kind, AUTH_STALE_NONCE, "stale_nonce", cred.username,
                               counts_for_ban=False)
 
-        user, at, domain = cred.username.partition("@")
-        if not at:
-            domain = realm
         column = _COLUMNS[(base, bool(at))]
         body = msg.body if cred.qop == "auth-int" else b""
         try:

@@ -130,6 +130,27 @@ def test_digest_uri_is_not_compared_with_the_request_uri(env):
     assert check(env, msg) == A.AUTH_OK
 
 
+@pytest.mark.parametrize("user, realm, looked_up", [
+    ("a" * 129, REALM, False),                  # the user
+    ("a" * 60_000, REALM, False),               # issue 10: 60 kB names, 8 per source
+    (f"alice@{'d' * 129}", REALM, False),       # the domain of user@domain
+    ("alice", "r" * 129, False),                # the realm (the From domain)
+    ("a" * 128, REALM, True),                   # the limit itself: an unknown user
+])
+def test_overlong_names_are_refused_before_any_lookup(env, monkeypatch, user, realm, looked_up):
+    lookups = []
+    monkeypatch.setattr(env.auth.subscribers, "get", lambda *a: lookups.append(a))
+    monkeypatch.setattr(env.auth.subscribers, "recheck", lambda *a: (False, None))
+    msg = request(auth_headers=[("Authorization", creds(env, user=user, realm=realm))])
+    code = env.auth.check(msg, realm, A.WWW, 1)
+    if looked_up:
+        assert (code, lookups) == (A.AUTH_USER_UNKNOWN, [(user, realm)])
+    else:
+        assert (code, lookups) == (A.AUTH_ERROR, [])
+        assert failures(env, "bad_credentials") == 1
+    assert env.failures == [msg]
+
+
 def test_credentials_for_another_realm_are_not_ours(env):
     msg = request(auth_headers=[("Authorization", creds(env, realm="other.test"))])
     assert check(env, msg) == A.AUTH_NO_CREDENTIALS
