@@ -11,7 +11,9 @@ subscribers.py), so the two cost the same work and get the same challenge.
 
 Refused before any lookup, as malformed credentials (-1, "bad_credentials"): a user, domain
 or realm longer than subscribers.MAX_NAME_BYTES (no subscriber has one; a name of any length
-would let a name spray grow the worker).
+would let a name spray grow the worker), and a digest-uri that names another target than the
+Request-URI (uri_matches: a response captured on its way to one target is no good for
+another).
 """
 from __future__ import annotations
 
@@ -135,11 +137,10 @@ class Authenticator:
         user, at, domain = cred.username.partition("@")
         if not at:
             domain = realm
-        # the digest-uri is not compared with the Request-URI, as Kamailio does not: clients
-        # differ (SIPp answers with sip:HOST:PORT, without the user of the Request-URI).
-        # Names no subscriber has are not looked up (they would grow the cache).
+        # names no subscriber has are not looked up (they would grow the cache, see
+        # subscribers.py); a digest-uri for another target is a response captured elsewhere
         if (not (name_fits(user) and name_fits(domain) and name_fits(realm))
-                or base not in self.algorithms):
+                or base not in self.algorithms or not uri_matches(cred.uri, msg.original_ruri)):
             return self._fail(msg, kind, AUTH_ERROR, "bad_credentials", cred.username)
         nonce = self.nonces.check(cred.nonce)
         if nonce.state is NonceState.FORGED:
@@ -227,6 +228,28 @@ class Authenticator:
             return False
         msg.remove_header(outcome.kind.credentials)
         return True
+
+
+_DEFAULT_PORT = {"sip": 5060, "sips": 5061}
+
+
+def uri_matches(digest_uri: str, request_uri: str) -> bool:
+    """Whether the credentials' digest-uri names the target of the Request-URI (RFC 3261
+    22.4: they are the same). Equal strings match; otherwise the scheme, the host (case
+    aside) and the port (absent = the scheme's default) must be the Request-URI's, and a
+    user, when the digest-uri has one, too (escapes decoded); parameters do not count.
+    A digest-uri without a user is accepted because SIPp's [authentication] always sends
+    sip:REMOTE_IP:REMOTE_PORT (its -auth_uri option replaces that)."""
+    if digest_uri == request_uri:
+        return True
+    try:
+        d, r = parse_uri(digest_uri), parse_uri(request_uri)
+    except SipParseError:
+        return False
+    default = _DEFAULT_PORT.get(d.scheme, 0)
+    return (d.scheme == r.scheme and d.host.lower() == r.host.lower()
+            and (d.port or default) == (r.port or default)
+            and (d.user is None or d.user_unescaped == r.user_unescaped))
 
 
 def _uri_user(text) -> str | None:

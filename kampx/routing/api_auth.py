@@ -72,7 +72,8 @@ def auth_check(realm, table: str = SUBSCRIBER_TABLE, flags: int = 0) -> Code:
     """Authenticate the request: www credentials (Authorization) for REGISTER, proxy
     credentials (Proxy-Authorization) for the rest. flags 1: the auth user must also be the
     From user (and the To user for a REGISTER). Returns 1, or Kamailio's failure codes:
-    -1 error/malformed, -2 wrong password, -3 unknown user, -4 stale nonce, -5 no credentials,
+    -1 error/malformed (also a name over 128 bytes, a digest-uri naming another target than
+    the Request-URI), -2 wrong password, -3 unknown user, -4 stale nonce, -5 no credentials,
     -6 nonce-count replayed, -8 auth user mismatch."""
     _table(table)
     w, msg = ctx.worker, ctx.msg

@@ -39,11 +39,16 @@ def _ok(r):
 # -- MD5 ----------------------------------------------------------------------------------
 
 def test_md5_rfc2069_response_registers(px, c):
+    """The built-in script offers qop="auth" (replay protection); a client that ignores it
+    and answers in the RFC 2069 form still registers."""
     req, ch = challenge(c, ALICE)
     value = ch.get("www-authenticate")
     params = parse_challenge(value)
-    assert "qop" not in params and "algorithm" not in params, value   # Kamailio's plain form
-    _ok(answer(c, req, ch, ALICE, USERS[ALICE]))
+    assert params.get("qop") == "auth" and "algorithm" not in params, value
+    again = with_credentials(req, digest_header(req, pick_challenge(ch), ALICE, USERS[ALICE]))
+    assert "qop=" not in again.get("authorization")
+    c.send(again)
+    _ok(c.final(again))
 
 
 def test_md5_with_qop_auth_chosen_by_the_client(px, c):
@@ -246,15 +251,11 @@ def test_nonce_of_another_kampx_is_forged(px, short_px):
 def test_nonce_reusable_without_qop_until_it_expires(px, c):
     """RFC 2069 clients (and Kamailio) reuse a nonce; without qop there is no count to check."""
     req, ch = challenge(c, BOB)
-    _ok(answer(c, req, ch, BOB, USERS[BOB]))
-    again = register_request(c, BOB)
-    _ok(answer(c, again, ch, BOB, USERS[BOB]))
-
-
-def test_digest_uri_other_than_the_request_uri_is_accepted(px, c):
-    """Kamailio does not compare them and SIPp relies on it: its uri is sip:HOST:PORT."""
-    req, ch = challenge(c, ALICE)
-    _ok(answer(c, req, ch, ALICE, USERS[ALICE], uri=f"sip:{px.addrs.proxy}:5060"))
+    params = pick_challenge(ch)
+    for r in (req, register_request(c, BOB)):
+        again = with_credentials(r, digest_header(r, params, BOB, USERS[BOB]))
+        c.send(again)
+        _ok(c.final(again))
 
 
 # -- failures look alike --------------------------------------------------------------------

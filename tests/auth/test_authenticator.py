@@ -124,10 +124,49 @@ def test_failures(env, kwargs, code, reason):
     assert env.failures == [msg]          # counted towards the brute-force ban
 
 
-def test_digest_uri_is_not_compared_with_the_request_uri(env):
-    """As Kamailio: SIPp answers with uri="sip:HOST:PORT" whatever the Request-URI."""
-    msg = request(auth_headers=[("Authorization", creds(env, uri="sip:127.0.0.1:5060"))])
-    assert check(env, msg) == A.AUTH_OK
+SIPP_RURI = "sip:5551234@127.0.0.1:5060"        # SIPp's INVITE sip:[service]@[remote_ip]:[remote_port]
+
+
+@pytest.mark.parametrize("method, ruri, uri, ok", [
+    ("REGISTER", None, f"sip:{REALM}", True),                          # the same string
+    ("REGISTER", None, "sip:KAMPX.test;transport=udp", True),          # host case, parameters
+    ("REGISTER", None, f"sip:{REALM}:5060", True),                     # the default port
+    ("REGISTER", "sip:127.0.0.1", "sip:127.0.0.1:5060", True),         # SIPp's REGISTER
+    ("REGISTER", None, "sip:127.0.0.1:5060", False),                   # another host
+    ("REGISTER", None, f"sip:{REALM}:5070", False),                    # another port
+    ("REGISTER", None, f"sips:{REALM}", False),                        # another scheme
+    ("REGISTER", None, f"sip:alice@{REALM}", False),                   # a user the R-URI lacks
+    ("REGISTER", None, REALM, False),                                  # not a URI
+    ("INVITE", SIPP_RURI, "sip:127.0.0.1:5060", True),                 # SIPp: no user
+    ("INVITE", SIPP_RURI, "sip:5551234@127.0.0.1", True),
+    ("INVITE", SIPP_RURI, "sip:%35551234@127.0.0.1:5060", True),       # escapes decoded
+    ("INVITE", SIPP_RURI, "sip:5559999@127.0.0.1:5060", False),        # another callee
+    ("INVITE", SIPP_RURI, "sip:127.0.0.2:5060", False),
+    ("INVITE", "tel:+15551234", "tel:+15551234;phone-context=x", True),
+    ("INVITE", "tel:+15551234", "tel:+15559999", False),
+])
+def test_digest_uri_must_name_the_request_uri_target(env, method, ruri, uri, ok):
+    """A response computed for one target is refused for another (a captured INVITE's
+    credentials must not call someone else), while SIPp's uri="sip:HOST:PORT" for a
+    Request-URI on HOST:PORT and phones' exact copies pass."""
+    name = "Authorization" if method == "REGISTER" else "Proxy-Authorization"
+    msg = request(method, ruri=ruri, auth_headers=[(name, creds(env, method, uri=uri))])
+    if ok:
+        assert check(env, msg) == A.AUTH_OK
+    else:
+        assert check(env, msg) == A.AUTH_ERROR
+        assert failures(env, "bad_credentials") == 1 and env.failures == [msg]
+
+
+def test_digest_uri_is_compared_with_the_request_uri_as_received(env):
+    """The client signed the Request-URI it sent: after a rewrite by the script before
+    auth_check, that one still matches and the new one does not."""
+    rewritten = "sip:5551234@192.0.2.7:5080"
+    for uri, code in ((SIPP_RURI, A.AUTH_OK), (rewritten, A.AUTH_ERROR)):
+        msg = request("INVITE", ruri=SIPP_RURI,
+                      auth_headers=[("Proxy-Authorization", creds(env, "INVITE", uri=uri))])
+        msg.set_ruri(rewritten)
+        assert check(env, msg) == code
 
 
 @pytest.mark.parametrize("user, realm, looked_up", [

@@ -92,10 +92,14 @@ def WITHINDLG():
 
 def REGISTRAR():
     """REGISTER: www digest authentication (realm = From domain), then save the bindings.
-    save() answers the REGISTER itself (200 with the bindings, or the error)."""
+    save() answers the REGISTER itself (200 with the bindings, or the error).
+
+    The challenges offer qop="auth" (flag 1; the tutorial has 0): a client that uses it
+    counts its responses (nc), so a captured one replayed is refused. RFC 2069 clients,
+    which ignore qop, still authenticate."""
     realm = from_domain()
     if not auth_check(realm, "subscriber", 1):
-        www_challenge(realm, 0)
+        www_challenge(realm, 1)
         exit()
     consume_credentials()
     save("location")
@@ -106,7 +110,7 @@ def AUTH():
     """Calls from users: proxy digest authentication; the auth user must be the caller."""
     realm = from_domain()
     if not auth_check(realm, "subscriber", 1):
-        proxy_challenge(realm, 0)
+        proxy_challenge(realm, 1)       # qop="auth", as for REGISTER
         exit()
     consume_credentials()
 
