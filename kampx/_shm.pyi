@@ -27,6 +27,9 @@ class CounterRows:
         """Add 1 to (row, col). IndexError when out of range."""
     def add(self, row: int, col: int, n: int) -> None:
         """Add n (may be negative, for gauges held per row) to (row, col)."""
+    def add_get(self, row: int, col: int, n: int) -> int:
+        """Add n to (row, col) and return the new value, atomically (a shared total tested
+        against a limit by several processes: add, then back out when over)."""
     def get(self, row: int, col: int) -> int:
         """One cell."""
     def column_sums(self) -> list[int]:

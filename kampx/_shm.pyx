@@ -211,6 +211,14 @@ cdef class CounterRows(_Region):
         if self.c_add(row, col, n):
             _range_error(self.nrows, self.ncols, row, col)
 
+    def add_get(self, Py_ssize_t row, Py_ssize_t col, int64_t n):
+        """Add n and return the cell's new value, in one atomic step: a shared total that
+        several processes test against a limit (add, then back out if over)."""
+        if <size_t>row >= <size_t>self.nrows or <size_t>col >= <size_t>self.ncols:
+            _range_error(self.nrows, self.ncols, row, col)
+        return <int64_t>kx_atomic_add64(<uint64_t *>&self.cells[row * self.stride + col],
+                                        <uint64_t>n)
+
     def get(self, Py_ssize_t row, Py_ssize_t col):
         if <size_t>row >= <size_t>self.nrows or <size_t>col >= <size_t>self.ncols:
             _range_error(self.nrows, self.ncols, row, col)

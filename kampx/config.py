@@ -85,6 +85,10 @@ class CoreConfig:
     log_level: str = "info"
     # bound on how long SIGTERM waits for in-flight transactions (the contract: exit < 5 s)
     shutdown_timeout_s: float = 3.0
+    # a reply that matches no transaction is dropped; true forwards it to the next Via as
+    # Kamailio's core does (which lets anyone bounce a datagram off the proxy). Late 2xx
+    # retransmissions of a dialog kampx established are forwarded either way.
+    forward_stray_replies: bool = False
 
     def listen_addrs(self) -> list[ListenAddr]:
         return [parse_listen(x) for x in self.listen]
@@ -142,7 +146,13 @@ class TmConfig:
     t4_ms: int = 5000
     fr_timer_ms: int = 30000
     fr_inv_timer_ms: int = 120000
+    # server transactions held by the whole proxy at once; past it new requests get 503
     max_transactions: int = 200000
+    # bytes the transactions may hold (requests, relayed copies, replies); a UDP request is
+    # at most 64 kB, so the budget, not the count, bounds memory under big bodies
+    max_memory_mb: int = 1024
+    # branches of one request (Kamailio's max_branches): bounds what one INVITE can fan out
+    max_branches: int = 12
 
 
 @dataclass(frozen=True)
@@ -154,13 +164,26 @@ class RegistrarConfig:
     # 1: a contact asking for less than min_expires gets 423 Interval Too Brief (RFC 3261
     # 10.3 step 7); 0: Kamailio's default, the interval is raised to min_expires
     min_expires_mode: int = 1
-    max_contacts: int = 0           # bindings per AOR; 0 = unlimited
+    # bindings per AOR (0 = unlimited). 10 covers a desk phone, a softphone, a mobile app
+    # and their stale NAT bindings; every binding is a branch of each call to the AOR
+    max_contacts: int = 10
     # what a REGISTER that would exceed max_contacts gets: "reject" (Kamailio: 503 Too many
     # registered contacts) or "overwrite" (the AOR's least recently refreshed bindings go)
     max_contacts_policy: str = "reject"
     use_domain: bool = False        # AOR = To user (Kamailio's default) or user@domain
     case_sensitive: bool = False    # AOR user compared as written (default: case-insensitive)
     append_branches: bool = True    # lookup() forks to every binding, not only the best one
+
+
+@dataclass(frozen=True)
+class DialogConfig:
+    """The dialogs kampx Record-Routed and saw established (kampx/dialog.py)."""
+    # relay an in-dialog request only within such a dialog (false: Kamailio's stock
+    # behaviour, any To-tagged request with our Route is relayed)
+    enforce: bool = True
+    lifetime_s: int = 43200         # Kamailio's default_timeout; in-dialog requests renew it
+    linger_s: int = 32              # a dialog ended by BYE still admits requests this long
+    capacity: int = 200000          # dialogs in the shared index
 
 
 @dataclass(frozen=True)
@@ -178,6 +201,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     tm: TmConfig = field(default_factory=TmConfig)
+    dialog: DialogConfig = field(default_factory=DialogConfig)
     registrar: RegistrarConfig = field(default_factory=RegistrarConfig)
     usrloc: UsrlocConfig = field(default_factory=UsrlocConfig)
     path: str | None = None  # the file it came from; None = embedded default
@@ -270,6 +294,11 @@ def _semantic_checks(cfg: Config) -> None:
         raise ConfigError("bad value for [usrloc] capacity: must be at least 1")
     if cfg.tm.t1_ms < 1 or cfg.tm.t2_ms < cfg.tm.t1_ms:
         raise ConfigError("bad value for [tm] t1_ms/t2_ms: need 0 < t1 <= t2")
+    for section, key in (("tm", "max_transactions"), ("tm", "max_memory_mb"),
+                         ("tm", "max_branches"), ("dialog", "capacity"),
+                         ("dialog", "lifetime_s")):
+        if getattr(getattr(cfg, section), key) < 1:
+            raise ConfigError(f"bad value for [{section}] {key}: must be at least 1")
     cfg.db_path()
 
 

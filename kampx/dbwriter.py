@@ -23,6 +23,7 @@ import logging
 import time
 
 from kampx import stats as S
+from kampx.dialog import JournalWriter
 from kampx.process import HelperProcess
 from kampx.shared import HELPER_ROWS
 
@@ -31,6 +32,7 @@ log = logging.getLogger("kampx.dbwriter")
 FLUSH_INTERVAL = 0.25      # seconds between drains: the write-behind delay, well under 1 s
 BATCH = 5000               # changes per database transaction
 STOP_DRAIN_S = 1.0         # on SIGTERM, keep draining this long while changes still appear
+DIALOG_PURGE_S = 60.0      # how often expired dialog rows are deleted
 
 
 class DbWriterProcess(HelperProcess):
@@ -38,7 +40,8 @@ class DbWriterProcess(HelperProcess):
 
     def serve(self) -> None:
         stats = S.Stats(self.shared.counters, HELPER_ROWS["db writer"])
-        self.writer = LocationWriter(self.shared.location, self.cfg, stats=stats)
+        self.writer = LocationWriter(self.shared.location, self.cfg, stats=stats,
+                                     dialogs=JournalWriter(self.shared.dialog_journal_r, stats))
         self._loop()
 
     def _loop(self) -> None:
@@ -54,17 +57,19 @@ class DbWriterProcess(HelperProcess):
 
 
 class LocationWriter:
-    """Drains one location table into one database (opened here: after fork, in the process
-    that writes)."""
+    """Drains one location table, and the dialog journal when given one (kampx/dialog.py),
+    into one database (opened here: after fork, in the process that writes)."""
 
-    def __init__(self, store, cfg, storage=None, stats=None):
+    def __init__(self, store, cfg, storage=None, stats=None, dialogs=None):
         self.store = store
         self.cfg = cfg
         self.stats = stats
+        self.dialogs = dialogs
         self.storage = storage      # opened on first use, and again after a failed open
         self.healthy = True
         self.written = 0           # changes committed by this process
         self._last_error = None
+        self._next_purge = 0.0
 
     def drain(self) -> int:
         """Write and acknowledge every pending change; returns how many were committed. A
@@ -79,6 +84,14 @@ class LocationWriter:
                 self._failed(str(e))
                 return 0
         done = 0
+        if self.dialogs is not None:
+            self.dialogs.collect()
+            try:
+                done += self.dialogs.write(self.storage)
+                self._purge_dialogs()
+            except StorageError as e:
+                self._failed(str(e))
+                return done
         while True:
             changes = self.store.pending_changes(BATCH)
             if not changes:
@@ -99,6 +112,13 @@ class LocationWriter:
         if done and self.stats is not None:
             self.stats.add(S.DB_WRITES.base, done)
         return done
+
+    def _purge_dialogs(self) -> None:
+        """Dialog rows whose lifetime ran out (nobody ends a call that was never hung up)."""
+        now = time.monotonic()
+        if now >= self._next_purge:
+            self._next_purge = now + DIALOG_PURGE_S
+            self.storage.dialogs.delete_expired(time.time())
 
     def _commit(self, changes) -> None:
         # the same ruid may appear twice in a batch (changed while the table was scanned):

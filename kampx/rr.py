@@ -20,7 +20,9 @@ def loose_route(worker, msg) -> bool:
     and the next hop is the following Route (a loose router, ;lr), or the Request-URI when
     ours was the last one. A strict-routed request (Request-URI is our Record-Route, RFC 3261
     16.4) gets its Request-URI back from the last Route. False when there is no Route, or
-    the first one is not ours (the request is not for us to route this way).
+    the first one is not ours (the request is not for us to route this way), or the request
+    is in-dialog (To-tag) but not in a dialog this proxy Record-Routed and saw established
+    (kampx/dialog.py; counted as dialog.rejected_requests): nothing is changed then.
     """
     try:
         routes = msg.routes
@@ -30,6 +32,8 @@ def loose_route(worker, msg) -> bool:
     if routes:
         first = routes[0].parsed_uri if _is_uri(routes[0]) else None
         if first is not None and worker.is_myself(first.host, first.port):
+            if msg.has_to_tag and not worker.dialogs.admit(msg):
+                return False     # a Route of ours, but no dialog of ours (kampx/dialog.py)
             msg.remove_top_route()
             if len(routes) > 1:
                 nxt = routes[1]
@@ -47,6 +51,8 @@ def loose_route(worker, msg) -> bool:
             return True
         if uri is not None and worker.is_myself(uri.host, uri.port) and not uri.user:
             # we were addressed as a strict router: the last Route is the real target
+            if msg.has_to_tag and not worker.dialogs.admit(msg):
+                return False
             last = routes[-1]
             msg.remove_header("route")
             for r in routes[:-1]:

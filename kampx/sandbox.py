@@ -139,6 +139,8 @@ class Sandbox:
             close = getattr(m, "close", None)
             if close is not None:
                 close()
+        for fd in (self.shared.dialog_journal_r, self.shared.dialog_journal_w):
+            os.close(fd)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> "Sandbox":

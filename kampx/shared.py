@@ -8,9 +8,11 @@ import os
 import secrets
 
 from kampx import stats as S
-from kampx._shm import CounterRows, NonceCounts, RateTable, KeyIndex
+from kampx._shm import CounterRows, KeyIndex, NonceCounts, RateTable
+from kampx.dialog import journal_pipe
 
 MAX_WORKER_IDS = 256                   # worker ids are one byte in our branches
+TXN_COUNT, TXN_BYTES = 0, 1            # the columns of SharedState.txn_load
 HELPER_ROWS = {"supervisor": 256, "timer": 257, "db writer": 258, "ctl": 259}
 COUNTER_ROWS = 264
 
@@ -23,6 +25,11 @@ class SharedState:
         self.secret = secrets.token_bytes(32)         # digest nonces (valid in every worker)
         self.counters = CounterRows(COUNTER_ROWS, S.NCOLS)
         self.txn_index = KeyIndex(max(1024, cfg.tm.max_transactions * 2), seed)
+        # the proxy's transactions and the bytes they hold (TXN_COUNT, TXN_BYTES), tested
+        # against [tm] max_transactions / max_memory_mb by every worker
+        self.txn_load = CounterRows(1, 2)
+        self.dialogs = KeyIndex(max(1024, cfg.dialog.capacity), seed ^ 0x3)
+        self.dialog_journal_r, self.dialog_journal_w = journal_pipe()
         self.pike = RateTable(65536, seed ^ 0x1)
         self.auth_bans = RateTable(65536, seed ^ 0x2)
         self.nonces = NonceCounts(1 << 20)
@@ -31,7 +38,7 @@ class SharedState:
 
     def nbytes(self) -> int:
         total = 0
-        for x in (self.counters, self.txn_index, self.pike, self.auth_bans, self.nonces,
-                  self.location, self.permissions):
+        for x in (self.counters, self.txn_index, self.txn_load, self.dialogs, self.pike,
+                  self.auth_bans, self.nonces, self.location, self.permissions):
             total += getattr(x, "nbytes", 0) or 0
         return total

@@ -38,7 +38,10 @@ def attach(shared, cfg) -> None:
         except PermissionsError as e:
             raise StateError(f"address table: {e}") from None
         loaded, stored = _load_location(shared.location, storage)
+        dialogs = _load_dialogs(shared.dialogs, storage)
     log.info("address table: %d entries", n)
+    if dialogs:
+        log.info("dialogs: %d established dialogs loaded", dialogs)
     if loaded < stored:
         log.warning("location table: loaded %d of the %d bindings in the database (the table "
                     "is full or some do not fit a slot); raise [usrloc] capacity", loaded, stored)
@@ -59,6 +62,19 @@ def _load_location(store, storage) -> tuple[int, int]:
     except StorageError as e:
         raise StateError(f"location table: {e}") from None
     return loaded, stored
+
+
+def _load_dialogs(index, storage) -> int:
+    """The dialogs established before a restart, so their in-dialog requests still pass
+    the check (kampx/dialog.py); the rows that expired meanwhile are deleted."""
+    from kampx import dialog
+    from kampx.db import StorageError
+    now = time.time()
+    try:
+        storage.dialogs.delete_expired(now)
+        return dialog.load(index, storage.dialogs.load_live(now), now, time.monotonic())
+    except StorageError as e:
+        raise StateError(f"dialog table: {e}") from None
 
 
 def reload(shared, cfg) -> int:

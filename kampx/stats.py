@@ -85,6 +85,8 @@ UAS_TRANSACTIONS = _family("tm", "UAS_transactions", KIND_COUNTER, "Server trans
 UAC_TRANSACTIONS = _family("tm", "UAC_transactions", KIND_COUNTER, "Client transactions (branches) created")
 ACTIVE_TRANSACTIONS = _family("tm", "active_transactions", KIND_GAUGE,
                               "Server transactions currently held")
+TXN_MEMORY = _family("tm", "memory_bytes", KIND_GAUGE,
+                     "Bytes of messages held by transactions (counted against [tm] max_memory_mb)")
 FINAL_REPLIES = _family("tm", "transactions_finished", KIND_COUNTER,
                         "Server transactions by the class of their final reply",
                         "class", ("1xx", "2xx", "3xx", "4xx", "5xx", "6xx"))
@@ -96,6 +98,28 @@ RPL_SENT = _family("tm", "rpl_sent", KIND_COUNTER, "Replies sent by tm (relayed 
 RETRANS_ABSORBED = _family("tm", "retransmissions_absorbed", KIND_COUNTER,
                            "Request retransmissions answered from a transaction")
 TIMEOUTS = _family("tm", "timeouts", KIND_COUNTER, "Branches that timed out (408)")
+TXN_REFUSED = _family("tm", "refused_transactions", KIND_COUNTER,
+                      "New transactions refused with 503: [tm] max_transactions or "
+                      "max_memory_mb reached")
+BRANCHES_CAPPED = _family("tm", "branches_capped", KIND_COUNTER,
+                          "Branches not sent because a request reached [tm] max_branches")
+
+# -- dialog ------------------------------------------------------------------------------------
+DIALOGS_PROCESSED = _family("dialog", "processed_dialogs", KIND_COUNTER,
+                            "Dialogs started by a Record-Routed request kampx relayed")
+DIALOGS_CONFIRMED = _family("dialog", "confirmed_dialogs", KIND_COUNTER,
+                            "Dialogs confirmed by a 2xx kampx relayed")
+DIALOGS_FAILED = _family("dialog", "failed_dialogs", KIND_COUNTER,
+                         "Dialogs whose creating request ended without a 2xx")
+DIALOGS_ENDED = _family("dialog", "ended_dialogs", KIND_COUNTER, "Dialogs ended by a BYE")
+DIALOG_REJECTED = _family("dialog", "rejected_requests", KIND_COUNTER,
+                          "In-dialog requests refused: not in a dialog kampx established "
+                          "(forged To-tag, or a dialog that ended or expired)")
+DIALOG_TABLE_FULL = _family("dialog", "table_full", KIND_COUNTER,
+                            "Dialog-creating requests refused with 503: the dialog index is full")
+DIALOG_JOURNAL_DROPPED = _family("dialog", "journal_dropped", KIND_COUNTER,
+                                 "Dialog changes not persisted (journal pipe full, or the "
+                                 "database down too long)")
 
 # -- sl ----------------------------------------------------------------------------------------
 SL_REPLIES = _family("sl", "replies", KIND_COUNTER, "Stateless replies sent, by status code",

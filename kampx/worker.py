@@ -27,6 +27,7 @@ import traceback
 from kampx import __version__, sl
 from kampx import stats as S
 from kampx._cparse import SipParseError, parse, parse_uri
+from kampx.dialog import Dialogs, Journal
 from kampx.routing import api
 from kampx.routing.flow import Dropped, ScriptExit
 from kampx.tm.keys import branch_owner, server_key
@@ -40,6 +41,7 @@ BOOT_ERROR_EXIT = 3        # "could not boot": the supervisor stops instead of r
 RETIRE_TIMEOUT = 32.0     # how long a worker retired by a reload keeps its transactions
 RECV_BATCH = 32            # datagrams read per wake-up before looking at timers again
 M_ACK, M_CANCEL = 2, 4
+FORBIDDEN_REPLY = (403, "Forbidden", ())
 
 
 class Worker:
@@ -112,9 +114,14 @@ class Worker:
         self.stats = S.Stats(ctx.shared.counters, self.worker_id)
         self.txn_index = ctx.shared.txn_index
         self.timers = TimerHeap()
-        self.handoff = Handoff(ctx.instance, self.worker_id, on_rejected=self._handoff_rejected)
+        self.handoff = Handoff(ctx.instance, self.worker_id, on_rejected=self._handoff_rejected,
+                               listen_count=len(self.sockets))
         self.server_header = f"Server: kampx ({__version__})"
         self.sl_tag_prefix = ctx.instance_tag
+        tm = self.cfg.tm
+        self.dialogs = Dialogs(ctx.shared.dialogs, Journal(ctx.shared.dialog_journal_w, self.stats),
+                               self.cfg.dialog, (tm.fr_inv_timer_ms + 64 * tm.t1_ms) / 1000 + 10,
+                               self.stats)
         self.tm = TransactionManager(self)
         self.realm = self.cfg.auth.realm.lower()
         self._myself = set()
@@ -367,10 +374,18 @@ class Worker:
         self.forward_reply_stateless(msg)
 
     def forward_reply_stateless(self, msg) -> bool:
-        """A reply with no transaction here (a late 2xx retransmission, a stray reply):
-        Kamailio's core behaviour, our Via removed and sent on to the next Via."""
+        """A reply with no transaction here: our Via removed and sent on to the next Via,
+        as Kamailio's core does, but only for a 2xx to an INVITE of a dialog kampx
+        established (the callee retransmits its 2xx until the ACK comes) unless
+        [core] forward_stray_replies: anything else would let anyone bounce datagrams off
+        the proxy to the address they write in the second Via."""
         via = msg.top_via
         if via is None or not self.is_myself(via.host, via.port):
+            self.stats.inc(S.DROP_REPLIES.base)
+            return False
+        if not self.cfg.core.forward_stray_replies and not (
+                200 <= msg.status < 300 and msg.cseq_method == "INVITE"
+                and self.dialogs.known(msg.call_id, msg.from_tag)):
             self.stats.inc(S.DROP_REPLIES.base)
             return False
         try:
@@ -454,6 +469,11 @@ class Worker:
             if t is None:
                 return False
             return self.tm.cancel(msg, t, msg.lsock, msg.src)
+        if msg.has_to_tag and not self.dialogs.admit(msg):
+            # in-dialog, but not in a dialog kampx established: whatever the script did,
+            # the proxy is not an open relay (kampx/dialog.py)
+            msg.error_reply = FORBIDDEN_REPLY
+            return False
         dest = self.destination(msg, host, port)
         if dest is None:
             return False

@@ -249,6 +249,15 @@ def test_txn_refresh_release_purge():
     assert t.count(1.0) == 1
 
 
+def test_counter_add_get_returns_the_new_value():
+    c = CounterRows(1, 2)
+    assert c.add_get(0, 1, 5) == 5
+    assert c.add_get(0, 1, -2) == 3
+    assert c.get(0, 1) == 3 and c.get(0, 0) == 0
+    with pytest.raises(IndexError):
+        c.add_get(1, 0, 1)
+
+
 def test_keyindex_put_overwrites_and_discard_removes_whatever_the_value():
     t = KeyIndex(1000, 42)
     assert t.put(b"d", 1, 0.0, 10.0) is True            # inserted

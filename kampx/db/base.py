@@ -122,11 +122,31 @@ class Locations(ABC):
     def count(self) -> int: ...
 
 
+class Dialogs(ABC):
+    """The confirmed dialogs kampx established (kampx/dialog.py): Kamailio's `dialog` table
+    columns callid, from_tag (the caller's), state, timeout (epoch seconds)."""
+
+    @abstractmethod
+    def apply(self, puts: Iterable[tuple[str, str, int, float]],
+              deletes: Iterable[tuple[str, str]]) -> None:
+        """Upsert (callid, from_tag, state, timeout) rows and delete (callid, from_tag)
+        ones, all in one transaction."""
+
+    @abstractmethod
+    def load_live(self, now: float) -> Iterator[tuple[str, str, float]]:
+        """(callid, from_tag, timeout) of every dialog whose timeout is after `now`."""
+
+    @abstractmethod
+    def delete_expired(self, now: float) -> int: ...
+
+
 class Storage(ABC):
-    """One open database: `subscribers`, `addresses`, `locations` and the schema version."""
+    """One open database: `subscribers`, `addresses`, `locations`, `dialogs` and the schema
+    version."""
     subscribers: Subscribers
     addresses: Addresses
     locations: Locations
+    dialogs: Dialogs
 
     @property
     @abstractmethod

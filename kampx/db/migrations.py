@@ -96,7 +96,25 @@ _V2 = Migration(
     {"kampx_changes": 1},
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
+_V3 = Migration(
+    3, "dialog table (the dialogs kampx established, for its in-dialog check after a restart)",
+    (
+        # Kamailio's dialog table keeps these columns under these names (and many more,
+        # which kampx does not track yet); timeout is epoch seconds, as Kamailio's.
+        """CREATE TABLE dialog (
+            id INTEGER PRIMARY KEY NOT NULL,
+            callid VARCHAR(255) NOT NULL,
+            from_tag VARCHAR(128) NOT NULL,
+            state INTEGER NOT NULL,
+            start_time INTEGER DEFAULT 0 NOT NULL,
+            timeout REAL DEFAULT 0 NOT NULL,
+            CONSTRAINT dialog_callid_ftag_idx UNIQUE (callid, from_tag))""",
+        "CREATE INDEX dialog_timeout_idx ON dialog (timeout)",
+    ),
+    {"dialog": 1},
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
 
 
 def check_sequence(migrations: Sequence[Migration]) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from kampx.db.base import (LOCATION_FIELDS, Addresses, AddressRow, Locations, Storage,
+from kampx.db.base import (LOCATION_FIELDS, Addresses, AddressRow, Dialogs, Locations, Storage,
                            StorageError, Subscriber, Subscribers, binding_values)
 from kampx.db.migrations import MIGRATIONS, Migration, upgrade
 
@@ -289,6 +289,34 @@ class SqliteLocations(Locations):
             return conn.execute("SELECT COUNT(*) FROM location").fetchone()[0]
 
 
+class SqliteDialogs(Dialogs):
+    _UPSERT = ("INSERT INTO dialog (callid, from_tag, state, start_time, timeout) "
+               "VALUES (?, ?, ?, CAST(strftime('%s', 'now') AS INTEGER), ?) "
+               "ON CONFLICT (callid, from_tag) DO UPDATE SET state = excluded.state, "
+               "timeout = excluded.timeout")
+
+    def __init__(self, db: _Db):
+        self._db = db
+
+    def apply(self, puts, deletes) -> None:
+        puts, deletes = list(puts), list(deletes)
+        if not puts and not deletes:
+            return
+        with self._db.write() as conn:
+            conn.executemany(self._UPSERT, puts)
+            conn.executemany("DELETE FROM dialog WHERE callid = ? AND from_tag = ?", deletes)
+
+    def load_live(self, now: float):
+        with self._db.read() as conn:
+            rows = conn.execute("SELECT callid, from_tag, timeout FROM dialog WHERE timeout > ?",
+                                (now,)).fetchall()
+        return iter(rows)
+
+    def delete_expired(self, now: float) -> int:
+        with self._db.write() as conn:
+            return conn.execute("DELETE FROM dialog WHERE timeout <= ?", (now,)).rowcount
+
+
 class SqliteStorage(Storage):
     def __init__(self, path: str, *, migrations: Sequence[Migration] = MIGRATIONS):
         _create(path)
@@ -310,6 +338,7 @@ class SqliteStorage(Storage):
         self.subscribers = SqliteSubscribers(self._db)
         self.addresses = SqliteAddresses(self._db)
         self.locations = SqliteLocations(self._db)
+        self.dialogs = SqliteDialogs(self._db)
 
     @staticmethod
     def _prepare(conn, path, migrations) -> int:

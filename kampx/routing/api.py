@@ -261,8 +261,16 @@ sl_reply = sl_send_reply
 
 
 def sl_reply_error() -> bool:
-    """Reply 500 after an internal error (Kamailio's sl_reply_error)."""
-    return _sl.send_reply(ctx.worker, ctx.msg, 500, "Server Internal Error")
+    """Reply to a request whose processing failed (Kamailio's sl_reply_error): the reply
+    the failing function chose (503 with Retry-After when tm had no room, 403 for an
+    in-dialog request outside any dialog kampx established), else 500. Through the
+    request's transaction when it has one (nothing when that already has its final)."""
+    w, msg = ctx.worker, ctx.msg
+    code, reason, extra = msg.__dict__.get("error_reply") or (500, "Server Internal Error", ())
+    t = msg.__dict__.get("txn")
+    if t is not None:
+        return w.tm.reply(t, code, reason, list(extra))
+    return _sl.send_reply(w, msg, code, reason, list(extra))
 
 
 def send_reply(code: int, reason: str) -> bool:

@@ -22,12 +22,18 @@ import time
 from kampx import stats as S
 from kampx._cparse import build_reply, parse, SipParseError
 from kampx.routing.flow import HandedOff
+from kampx.shared import TXN_BYTES, TXN_COUNT
 from kampx.tm.keys import server_key
 from kampx.tm.timers import TimerHeap
 
 log = logging.getLogger("kampx.tm")
 
 TRYING_REASON = "trying -- your call is important to us"   # Kamailio's auto_inv_100_reason
+# what a transaction costs besides the bytes of its messages (objects, timers, index entry),
+# charged against [tm] max_memory_mb
+TXN_OVERHEAD = 2048
+OVERLOAD_REPLY = (503, "Service Unavailable", ("Retry-After: 5",))
+LIMIT_LOG_EVERY_S = 10.0
 
 # server transaction states
 S_PROCEEDING, S_COMPLETED, S_ACCEPTED, S_CONFIRMED, S_TERMINATED = range(1, 6)
@@ -43,7 +49,8 @@ class ServerTxn:
     __slots__ = ("key", "method", "is_invite", "request", "lsock", "reply_dest", "state",
                  "last_reply", "last_code", "to_tag", "branches", "best_code", "best_reply",
                  "best_local_reason", "timer_g", "timer_end", "g_interval", "cancelled",
-                 "pending", "failure_done", "index_key", "label", "invite")
+                 "pending", "failure_done", "index_key", "label", "invite", "charged",
+                 "dialog", "dialog_state")
 
     def __init__(self, key, msg, lsock, reply_dest, label):
         self.key = key
@@ -69,6 +76,9 @@ class ServerTxn:
         self.failure_done = False
         self.label = label
         self.invite = None              # for a CANCEL's transaction: the INVITE it cancels
+        self.charged = 0                # bytes counted against [tm] max_memory_mb
+        self.dialog = None              # key of the dialog this request started (kampx.dialog)
+        self.dialog_state = 0
 
 
 class ClientTxn:
@@ -117,6 +127,11 @@ class TransactionManager:
         self.fr_inv = tm.fr_inv_timer_ms / 1000.0
         self.wait = min(5.0, 64 * self.t1)  # Kamailio's wt_timer: how long finished ones linger
         self.max_transactions = tm.max_transactions
+        self.max_bytes = tm.max_memory_mb << 20
+        self.max_branches = tm.max_branches
+        self.load = worker.ctx.shared.txn_load
+        self.dialogs = worker.dialogs
+        self._limit_logged = 0.0
         self.timers: TimerHeap = worker.timers
         self.stats = worker.stats
         self.server: dict[bytes, ServerTxn] = {}
@@ -144,9 +159,12 @@ class TransactionManager:
 
     def new_server(self, msg, lsock, src):
         """Create the server transaction for `msg` and claim its key in the shared index.
-        Returns the transaction, or None when the table is full. Raises HandedOff when
-        another worker owns the key (a retransmission that raced its original): the request
-        has been passed to that worker and processing here ends."""
+        Returns the transaction, or None when it cannot be created: the proxy holds
+        [tm] max_transactions already, or their messages fill [tm] max_memory_mb, or the
+        index has no room (msg.error_reply is then 503 with Retry-After, for
+        sl_reply_error()). Raises HandedOff when another worker owns the key (a
+        retransmission that raced its original): the request has been passed to that worker
+        and processing here ends."""
         key = msg.__dict__.get("txn_key") or server_key(msg)
         t = self.server.get(key)
         if t is not None:
@@ -156,20 +174,67 @@ class TransactionManager:
         if owner != w.worker_id:
             if owner >= 0 and not msg.__dict__.get("handed_off") and w.handoff_to(owner, msg):
                 raise HandedOff()
-            if owner == -2 or len(self.server) >= self.max_transactions:
-                log.warning("transaction table full (%d); refusing a %s", len(self.server), msg.method)
-                return None
+            if owner == -2:
+                return self._refuse(msg, "the transaction index is full")
             # the owner is gone (its entry outlived it), or the packet came to us from a
             # worker whose entry vanished: serve it here, without the index
+        cost = len(msg.buf) + TXN_OVERHEAD
+        why = self._charge(cost)
+        if why is not None:
+            if owner == w.worker_id:
+                w.txn_index.release(key, owner)
+            return self._refuse(msg, why)
         self._label += 1
         t = ServerTxn(key, msg, lsock, w.reply_destination(msg, src), self._label)
+        t.charged = cost
         self.server[key] = t
         self.stats.inc(S.UAS_TRANSACTIONS.base)
         self.stats.inc(S.ACTIVE_TRANSACTIONS.base)
+        self.stats.add(S.TXN_MEMORY.base, cost)
         if t.is_invite:
             self._send_local(t, 100, TRYING_REASON)
         msg.__dict__["txn"] = t
         return t
+
+    # -- the proxy-wide limits (shared totals; the supervisor takes back a dead worker's) --
+
+    def _charge(self, cost: int):
+        """Count one more transaction of `cost` bytes in the proxy's totals; None when it
+        fits, else why not (nothing counted)."""
+        load = self.load
+        if load.add_get(0, TXN_COUNT, 1) > self.max_transactions:
+            load.add(0, TXN_COUNT, -1)
+            return f"[tm] max_transactions ({self.max_transactions}) reached"
+        if load.add_get(0, TXN_BYTES, cost) > self.max_bytes:
+            load.add(0, TXN_BYTES, -cost)
+            load.add(0, TXN_COUNT, -1)
+            return f"[tm] max_memory_mb ({self.max_bytes >> 20}) reached"
+        return None
+
+    def _charge_bytes(self, t: ServerTxn, n: int) -> bool:
+        if self.load.add_get(0, TXN_BYTES, n) > self.max_bytes:
+            self.load.add(0, TXN_BYTES, -n)
+            return False
+        t.charged += n
+        self.stats.add(S.TXN_MEMORY.base, n)
+        return True
+
+    def _uncharge(self, t: ServerTxn) -> None:
+        self.load.add(0, TXN_COUNT, -1)
+        self.load.add(0, TXN_BYTES, -t.charged)
+        self.stats.add(S.TXN_MEMORY.base, -t.charged)
+        t.charged = 0
+
+    def _refuse(self, msg, why: str) -> None:
+        """A request refused for want of room: 503 for sl_reply_error(), counted, logged
+        at most every LIMIT_LOG_EVERY_S (a flood must not become a flood of log lines)."""
+        self.stats.inc(S.TXN_REFUSED.base)
+        msg.error_reply = OVERLOAD_REPLY
+        now = time.monotonic()
+        if now >= self._limit_logged + LIMIT_LOG_EVERY_S:
+            self._limit_logged = now
+            log.warning("new transactions refused with 503: %s", why)
+        return None
 
     def retransmission(self, t: ServerTxn, msg) -> None:
         """A retransmitted request (or ACK) for server transaction t."""
@@ -222,6 +287,9 @@ class TransactionManager:
         """Send a reply upstream and move the server transaction on."""
         t.last_reply = data
         t.last_code = code
+        if code >= 300 and t.dialog_state:
+            self.dialogs.failed(t.dialog, t.dialog_state)
+            t.dialog_state = 0
         self._send_upstream(t, data)
         if code < 200:
             return
@@ -266,6 +334,7 @@ class TransactionManager:
         if self.server.get(t.key) is t:
             del self.server[t.key]
             self.stats.add(S.ACTIVE_TRANSACTIONS.base, -1)
+            self._uncharge(t)
             self.w.txn_index.release(t.index_key, self.w.worker_id)
         t.request = None
         t.invite = None
@@ -280,7 +349,18 @@ class TransactionManager:
             t = self.new_server(msg, lsock, src)
             if t is None:
                 return False
+            state = self.dialogs.creates(msg)
+            if state:
+                t.dialog = self.dialogs.start(msg, state)
+                if t.dialog is None:          # the dialog index is full
+                    code, reason, extra = OVERLOAD_REPLY
+                    self.reply(t, code, reason, extra)
+                    return False
+                t.dialog_state = state
         if t.state != S_PROCEEDING:
+            return False
+        if len(t.branches) >= self.max_branches:
+            self.stats.inc(S.BRANCHES_CAPPED.base)
             return False
         self._label += 1
         branch = f"{self.branch_prefix}{t.label:x}.{len(t.branches)}"
@@ -288,6 +368,9 @@ class TransactionManager:
         if w.script.branch_route is not None:
             w.run_branch_route(msg)
         data = msg.serialize(via=send_lsock.via_prefix + branch.encode())
+        if not self._charge_bytes(t, len(data)):
+            self._refuse(msg, f"[tm] max_memory_mb ({self.max_bytes >> 20}) reached")
+            return False
         c = ClientTxn(t, branch, dest, send_lsock, data, t.is_invite)
         t.branches.append(c)
         t.pending += 1
@@ -464,6 +547,9 @@ class TransactionManager:
         except (ValueError, SipParseError):
             self.stats.inc(S.DROP_REPLIES.base)
             return
+        if t.dialog is not None:      # before it leaves: the caller's ACK must find it
+            t.dialog_state = self.dialogs.on_reply(t.dialog, t.dialog_state, code,
+                                                   msg.has_to_tag)
         data = msg.serialize()
         self.stats.inc(S.RPL_RELAYED.base)
         self.stats.inc(S.FWD_REPLIES.base)

@@ -1,0 +1,270 @@
+"""The dialogs kampx has seen established, and the in-dialog check that rests on them.
+
+Why: a request with a To-tag whose first Route names the proxy is relayed to the next Route or
+the Request-URI (RFC 3261 16.4 loose routing), so without state anyone can use the proxy as
+an open relay by inventing a dialog: a forged To-tag and `Route: <sip:PROXY;lr>` in front of
+any destination. Kamailio's stock configuration has that hole; production ones close it with
+the dialog module. kampx closes it by default: it relays an in-dialog request only when the
+dialog it belongs to is one kampx Record-Routed and saw established.
+
+What is recorded: when tm relays a dialog-creating request (INVITE, SUBSCRIBE, REFER) that
+the script Record-Routed, the pair (Call-ID, caller's From tag) goes into the shared dialog
+index (kampx._shm.KeyIndex, every worker sees it) as PENDING; a reply relayed upstream with a
+To-tag makes it EARLY (1xx) or CONFIRMED (2xx); a final failure removes it; a BYE makes it
+ENDED, still admitted for `linger_s` so that crossing BYEs and retransmissions go through.
+SUBSCRIBE and REFER are EARLY from the start: a NOTIFY may overtake their 2xx (RFC 6665).
+
+The check (admit): an in-dialog request is admitted when (Call-ID, From tag) is a dialog
+(the caller's side sends it) or (Call-ID, To tag) is one (the callee's side), in state EARLY,
+CONFIRMED or ENDED. A blind attacker would need a live call's Call-ID and caller tag.
+loose_route() refuses to route a request that fails it (the built-in script then answers
+404 "Not here"), and t_relay() refuses to relay any To-tagged request that fails it
+(403), whatever the script did. [dialog] enforce = false restores Kamailio's behaviour.
+
+Surviving a restart: CONFIRMED dialogs (and their refreshes and ends) are journaled through a
+pipe the supervisor creates before fork (every worker writes, the db writer reads; records
+of at most PIPE_BUF bytes are written whole) into the database's `dialog` table, loaded into
+the index at start. A db writer that is being respawned loses nothing (the pipe holds the
+records); a full pipe drops a record (counted in dialog.journal_dropped), which costs that
+dialog its in-dialog requests after a restart, never before.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import struct
+import time
+
+from kampx import stats as S
+
+log = logging.getLogger("kampx.dialog")
+
+# index values (Kamailio's dialog states, in their order)
+PENDING, EARLY, CONFIRMED, ENDED = 1, 2, 3, 4
+CREATING = {"INVITE": PENDING, "SUBSCRIBE": EARLY, "REFER": EARLY}
+
+OP_PUT, OP_DELETE = 1, 2
+_RECORD = struct.Struct("!BBdH")       # op, state, timeout (epoch seconds), key length
+MAX_KEY = 2048                         # longer Call-ID + tag pairs are not journaled
+PIPE_SIZE = 1 << 20                    # ~14 000 records while the db writer restarts
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+
+def key(call_id: str, tag: str) -> bytes:
+    return f"{call_id}\0{tag}".encode("utf-8", "surrogateescape")
+
+
+def split_key(k: bytes) -> tuple[str, str]:
+    call_id, _, tag = k.decode("utf-8", "surrogateescape").partition("\0")
+    return call_id, tag
+
+
+# -------------------------------------------------------------------------- the journal --
+
+def journal_pipe() -> tuple[int, int]:
+    """The journal's (read fd, write fd), both non-blocking; created before fork."""
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        fcntl.fcntl(w, _F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass            # the default 64 kB: fewer records survive a db writer restart
+    return r, w
+
+
+def read_journal(fd: int, leftover: bytes = b"") -> tuple[list[tuple[int, bytes, int, float]], bytes]:
+    """Every whole record waiting in the pipe: ([(op, key, state, timeout)], the bytes of a
+    record not yet complete, to pass back next time)."""
+    chunks = [leftover]
+    while True:
+        try:
+            data = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            break
+        except InterruptedError:
+            continue
+        if not data:
+            break
+        chunks.append(data)
+    buf = b"".join(chunks)
+    out = []
+    pos, head = 0, _RECORD.size
+    while len(buf) - pos >= head:
+        op, state, timeout, n = _RECORD.unpack_from(buf, pos)
+        if len(buf) - pos < head + n:
+            break
+        out.append((op, buf[pos + head:pos + head + n], state, timeout))
+        pos += head + n
+    return out, buf[pos:]
+
+
+class Journal:
+    """A worker's end of the journal: one write per record (atomic up to PIPE_BUF)."""
+
+    __slots__ = ("fd", "stats")
+
+    def __init__(self, fd: int, stats):
+        self.fd = fd
+        self.stats = stats
+
+    def write(self, op: int, k: bytes, state: int = 0, timeout: float = 0.0) -> None:
+        if len(k) > MAX_KEY:
+            return
+        try:
+            os.write(self.fd, _RECORD.pack(op, state, timeout, len(k)) + k)
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EPIPE, errno.EBADF):
+                raise
+            self.stats.inc(S.DIALOG_JOURNAL_DROPPED.base)
+
+
+# -------------------------------------------------------------------------- the check --
+
+class Dialogs:
+    """One worker's view of the shared dialog index. `ttl_setup` bounds a PENDING or EARLY
+    entry (as long as an INVITE transaction can live)."""
+
+    def __init__(self, index, journal: Journal, cfg, ttl_setup: float, stats):
+        self.index = index
+        self.journal = journal
+        self.enforce = cfg.enforce
+        self.lifetime = float(cfg.lifetime_s)
+        self.linger = float(cfg.linger_s)
+        self.ttl_setup = ttl_setup
+        self.stats = stats
+
+    # -- the dialog-creating side (tm calls these for its server transactions) --
+
+    def creates(self, msg) -> int:
+        """The state a relay of `msg` starts a dialog in; 0 when it starts none (not a
+        dialog-creating method, no Record-Route of ours, or already in a dialog)."""
+        if msg.has_to_tag or not msg.__dict__.get("rr_added"):
+            return 0
+        return CREATING.get(msg.method, 0)
+
+    def start(self, msg, state: int) -> bytes | None:
+        """Record the dialog `msg` starts; None when the index is full (the request must not
+        be relayed: its in-dialog requests could not be told from forged ones)."""
+        k = key(msg.call_id, msg.from_tag or "")
+        if not self.index.put(k, state, time.monotonic(), time.monotonic() + self.ttl_setup):
+            self.stats.inc(S.DIALOG_TABLE_FULL.base)
+            return None
+        self.stats.inc(S.DIALOGS_PROCESSED.base)
+        return k
+
+    def on_reply(self, k: bytes, state: int, code: int, reply_has_tag: bool) -> int:
+        """A reply relayed upstream for the transaction that started dialog `k` (in
+        `state`); returns the dialog's new state. Called before the reply is sent, so the
+        caller's ACK or PRACK always finds the dialog."""
+        if code < 200:
+            if code > 100 and reply_has_tag and state == PENDING:
+                now = time.monotonic()
+                self.index.put(k, EARLY, now, now + self.ttl_setup)
+                return EARLY
+            return state
+        if code < 300:
+            if state != CONFIRMED:
+                self._confirm(k, time.monotonic())
+                self.stats.inc(S.DIALOGS_CONFIRMED.base)
+            return CONFIRMED
+        return state
+
+    def failed(self, k: bytes, state: int) -> None:
+        """The transaction that started dialog `k` ended without a 2xx."""
+        if state != CONFIRMED:
+            self.index.discard(k)
+            self.stats.inc(S.DIALOGS_FAILED.base)
+
+    def _confirm(self, k: bytes, now: float) -> None:
+        self.index.put(k, CONFIRMED, now, now + self.lifetime)
+        self.journal.write(OP_PUT, k, CONFIRMED, time.time() + self.lifetime)
+
+    # -- the in-dialog side --
+
+    def admit(self, msg) -> bool:
+        """Whether in-dialog request `msg` belongs to a dialog kampx established (see the
+        module docstring); a BYE ends it, other requests (not ACK) refresh its lifetime.
+        A refused request is counted. Always True with [dialog] enforce = false."""
+        if not self.enforce or msg.__dict__.get("dialog_admitted"):
+            return True
+        now = time.monotonic()
+        call_id = msg.call_id or ""
+        k = key(call_id, msg.from_tag or "")
+        state = self.index.lookup(k, now)
+        if state < EARLY:
+            k = key(call_id, msg.to_tag or "")
+            state = self.index.lookup(k, now)
+            if state < EARLY:
+                self.stats.inc(S.DIALOG_REJECTED.base)
+                return False
+        msg.dialog_admitted = True
+        method = msg.method
+        if method == "BYE":
+            if state != ENDED:
+                self.index.put(k, ENDED, now, now + self.linger)
+                self.journal.write(OP_DELETE, k)
+                self.stats.inc(S.DIALOGS_ENDED.base)
+        elif state == CONFIRMED and method != "ACK":
+            self._confirm(k, now)             # Kamailio resets a dialog's timeout likewise
+        return True
+
+    def known(self, call_id: str | None, tag: str | None) -> bool:
+        """Whether (Call-ID, caller tag) is a dialog past its setup (for stray 2xx)."""
+        return self.index.lookup(key(call_id or "", tag or ""), time.monotonic()) >= EARLY
+
+
+# -------------------------------------------------------------------------- start-up --
+
+def load(index, rows, now_wall: float, now_mono: float) -> int:
+    """Fill the index from the database's live dialogs ((call_id, from_tag, timeout) rows,
+    timeout in epoch seconds); returns how many went in."""
+    n = 0
+    for call_id, tag, timeout in rows:
+        if timeout > now_wall and index.put(key(call_id, tag), CONFIRMED, now_mono,
+                                            now_mono + (timeout - now_wall)):
+            n += 1
+    return n
+
+
+class JournalWriter:
+    """The db writer's side: applies journal records to the database's `dialog` table.
+    Records that could not be written are kept (the latest per dialog) and retried."""
+
+    MAX_PENDING = 500_000
+
+    def __init__(self, fd: int, stats=None):
+        self.fd = fd
+        self.stats = stats
+        self.leftover = b""
+        self.pending: dict[bytes, tuple[int, int, float]] = {}   # key -> (op, state, timeout)
+        self.written = 0
+
+    def collect(self) -> int:
+        """Read what the pipe holds into `pending`; returns how many records came."""
+        records, self.leftover = read_journal(self.fd, self.leftover)
+        for op, k, state, timeout in records:
+            self.pending.pop(k, None)        # re-inserted last: dict order = arrival order
+            self.pending[k] = (op, state, timeout)
+        while len(self.pending) > self.MAX_PENDING:   # a database down for a long time
+            self.pending.pop(next(iter(self.pending)))
+            if self.stats is not None:
+                self.stats.inc(S.DIALOG_JOURNAL_DROPPED.base)
+        return len(records)
+
+    def write(self, storage) -> int:
+        """Write `pending` in one transaction; raises StorageError (pending kept)."""
+        if not self.pending:
+            return 0
+        puts, deletes = [], []
+        for k, (op, state, timeout) in self.pending.items():
+            call_id, tag = split_key(k)
+            if op == OP_PUT:
+                puts.append((call_id, tag, state, timeout))
+            else:
+                deletes.append((call_id, tag))
+        storage.dialogs.apply(puts, deletes)
+        n = len(self.pending)
+        self.pending.clear()
+        self.written += n
+        return n
