@@ -51,6 +51,9 @@ UA_MAX = 255
 NO_UA = "n/a"
 CSEQ_DELAY = 20
 PERMANENT_EXPIRES = 0xFFFFFFFF   # what the 200 OK shows for a binding that never expires
+# bytes of Contact text a REGISTER reply lists at most (about 15 to 25 bindings; see
+# contact_header): what one REGISTER can draw, whatever the AOR holds
+CONTACTS_REPLY_MAX = 2048
 
 # save() flags (Kamailio's REG_SAVE_*_FL values)
 SAVE_NO_REPLY = 0x02
@@ -454,24 +457,38 @@ def _stored_match(op: tuple, bindings: list):
 # ---------------------------------------------------------------------------- replies --
 
 def contact_header(bindings, act: int) -> str | None:
-    """The 200 OK's Contact line for `bindings` (None when there are none)."""
+    """The 200 OK's Contact line for `bindings` (None when there are none). An AOR with more
+    bindings than CONTACTS_REPLY_MAX bytes of Contact text lists its most recently
+    refreshed ones only (the REGISTER being answered is among them): a small REGISTER must
+    not draw a reply many times its size (an AOR with 1000 bindings answered a 442-byte
+    query with 32 kB)."""
     if not bindings:
         return None
-    ordered = bindings if len(bindings) == 1 else \
-        sorted(bindings, key=lambda b: (-_q_key(b.q), b.last_modified))
-    parts = []
-    for b in ordered:
-        p = f"<{b.contact}>"
-        if b.q >= 0:
-            p += f";q={q_text(b.q)}"
-        remaining = PERMANENT_EXPIRES if b.expires == 0 else max(0, int(b.expires) - act)
-        p += f";expires={remaining}"
-        if b.instance:
-            p += f';+sip.instance="{b.instance}"'
-        if b.reg_id > 0:
-            p += f";reg-id={b.reg_id}"
-        parts.append(p)
-    return "Contact: " + ", ".join(parts)
+    if len(bindings) == 1:
+        return "Contact: " + _contact_part(bindings[0], act)
+    kept, size = [], 0
+    for b in sorted(bindings, key=lambda b: -b.last_modified):
+        part = _contact_part(b, act)
+        size += len(part) + 2
+        if kept and size > CONTACTS_REPLY_MAX:
+            break
+        kept.append((-_q_key(b.q), b.last_modified, part))
+    kept.sort(key=lambda k: k[:2])
+    return "Contact: " + ", ".join(k[2] for k in kept)
+
+
+def _contact_part(b, act: int) -> str:
+    """One binding as the 200 OK lists it: <uri>;q=..;expires=..;+sip.instance=..;reg-id=.."""
+    p = f"<{b.contact}>"
+    if b.q >= 0:
+        p += f";q={q_text(b.q)}"
+    remaining = PERMANENT_EXPIRES if b.expires == 0 else max(0, int(b.expires) - act)
+    p += f";expires={remaining}"
+    if b.instance:
+        p += f';+sip.instance="{b.instance}"'
+    if b.reg_id > 0:
+        p += f";reg-id={b.reg_id}"
+    return p
 
 
 def _send(worker, msg, code: int, reason: str, extra: list) -> None:
@@ -578,7 +595,8 @@ def lookup(worker, msg, table: str = TABLE, uri: str | None = None) -> int:
         d.pop("branches", None)
         return LOOKUP_FOUND
     branches = []
-    for b in bindings if cfg.append_branches else bindings[:1]:
+    # at most [tm] max_branches destinations, the best first (tm refuses more anyway)
+    for b in bindings[:worker.cfg.tm.max_branches] if cfg.append_branches else bindings[:1]:
         try:
             branches.append(_destination(b))
         except (SipParseError, IndexError):

@@ -24,7 +24,7 @@ import time
 from kampx import config as config_mod
 from kampx import systemd
 from kampx.routing import loader
-from kampx.shared import MAX_WORKER_IDS, SharedState
+from kampx.shared import MAX_WORKER_IDS, TXN_BYTES, TXN_COUNT, SharedState
 from kampx.worker import BOOT_ERROR_EXIT, Worker
 
 log = logging.getLogger("kampx.supervisor")
@@ -229,14 +229,18 @@ class Supervisor:
     def _worker_died(self, w: Worker, code: int):
         self.shared.txn_index.purge_owner(w.worker_id)
         from kampx import stats as S
-        # gauges held in the dead row would stay up forever: give them back
+        # gauges held in the dead row would stay up forever: give them back, and the
+        # dead worker's transactions to the proxy-wide totals tm tests its limits against
         row = w.worker_id
+        totals = {S.ACTIVE_TRANSACTIONS.base: TXN_COUNT, S.TXN_MEMORY.base: TXN_BYTES}
         for fam in S.FAMILIES:
             if fam.kind == S.KIND_GAUGE:
                 for col in range(fam.base, fam.base + fam.size):
                     v = self.shared.counters.get(row, col)
                     if v:
                         self.shared.counters.add(row, col, -v)
+                        if col in totals:
+                            self.shared.txn_load.add(0, totals[col], -v)
         if code == BOOT_ERROR_EXIT and not w.booted:
             log.error("a worker could not boot (see above); stopping")
             self.stop()
