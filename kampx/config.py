@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 
 DEFAULT_PATHS = ("/etc/kampx/kampx.toml",)
 DATA_DIR = "kampx-data"
+# the default /metrics port: not the Prometheus server's 9090 (nor 9091/9093, Pushgateway and
+# Alertmanager), below the exporters' range 9100-9999 where every port is someone's
+METRICS_PORT = 9071
 
 
 class ConfigError(Exception):
@@ -129,7 +132,7 @@ class RoutingConfig:
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    listen: str = "127.0.0.1:9090"
+    listen: str = f"127.0.0.1:{METRICS_PORT}"
     instance: str = ""  # when set, every sample carries instance="..."
 
 
@@ -277,7 +280,7 @@ def _semantic_checks(cfg: Config) -> None:
     if not cfg.routing.carrier.lower().startswith(("sip:", "sips:")):
         raise ConfigError(f"bad value for [routing] carrier: '{cfg.routing.carrier}' is not a sip: URI")
     try:
-        parse_hostport(cfg.metrics.listen, 9090)
+        parse_hostport(cfg.metrics.listen, METRICS_PORT)
     except ValueError as e:
         raise ConfigError(f"bad value for [metrics] listen: {e}") from None
     r = cfg.registrar

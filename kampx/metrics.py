@@ -37,7 +37,7 @@ from prometheus_client.utils import floatToGoString
 
 from kampx import __version__, procinfo
 from kampx import stats as S
-from kampx.config import parse_hostport
+from kampx.config import METRICS_PORT, parse_hostport
 
 log = logging.getLogger("kampx.metrics")
 
@@ -272,7 +272,7 @@ class MetricsServer:
     event loop over the listener and every connection (module docstring)."""
 
     def __init__(self, listen: str, registry: CollectorRegistry):
-        self.host, self.port = parse_hostport(listen, 9090)
+        self.host, self.port = parse_hostport(listen, METRICS_PORT)
         self.handler = type("Handler", (_Handler,), {"registry": registry})
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         self.listener = socket.socket(family, socket.SOCK_STREAM)

@@ -161,3 +161,17 @@ def test_packaged_config_is_valid_toml_with_known_keys():
     with open(os.path.join(PKG, "kampx.toml"), "rb") as f:
         data = tomllib.load(f)
     kconfig.from_dict(data)         # unknown keys or bad values raise ConfigError
+
+
+def test_default_metrics_port_is_not_prometheus_own_and_is_documented():
+    """The contract: /metrics on a loopback port that does not collide with the Prometheus
+    server's 9090 (nor Pushgateway/Alertmanager, nor the 9100-9999 exporter range), and the
+    README says which."""
+    from kampx import config
+    host, port = config.parse_hostport(config.from_dict({}).metrics.listen, 0)
+    assert host == "127.0.0.1"
+    assert port not in (9090, 9091, 9093, 9094) and not 9100 <= port <= 9999
+    with open(os.path.join(REPO, "README.md")) as f:
+        assert f"127.0.0.1:{port}" in f.read()
+    with open(os.path.join(REPO, "packaging", "kampx.toml")) as f:
+        assert f'listen = "127.0.0.1:{port}"' in f.read()
