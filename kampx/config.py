@@ -186,7 +186,10 @@ class DialogConfig:
     enforce: bool = True
     lifetime_s: int = 43200         # Kamailio's default_timeout; in-dialog requests renew it
     linger_s: int = 32              # a dialog ended by BYE still admits requests this long
-    capacity: int = 200000          # dialogs in the shared index
+    # dialogs held at once (16-byte slots, 2-4 per dialog, touched only when used): room for
+    # the calls in progress plus those whose BYE never came, kept for lifetime_s. Past it a
+    # new call gets 503 (evicting a live call would make its BYE a forgery)
+    capacity: int = 1000000
 
 
 @dataclass(frozen=True)

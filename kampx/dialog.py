@@ -49,6 +49,7 @@ OP_PUT, OP_DELETE = 1, 2
 _RECORD = struct.Struct("!BBdH")       # op, state, timeout (epoch seconds), key length
 MAX_KEY = 2048                         # longer Call-ID + tag pairs are not journaled
 PIPE_SIZE = 1 << 20                    # ~14 000 records while the db writer restarts
+FULL_LOG_EVERY_S = 10.0
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
@@ -133,25 +134,31 @@ class Dialogs:
         self.linger = float(cfg.linger_s)
         self.ttl_setup = ttl_setup
         self.stats = stats
+        self._full_logged = -FULL_LOG_EVERY_S
 
     # -- the dialog-creating side (tm calls these for its server transactions) --
 
-    def creates(self, msg) -> int:
-        """The state a relay of `msg` starts a dialog in; 0 when it starts none (not a
-        dialog-creating method, no Record-Route of ours, or already in a dialog)."""
-        if msg.has_to_tag or not msg.__dict__.get("rr_added"):
-            return 0
-        return CREATING.get(msg.method, 0)
-
-    def start(self, msg, state: int) -> bytes | None:
-        """Record the dialog `msg` starts; None when the index is full (the request must not
-        be relayed: its in-dialog requests could not be told from forged ones)."""
-        k = key(msg.call_id, msg.from_tag or "")
-        if not self.index.put(k, state, time.monotonic(), time.monotonic() + self.ttl_setup):
-            self.stats.inc(S.DIALOG_TABLE_FULL.base)
+    def start(self, msg):
+        """Record the dialog a relay of `msg` starts: (key, state); None when it starts
+        none (not a dialog-creating method, no Record-Route of ours, already in a dialog);
+        (None, 0) when the index is full (the request must not be relayed: its in-dialog
+        requests could not be told from forged ones)."""
+        d = msg.__dict__
+        if not d.get("rr_added") or msg.has_to_tag:
             return None
+        state = CREATING.get(msg.method)
+        if state is None:
+            return None
+        k = f"{msg.call_id}\0{msg.from_tag or ''}".encode("utf-8", "surrogateescape")
+        now = time.monotonic()
+        if not self.index.put(k, state, now, now + self.ttl_setup):
+            self.stats.inc(S.DIALOG_TABLE_FULL.base)
+            if now >= self._full_logged + FULL_LOG_EVERY_S:
+                self._full_logged = now
+                log.warning("the dialog index is full ([dialog] capacity): new calls get 503")
+            return None, 0
         self.stats.inc(S.DIALOGS_PROCESSED.base)
-        return k
+        return k, state
 
     def on_reply(self, k: bytes, state: int, code: int, reply_has_tag: bool) -> int:
         """A reply relayed upstream for the transaction that started dialog `k` (in
@@ -186,19 +193,20 @@ class Dialogs:
         """Whether in-dialog request `msg` belongs to a dialog kampx established (see the
         module docstring); a BYE ends it, other requests (not ACK) refresh its lifetime.
         A refused request is counted. Always True with [dialog] enforce = false."""
-        if not self.enforce or msg.__dict__.get("dialog_admitted"):
+        d = msg.__dict__
+        if not self.enforce or d.get("dialog_admitted"):
             return True
         now = time.monotonic()
         call_id = msg.call_id or ""
-        k = key(call_id, msg.from_tag or "")
+        k = f"{call_id}\0{msg.from_tag or ''}".encode("utf-8", "surrogateescape")
         state = self.index.lookup(k, now)
         if state < EARLY:
-            k = key(call_id, msg.to_tag or "")
+            k = f"{call_id}\0{msg.to_tag or ''}".encode("utf-8", "surrogateescape")
             state = self.index.lookup(k, now)
             if state < EARLY:
                 self.stats.inc(S.DIALOG_REJECTED.base)
                 return False
-        msg.dialog_admitted = True
+        d["dialog_admitted"] = True
         method = msg.method
         if method == "BYE":
             if state != ENDED:

@@ -37,26 +37,32 @@ def env():
 
 
 def _establish(d, code=200, call_id="c1", from_tag="ft"):
-    inv = Msg(call_id=call_id, from_tag=from_tag)
-    state = d.creates(inv)
-    k = d.start(inv, state)
+    k, state = d.start(Msg(call_id=call_id, from_tag=from_tag))
     state = d.on_reply(k, state, 180, True)
     return k, d.on_reply(k, state, code, True)
 
 
 def test_only_record_routed_dialog_creating_requests_start_dialogs(env):
     d = env.dialogs
-    assert d.creates(Msg("INVITE")) == D.PENDING
-    assert d.creates(Msg("SUBSCRIBE")) == D.EARLY          # a NOTIFY may come before its 2xx
-    assert d.creates(Msg("INVITE", rr=False)) == 0          # we are not on the route set
-    assert d.creates(Msg("INVITE", to_tag="x")) == 0        # a re-INVITE
-    assert d.creates(Msg("MESSAGE")) == 0
+    assert d.start(Msg("INVITE")) == (D.key("c1", "ft"), D.PENDING)
+    assert d.start(Msg("SUBSCRIBE", call_id="c2"))[1] == D.EARLY   # NOTIFY may beat its 2xx
+    assert d.start(Msg("INVITE", rr=False)) is None         # we are not on the route set
+    assert d.start(Msg("INVITE", to_tag="x")) is None       # a re-INVITE
+    assert d.start(Msg("MESSAGE")) is None
+    assert env.count(S.DIALOGS_PROCESSED) == 2
+
+
+def test_a_full_index_refuses_to_start_a_dialog(env):
+    d = env.dialogs
+    d.index = KeyIndex(1, 3)                                # 16 slots
+    started = [d.start(Msg(call_id=f"c{i}")) for i in range(17)]
+    assert started[-1] == (None, 0)
+    assert env.count(S.DIALOG_TABLE_FULL) == 1
 
 
 def test_admitted_in_both_directions_only_once_a_reply_set_up_the_dialog(env):
     d = env.dialogs
-    inv = Msg()
-    k = d.start(inv, d.creates(inv))
+    k, _ = d.start(Msg())
     assert not d.admit(Msg("PRACK", to_tag="callee"))       # pending: no reply yet
     d.on_reply(k, D.PENDING, 183, True)
     assert d.admit(Msg("PRACK", to_tag="callee"))           # early dialog

@@ -21,6 +21,7 @@ import time
 
 from kampx import stats as S
 from kampx._cparse import build_reply, parse, SipParseError
+from kampx.dialog import CONFIRMED
 from kampx.routing.flow import HandedOff
 from kampx.shared import TXN_BYTES, TXN_COUNT
 from kampx.tm.keys import server_key
@@ -349,14 +350,13 @@ class TransactionManager:
             t = self.new_server(msg, lsock, src)
             if t is None:
                 return False
-            state = self.dialogs.creates(msg)
-            if state:
-                t.dialog = self.dialogs.start(msg, state)
+            started = self.dialogs.start(msg)
+            if started is not None:
+                t.dialog, t.dialog_state = started
                 if t.dialog is None:          # the dialog index is full
                     code, reason, extra = OVERLOAD_REPLY
                     self.reply(t, code, reason, extra)
                     return False
-                t.dialog_state = state
         if t.state != S_PROCEEDING:
             return False
         if len(t.branches) >= self.max_branches:
@@ -547,7 +547,8 @@ class TransactionManager:
         except (ValueError, SipParseError):
             self.stats.inc(S.DROP_REPLIES.base)
             return
-        if t.dialog is not None:      # before it leaves: the caller's ACK must find it
+        if t.dialog is not None and t.dialog_state != CONFIRMED:
+            # before it leaves: the caller's ACK (or PRACK) must find the dialog
             t.dialog_state = self.dialogs.on_reply(t.dialog, t.dialog_state, code,
                                                    msg.has_to_tag)
         data = msg.serialize()

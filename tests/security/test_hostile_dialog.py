@@ -191,9 +191,18 @@ def test_dialog_survives_a_restart_of_the_proxy(how):
             inv, ok, relayed = _call(px, phone, carrier)
             time.sleep(1.0)                                   # the write-behind interval
             if how == "sigkill":
-                for pid in list(px.children()) + [px.proc.pid]:
-                    os.kill(pid, signal.SIGKILL)
+                children = list(px.children())
+                os.kill(px.proc.pid, signal.SIGKILL)       # first: it would respawn the others
                 px.proc.wait(5)
+                for pid in children:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                deadline = time.monotonic() + 5            # gone, and their sockets with them
+                while any(os.path.exists(f"/proc/{pid}/fd/0") for pid in children):
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
             else:
                 assert px.stop() == 0
             KampxProcess.start(px)                    # the same database, not provisioned again
