@@ -17,7 +17,7 @@ import pytest
 
 from authkit import REALM, AuthProxy
 from kampxproc import KampxProcess
-from sipclient import UAS, SipClient, in_dialog, route_set, uri_of
+from sipclient import UAS, SipClient, in_dialog, response_to, route_set, uri_of
 
 SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n"
 QUIET = 0.6
@@ -146,6 +146,23 @@ def test_real_dialog_works_both_ways(px, phone):
         phone.expect("BYE")
         assert carrier.expect_response(bye, status=200)
         assert px.metric("kampx_dialog_rejected_requests_total") == before
+
+
+def test_callee_reinvite_and_its_ack(px, phone):
+    """The other direction of a 2xx ACK: the callee re-INVITEs, the caller answers 200
+    through the proxy, and the callee's ACK (To-tag = the caller's tag) is relayed."""
+    with SipClient(px.addrs.carrier, 0, proxy=px.addr) as carrier:
+        inv, ok, relayed = _call(px, phone, carrier)
+        phone.send_raw(_callee_request("INVITE", phone, relayed, ok, 1), px.addr)
+        reinv = carrier.expect(2, lambda m: m.method == "INVITE", what="the callee's re-INVITE")
+        carrier.send(response_to(reinv, 200, "OK", headers=[("Contact", f"<{inv.uri}>")]))
+        deadline = time.monotonic() + 2
+        while not any(not x.is_request and x.status == 200 and x.cseq[1] == "INVITE"
+                      and x.call_id == relayed.call_id for x in list(phone.received)):
+            assert time.monotonic() < deadline, "the caller's 200 did not reach the callee"
+            time.sleep(0.05)
+        phone.send_raw(_callee_request("ACK", phone, relayed, ok, 1), px.addr)
+        carrier.expect(2, lambda m: m.method == "ACK", what="the callee's ACK")
 
 
 def test_callee_hangs_up(px, phone):
