@@ -4,7 +4,8 @@ save() answers the REGISTER itself, as Kamailio's save("location") does: 200 OK 
 current binding of the AOR in one Contact header ("<uri>;expires=N, <uri2>;q=0.5;expires=M",
 remaining seconds), or an error with Kamailio's code, reason phrase and P-Registrar-Error
 line. lookup() rewrites the Request-URI to the AOR's best binding and, like Kamailio with
-append_branches, makes every further binding a branch that relay_branches() forks to. The
+append_branches, makes every further binding a branch of the destination set (kampx/dset.py)
+that t_relay() forks to. The
 bindings live in the shared-memory location table (kampx/usrloc, shared.location); this
 module is the policy.
 
@@ -31,9 +32,8 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import NamedTuple
 
-from kampx import sl
+from kampx import dset, sl
 from kampx import stats as S
 from kampx._cparse import SipParseError, parse_name_addr, parse_uri, split_commas
 from kampx.usrloc import ERR_CSEQ, ERR_FULL, ERR_TOO_LARGE, ERR_TOO_MANY, OK, LockError
@@ -528,51 +528,22 @@ def _rejected(worker, msg, err: RegError, bindings, reply: bool, act: int) -> in
 
 # ------------------------------------------------------------------------------ lookup --
 
-class Branch(NamedTuple):
-    """One more destination of a request (Kamailio's destination set): lookup() appends one
-    per further binding, relay_branches() sends to them all."""
-    uri: str            # the Request-URI of this branch: the binding's Contact
-    dst: str | None     # where to send it: first Path hop, NAT source, or None (the URI)
-    path: str           # the binding's Path ("" none), sent as Route headers
-
-
-def _destination(b) -> Branch:
+def _branch(b) -> dset.Branch:
     """The branch a binding makes: Kamailio prefers the first Path hop over the received
     address (the last hop before the phone handles its NAT)."""
     if b.path:
         hops = split_commas(b.path)
-        return Branch(b.contact, parse_name_addr(hops[0]).uri, b.path)
-    return Branch(b.contact, b.received or None, "")
-
-
-def _use_branch(msg, br: Branch) -> None:
-    """Make `br` the request's R-URI, destination and Route set. The Path hops go first in
-    the Route set, before any Route the request arrived with."""
-    msg.set_ruri(br.uri)
-    msg.dst = br.dst
-    d = msg.__dict__
-    if not br.path and not d.get("path_route"):
-        return
-    try:
-        original = [r.raw.strip() for r in msg.routes]
-    except SipParseError:
-        original = []
-    value = ", ".join([h.strip() for h in split_commas(br.path)] + original) if br.path \
-        else ", ".join(original)
-    if value:
-        msg.replace_header("Route", value)       # rewrites the line a previous branch set
-    else:
-        msg.remove_header("Route")               # only our own line existed
-    d["path_route"] = True
+        return dset.Branch(b.contact, parse_name_addr(hops[0]).uri, b.path)
+    return dset.Branch(b.contact, b.received or None, "")
 
 
 def lookup(worker, msg, table: str = TABLE, uri: str | None = None) -> int:
     """lookup("location"): the Request-URI (or `uri`) names an AOR; its best binding's
     Contact becomes the Request-URI, verbatim; the destination is the binding's first Path
     hop (the Path goes in as Route headers) or its NAT source address. With append_branches
-    (Kamailio's default) every further binding becomes a branch of the request
-    (msg.branches) for relay_branches(). Returns 1 found, -1 no binding, -3 the URI is not
-    usable."""
+    (Kamailio's default) every further binding becomes a branch of the request's
+    destination set (kampx/dset.py), which t_relay() forks to. Returns 1 found, -1 no
+    binding, -3 the URI is not usable."""
     if table != TABLE:
         _check_table(table)
     cfg = worker.cfg.registrar
@@ -586,38 +557,24 @@ def lookup(worker, msg, table: str = TABLE, uri: str | None = None) -> int:
     bindings = _store(worker).lookup(aor, time.time())
     if not bindings:
         return LOOKUP_NONE
-    d = msg.__dict__
     b = bindings[0]
-    if len(bindings) == 1 and not b.path and not d.get("path_route"):
+    if len(bindings) == 1 and not b.path and not msg.__dict__.get("path_route"):
         # the common case: one binding, no Path
         msg.set_ruri(b.contact)
         msg.dst = b.received or None
-        d.pop("branches", None)
+        dset.clear(msg)
         return LOOKUP_FOUND
     branches = []
     # at most [tm] max_branches destinations, the best first (tm refuses more anyway)
     for b in bindings[:worker.cfg.tm.max_branches] if cfg.append_branches else bindings[:1]:
         try:
-            branches.append(_destination(b))
+            branches.append(_branch(b))
         except (SipParseError, IndexError):
             log.warning("binding %s of <%s>: unusable Path '%s'; skipped", b.ruid, aor, b.path)
     if not branches:
         return LOOKUP_ERROR
-    _use_branch(msg, branches[0])
-    d["branches"] = branches[1:]
+    dset.set_branches(msg, branches)
     return LOOKUP_FOUND
-
-
-def relay_branches(worker, msg) -> bool:
-    """t_relay() for a request with branches: the R-URI branch and then every branch
-    lookup() appended, each its own client transaction of the same server transaction
-    (parallel forking; the best final reply goes upstream). True when any branch went out."""
-    branches = msg.__dict__.pop("branches", None) or []
-    sent = worker.relay(msg)
-    for br in branches:
-        _use_branch(msg, br)
-        sent = worker.relay(msg) or sent
-    return sent
 
 
 def registered(worker, msg, table: str = TABLE, uri: str | None = None) -> int:

@@ -24,7 +24,7 @@ import sys
 import time
 import traceback
 
-from kampx import __version__, sl
+from kampx import __version__, dset, sl
 from kampx import stats as S
 from kampx._cparse import SipParseError, parse, parse_uri
 from kampx.dialog import Dialogs, Journal
@@ -470,10 +470,9 @@ class Worker:
     def relay(self, msg, host=None, port=None) -> bool:
         """t_relay() for the script."""
         mid = msg.method_id
-        if host is None and port is None and mid not in (M_ACK, M_CANCEL) and msg.__dict__.get("branches"):
+        if host is None and port is None and mid not in (M_ACK, M_CANCEL) and dset.has_branches(msg):
             # lookup() found several bindings: fork to all of them (Kamailio's append_branches)
-            from kampx.registrar import relay_branches
-            return relay_branches(self, msg)
+            return dset.fork(msg, self.relay)
         if mid == M_CANCEL:
             t = self.tm.lookup(msg.invite_key)
             if t is None:

@@ -6,6 +6,7 @@ import time
 import pytest
 
 from kampx import config as config_mod
+from kampx import dset
 from kampx import registrar as reg
 from kampx import stats as S
 from kampx._cparse import parse
@@ -303,7 +304,7 @@ def test_lookup_appends_a_branch_per_binding_and_relay_forks():
     assert reg.lookup(w, m) == 1
     assert [b.uri for b in m.branches] == ["sip:alice@127.0.0.1:5071", "sip:alice@127.0.0.1:5073",
                                            "sip:alice@10.0.0.9:5060"]
-    assert reg.relay_branches(w, m)
+    assert dset.fork(m, w.relay)
     assert w.relayed == [
         ("sip:alice@127.0.0.1:5072", None, ["Route: <sip:127.0.0.8;lr>"]),
         ("sip:alice@127.0.0.1:5071", None, ["Route: <sip:127.0.0.8;lr>"]),
@@ -321,14 +322,14 @@ def test_append_branches_off_and_path_route_removed_again():
     m = w.request(invite_text("sip:alice@kampx.test"))
     reg.lookup(w, m)
     assert m.branches == []
-    reg.relay_branches(w, m)
+    dset.fork(m, w.relay)
     assert w.relayed == [("sip:alice@127.0.0.1:5071", "sip:127.0.0.7;lr", ["Route: <sip:127.0.0.7;lr>"])]
     w = _Relaying()
     reg.save(w, w.request(register_text(contact="<sip:alice@127.0.0.1:5071>", extra="Path: <sip:127.0.0.7;lr>")))
     reg.save(w, w.request(register_text(contact="<sip:alice@127.0.0.1:5072>;q=0.2", call_id="c2")))
     m = w.request(invite_text("sip:alice@kampx.test"))
     reg.lookup(w, m)
-    reg.relay_branches(w, m)
+    dset.fork(m, w.relay)
     assert w.relayed[1] == ("sip:alice@127.0.0.1:5072", None, []), "the Path Route is gone again"
 
 

@@ -9,9 +9,7 @@ X-Address header ("IP PORT"); the verdict comes back in the reply's reason phras
   X-Check: group          -> allow_source_address_group()
   X-Check: registered     -> registered("location") for the To URI
 """
-from kampx import registrar
 from kampx.routing import *  # noqa: F401,F403
-from kampx.routing.api import ctx
 
 
 def request_route(msg):
@@ -46,7 +44,7 @@ def request_route(msg):
         sl_send_reply(400, f"Lookup Failed {int(rc)}")
         exit()
     # every binding of the AOR, in parallel (Kamailio's append_branches + t_relay)
-    if not registrar.relay_branches(ctx.worker, msg):
+    if not t_relay():
         sl_reply_error()
 
 
