@@ -61,8 +61,9 @@ def fork(msg, relay_one) -> bool:
     appended branch is made the request's own (each a client transaction of the same server
     transaction: the best final reply goes upstream). The branches are consumed. True when
     any branch went out."""
+    branches = take(msg)          # first: relay_one must see a request without branches
     sent = relay_one(msg)
-    for br in take(msg):
+    for br in branches:
         use_branch(msg, br)
         sent = relay_one(msg) or sent
     return sent
