@@ -101,7 +101,32 @@ class CoreConfig:
 class DbConfig:
     # Kamailio's form: the path follows "sqlite://", so sqlite:///var/lib/x.db is absolute
     # and sqlite://kampx-data/kampx.db is relative to the current directory.
+    # "postgresql://user:pass@host:port/db" shares the data between nodes (docs/scale-out.md).
     url: str = f"sqlite://{DATA_DIR}/kampx.db"
+    # With a postgresql url: this node's own SQLite file (its replica of the subscriber table,
+    # read by the workers without a network round trip, and its dialogs). "" = the default url.
+    local: str = ""
+    connect_timeout_s: int = 3      # PostgreSQL: a connection attempt gives up after this
+
+    @property
+    def shared(self) -> bool:
+        """True when the url names a PostgreSQL server (several nodes, one service)."""
+        return self.url.startswith(PG_SCHEMES)
+
+    @property
+    def display_url(self) -> str:
+        """The url without its password, for messages and logs."""
+        if not self.shared:
+            return self.url
+        import urllib.parse
+        u = urllib.parse.urlsplit(self.url)
+        if u.password is None:
+            return self.url
+        netloc = f"{u.username}:***@{u.hostname or ''}" + (f":{u.port}" if u.port else "")
+        return urllib.parse.urlunsplit((u.scheme, netloc, u.path, u.query, u.fragment))
+
+
+PG_SCHEMES = ("postgresql://", "postgres://")
 
 
 @dataclass(frozen=True)
@@ -220,10 +245,15 @@ class Config:
 
     def db_path(self) -> str:
         """The SQLite file of [db] url: sqlite:///abs/path, sqlite:////abs/path (SQLAlchemy's
-        spelling) or sqlite://relative/path."""
-        url = self.db.url
+        spelling) or sqlite://relative/path. With a postgresql url, the node's own file:
+        [db] local, else the default url's."""
+        url, key = self.db.url, "url"
+        if self.db.shared:
+            url, key = self.db.local or DbConfig.url, "local"
         if not url.startswith("sqlite://") or len(url) == len("sqlite://"):
-            raise ConfigError(f"bad value for [db] url: unsupported database '{url}' (sqlite:///PATH)")
+            shown = DbConfig(url=url).display_url
+            raise ConfigError(f"bad value for [db] {key}: unsupported database '{shown}' "
+                              "(sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB)")
         path = url[len("sqlite://"):]
         if path.startswith("//"):
             path = "/" + path.lstrip("/")
@@ -305,7 +335,24 @@ def _semantic_checks(cfg: Config) -> None:
                          ("dialog", "lifetime_s")):
         if getattr(getattr(cfg, section), key) < 1:
             raise ConfigError(f"bad value for [{section}] {key}: must be at least 1")
+    _db_checks(cfg)
+
+
+def _db_checks(cfg: Config) -> None:
     cfg.db_path()
+    if not cfg.db.shared:
+        return
+    import urllib.parse
+    try:
+        u = urllib.parse.urlsplit(cfg.db.url)
+        u.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as e:
+        raise ConfigError(f"bad value for [db] url: {e}") from None
+    if not u.path.strip("/"):
+        raise ConfigError(f"bad value for [db] url: '{cfg.db.display_url}' names no database "
+                          "(postgresql://USER:PASSWORD@HOST:PORT/DB)")
+    if cfg.db.connect_timeout_s < 1:
+        raise ConfigError("bad value for [db] connect_timeout_s: must be at least 1")
 
 
 def _security_checks(sec: SecurityConfig) -> None:

@@ -56,6 +56,32 @@ def binding_values(binding: Any) -> tuple:
     return tuple(getattr(binding, f) for f in LOCATION_FIELDS)
 
 
+def split_aor(aor: str) -> tuple[str, str | None]:
+    """Kamailio's (username, domain) columns of an AOR; domain NULL for an AOR without one."""
+    user, at, domain = aor.rpartition("@")
+    return (user, domain) if at else (aor, None)
+
+
+def join_aor(username: str, domain: str | None) -> str:
+    return username if domain is None else f"{username}@{domain}"
+
+
+def user_text(username: str, domain: str) -> str:
+    """user@domain as messages name a subscriber."""
+    return f"{username}@{domain}" if domain else username
+
+
+def distinct_accounts(subs: Iterable[Subscriber]) -> list[tuple]:
+    """The rows as tuples; StorageError naming the first (username, domain) listed twice."""
+    rows = [tuple(s) for s in subs]
+    seen: set[tuple[str, str]] = set()
+    for s in rows:
+        if (s[0], s[1]) in seen:
+            raise StorageError(f"user {user_text(s[0], s[1])} is listed twice")
+        seen.add((s[0], s[1]))
+    return rows
+
+
 class Subscribers(ABC):
     @abstractmethod
     def add(self, sub: Subscriber) -> None:
@@ -120,6 +146,33 @@ class Locations(ABC):
 
     @abstractmethod
     def count(self) -> int: ...
+
+    def delete_seen(self, seen: Iterable[tuple[str, float]]) -> int:
+        """Delete each (ruid, last_modified) only if the stored row still has that
+        last_modified: the version the caller saw deleted. With several nodes this keeps an
+        expiry on one node from deleting a refresh another node wrote meanwhile. A backend
+        with a single writer (SQLite) deletes by ruid."""
+        return self.delete_many(ruid for ruid, _ in seen)
+
+
+class LocationFeed(ABC):
+    """What a backend shared by several nodes adds to Locations: the changes since a point,
+    so that each node can follow the others (kampx/cluster.py)."""
+
+    @abstractmethod
+    def changes_since(self, seq: int, limit: int) -> list[tuple[int, str, str, dict | None]]:
+        """(seq, ruid, aor, row or None for a deletion), ordered by seq, at most `limit`;
+        row is keyed by LOCATION_FIELDS. Every change committed after this call has a
+        higher seq than every change it returned."""
+
+    @abstractmethod
+    def snapshot(self):
+        """Context manager -> (seq, iterator of rows): every binding as of one moment, and
+        the seq to follow changes from."""
+
+    @abstractmethod
+    def purge_tombstones(self, before: float) -> int:
+        """Forget deletions older than `before` (epoch seconds)."""
 
 
 class Dialogs(ABC):

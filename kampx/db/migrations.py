@@ -160,7 +160,7 @@ def upgrade(conn: sqlite3.Connection, where: str,
                 raise StorageError(
                     f"database {where}: migration {m.version} ({m.description}) failed: {e}"
                 ) from None
-            for table, version in {**m.tables, SCHEMA_ROW: m.version}.items():
+            for table, version in version_rows(m):
                 conn.execute(
                     "INSERT INTO version (table_name, table_version) VALUES (?, ?) "
                     "ON CONFLICT (table_name) DO UPDATE SET table_version = excluded.table_version",
@@ -171,3 +171,121 @@ def upgrade(conn: sqlite3.Connection, where: str,
             conn.execute("ROLLBACK")
         raise
     return latest
+
+
+# -- PostgreSQL (kampx/db/postgres.py) ----------------------------------------------------------
+# Numbered on their own: the PostgreSQL schema began with what SQLite reached in three steps.
+# Beyond Kamailio's columns, what nodes need to follow each other's changes:
+# - location.seq: every insert or update takes the next value of location_seq (trigger), and
+#   the trigger first takes a transaction-level advisory lock, so transactions writing the
+#   location table commit one at a time and in seq order. A node that has seen every change
+#   up to N therefore only ever needs "seq > N", never misses a change committed late.
+# - location_tombstone: a deleted binding's ruid and AOR with the seq of its deletion, so
+#   that deletions travel like updates (purged after a day; a node away that long resyncs).
+# - statement triggers NOTIFY kampx_location / kampx_subscriber / kampx_address after every
+#   change (delivered at commit) and count subscriber and address changes in kampx_changes.
+PG_LOCATION_LOCK = 0x6B78_6C6F_6331      # advisory lock key ("kxloc1")
+
+_PG_V1 = Migration(
+    1, "subscriber, address, location (with its change sequence), dialog",
+    (
+        """CREATE TABLE IF NOT EXISTS version (
+            id SERIAL PRIMARY KEY NOT NULL,
+            table_name VARCHAR(32) NOT NULL,
+            table_version INTEGER DEFAULT 0 NOT NULL,
+            CONSTRAINT version_table_name_idx UNIQUE (table_name))""",
+        """CREATE TABLE subscriber (
+            id SERIAL PRIMARY KEY NOT NULL,
+            username VARCHAR(64) DEFAULT '' NOT NULL,
+            domain VARCHAR(64) DEFAULT '' NOT NULL,
+            ha1 VARCHAR(128) DEFAULT '' NOT NULL,
+            ha1b VARCHAR(128) DEFAULT '' NOT NULL,
+            ha1_sha256 VARCHAR(128) DEFAULT '' NOT NULL,
+            ha1b_sha256 VARCHAR(128) DEFAULT '' NOT NULL,
+            CONSTRAINT subscriber_account_idx UNIQUE (username, domain))""",
+        "CREATE INDEX subscriber_username_idx ON subscriber (username)",
+        # port INTEGER, not Kamailio's SMALLINT: PostgreSQL's SMALLINT stops at 32767
+        """CREATE TABLE address (
+            id SERIAL PRIMARY KEY NOT NULL,
+            grp INTEGER DEFAULT 1 NOT NULL,
+            ip_addr VARCHAR(50) NOT NULL,
+            mask INTEGER DEFAULT 32 NOT NULL,
+            port INTEGER DEFAULT 0 NOT NULL,
+            tag VARCHAR(64))""",
+        "CREATE INDEX address_grp_ip_idx ON address (grp, ip_addr)",
+        "CREATE SEQUENCE location_seq",
+        """CREATE TABLE location (
+            id BIGSERIAL PRIMARY KEY NOT NULL,
+            ruid VARCHAR(64) DEFAULT '' NOT NULL,
+            username VARCHAR(64) DEFAULT '' NOT NULL,
+            domain VARCHAR(64) DEFAULT NULL,
+            contact VARCHAR(512) DEFAULT '' NOT NULL,
+            received VARCHAR(128) DEFAULT '' NOT NULL,
+            path VARCHAR(512) DEFAULT '' NOT NULL,
+            socket VARCHAR(64) DEFAULT '' NOT NULL,
+            user_agent VARCHAR(255) DEFAULT '' NOT NULL,
+            callid VARCHAR(255) DEFAULT '' NOT NULL,
+            instance VARCHAR(255) DEFAULT '' NOT NULL,
+            reg_id INTEGER DEFAULT 0 NOT NULL,
+            cseq BIGINT DEFAULT 1 NOT NULL,
+            q INTEGER DEFAULT -1 NOT NULL,
+            expires DOUBLE PRECISION DEFAULT 0 NOT NULL,
+            last_modified DOUBLE PRECISION DEFAULT 0 NOT NULL,
+            flags BIGINT DEFAULT 0 NOT NULL,
+            seq BIGINT DEFAULT 0 NOT NULL,
+            CONSTRAINT location_ruid_idx UNIQUE (ruid))""",
+        "CREATE INDEX location_account_contact_idx ON location (username, domain, contact)",
+        "CREATE INDEX location_expires_idx ON location (expires)",
+        "CREATE INDEX location_seq_idx ON location (seq)",
+        """CREATE TABLE location_tombstone (
+            ruid VARCHAR(64) PRIMARY KEY NOT NULL,
+            username VARCHAR(64) DEFAULT '' NOT NULL,
+            domain VARCHAR(64) DEFAULT NULL,
+            removed_at DOUBLE PRECISION DEFAULT 0 NOT NULL,
+            seq BIGINT DEFAULT 0 NOT NULL)""",
+        "CREATE INDEX location_tombstone_seq_idx ON location_tombstone (seq)",
+        f"""CREATE FUNCTION kampx_location_seq() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                PERFORM pg_advisory_xact_lock({PG_LOCATION_LOCK});
+                NEW.seq := nextval('location_seq');
+                RETURN NEW;
+            END $$""",
+        """CREATE TRIGGER location_seq BEFORE INSERT OR UPDATE ON location
+            FOR EACH ROW EXECUTE FUNCTION kampx_location_seq()""",
+        """CREATE TRIGGER location_tombstone_seq BEFORE INSERT OR UPDATE ON location_tombstone
+            FOR EACH ROW EXECUTE FUNCTION kampx_location_seq()""",
+        """CREATE TABLE kampx_changes (
+            name VARCHAR(32) PRIMARY KEY NOT NULL,
+            counter BIGINT DEFAULT 0 NOT NULL)""",
+        "INSERT INTO kampx_changes (name, counter) VALUES ('subscriber', 0), ('address', 0)",
+        """CREATE FUNCTION kampx_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                UPDATE kampx_changes SET counter = counter + 1 WHERE name = TG_ARGV[0];
+                PERFORM pg_notify('kampx_' || TG_ARGV[0], '');
+                RETURN NULL;
+            END $$""",
+    ) + tuple(
+        f"""CREATE TRIGGER {table}_changed AFTER INSERT OR UPDATE OR DELETE ON {table}
+            FOR EACH STATEMENT EXECUTE FUNCTION kampx_changed('{table}')"""
+        for table in ("subscriber", "address", "location")
+    ) + (
+        """CREATE TABLE dialog (
+            id BIGSERIAL PRIMARY KEY NOT NULL,
+            callid VARCHAR(255) NOT NULL,
+            from_tag VARCHAR(128) NOT NULL,
+            state INTEGER NOT NULL,
+            start_time BIGINT DEFAULT 0 NOT NULL,
+            timeout DOUBLE PRECISION DEFAULT 0 NOT NULL,
+            CONSTRAINT dialog_callid_ftag_idx UNIQUE (callid, from_tag))""",
+        "CREATE INDEX dialog_timeout_idx ON dialog (timeout)",
+    ),
+    {"version": 1, "subscriber": 1, "address": 1, "location": 1, "location_tombstone": 1,
+     "kampx_changes": 1, "dialog": 1},
+)
+
+PG_MIGRATIONS: tuple[Migration, ...] = (_PG_V1,)
+
+
+def version_rows(m: Migration) -> list[tuple[str, int]]:
+    """The `version` rows a migration leaves: its tables' versions and the schema's."""
+    return list({**m.tables, SCHEMA_ROW: m.version}.items())

@@ -19,7 +19,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from kampx.db.base import (LOCATION_FIELDS, Addresses, AddressRow, Dialogs, Locations, Storage,
-                           StorageError, Subscriber, Subscribers, binding_values)
+                           StorageError, Subscriber, Subscribers, binding_values,
+                           distinct_accounts, join_aor, split_aor, user_text)
 from kampx.db.migrations import MIGRATIONS, Migration, upgrade
 
 BUSY_TIMEOUT_MS = 5000
@@ -116,8 +117,7 @@ class _Duplicate(Exception):
     """A unique key was taken; raised inside a write() block to roll it back."""
 
 
-def _user(username: str, domain: str) -> str:
-    return f"{username}@{domain}" if domain else username
+_user = user_text
 
 
 class SqliteSubscribers(Subscribers):
@@ -130,12 +130,7 @@ class SqliteSubscribers(Subscribers):
         self.add_many([sub])
 
     def add_many(self, subs: Iterable[Subscriber]) -> int:
-        subs = [tuple(s) for s in subs]
-        seen: set[tuple[str, str]] = set()
-        for s in subs:
-            if (s[0], s[1]) in seen:
-                raise StorageError(f"user {_user(s[0], s[1])} is listed twice")
-            seen.add((s[0], s[1]))
+        subs = distinct_accounts(subs)
         try:
             with self._db.write() as conn:
                 try:
@@ -202,6 +197,20 @@ class SqliteSubscribers(Subscribers):
         return (Subscriber(*r) for r in rows)
 
 
+    def mirror(self, puts: Iterable[Subscriber], deletes: Iterable[tuple[str, str]]) -> None:
+        """A replica's upkeep (a node of a PostgreSQL cluster keeps one, kampx/cluster.py):
+        insert or replace `puts`, delete the (username, domain) `deletes`, in one transaction."""
+        puts, deletes = [tuple(s) for s in puts], list(deletes)
+        if not puts and not deletes:
+            return
+        with self._db.write() as conn:
+            conn.executemany(f"INSERT INTO subscriber ({self._COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
+                             "ON CONFLICT (username, domain) DO UPDATE SET ha1 = excluded.ha1, "
+                             "ha1b = excluded.ha1b, ha1_sha256 = excluded.ha1_sha256, "
+                             "ha1b_sha256 = excluded.ha1b_sha256", puts)
+            conn.executemany("DELETE FROM subscriber WHERE username = ? AND domain = ?", deletes)
+
+
 class SqliteAddresses(Addresses):
     def __init__(self, db: _Db):
         self._db = db
@@ -227,12 +236,6 @@ class SqliteAddresses(Addresses):
         return [AddressRow(g, ip, m, p, t or "", i) for g, ip, m, p, t, i in rows]
 
 
-def _split_aor(aor: str) -> tuple[str, str | None]:
-    """Kamailio's (username, domain) columns; domain NULL for an AOR without one."""
-    user, at, domain = aor.rpartition("@")
-    return (user, domain) if at else (aor, None)
-
-
 class SqliteLocations(Locations):
     # LOCATION_FIELDS with aor stored as username + domain
     _COLUMNS = ("ruid", "username", "domain") + LOCATION_FIELDS[2:]
@@ -247,7 +250,7 @@ class SqliteLocations(Locations):
         rows = []
         for b in bindings:
             v = binding_values(b)
-            rows.append((v[0], *_split_aor(v[1]), *v[2:]))
+            rows.append((v[0], *split_aor(v[1]), *v[2:]))
         if not rows:
             return 0
         with self._db.write() as conn:
@@ -272,10 +275,7 @@ class SqliteLocations(Locations):
                 if not batch:
                     return
                 for row in batch:
-                    user, domain = row[1], row[2]
-                    yield dict(zip(LOCATION_FIELDS,
-                                   (row[0], user if domain is None else f"{user}@{domain}",
-                                    *row[3:])))
+                    yield dict(zip(LOCATION_FIELDS, (row[0], join_aor(row[1], row[2]), *row[3:])))
         except sqlite3.Error as e:
             raise self._db.error(e) from None
 
