@@ -33,6 +33,10 @@ Layout (one anonymous MAP_SHARED mapping, created before fork, inherited by ever
   is ignored, so no change is lost.
 - Capacity: `capacity` bindings (live + unacknowledged tombstones) plus SPARE slots that only
   copy-on-write refreshes may use, so a full table still accepts re-registrations.
+- Several nodes (kampx/cluster.py): sync_put()/sync_drop() apply another node's change, read
+  back from the shared database, as already persisted (no new change for the db writer). A
+  binding with an unacknowledged local change is left alone: that change reaches the database
+  after the remote one and wins there, and comes back to the other nodes in turn.
 """
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -143,7 +147,15 @@ cdef enum:
     R_TOO_MANY = 3      # max_contacts "reject" policy: the AOR would exceed the limit
     R_TOO_LARGE = 4     # a binding's strings do not fit in a slot (or the request is too big)
 
+cdef enum:
+    R_SAME = 5          # sync: the table already holds exactly this binding
+    R_DIRTY = 6         # sync: the local binding has a change the database has not seen
+    R_ABSENT = 7        # sync: no such binding
+
 OK = R_OK
+SKIP_SAME = R_SAME
+SKIP_DIRTY = R_DIRTY
+SKIP_ABSENT = R_ABSENT
 ERR_CSEQ = R_CSEQ
 ERR_FULL = R_FULL
 ERR_TOO_MANY = R_TOO_MANY
@@ -890,6 +902,108 @@ cdef int insert_loaded(Tbl *t, const Op *op, const char *ruid, uint32_t ruid_n,
     unlock_stripe(t, s)
     return LOCK_FAILED if rc < 0 else R_OK
 
+cdef uint32_t find_ruid(Tbl *t, uint32_t b, uint64_t h, const char *aor, uint32_t aor_n,
+                        const char *ruid, uint32_t ruid_n) noexcept nogil:
+    """The live slot of the AOR with this ruid, or NIL (caller holds the stripe)."""
+    cdef uint32_t i = t.buckets[b]
+    cdef Slot *sl
+    while i != NIL:
+        if kind_of(t.meta[i].state) == ST_LIVE and slot_is_aor(t, i, h, aor, aor_n):
+            sl = slot_at(t, i)
+            if bytes_eq(slot_str(sl, S_RUID), sl.len[S_RUID], ruid, ruid_n):
+                return i
+        i = t.meta[i].next
+    return NIL
+
+cdef bint slot_holds(Tbl *t, uint32_t i, const Op *op, uint32_t ua_n, double lm) noexcept nogil:
+    """Slot i holds exactly this binding (ruid and AOR already match)."""
+    cdef Slot *sl = slot_at(t, i)
+    cdef int k
+    cdef uint32_t n
+    if t.meta[i].expires != op.expires or sl.last_modified != lm or sl.cseq != op.cseq \
+            or sl.q != op.q or sl.reg_id != op.reg_id or sl.flags != op.flags:
+        return False
+    for k in range(S_CONTACT, NSTR):
+        n = ua_n if k == S_UA else op.n[k]
+        if not bytes_eq(slot_str(sl, k), sl.len[k], op.s[k], n):
+            return False
+    return True
+
+cdef int sync_put_core(Tbl *t, const Op *op, const char *ruid, uint32_t ruid_n,
+                       double lm) noexcept nogil:
+    """Another node's binding: replace ours with the same ruid, or add it, as persisted."""
+    cdef const char *aor = op.s[S_AOR]
+    cdef uint64_t h = kx_hash64(aor, op.n[S_AOR], t.seed)
+    cdef uint32_t b = bucket_of(t, h)
+    cdef uint32_t s = stripe_of_bucket(b)
+    cdef uint32_t old, i, fixed, ua_n
+    cdef uint32_t *link
+    cdef int rc
+    cdef Txn x
+    fixed = fixed_len(op, ruid_n)
+    if fixed > t.data_cap:
+        return R_TOO_LARGE
+    ua_n = ua_fit(op, t.data_cap - fixed)
+    if lock_stripe(t, s) < 0:
+        return LOCK_FAILED
+    old = find_ruid(t, b, h, aor, op.n[S_AOR], ruid, ruid_n)
+    if old != NIL:
+        if t.track and t.version[old] != t.persisted[old]:
+            unlock_stripe(t, s)
+            return R_DIRTY
+        if slot_holds(t, old, op, ua_n, lm):
+            unlock_stripe(t, s)
+            return R_SAME
+    rc = alloc_slots(t, s, 1, 1 if old == NIL else 0, &i)
+    if rc != 1:
+        unlock_stripe(t, s)
+        return LOCK_FAILED if rc == LOCK_FAILED else R_FULL
+    write_slot(t, i, op, ruid, ruid_n, ua_n, h, lm)
+    t.persisted[i] = t.version[i]
+    txn_init(&x, t, s)
+    link = find_link(t, b, old) if old != NIL else NULL
+    if link != NULL:
+        t.meta[i].next = t.meta[old].next
+        jw32(&x, &t.meta[i].state, mkstate(ST_LIVE, s))
+        jw32(&x, link, i)
+        jw32(&x, &t.meta[old].state, mkstate(ST_RETIRED, s))
+        x.retired[x.nretired] = old
+        x.nretired += 1
+    else:
+        t.meta[i].next = t.buckets[b]
+        jw32(&x, &t.meta[i].state, mkstate(ST_LIVE, s))
+        jw32(&x, &t.buckets[b], i)
+    rc = txn_commit(&x)
+    unlock_stripe(t, s)
+    return LOCK_FAILED if rc < 0 else R_OK
+
+cdef int sync_drop_core(Tbl *t, const char *aor, uint32_t aor_n, const char *ruid,
+                        uint32_t ruid_n) noexcept nogil:
+    """Another node deleted this binding: unlink ours, no tombstone (the database has it)."""
+    cdef uint64_t h = kx_hash64(aor, aor_n, t.seed)
+    cdef uint32_t b = bucket_of(t, h)
+    cdef uint32_t s = stripe_of_bucket(b)
+    cdef uint32_t i
+    cdef uint32_t *link
+    cdef int rc
+    cdef Txn x
+    if lock_stripe(t, s) < 0:
+        return LOCK_FAILED
+    i = find_ruid(t, b, h, aor, aor_n, ruid, ruid_n)
+    if i == NIL or (t.track and t.version[i] != t.persisted[i]):
+        unlock_stripe(t, s)
+        return R_ABSENT if i == NIL else R_DIRTY
+    link = find_link(t, b, i)
+    txn_init(&x, t, s)
+    if link != NULL:
+        jw32(&x, link, t.meta[i].next)
+        jw32(&x, &t.meta[i].state, mkstate(ST_RETIRED, s))
+        x.retired[0] = i
+        x.nretired = 1
+    rc = txn_commit(&x)
+    unlock_stripe(t, s)
+    return LOCK_FAILED if rc < 0 else R_OK
+
 cdef int remove_aor(Tbl *t, const char *aor, uint32_t aor_n, const char *contact,
                     uint32_t contact_n, bint any_contact, const char *callid, uint32_t callid_n,
                     int64_t cseq, bint check_cseq, double now, int *removed) noexcept nogil:
@@ -1170,6 +1284,7 @@ cdef class Change:
     cdef readonly str ruid
     cdef readonly object binding
     cdef readonly object token
+    cdef readonly object removed    # for a deletion: the binding as it was (else None)
 
     def __iter__(self):
         return iter((self.ruid, self.binding))
@@ -1282,6 +1397,30 @@ cdef object get_str(object o, const char **p, uint32_t *n, str what):
 cdef inline void keep_if(list keep, object enc):
     if enc is not None:
         keep.append(enc)
+
+
+cdef list binding_op(Binding bd, Op *op, const char **r, uint32_t *rn):
+    """Borrow a Binding's strings into an Op (and its ruid into *r); returns what the caller
+    keeps alive while it uses them."""
+    cdef list keep = []
+    op.s[S_RUID] = NULL
+    op.n[S_RUID] = 0
+    keep_if(keep, get_str(bd.ruid, r, rn, "ruid"))
+    keep_if(keep, get_str(bd.aor, &op.s[S_AOR], &op.n[S_AOR], "aor"))
+    keep_if(keep, get_str(bd.contact, &op.s[S_CONTACT], &op.n[S_CONTACT], "contact"))
+    keep_if(keep, get_str(bd.callid, &op.s[S_CALLID], &op.n[S_CALLID], "callid"))
+    keep_if(keep, get_str(bd.received, &op.s[S_RECEIVED], &op.n[S_RECEIVED], "received"))
+    keep_if(keep, get_str(bd.path, &op.s[S_PATH], &op.n[S_PATH], "path"))
+    keep_if(keep, get_str(bd.socket, &op.s[S_SOCKET], &op.n[S_SOCKET], "socket"))
+    keep_if(keep, get_str(bd.instance, &op.s[S_INSTANCE], &op.n[S_INSTANCE], "instance"))
+    keep_if(keep, get_str(bd.user_agent, &op.s[S_UA], &op.n[S_UA], "user_agent"))
+    op.expires = INFINITY if bd.expires == 0.0 else bd.expires
+    op.cseq = bd.cseq
+    op.q = <int32_t>bd.q
+    op.reg_id = <int32_t>bd.reg_id
+    op.flags = <uint32_t>bd.flags
+    op.remove = False
+    return keep
 
 
 class LockError(RuntimeError):
@@ -1713,30 +1852,49 @@ cdef class LocationStore:
             bd = <Binding>item
             if bd.expires != 0.0 and bd.expires <= tnow:
                 continue
-            keep = []
-            op.s[S_RUID] = NULL
-            op.n[S_RUID] = 0
-            keep_if(keep, get_str(bd.ruid, &r, &rn, "ruid"))
-            keep_if(keep, get_str(bd.aor, &op.s[S_AOR], &op.n[S_AOR], "aor"))
-            keep_if(keep, get_str(bd.contact, &op.s[S_CONTACT], &op.n[S_CONTACT], "contact"))
-            keep_if(keep, get_str(bd.callid, &op.s[S_CALLID], &op.n[S_CALLID], "callid"))
-            keep_if(keep, get_str(bd.received, &op.s[S_RECEIVED], &op.n[S_RECEIVED], "received"))
-            keep_if(keep, get_str(bd.path, &op.s[S_PATH], &op.n[S_PATH], "path"))
-            keep_if(keep, get_str(bd.socket, &op.s[S_SOCKET], &op.n[S_SOCKET], "socket"))
-            keep_if(keep, get_str(bd.instance, &op.s[S_INSTANCE], &op.n[S_INSTANCE], "instance"))
-            keep_if(keep, get_str(bd.user_agent, &op.s[S_UA], &op.n[S_UA], "user_agent"))
-            op.expires = INFINITY if bd.expires == 0.0 else bd.expires
-            op.cseq = bd.cseq
-            op.q = <int32_t>bd.q
-            op.reg_id = <int32_t>bd.reg_id
-            op.flags = <uint32_t>bd.flags
-            op.remove = False
+            keep = binding_op(bd, &op, &r, &rn)
             rc = insert_loaded(&self.t, &op, r, rn, bd.last_modified)
             if rc == LOCK_FAILED:
                 self._fail(rc)
             if rc == OK:
                 loaded += 1
         return loaded
+
+    def sync_put(self, Binding bd not None, double now):
+        """Another node's binding, read back from the shared database (kampx/cluster.py):
+        replace ours with the same ruid, or add it, as already persisted. Returns OK,
+        SKIP_SAME (we hold exactly this), SKIP_DIRTY (ours has a change not yet written: it
+        wins), ERR_FULL or ERR_TOO_LARGE. An expired binding is not added (SKIP_ABSENT)."""
+        cdef Op op
+        cdef const char *r
+        cdef uint32_t rn
+        cdef list keep
+        cdef int rc
+        self._ready()
+        if bd.expires != 0.0 and bd.expires <= now:
+            return self.sync_drop(bd.aor, bd.ruid)
+        keep = binding_op(bd, &op, &r, &rn)
+        rc = sync_put_core(&self.t, &op, r, rn, bd.last_modified)
+        if rc == LOCK_FAILED:
+            self._fail(rc)
+        return rc
+
+    def sync_drop(self, str aor not None, str ruid not None):
+        """Another node deleted the binding `ruid` of `aor`: remove ours without a tombstone
+        (the database has the deletion). Returns OK, SKIP_ABSENT, or SKIP_DIRTY (ours has a
+        change not yet written: it wins)."""
+        cdef const char *a
+        cdef const char *r
+        cdef uint32_t an, rn
+        cdef list keep = []
+        cdef int rc
+        self._ready()
+        keep_if(keep, get_str(aor, &a, &an, "aor"))
+        keep_if(keep, get_str(ruid, &r, &rn, "ruid"))
+        rc = sync_drop_core(&self.t, a, an, r, rn)
+        if rc == LOCK_FAILED:
+            self._fail(rc)
+        return SKIP_ABSENT if rc == R_ABSENT else rc
 
     def pending_changes(self, Py_ssize_t max_items=1000):
         """Changes the db writer has not acknowledged, at most max_items: Change objects that
@@ -1767,6 +1925,7 @@ cdef class LocationStore:
                 c = Change.__new__(Change)
                 c.ruid = dec(slot_str(sl, S_RUID), sl.len[S_RUID])
                 c.binding = rec_binding(r, None) if r.kind == ST_LIVE else None
+                c.removed = rec_binding(r, None) if r.kind == ST_TOMB else None
                 c.token = (<object>r.slot << 64) | r.version
                 out.append(c)
                 off += r.size
