@@ -16,6 +16,10 @@ Durability: the table is drained every FLUSH_INTERVAL, so a change is in the dat
 about a second; SIGKILL of the whole proxy loses at most that last second. SIGTERM drains
 before exiting (the supervisor stops the workers at the same time; the last drain runs once
 they have had a moment to finish).
+
+With a shared PostgreSQL database (several nodes) this process also follows the other nodes'
+changes between its rounds, waking early on their notifications (kampx/cluster.py), and
+writes deletions conditionally on the version it saw (Locations.delete_seen).
 """
 from __future__ import annotations
 
@@ -42,10 +46,22 @@ class DbWriterProcess(HelperProcess):
         stats = S.Stats(self.shared.counters, HELPER_ROWS["db writer"])
         self.writer = LocationWriter(self.shared.location, self.cfg, stats=stats,
                                      dialogs=JournalWriter(self.shared.dialog_journal_r, stats))
+        self.sync = None
+        if self.cfg.db.shared:
+            from kampx.cluster import ClusterSync
+            self.sync = ClusterSync(self.shared.location, self.shared.permissions,
+                                    self.writer.open)
         self._loop()
 
     def _loop(self) -> None:
-        self.every(FLUSH_INTERVAL, self.writer.drain)
+        if self.sync is None:
+            self.every(FLUSH_INTERVAL, self.writer.drain)
+        else:
+            while self.should_run():
+                started = time.monotonic()
+                self.writer.drain()
+                self._follow()
+                self.sync.wait(FLUSH_INTERVAL - (time.monotonic() - started))
         # last changes: workers stopping alongside us may still finish a REGISTER or two
         deadline = time.monotonic() + STOP_DRAIN_S
         while True:
@@ -54,6 +70,24 @@ class DbWriterProcess(HelperProcess):
                 break
             time.sleep(0.05)
         self.writer.close()
+
+
+    def _follow(self) -> None:
+        """One step of following the other nodes; a failure is logged once per distinct
+        error (the step is retried every round, after the connection's back-off)."""
+        from kampx.db import StorageError
+        try:
+            self.sync.step()
+        except StorageError as e:
+            if str(e) != self._sync_error:
+                log.error("not following the other nodes' changes (retrying): %s", e)
+                self._sync_error = str(e)
+            return
+        if self._sync_error:
+            log.warning("following the other nodes' changes again")
+            self._sync_error = None
+
+    _sync_error = None
 
 
 class LocationWriter:
@@ -74,15 +108,9 @@ class LocationWriter:
     def drain(self) -> int:
         """Write and acknowledge every pending change; returns how many were committed. A
         database error stops this round (nothing of the failed batch is acknowledged)."""
-        from kampx.db import StorageError, open_storage
-        if self.store is None:
+        from kampx.db import StorageError
+        if self.store is None or self.open() is None:
             return 0
-        if self.storage is None:
-            try:
-                self.storage = open_storage(self.cfg)
-            except StorageError as e:
-                self._failed(str(e))
-                return 0
         done = 0
         if self.dialogs is not None:
             self.dialogs.collect()
@@ -113,6 +141,17 @@ class LocationWriter:
             self.stats.add(S.DB_WRITES.base, done)
         return done
 
+    def open(self):
+        """The database, opened on first use (and again after a failed open); None when it
+        cannot be opened (logged)."""
+        from kampx.db import StorageError, open_storage
+        if self.storage is None:
+            try:
+                self.storage = open_storage(self.cfg)
+            except StorageError as e:
+                self._failed(str(e))
+        return self.storage
+
     def _purge_dialogs(self) -> None:
         """Dialog rows whose lifetime ran out (nobody ends a call that was never hung up)."""
         now = time.monotonic()
@@ -125,9 +164,13 @@ class LocationWriter:
         # the later change is the newer one
         latest = {}
         for change in changes:
-            latest[change.ruid] = change.binding
-        self.storage.locations.upsert_many(b for b in latest.values() if b is not None)
-        self.storage.locations.delete_many(r for r, b in latest.items() if b is None)
+            latest[change.ruid] = change
+        self.storage.locations.upsert_many(c.binding for c in latest.values()
+                                           if c.binding is not None)
+        # a deletion names the version it deleted: with several nodes, a newer version
+        # written by another node meanwhile stays (Locations.delete_seen)
+        self.storage.locations.delete_seen((r, c.removed.last_modified)
+                                           for r, c in latest.items() if c.binding is None)
 
     def _failed(self, error: str) -> None:
         self.healthy = False

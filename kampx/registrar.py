@@ -23,6 +23,9 @@ Choices where Kamailio offers several:
   party registering someone else's contact (Via = source) is not mistaken for NAT.
 - Path (RFC 3327) is always stored; lookup() turns it into Route headers and sends to the
   first hop. The 200 OK echoes Path when the REGISTER says Supported: path.
+- Several nodes on one PostgreSQL database ([db] url postgresql://): a binding registered on
+  another node (its socket is not ours) is reached through that node, which holds the
+  phone's NAT pinhole; see kampx/cluster.py for the mark on the Request-URI and why not Path.
 - Lookup order: highest q first (no q counts as 1.0), then the most recently refreshed. The
   200 OK lists q descending, then the least recently refreshed first (Kamailio lists
   bindings in the order they were created; refreshing one moves it to the end here).
@@ -33,7 +36,7 @@ import logging
 import re
 import time
 
-from kampx import dset, sl
+from kampx import cluster, dset, sl
 from kampx import stats as S
 from kampx._cparse import SipParseError, parse_name_addr, parse_uri, split_commas
 from kampx.usrloc import ERR_CSEQ, ERR_FULL, ERR_TOO_LARGE, ERR_TOO_MANY, OK, LockError
@@ -555,26 +558,50 @@ def lookup(worker, msg, table: str = TABLE, uri: str | None = None) -> int:
     if aor is None:
         return LOOKUP_ERROR
     bindings = _store(worker).lookup(aor, time.time())
+    via_nodes = False
+    if worker.cfg.db.shared and bindings:
+        ruid = cluster.pinned_ruid(u)
+        if ruid is None:
+            via_nodes = True
+        else:   # another node sent us one of our bindings: deliver it, and only it
+            bindings = [b for b in bindings if b.ruid == ruid]
     if not bindings:
         return LOOKUP_NONE
     b = bindings[0]
+    if via_nodes:
+        return _lookup_via_nodes(worker, msg, uri, aor, bindings)
     if len(bindings) == 1 and not b.path and not msg.__dict__.get("path_route"):
         # the common case: one binding, no Path
         msg.set_ruri(b.contact)
         msg.dst = b.received or None
         dset.clear(msg)
         return LOOKUP_FOUND
+    return _set_branches(worker, msg, aor, bindings, _branch)
+
+
+def _set_branches(worker, msg, aor: str, bindings, make) -> int:
+    cfg = worker.cfg.registrar
     branches = []
     # at most [tm] max_branches destinations, the best first (tm refuses more anyway)
     for b in bindings[:worker.cfg.tm.max_branches] if cfg.append_branches else bindings[:1]:
         try:
-            branches.append(_branch(b))
+            branches.append(make(b))
         except (SipParseError, IndexError):
             log.warning("binding %s of <%s>: unusable Path '%s'; skipped", b.ruid, aor, b.path)
     if not branches:
         return LOOKUP_ERROR
     dset.set_branches(msg, branches)
     return LOOKUP_FOUND
+
+
+def _lookup_via_nodes(worker, msg, uri: str | None, aor: str, bindings) -> int:
+    """lookup() on a node of several: a binding another node registered goes through that
+    node (kampx/cluster.py), ours as on a single node."""
+    ruri = uri if uri is not None else msg.ruri
+
+    def make(b):
+        return cluster.node_branch(worker, ruri, b) or _branch(b)
+    return _set_branches(worker, msg, aor, bindings, make)
 
 
 def registered(worker, msg, table: str = TABLE, uri: str | None = None) -> int:

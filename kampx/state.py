@@ -1,6 +1,11 @@
 """The proxy's state outside the packet path: the shared tables (location, permissions)
 attached to the SharedState, loaded from the database at start and on reload, and the
-helper processes that keep them (timer, db writer, ctl)."""
+helper processes that keep them (timer, db writer, ctl).
+
+With a shared PostgreSQL database (several nodes, docs/scale-out.md) the start also creates
+the node's own SQLite file and brings its subscriber replica level with PostgreSQL before the
+first worker forks, so a node started later authenticates and routes with the current state
+from its first packet; the db writer then follows the other nodes (kampx/cluster.py)."""
 from __future__ import annotations
 
 import logging
@@ -19,7 +24,7 @@ def _storage(cfg):
     try:
         return open_storage(cfg)
     except StorageError as e:
-        raise StateError(f"database {cfg.db.url}: {e}") from None
+        raise StateError(f"database {cfg.db.display_url}: {e}") from None
 
 
 def attach(shared, cfg) -> None:
@@ -33,6 +38,8 @@ def attach(shared, cfg) -> None:
         raise StateError(f"location table of {cfg.usrloc.capacity} bindings ([usrloc] capacity): "
                          f"cannot allocate its shared memory: {e}") from None
     with _storage(cfg) as storage:
+        if cfg.db.shared:
+            _prepare_node(storage)
         try:
             n = shared.permissions.reload_from(storage)
         except PermissionsError as e:
@@ -47,6 +54,21 @@ def attach(shared, cfg) -> None:
                     "is full or some do not fit a slot); raise [usrloc] capacity", loaded, stored)
     else:
         log.info("location table: %d bindings loaded (capacity %d)", loaded, cfg.usrloc.capacity)
+
+
+def _prepare_node(storage) -> None:
+    """A node of a PostgreSQL cluster: the server reachable (else no start: a node that
+    cannot see the shared state would route with none), its own SQLite file, the replica."""
+    from kampx.cluster import sync_subscribers
+    from kampx.db import StorageError
+    try:
+        storage.connect()
+        storage.open_local()
+        n = sync_subscribers(storage)
+    except StorageError as e:
+        raise StateError(f"shared database: {e}") from None
+    log.info("shared database %s: subscriber replica in %s (%d rows brought level)",
+             storage.where, storage.open_local().where, n)
 
 
 def _load_location(store, storage) -> tuple[int, int]:

@@ -70,10 +70,10 @@ class _Pg:
                                "open it again after fork")
         if self.conn is not None and not self.conn.closed:
             return self.conn
-        now = time.monotonic()
-        if now < self._next_try:
-            raise StorageError(f"database {self.where} is unreachable ({self._last_error}); "
-                               f"next attempt in {self._next_try - now:.1f} s")
+        if time.monotonic() < self._next_try:
+            # worded the same every time: callers log a failure once per distinct message
+            raise StorageError(f"database {self.where} is unreachable: {self._last_error} "
+                               "(reconnecting with back-off)")
         try:
             conn = psycopg.connect(
                 self.url, autocommit=True, connect_timeout=self.connect_timeout,
@@ -511,6 +511,41 @@ class PostgresStorage(Storage):
         """Connect now (and upgrade the schema): a StorageError when the server is not
         reachable. Everything else connects on first use."""
         self.db.connect()
+
+    @property
+    def connected(self) -> bool:
+        conn = self.db.conn
+        return conn is not None and not conn.closed and not conn.broken
+
+    def listen(self) -> int:
+        """LISTEN on the kampx channels (again after a reconnect: a new session listens to
+        nothing). Returns the connection's generation, so the caller knows when to redo it."""
+        with self.db.read() as conn:
+            for channel in CHANNELS:
+                conn.execute(f"LISTEN {channel}")
+        return self.db.generation
+
+    @property
+    def generation(self) -> int:
+        return self.db.generation
+
+    def notifications(self, timeout: float) -> set[str]:
+        """Wait up to `timeout` s for a notification from another session; returns the
+        channels heard (those received meanwhile, during other statements, included). Our
+        own session's notifications are left out: what we wrote, we have."""
+        conn = self.db.conn
+        if conn is None or conn.closed:
+            time.sleep(max(0.0, timeout))
+            return set()
+        heard = set()
+        try:
+            own = conn.info.backend_pid
+            for n in conn.notifies(timeout=max(0.0, timeout), stop_after=1):
+                if n.pid != own:
+                    heard.add(n.channel)
+        except psycopg.Error as e:
+            raise self.db.error(e) from None
+        return heard
 
     @property
     def schema_version(self) -> int:
