@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Debian packages the test suite drives kampx with (SIPp, sipsak, sipvicious) and the
-# tools the operator sections mention. Installs only what is missing; needs root or sudo.
+# Debian packages the test suite drives kampx with (SIPp, sipsak, sipvicious, PostgreSQL) and
+# the tools the operator sections mention. Installs only what is missing; needs root or sudo.
 set -euo pipefail
 need=()
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v sipsak >/dev/null 2>&1 || need+=(sipsak)
 command -v svwar >/dev/null 2>&1 || need+=(sipvicious)
 command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
+# the cluster tests start their own PostgreSQL server (initdb + pg_ctl, no system cluster)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 command -v gcc >/dev/null 2>&1 || need+=(build-essential)
