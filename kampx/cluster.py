@@ -185,6 +185,9 @@ def sync_subscribers(storage) -> int:
 # pinhole open towards that node alone), so a call reaching another node is relayed to the
 # registering node, which sends it to the phone as if it had received the call itself. The
 # binding already names that node: its socket is the registering node's listen socket.
+# Only such bindings take the detour: one without a NAT source (`received`) is reachable from
+# any node, and one with a Path is reached through its edge proxy, which holds the pinhole; so
+# those are delivered directly, and keep working when their registering node is down.
 #
 # Chosen over Kamailio's Path (add_path_received + path_check_local): a Path hop arrives as a
 # preloaded Route that route scripts strip from initial requests (the built-in one does), and
@@ -210,11 +213,11 @@ def pinned_ruid(uri) -> str | None:
 
 
 def node_branch(worker, request_uri: str, b):
-    """The branch to the node that holds `b`'s NAT pinhole, or None when that is this node
-    (or the binding names no socket)."""
+    """The branch to the node that holds `b`'s NAT pinhole, or None when that is this node,
+    or the binding needs no particular node (no NAT source, or a Path)."""
     from kampx import dset
     sock = b.socket
-    if not sock or sock in _local_sockets(worker):
+    if not b.received or b.path or not sock or sock in _local_sockets(worker):
         return None
     hostport = sock.partition(":")[2]
     head, q, tail = request_uri.partition("?")
