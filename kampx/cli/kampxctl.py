@@ -27,6 +27,12 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3
 RELOAD_HINT = f"** INFO: execute '{PROG} address reload' to synchronize cache and database"
+# a shared PostgreSQL database notifies every node, which reloads by itself (kampx/cluster.py)
+SHARED_RELOAD_HINT = "** INFO: every node reloads its address table from the shared database"
+
+
+def _reload_hint(ctx) -> str:
+    return SHARED_RELOAD_HINT if ctx.cfg.db.shared else RELOAD_HINT
 
 
 class Failure(Exception):
@@ -169,7 +175,7 @@ def cmd_address_add(ctx: Ctx, args) -> None:
     row = {"id": row_id, **e._asdict()}
     reloaded = _address_reload(ctx) if args.reload else None
     text = [f"address {e.ip_addr}/{e.mask} port {e.port} added to group {e.grp}"]
-    text.append(_reloaded_line(reloaded) if reloaded else RELOAD_HINT)
+    text.append(_reloaded_line(reloaded) if reloaded else _reload_hint(ctx))
     ctx.emit({"added": row, "reloaded": reloaded}, *text)
 
 
@@ -182,7 +188,7 @@ def cmd_address_rm(ctx: Ctx, args) -> None:
         n = st.addresses.remove(e.grp, e.ip_addr)
     reloaded = _address_reload(ctx) if args.reload else None
     text = [f"{n} address entr{'y' if n == 1 else 'ies'} removed"]
-    text.append(_reloaded_line(reloaded) if reloaded else RELOAD_HINT)
+    text.append(_reloaded_line(reloaded) if reloaded else _reload_hint(ctx))
     ctx.emit({"removed": n, "reloaded": reloaded}, *text)
 
 

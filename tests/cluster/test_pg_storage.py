@@ -200,3 +200,20 @@ def test_password_never_in_messages(pg, tmp_path):
 def pgserver_port():
     import pgserver
     return pgserver.PG_PORT
+
+
+def test_kampxctl_against_the_shared_database(pg, tmp_path, capsys):
+    """kampxctl works on PostgreSQL as on SQLite, says that every node reloads by itself,
+    and a database that is down is one line on stderr, password hidden."""
+    from kampx.cli import kampxctl
+    conf = tmp_path / "kampx.toml"
+    conf.write_text(f'[db]\nurl = "{pg.url}"\nlocal = "sqlite:///{str(tmp_path / "n.db").lstrip("/")}"\n')
+    assert kampxctl.main(["--config", str(conf), "add", "alice", "pw"]) == 0
+    assert kampxctl.main(["--config", str(conf), "address", "add", "200", "127.0.0.9"]) == 0
+    out = capsys.readouterr().out
+    assert "new user 'alice@kampx.test' added" in out
+    assert kampxctl.SHARED_RELOAD_HINT in out and kampxctl.RELOAD_HINT not in out
+    pg.stop()
+    assert kampxctl.main(["--config", str(conf), "add", "bob", "pw"]) == 1
+    err = capsys.readouterr().err
+    assert "unreachable" in err and "kx-secret" not in err and len(err.splitlines()) == 1
