@@ -27,9 +27,10 @@ local binding is clean, and writing a local change, must not interleave (a write
 and acknowledged between our read of a remote row and our applying it would be overwritten
 by that older row). One process, one connection, one thread makes that impossible.
 
-Replication delay: a change is committed by its node within FLUSH_INTERVAL (0.25 s) and
-applied by the others a few milliseconds after the commit's NOTIFY; bounded by
-FLUSH_INTERVAL + POLL_S + the statements' time even when a notification is lost.
+Replication delay: a change is committed by its node within CLUSTER_MIN_S + CLUSTER_TICK
+(kampx/dbwriter.py: the db writer watches the table's change counter) and applied by the
+others a few milliseconds after the commit's NOTIFY; bounded by FLUSH_INTERVAL + POLL_S plus
+the statements' time even when a notification is lost. Measured: docs/scale-out.md.
 """
 from __future__ import annotations
 

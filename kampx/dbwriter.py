@@ -18,8 +18,10 @@ before exiting (the supervisor stops the workers at the same time; the last drai
 they have had a moment to finish).
 
 With a shared PostgreSQL database (several nodes) this process also follows the other nodes'
-changes between its rounds, waking early on their notifications (kampx/cluster.py), and
-writes deletions conditionally on the version it saw (Locations.delete_seen).
+changes between its rounds, waking early on their notifications (kampx/cluster.py), writes
+a change as soon as the table's change counter moves (the other nodes wait for it: at most
+every CLUSTER_MIN_S, still every FLUSH_INTERVAL at the least) and writes deletions
+conditionally on the version it saw (Locations.delete_seen).
 """
 from __future__ import annotations
 
@@ -34,6 +36,10 @@ from kampx.shared import HELPER_ROWS
 log = logging.getLogger("kampx.dbwriter")
 
 FLUSH_INTERVAL = 0.25      # seconds between drains: the write-behind delay, well under 1 s
+# Several nodes: the other nodes wait for our writes, so a change is written as soon as the
+# table's change counter moves (looked at every CLUSTER_TICK), at most every CLUSTER_MIN_S.
+CLUSTER_TICK = 0.01
+CLUSTER_MIN_S = 0.04
 BATCH = 5000               # changes per database transaction
 STOP_DRAIN_S = 1.0         # on SIGTERM, keep draining this long while changes still appear
 DIALOG_PURGE_S = 60.0      # how often expired dialog rows are deleted
@@ -57,11 +63,15 @@ class DbWriterProcess(HelperProcess):
         if self.sync is None:
             self.every(FLUSH_INTERVAL, self.writer.drain)
         else:
+            store, last, seen = self.shared.location, float("-inf"), None
             while self.should_run():
-                started = time.monotonic()
-                self.writer.drain()
+                now = time.monotonic()
+                count = store.change_count
+                if now - last >= FLUSH_INTERVAL or (count != seen and now - last >= CLUSTER_MIN_S):
+                    seen, last = count, now     # read before the drain: nothing is missed
+                    self.writer.drain()
                 self._follow()
-                self.sync.wait(FLUSH_INTERVAL - (time.monotonic() - started))
+                self.sync.wait(CLUSTER_TICK)
         # last changes: workers stopping alongside us may still finish a REGISTER or two
         deadline = time.monotonic() + STOP_DRAIN_S
         while True:

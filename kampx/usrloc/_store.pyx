@@ -1602,6 +1602,12 @@ cdef class LocationStore:
         return top
 
     @property
+    def change_count(self):
+        """A number that moves whenever any binding changes (the global version counter): a
+        db writer reads it to learn, for one atomic load, whether there is anything to write."""
+        return kx_atomic_add64(&self.t.hdr.version_counter, 0)
+
+    @property
     def recoveries(self):
         """Times a stripe or the allocator was repaired after its owner died holding it."""
         return self.t.hdr.recoveries
