@@ -38,7 +38,7 @@ log = logging.getLogger("kampx.dbwriter")
 FLUSH_INTERVAL = 0.25      # seconds between drains: the write-behind delay, well under 1 s
 # Several nodes: the other nodes wait for our writes, so a change is written as soon as the
 # table's change counter moves (looked at every CLUSTER_TICK), at most every CLUSTER_MIN_S.
-CLUSTER_TICK = 0.01
+CLUSTER_TICK = 0.02
 CLUSTER_MIN_S = 0.04
 BATCH = 5000               # changes per database transaction
 STOP_DRAIN_S = 1.0         # on SIGTERM, keep draining this long while changes still appear

@@ -49,8 +49,8 @@ SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 
       REGISTER sip:[remote_ip] SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
-      From: <sip:[field0]b[step]x[call_number]@bench.kampx.test>;tag=[call_number]kx[pid]
-      To: <sip:[field0]b[step]x[call_number]@bench.kampx.test>
+      From: <sip:[kxtag]b[step]x[call_number]@bench.kampx.test>;tag=[call_number]kx[pid]
+      To: <sip:[kxtag]b[step]x[call_number]@bench.kampx.test>
       Call-ID: [call_id]
       CSeq: 1 REGISTER
       Contact: <sip:b[step]x[call_number]@[local_ip]:[local_port]>
@@ -176,7 +176,7 @@ def sipp_register(px, rate: int, seconds: float, step: int, tag: str, scen: str)
     return sipprun.Sipp(scen, (px.addrs.client, 0), px.addr, calls=calls, rate=rate,
                         timeout=seconds * 4 + 20,
                         extra=["-l", str(max(100, rate)), "-key", "step", str(step),
-                               "-key", "field0", tag]), calls
+                               "-key", "kxtag", tag]), calls
 
 
 def contacts(px) -> int:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import select
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -482,6 +483,7 @@ class PostgresStorage(Storage):
         self.db = _Pg(url, where, connect_timeout, tuple(migrations))
         self._local_path = local_path
         self._local = None
+        self._heard: set[str] = set()
         self.subscribers = NodeSubscribers(PgSubscribers(self.db), self.local)
         self.addresses = PgAddresses(self.db)
         self.locations = PgLocations(self.db)
@@ -519,8 +521,16 @@ class PostgresStorage(Storage):
 
     def listen(self) -> int:
         """LISTEN on the kampx channels (again after a reconnect: a new session listens to
-        nothing). Returns the connection's generation, so the caller knows when to redo it."""
+        nothing). Returns the connection's generation, so the caller knows when to redo it.
+        Notifications that arrive during other statements are collected by a handler; those
+        that arrive while idle, by notifications()."""
         with self.db.read() as conn:
+            own = conn.info.backend_pid
+
+            def heard(n, own=own):
+                if n.pid != own:
+                    self._heard.add(n.channel)
+            conn.add_notify_handler(heard)
             for channel in CHANNELS:
                 conn.execute(f"LISTEN {channel}")
         return self.db.generation
@@ -532,17 +542,28 @@ class PostgresStorage(Storage):
     def notifications(self, timeout: float) -> set[str]:
         """Wait up to `timeout` s for a notification from another session; returns the
         channels heard (those received meanwhile, during other statements, included). Our
-        own session's notifications are left out: what we wrote, we have."""
+        own session's notifications are left out: what we wrote, we have.
+
+        Idle, this is one select() on the connection's socket: the db writer calls it every
+        few milliseconds (kampx/dbwriter.py), so it must cost next to nothing. psycopg's
+        notifies() generator costs about a millisecond a call; libpq's consume_input() and
+        notifies() are what it runs underneath."""
         conn = self.db.conn
-        if conn is None or conn.closed:
-            time.sleep(max(0.0, timeout))
-            return set()
-        heard = set()
+        heard, self._heard = self._heard, set()
+        if heard or conn is None or conn.closed:
+            if not heard:
+                time.sleep(max(0.0, timeout))
+            return heard
         try:
-            own = conn.info.backend_pid
-            for n in conn.notifies(timeout=max(0.0, timeout), stop_after=1):
-                if n.pid != own:
-                    heard.add(n.channel)
+            if select.select([conn.fileno()], [], [], max(0.0, timeout))[0]:
+                pgconn = conn.pgconn
+                pgconn.consume_input()          # raises OperationalError on a lost server
+                own = conn.info.backend_pid
+                while (n := pgconn.notifies()) is not None:
+                    if n.be_pid != own:
+                        heard.add(n.relname.decode())
+        except (OSError, ValueError) as e:
+            raise self.db.error(psycopg.OperationalError(str(e))) from None
         except psycopg.Error as e:
             raise self.db.error(e) from None
         return heard
