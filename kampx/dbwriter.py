@@ -81,7 +81,6 @@ class DbWriterProcess(HelperProcess):
             time.sleep(0.05)
         self.writer.close()
 
-
     def _follow(self) -> None:
         """One step of following the other nodes; a failure is logged once per distinct
         error (the step is retried every round, after the connection's back-off)."""

@@ -2,7 +2,6 @@
 the schema migration, the change feed the nodes follow, reconnecting with back-off."""
 from __future__ import annotations
 
-import os
 import time
 from collections import namedtuple
 
@@ -13,7 +12,6 @@ from kampx import config as kconfig
 from kampx.auth.credentials import subscriber_row
 from kampx.db import LOCATION_FIELDS, StorageError, open_storage
 from kampx.db import migrations as mig
-from kampx.db import postgres as kxpg
 
 Binding = namedtuple("Binding", LOCATION_FIELDS)
 
