@@ -11,8 +11,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import pgserver  # noqa: E402
 
-psycopg = pytest.importorskip("psycopg", reason="the cluster tests need kampx[postgresql]")
-
 
 @pytest.fixture(scope="session")
 def pg_server():
