@@ -1,5 +1,5 @@
 """Type stub for the compiled SIP parser (kampx/_cparse.pyx)."""
-from typing import Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 CANONICAL: tuple
 COMPACT: dict[str, int]
@@ -7,7 +7,24 @@ METHOD_NAMES: tuple[str, ...]
 METHOD_IDS: dict[str, int]
 
 class SipParseError(ValueError):
+    """`reason`: Kamailio's wording (the 400's phrase); `code`: the kind, stable."""
     reason: str
+    code: str
+
+class BadFraming(SipParseError):
+    """Not framed as SIP (start line, Via, empty): nothing can be answered."""
+
+class TooLarge(SipParseError):
+    """More headers or bytes than the parser takes."""
+
+class BadHeader(SipParseError):
+    """A header a proxy must read is broken."""
+
+class BadUri(SipParseError):
+    """A URI does not parse."""
+
+class BadCredentials(SipParseError):
+    """Authorization / Proxy-Authorization that do not parse."""
 
 class URI:
     raw: str; scheme: str; user: Optional[str]; password: Optional[str]; host: str
@@ -59,6 +76,21 @@ class Message:
     top_via: Optional[Via]; branch: Optional[str]; via: list[Via]; contacts: list[NameAddr]
     routes: list[NameAddr]; record_routes: list[NameAddr]; paths: list[NameAddr]
     expires: Optional[int]; user_agent: Optional[str]; headers: list[tuple[str, str]]
+    # what the proxy attaches while it processes the message (one declared slot each)
+    src: tuple[str, int]                 # where it came from
+    lsock: Any                           # the ListenSocket it arrived on
+    handed_off: bool                     # passed over by the worker that read it
+    dst: Optional[str]                   # $du: a URI to send to instead of the Request-URI
+    txn_key: Optional[bytes]             # the key of its server transaction (tm)
+    invite_key: Optional[bytes]          # a CANCEL's: the key of the INVITE it cancels
+    txn: Any                             # its tm ServerTxn, once one exists
+    branches: Optional[list]             # the destination set's appended branches (dset)
+    path_route: bool                     # a branch's Path went into the Route header (dset)
+    rr_added: bool                       # record_route() added ours (rr)
+    dialog_admitted: bool                # an in-dialog request of a dialog kampx established
+    auth_outcome: Any                    # what auth_check() found
+    peer_tag: Optional[str]              # the tag of the address row allow_*() matched
+    error_reply: Optional[tuple[int, str, tuple[str, ...]]]   # for sl_reply_error()
     def header(self, name: str) -> Optional[str]: ...
     def header_all(self, name: str) -> list[str]: ...
     def header_values(self, name: str) -> list[str]: ...

@@ -133,11 +133,40 @@ METHOD_IDS = dict(_METHOD_IDS)
 
 class SipParseError(ValueError):
     """The datagram is not a SIP message a proxy can act on. `reason` is the text for the
-    400 reply's reason phrase (or the log line when the message is dropped)."""
+    400 reply's reason phrase (or the log line when the message is dropped); `code` names
+    the kind of problem, stable for callers to test (the subclasses below), where the
+    reason is Kamailio's wording and may change."""
+    code = "malformed"
 
     def __init__(self, reason):
         super().__init__(reason)
         self.reason = reason
+
+
+class BadFraming(SipParseError):
+    """Not even framed as SIP: empty, a broken start line, a Via that cannot say where a
+    reply would go. Nothing can be answered (Kamailio drops these too)."""
+    code = "framing"
+
+
+class TooLarge(SipParseError):
+    """More headers or bytes than the parser takes."""
+    code = "size"
+
+
+class BadHeader(SipParseError):
+    """A header a proxy must read is broken (From, To, CSeq, Contact, Content-Length...)."""
+    code = "header"
+
+
+class BadUri(SipParseError):
+    """A URI (the Request-URI, or one in a name-addr) does not parse."""
+    code = "uri"
+
+
+class BadCredentials(SipParseError):
+    """Authorization / Proxy-Authorization that do not parse."""
+    code = "credentials"
 
 
 # -- character classes ----------------------------------------------------------------------
@@ -403,7 +432,7 @@ cdef class URI:
         cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(b)
         cdef UriPos u
         if parse_uri_at(p, 0, PyBytes_GET_SIZE(b), &u) < 0:
-            raise SipParseError("Bad URI")
+            raise BadUri("Bad URI")
         self._fill(p, &u)
 
     cdef _fill(self, const unsigned char *p, UriPos *u):
@@ -671,7 +700,7 @@ def parse_name_addr(value):
     cdef AddrPos a
     cdef Py_ssize_t k = parse_addr(p, 0, len(b), &a)
     if k < 0 or k != len(b) or check_addr_uri(p, &a) < 0:
-        raise SipParseError("Bad name-addr")
+        raise BadUri("Bad name-addr")
     return NameAddr.from_pos(p, &a)
 
 
@@ -975,7 +1004,23 @@ cdef class Message:
     cdef bytes new_ruri
     cdef bytes via_extra             # params appended to the top Via (received/rport)
     cdef readonly bint edited
-    # anything the transport or the route script attaches (source address, flags ...)
+    # what the proxy attaches while it processes the message (declared: a slot each, typed
+    # in _cparse.pyi; the transport sets src/lsock/handed_off, the modules the rest)
+    cdef public object src           # (ip, port) it came from
+    cdef public object lsock         # the listen socket it arrived on
+    cdef public bint handed_off      # passed over by the worker that read it
+    cdef public object dst           # $du: send here instead of the Request-URI (a URI)
+    cdef public bytes txn_key        # its server transaction's key (tm)
+    cdef public bytes invite_key     # a CANCEL's: the key of the INVITE it cancels
+    cdef public object txn           # its server transaction, once tm made one
+    cdef public list branches        # the destination set's appended branches (dset)
+    cdef public bint path_route      # a branch's Path went into the Route header (dset)
+    cdef public bint rr_added        # record_route() added ours (rr)
+    cdef public bint dialog_admitted # an in-dialog request of a known dialog (dialog)
+    cdef public object auth_outcome  # what auth_check() found (auth)
+    cdef public object peer_tag      # the tag of the address row allow_*() matched
+    cdef public object error_reply   # (code, reason, headers) for sl_reply_error()
+    # anything a route script attaches of its own
     cdef dict __dict__
 
     def __cinit__(self):
@@ -1239,7 +1284,7 @@ cdef class Message:
             while i < e:
                 i = parse_via(self.p, i, e, &v)
                 if i < 0:
-                    raise SipParseError("Bad Via header")
+                    raise BadFraming("Bad Via header")
                 out.append(Via.from_pos(self.p, &v))
                 if i < e:
                     i += 1
@@ -1259,7 +1304,7 @@ cdef class Message:
             while i < e:
                 i = parse_addr(self.p, i, e, &a)
                 if i < 0 or check_addr_uri(self.p, &a) < 0:
-                    raise SipParseError("Bad " + CANONICAL[hid] + " header")
+                    raise BadHeader("Bad " + CANONICAL[hid] + " header")
                 out.append(NameAddr.from_pos(self.p, &a))
                 if i < e:
                     i += 1
@@ -1457,7 +1502,7 @@ cdef class Message:
                     else:
                         nxt = parse_addr(self.p, i, e, &a)
                     if nxt < 0:
-                        raise SipParseError("Bad " + CANONICAL[hid] + " header")
+                        raise BadHeader("Bad " + CANONICAL[hid] + " header")
                     after = skip_lws(self.p, nxt + 1, e) if nxt < e else e
                     if skip == 0:
                         if after >= e:
@@ -1733,11 +1778,11 @@ def parse_auth_header(str value):
             j += 1
         name = rest[i:j].lower()
         if not name:
-            raise SipParseError("Bad credentials")
+            raise BadCredentials("Bad credentials")
         while j < n and rest[j] in " \t":
             j += 1
         if j >= n or rest[j] != "=":
-            raise SipParseError("Bad credentials")
+            raise BadCredentials("Bad credentials")
         j += 1
         while j < n and rest[j] in " \t":
             j += 1
@@ -1750,7 +1795,7 @@ def parse_auth_header(str value):
                 buf.append(rest[j])
                 j += 1
             if j >= n:
-                raise SipParseError("Bad credentials")
+                raise BadCredentials("Bad credentials")
             val = "".join(buf)
             j += 1
         else:
@@ -1798,7 +1843,7 @@ cdef int parse_start_line(Message m, const unsigned char *p, Py_ssize_t e) excep
     cdef Py_ssize_t le = eol, i, j, code_s
     cdef int code
     if eol >= e:
-        raise SipParseError("Bad start line")
+        raise BadFraming("Bad start line")
     if le > 0 and p[le - 1] == 13:
         le -= 1
     m.hdr_s = eol + 1
@@ -1808,7 +1853,7 @@ cdef int parse_start_line(Message m, const unsigned char *p, Py_ssize_t e) excep
         m.is_request = False
         i = scan_version(p, 0, le)
         if i < 0 or i >= le or p[i] != 32:
-            raise SipParseError("Bad status line")
+            raise BadFraming("Bad status line")
         m.ver_s = 0
         m.ver_e = i
         i += 1
@@ -1818,14 +1863,14 @@ cdef int parse_start_line(Message m, const unsigned char *p, Py_ssize_t e) excep
             code = code * 10 + (p[i] - 48)
             i += 1
             if i - code_s > 3:
-                raise SipParseError("Bad status code")
+                raise BadFraming("Bad status code")
         if i - code_s != 3 or code < 100 or code > 699:
-            raise SipParseError("Bad status code")
+            raise BadFraming("Bad status code")
         m.status = code
         m.sl_e = le
         if i < le:
             if p[i] != 32:
-                raise SipParseError("Bad status line")
+                raise BadFraming("Bad status line")
             i += 1
         m.reason_s = i
         m.reason_e = le
@@ -1834,7 +1879,7 @@ cdef int parse_start_line(Message m, const unsigned char *p, Py_ssize_t e) excep
     m.is_request = True
     i = scan_token(p, 0, le)
     if i == 0 or i >= le or not is_ws(p[i]):
-        raise SipParseError("Bad request line")
+        raise BadFraming("Bad request line")
     m.m_s = 0
     m.m_e = i
     m.method_id = _METHOD_IDS.get(_str(p, 0, i), M_OTHER) if i <= 9 else M_OTHER
@@ -1846,7 +1891,7 @@ cdef int parse_start_line(Message m, const unsigned char *p, Py_ssize_t e) excep
     m.ruri_s = i
     m.ruri_e = j
     if j == i:
-        raise SipParseError("Bad request line")
+        raise BadFraming("Bad request line")
     while j < le and is_ws(p[j]):
         j += 1
     m.ver_s = j
@@ -1856,9 +1901,9 @@ cdef int parse_start_line(Message m, const unsigned char *p, Py_ssize_t e) excep
     while j < le and is_ws(p[j]):
         j += 1
     if j != le or scan_version(p, m.ver_s, m.ver_e) != m.ver_e:
-        raise SipParseError("Bad request line")
+        raise BadFraming("Bad request line")
     if parse_uri_at(p, m.ruri_s, m.ruri_e, &m.ruri_pos) < 0:
-        raise SipParseError("Bad Request URI")
+        raise BadUri("Bad Request URI")
     m.sl_e = le
     # tolerated above: runs of SP/HT between the elements and after the version (RFC 4475
     # 3.1.2.9, 3.1.2.10); an edited message is written with single SPs
@@ -1866,7 +1911,7 @@ cdef int parse_start_line(Message m, const unsigned char *p, Py_ssize_t e) excep
                       and m.ver_s == m.ruri_e + 1 and m.ver_e == le)
     if m.ruri_pos.kind in (1, 2) and m.ruri_pos.headers_s < m.ruri_pos.headers_e:
         # RFC 3261 19.1.5: headers are not allowed in a Request-URI (RFC 4475 3.1.2.11)
-        raise SipParseError("Bad Request URI")
+        raise BadUri("Bad Request URI")
     return 0
 
 
@@ -1876,7 +1921,7 @@ cdef int add_header(Message m, Py_ssize_t ns, Py_ssize_t ne, Py_ssize_t vs, Py_s
     cdef int hid
     if m.nhdr == m.cap:
         if m.cap >= MAX_HEADERS:
-            raise SipParseError("Too many headers")
+            raise TooLarge("Too many headers")
         m.cap = m.cap * 4 if m.cap * 4 <= MAX_HEADERS else MAX_HEADERS
         h = <Hdr *>PyMem_Realloc(m.hdrs, m.cap * sizeof(Hdr))
         if h == NULL:
@@ -1918,17 +1963,17 @@ cdef int parse_headers(Message m, const unsigned char *p, Py_ssize_t e) except -
             m.body_s = i + 1
             return 0
         if is_ws(p[i]):
-            raise SipParseError("Bad header folding")
+            raise BadHeader("Bad header folding")
         ls = i
         ns = i
         ne = scan_token(p, i, e)
         if ne == ns:
-            raise SipParseError("Bad header name")
+            raise BadHeader("Bad header name")
         i = ne
         while i < e and is_ws(p[i]):
             i += 1
         if i >= e or p[i] != 58:
-            raise SipParseError("Bad header line")
+            raise BadHeader("Bad header line")
         i += 1
         # the value: this line plus folded continuation lines
         folded = False
@@ -1974,7 +2019,7 @@ cdef int validate(Message m, const unsigned char *p) except -1:
         e = h.val_e
         if hid == H_VIA:
             if i >= e:
-                raise SipParseError("Bad Via header")
+                raise BadFraming("Bad Via header")
             while i < e:
                 if first_via:
                     i = parse_via(p, i, e, &m.topvia)
@@ -1982,15 +2027,15 @@ cdef int validate(Message m, const unsigned char *p) except -1:
                 else:
                     i = parse_via(p, i, e, &v)
                 if i < 0:
-                    raise SipParseError("Bad Via header")
+                    raise BadFraming("Bad Via header")
                 if i < e:
                     i += 1
                     if skip_lws(p, i, e) >= e:
-                        raise SipParseError("Bad Via header")
+                        raise BadFraming("Bad Via header")
         elif hid == H_FROM or hid == H_TO:
             j = parse_addr(p, i, e, &a)
             if j != e or check_addr_uri(p, &a) < 0:
-                raise SipParseError("Bad " + CANONICAL[hid] + " header")
+                raise BadHeader("Bad " + CANONICAL[hid] + " header")
             if m.first[hid] == k:
                 if hid == H_FROM:
                     m.from_a = a
@@ -2002,15 +2047,15 @@ cdef int validate(Message m, const unsigned char *p) except -1:
                 m.contact_star = 1
                 continue
             if i >= e:
-                raise SipParseError("Bad Contact header")
+                raise BadHeader("Bad Contact header")
             while i < e:
                 i = parse_addr(p, i, e, &a)
                 if i < 0 or check_addr_uri(p, &a) < 0:
-                    raise SipParseError("Bad Contact header")
+                    raise BadHeader("Bad Contact header")
                 if i < e:
                     i += 1
                     if skip_lws(p, i, e) >= e:     # a ',' with nothing after it
-                        raise SipParseError("Bad Contact header")
+                        raise BadHeader("Bad Contact header")
         elif hid == H_CSEQ:
             s = skip_lws(p, i, e)
             j = s
@@ -2018,33 +2063,33 @@ cdef int validate(Message m, const unsigned char *p) except -1:
             while j < e and is_digit(p[j]):
                 n = n * 10 + (p[j] - 48)
                 if n > 0xFFFFFFFF:
-                    raise SipParseError("CSeq number is illegal")
+                    raise BadHeader("CSeq number is illegal")
                 j += 1
             if j == s or (j < e and not (is_ws(p[j]) or p[j] == 13 or p[j] == 10)):
                 # "1a INVITE": the number is what is wrong (Kamailio's sanity reason)
-                raise SipParseError("CSeq number is illegal")
+                raise BadHeader("CSeq number is illegal")
             i = skip_lws(p, j, e)
             if i == j or i >= e:
-                raise SipParseError("Bad CSeq header")
+                raise BadHeader("Bad CSeq header")
             j = scan_token(p, i, e)
             if j != e or j == i:
-                raise SipParseError("Bad CSeq header")
+                raise BadHeader("Bad CSeq header")
             if m.first[H_CSEQ] == k:
                 m.cseq_num = n
                 m.cseq_m_s = i
                 m.cseq_m_e = j
         elif hid == H_CONTENT_LENGTH:
             if i >= e:
-                raise SipParseError("Bad Content-Length header")
+                raise BadHeader("Bad Content-Length header")
             cl = 0
             for j in range(i, e):
                 if not is_digit(p[j]):
-                    raise SipParseError("Bad Content-Length header")
+                    raise BadHeader("Bad Content-Length header")
                 cl = cl * 10 + (p[j] - 48)
                 if cl > MAX_MESSAGE:
-                    raise SipParseError("Content-Length mis-match")
+                    raise BadHeader("Content-Length mis-match")
             if m.clen >= 0 and m.clen != cl:
-                raise SipParseError("Content-Length mis-match")
+                raise BadHeader("Content-Length mis-match")
             m.clen = cl
         elif hid == H_MAX_FORWARDS:
             if m.first[H_MAX_FORWARDS] == k:
@@ -2072,9 +2117,9 @@ def parse(data):
     cdef Message m
     cdef const unsigned char *p
     if n == 0:
-        raise SipParseError("Empty message")
+        raise BadFraming("Empty message")
     if n > MAX_MESSAGE:
-        raise SipParseError("Message too large")
+        raise TooLarge("Message too large")
     m = Message.__new__(Message)
     m.buf = buf
     p = <const unsigned char *>PyBytes_AS_STRING(buf)
@@ -2090,7 +2135,7 @@ def parse(data):
     # error, extra octets are dropped. Without Content-Length the body runs to the end.
     if m.clen >= 0:
         if m.body_s + m.clen > n:
-            raise SipParseError("Content-Length mis-match")
+            raise BadHeader("Content-Length mis-match")
         m.end = m.body_s + m.clen
     else:
         m.end = n

@@ -143,8 +143,7 @@ class Dialogs:
         none (not a dialog-creating method, no Record-Route of ours, already in a dialog);
         (None, 0) when the index is full (the request must not be relayed: its in-dialog
         requests could not be told from forged ones)."""
-        d = msg.__dict__
-        if not d.get("rr_added") or msg.has_to_tag:
+        if not msg.rr_added or msg.has_to_tag:
             return None
         state = CREATING.get(msg.method)
         if state is None:
@@ -193,8 +192,7 @@ class Dialogs:
         """Whether in-dialog request `msg` belongs to a dialog kampx established (see the
         module docstring); a BYE ends it, other requests (not ACK) refresh its lifetime.
         A refused request is counted. Always True with [dialog] enforce = false."""
-        d = msg.__dict__
-        if not self.enforce or d.get("dialog_admitted"):
+        if not self.enforce or msg.dialog_admitted:
             return True
         now = time.monotonic()
         call_id = msg.call_id or ""
@@ -206,7 +204,7 @@ class Dialogs:
             if state < EARLY:
                 self.stats.inc(S.DIALOG_REJECTED.base)
                 return False
-        d["dialog_admitted"] = True
+        msg.dialog_admitted = True
         method = msg.method
         if method == "BYE":
             if state != ENDED:

@@ -21,8 +21,7 @@ def use_branch(msg, br: Branch) -> None:
     rewrites the Route line an earlier one set."""
     msg.set_ruri(br.uri)
     msg.dst = br.dst
-    d = msg.__dict__
-    if not br.path and not d.get("path_route"):
+    if not br.path and not msg.path_route:
         return
     try:
         original = [r.raw.strip() for r in msg.routes]
@@ -34,26 +33,28 @@ def use_branch(msg, br: Branch) -> None:
         msg.replace_header("Route", value)
     else:
         msg.remove_header("Route")               # only our own line existed
-    d["path_route"] = True
+    msg.path_route = True
 
 
 def set_branches(msg, branches: list[Branch]) -> None:
     """The first branch goes into the request itself, the others are appended."""
     use_branch(msg, branches[0])
-    msg.__dict__["branches"] = branches[1:]
+    msg.branches = branches[1:]
 
 
 def clear(msg) -> None:
-    msg.__dict__.pop("branches", None)
+    msg.branches = None
 
 
 def take(msg) -> list[Branch]:
     """The appended branches, removed from the request (t_relay forks to them once)."""
-    return msg.__dict__.pop("branches", None) or []
+    branches = msg.branches
+    msg.branches = None
+    return branches or []
 
 
 def has_branches(msg) -> bool:
-    return bool(msg.__dict__.get("branches"))
+    return bool(msg.branches)
 
 
 def fork(msg, relay_one) -> bool:

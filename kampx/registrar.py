@@ -494,14 +494,6 @@ def _contact_part(b, act: int) -> str:
     return p
 
 
-def _send(worker, msg, code: int, reason: str, extra: list) -> None:
-    t = msg.__dict__.get("txn")
-    if t is not None:
-        worker.tm.reply(t, code, reason, extra)
-    else:
-        sl.send_reply(worker, msg, code, reason, extra)
-
-
 def _accepted(worker, msg, bindings, reply: bool, act: int, rc: int) -> int:
     worker.stats.inc(S.ACCEPTED_REGS.base)
     if reply:
@@ -511,7 +503,7 @@ def _accepted(worker, msg, bindings, reply: bool, act: int, rc: int) -> int:
             extra.append(line)
         if msg.has_header("path") and "path" in (v.lower() for v in msg.header_values("supported")):
             extra.append("Path: " + ", ".join(v.strip() for v in msg.header_values("path")))
-        _send(worker, msg, 200, "OK", extra)
+        sl.send_reply(worker, msg, 200, "OK", extra)
     return rc
 
 
@@ -525,7 +517,7 @@ def _rejected(worker, msg, err: RegError, bindings, reply: bool, act: int) -> in
         if err is R_LOW_EXP:
             extra.append(f"Min-Expires: {worker.cfg.registrar.min_expires}")
         extra.append(f"P-Registrar-Error: {err.info}")
-        _send(worker, msg, err.code, err.reason, extra)
+        sl.send_reply(worker, msg, err.code, err.reason, extra)
     return RC_ERROR
 
 
@@ -570,7 +562,7 @@ def lookup(worker, msg, table: str = TABLE, uri: str | None = None) -> int:
     b = bindings[0]
     if via_nodes:
         return _lookup_via_nodes(worker, msg, uri, aor, bindings)
-    if len(bindings) == 1 and not b.path and not msg.__dict__.get("path_route"):
+    if len(bindings) == 1 and not b.path and not msg.path_route:
         # the common case: one binding, no Path
         msg.set_ruri(b.contact)
         msg.dst = b.received or None

@@ -6,7 +6,7 @@ from kampx._cparse import SipParseError
 
 def record_route(worker, msg) -> bool:
     """Insert `Record-Route: <sip:IP[:port];lr>` for the socket the request arrived on."""
-    if msg.__dict__.get("rr_added"):
+    if msg.rr_added:
         return True
     msg.insert_header("Record-Route", msg.lsock.rr_value)
     msg.rr_added = True
@@ -31,7 +31,7 @@ def loose_route(worker, msg) -> bool:
     uri = msg.uri
     if routes:
         first = routes[0].parsed_uri if _is_uri(routes[0]) else None
-        if first is not None and worker.is_myself(first.host, first.port):
+        if first is not None and worker.forwarder.is_myself(first.host, first.port):
             if msg.has_to_tag and not worker.dialogs.admit(msg):
                 return False     # a Route of ours, but no dialog of ours (kampx/dialog.py)
             msg.remove_top_route()
@@ -49,7 +49,7 @@ def loose_route(worker, msg) -> bool:
                 else:
                     msg.dst = nxt.uri
             return True
-        if uri is not None and worker.is_myself(uri.host, uri.port) and not uri.user:
+        if uri is not None and worker.forwarder.is_myself(uri.host, uri.port) and not uri.user:
             # we were addressed as a strict router: the last Route is the real target
             if msg.has_to_tag and not worker.dialogs.admit(msg):
                 return False

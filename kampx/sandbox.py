@@ -20,10 +20,12 @@ import socket
 import tempfile
 
 from kampx import config as _config
+from kampx._cparse import parse
 from kampx.routing import loader
 from kampx.shared import SharedState
 from kampx.transport.udp import ListenSocket
-from kampx.worker import Worker, _is_ip
+from kampx.forward import is_ip
+from kampx.worker import Worker
 
 SANDBOX_WORKER_ID = 0
 
@@ -69,10 +71,15 @@ class _SandboxWorker(Worker):
     def _log_once(self, where: str, e: Exception) -> None:
         self.errors.append((where, e))
 
-    def resolve(self, host: str, port: int):
-        if not _is_ip(host[1:-1] if host.startswith("[") else host):
-            return None                  # as if the name did not resolve
-        return super().resolve(host, port)
+    def setup_state(self) -> None:
+        super().setup_state()
+        real = self.forwarder.resolve
+
+        def resolve(host: str, port: int):
+            if not is_ip(host[1:-1] if host.startswith("[") else host):
+                return None              # as if the name did not resolve
+            return real(host, port)
+        self.forwarder.resolve = resolve
 
 
 class Sandbox:
@@ -116,6 +123,18 @@ class Sandbox:
     @property
     def errors(self) -> list[tuple[str, Exception]]:
         return self.worker.errors
+
+    def message(self, data: bytes, src: tuple = ("127.0.0.1", 5070)):
+        """`data` parsed as the worker hands a request to its modules (src and lsock set),
+        for calling a module (registrar.save, ...) directly with self.worker."""
+        m = parse(data)
+        m.src = src
+        m.lsock = self.worker.sockets[0]
+        return m
+
+    def count(self, col: int) -> int:
+        """One of the worker's counters (kampx.stats column)."""
+        return self.shared.counters.get(SANDBOX_WORKER_ID, col)
 
     def feed(self, data: bytes, src: tuple, guarded: bool = False) -> None:
         """One datagram from `src`, as if read from the listen socket. Unguarded (the

@@ -1,17 +1,22 @@
-"""Stateless replies (Kamailio's sl module).
+"""Replies (Kamailio's sl module): stateless ones, the one send_reply() that goes through the
+request's transaction when it has one, and the 400 for a datagram the parser refused.
 
 The To-tag of a stateless reply is derived from the request (Call-ID, From tag, top branch)
 with a per-instance prefix, so a retransmitted request gets the same reply again, tag
 included, without any state.
+
+`worker` below is what every module gets from the worker: its stats, tm, server_header and
+sl_tag_prefix.
 """
 from __future__ import annotations
 
 import hashlib
 
+from kampx import __version__
+from kampx import methods as M
 from kampx import stats as S
 from kampx._cparse import build_reply
-
-SERVER_HEADER = None  # set by the worker: "Server: kampx (VERSION)"
+from kampx.forward import Forwarder
 
 
 def to_tag(prefix: str, msg) -> str:
@@ -21,16 +26,17 @@ def to_tag(prefix: str, msg) -> str:
     return f"{prefix}.{h}"
 
 
-def send_reply(worker, msg, code: int, reason: str, extra=None, body=b"") -> bool:
-    """Reply to request `msg` without a transaction. ACKs are never answered."""
-    if msg.method_id == 2:
+def stateless_reply(worker, msg, code: int, reason: str, extra=None, body=b"") -> bool:
+    """Reply to request `msg` without a transaction (sl_send_reply). ACKs are never
+    answered."""
+    if msg.method_id == M.ACK:
         return False
     headers = list(extra) if extra else []
-    if worker.server_header:
-        headers.append(worker.server_header)
-    data = build_reply(msg, code, reason, to_tag=to_tag(worker.sl_tag_prefix, msg) if code > 100 else None,
+    headers.append(worker.server_header)
+    data = build_reply(msg, code, reason,
+                       to_tag=to_tag(worker.sl_tag_prefix, msg) if code > 100 else None,
                        extra=headers, body=body)
-    ok = msg.lsock.sendto(data, worker.reply_destination(msg, msg.src))
+    ok = msg.lsock.sendto(data, Forwarder.reply_destination(msg, msg.src))
     stats = worker.stats
     if ok:
         if 100 <= code <= 699:
@@ -38,3 +44,78 @@ def send_reply(worker, msg, code: int, reason: str, extra=None, body=b"") -> boo
     else:
         stats.inc(S.SEND_ERRORS.base)
     return ok
+
+
+def send_reply(worker, msg, code: int, reason: str, extra=None, body=b"") -> bool:
+    """Reply through the request's transaction when it has one (its retransmissions then
+    get the same reply), else statelessly: Kamailio's send_reply()."""
+    t = msg.txn
+    if t is not None:
+        return worker.tm.reply(t, code, reason, extra, body)
+    return stateless_reply(worker, msg, code, reason, extra, body)
+
+
+# -- a 400 for what the parser refused ----------------------------------------------------------
+
+_WANTED = {b"via": b"via", b"v": b"via", b"from": b"from", b"f": b"from", b"to": b"to",
+           b"t": b"to", b"call-id": b"call-id", b"i": b"call-id", b"cseq": b"cseq"}
+
+
+def sent_by_port(sent_by: str) -> int | None:
+    """The port of a Via sent-by ("host", "host:port", "[v6]", "[v6]:port"): 5060 when
+    absent, None when it is not a port (not digits, 0, above 65535)."""
+    if sent_by.startswith("["):
+        _, _, rest = sent_by.partition("]")
+        text = rest[1:] if rest.startswith(":") else ""
+    else:
+        _, _, text = sent_by.rpartition(":") if ":" in sent_by else ("", "", "")
+    if not text:
+        return 5060
+    if not (text.isascii() and text.isdigit() and len(text) <= 5 and 0 < int(text) < 65536):
+        return None
+    return int(text)
+
+
+def salvage_400(data: bytes, src, reason: str, tag_prefix: str):
+    """(payload, destination) of a 400 for a request the parser refused (but could frame:
+    the caller skips kampx._cparse.BadFraming), built from its raw lines (Via, From, To,
+    Call-ID, CSeq copied as received); None when it cannot be addressed: not a request, an
+    ACK, no usable Via, missing headers, an impossible port."""
+    try:
+        head = data.split(b"\r\n\r\n", 1)[0]
+        lines = head.split(b"\r\n")
+        first = lines[0].split(b" ")
+        if len(first) < 3 or first[0].startswith(b"SIP/") or first[0] == b"ACK":
+            return None
+        out = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(b":")
+            canon = _WANTED.get(name.strip().lower())
+            if sep and canon is not None:
+                out.setdefault(canon, value.strip())
+        if len(out) < 5:
+            return None
+        via = out[b"via"].split(b",")[0].decode("ascii")
+        sent_by = via.split(None, 1)[1].split(";")[0].strip()
+        if "rport" in via:
+            dest = src
+        else:
+            port = sent_by_port(sent_by)
+            if port is None:
+                return None
+            dest = (src[0], port)
+        tag = f"{tag_prefix}.bad".encode()
+        to_val = out[b"to"]
+        to_line = to_val if b";tag=" in to_val.lower() else to_val + b";tag=" + tag
+        payload = b"".join([
+            b"SIP/2.0 400 ", reason.encode(), b"\r\n",
+            b"Via: ", out[b"via"], b";received=", src[0].encode(), b"\r\n",
+            b"From: ", out[b"from"], b"\r\n",
+            b"To: ", to_line, b"\r\n",
+            b"Call-ID: ", out[b"call-id"], b"\r\n",
+            b"CSeq: ", out[b"cseq"], b"\r\n",
+            b"Server: kampx (", __version__.encode(), b")\r\n",
+            b"Content-Length: 0\r\n\r\n"])
+        return payload, dest
+    except (IndexError, ValueError, UnicodeDecodeError):
+        return None

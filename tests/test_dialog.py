@@ -18,9 +18,7 @@ class Msg(SimpleNamespace):
 
     def __init__(self, method="INVITE", call_id="c1", from_tag="ft", to_tag=None, rr=True):
         super().__init__(method=method, call_id=call_id, from_tag=from_tag, to_tag=to_tag,
-                         has_to_tag=to_tag is not None)
-        if rr:
-            self.rr_added = True
+                         has_to_tag=to_tag is not None, rr_added=rr, dialog_admitted=False)
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ binding per AOR, then timed per call:
   lookup()         kampx.registrar.lookup on a just-parsed INVITE: AOR from the R-URI,
                    table read, R-URI rewritten
   save()           kampx.registrar.save on a just-parsed REGISTER: checks, expires, table
-                   write, the 200 OK built and handed to the socket (a stand-in that drops it)
+                   write, the 200 OK built and handed to the socket (kampx.sandbox: a worker in this
+                   process, its socket records instead of sending)
 Parsing is not included: the time of parse + call minus that of the parse alone over the same
 texts (tools/bench_parser.py measures the parser).
 
@@ -37,55 +38,17 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
-from kampx import config as config_mod  # noqa: E402
 from kampx import registrar  # noqa: E402
 from kampx._cparse import parse  # noqa: E402
-from kampx.usrloc import OK, LocationStore  # noqa: E402
+from kampx.sandbox import Sandbox  # noqa: E402
+from kampx.usrloc import OK  # noqa: E402
 
 REALM = "bench.kampx.test"
 
 
 # ------------------------------------------------------------------------ in-process --
 
-class _Sock:
-    name = "udp:127.0.0.1:5060"
-
-    def sendto(self, data, dest):
-        return True
-
-
-class _Stats:
-    def inc(self, col):
-        pass
-
-
-class _Shared:
-    permissions = None
-
-
-class _Ctx:
-    shared = _Shared()
-
-
-class BenchWorker:
-    """The parts of a worker save() and lookup() use; replies go nowhere."""
-
-    def __init__(self, store):
-        self.cfg = config_mod.from_dict({"registrar": {"min_expires": 1}})
-        self.ctx = _Ctx()
-        self.ctx.shared.location = store
-        self.stats = _Stats()
-        self.server_header = "Server: kampx (bench)"
-        self.sl_tag_prefix = "bench"
-        self.sock = _Sock()
-
-    def reply_destination(self, msg, src):
-        return src
-
-    def message(self, text: str, src=("127.0.0.1", 5070)):
-        m = parse(text.encode())
-        m.src, m.lsock, m.dst, m.handed_off = src, self.sock, None, False
-        return m
+SOCKET_NAME = "udp:127.0.0.1:5060"
 
 
 def contact(i: int) -> str:
@@ -124,13 +87,14 @@ def per_call_us(fn, args: list) -> float:
 def inproc(n: int, calls: int, seed: int) -> dict:
     rng = random.Random(seed)
     rss0 = rss_bytes()
-    store = LocationStore(n, rng.getrandbits(64))
-    w = BenchWorker(store)
+    box = Sandbox(config={"registrar": {"min_expires": 1}, "usrloc": {"capacity": n}})
+    store, w = box.shared.location, box.worker
+    w.message = lambda text, src=("127.0.0.1", 5070): box.message(text.encode(), src)
     now = time.time()
     exp = float(int(now) + 3600)
     for i in range(n):
         st, _ = store.apply(f"u{i}", now, [(contact(i), exp, -1, f"reg-{i}@bench", 1,
-                                             "sip:127.0.0.1:5070", "", _Sock.name,
+                                             "sip:127.0.0.1:5070", "", SOCKET_NAME,
                                              "Bench-UA/1.0", "", 0, 0)])
         assert st == OK, st
     res = {"n": n, "nbytes": store.nbytes, "rss": rss_bytes() - rss0}
@@ -141,7 +105,7 @@ def inproc(n: int, calls: int, seed: int) -> dict:
     for i in pick:
         cseq[i] += 1
         args.append((f"u{i}", now, [(contact(i), exp, -1, f"reg-{i}@bench", cseq[i],
-                                     "sip:127.0.0.1:5070", "", _Sock.name, "Bench-UA/1.0",
+                                     "sip:127.0.0.1:5070", "", SOCKET_NAME, "Bench-UA/1.0",
                                      "", 0, 0)]))
     res["store_refresh"] = per_call_us(store.apply, args)
     # A message reaches the registrar just parsed (hot in the cache): time parse + call and
@@ -153,6 +117,7 @@ def inproc(n: int, calls: int, seed: int) -> dict:
         cseq[i] += 1
         registers.append(register_text(i, cseq[i]))
     res["save"] = _minus_parse(w, registers, lambda m: registrar.save(w, m), 1)
+    box.close()
     return res
 
 

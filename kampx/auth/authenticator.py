@@ -212,7 +212,7 @@ class Authenticator:
         With MD5 alone the value has no algorithm parameter (Kamailio's form)."""
         nonce = self.nonces.issue()
         qop = "auth-int" if flags & QOP_AUTH_INT else "auth" if flags & QOP_AUTH else None
-        prior = msg.__dict__.get("auth_outcome")
+        prior = msg.auth_outcome
         stale = bool(flags & FORCE_STALE) or (prior is not None and prior.stale)
         if self.algorithms == ["MD5"]:
             return [f"{kind.challenge}: {digest.challenge(realm, nonce, None, qop, stale)}"]
@@ -223,7 +223,7 @@ class Authenticator:
     def consume(msg) -> bool:
         """Remove the credentials header that authenticated the request (they are for this
         proxy, not for the next hop). False when nothing was authenticated."""
-        outcome = msg.__dict__.get("auth_outcome")
+        outcome = msg.auth_outcome
         if outcome is None or outcome.code != AUTH_OK:
             return False
         msg.remove_header(outcome.kind.credentials)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 
 from kampx import maxfwd as _maxfwd
+from kampx import methods as _M
 from kampx import rr as _rr
 from kampx import sanity as _sanity
 from kampx import sl as _sl
@@ -186,7 +187,7 @@ def is_myself(uri: str | None = None) -> bool:
             u = parse_uri(uri)
         except SipParseError:
             return False
-    return u is not None and w.is_myself(u.host, u.port)
+    return u is not None and w.forwarder.is_myself(u.host, u.port)
 
 
 # ------------------------------------------------------------------- Request-URI / dst --
@@ -254,7 +255,7 @@ def resetdsturi() -> bool:
 
 def sl_send_reply(code: int, reason: str) -> bool:
     """Reply statelessly (Kamailio's sl_send_reply)."""
-    return _sl.send_reply(ctx.worker, ctx.msg, int(code), reason)
+    return _sl.stateless_reply(ctx.worker, ctx.msg, int(code), reason)
 
 
 sl_reply = sl_send_reply
@@ -265,20 +266,13 @@ def sl_reply_error() -> bool:
     the failing function chose (503 with Retry-After when tm had no room, 403 for an
     in-dialog request outside any dialog kampx established), else 500. Through the
     request's transaction when it has one (nothing when that already has its final)."""
-    w, msg = ctx.worker, ctx.msg
-    code, reason, extra = msg.__dict__.get("error_reply") or (500, "Server Internal Error", ())
-    t = msg.__dict__.get("txn")
-    if t is not None:
-        return w.tm.reply(t, code, reason, list(extra))
-    return _sl.send_reply(w, msg, code, reason, list(extra))
+    code, reason, extra = ctx.msg.error_reply or (500, "Server Internal Error", ())
+    return _sl.send_reply(ctx.worker, ctx.msg, code, reason, extra)
 
 
 def send_reply(code: int, reason: str) -> bool:
     """Reply statefully when the request has a transaction, else statelessly."""
-    t = ctx.msg.__dict__.get("txn")
-    if t is not None:
-        return ctx.worker.tm.reply(t, int(code), reason)
-    return sl_send_reply(code, reason)
+    return _sl.send_reply(ctx.worker, ctx.msg, int(code), reason)
 
 
 def mf_process_maxfwd_header(default: int, limit: int = _maxfwd.MAX_LIMIT) -> bool:
@@ -296,7 +290,7 @@ def sanity_check(msg_checks: int = _sanity.DEFAULT_MSG_CHECKS,
         return True
     code, reason = result
     if code:
-        _sl.send_reply(ctx.worker, ctx.msg, code, reason)
+        _sl.stateless_reply(ctx.worker, ctx.msg, code, reason)
     return False
 
 
@@ -320,8 +314,7 @@ def t_relay(host: str | None = None, port: int | None = None) -> bool:
     """Relay the request statefully to `host:port`, else to $du, else to the Request-URI
     (Kamailio's t_relay). An ACK is forwarded statelessly; a CANCEL cancels the INVITE it
     matches. False when the request could not be relayed."""
-    w, msg = ctx.worker, ctx.msg
-    return w.relay(msg, host, port)
+    return ctx.worker.tm.t_relay(ctx.msg, host, port)
 
 
 def t_check_trans() -> bool:
@@ -329,12 +322,12 @@ def t_check_trans() -> bool:
     For other requests: a retransmission of an existing transaction is answered from it and
     the script ends here (Kamailio's t_check_trans)."""
     w, msg = ctx.worker, ctx.msg
-    if msg.method_id == 4:      # CANCEL
+    if msg.method_id == _M.CANCEL:
         return w.tm.lookup(msg.invite_key) is not None
     t = w.tm.lookup(msg.txn_key)
     if t is None:
         return False
-    if msg.method_id == 2:      # ACK
+    if msg.method_id == _M.ACK:
         return True
     w.tm.retransmission(t, msg)
     raise ScriptExit()
@@ -345,7 +338,7 @@ def t_precheck_trans() -> bool:
     worker): the shared transaction index has its key."""
     import time
     w, msg = ctx.worker, ctx.msg
-    if msg.method_id in (2, 4):
+    if msg.method_id in (_M.ACK, _M.CANCEL):
         return False
     return w.txn_index.lookup(msg.txn_key, time.monotonic()) >= 0
 
@@ -359,7 +352,7 @@ def t_newtran() -> bool:
 def t_reply(code: int, reason: str) -> bool:
     """Reply statefully (creating the transaction if needed)."""
     w, msg = ctx.worker, ctx.msg
-    t = msg.__dict__.get("txn") or w.tm.new_server(msg, msg.lsock, msg.src)
+    t = msg.txn or w.tm.new_server(msg, msg.lsock, msg.src)
     if t is None:
         return False
     return w.tm.reply(t, int(code), reason)

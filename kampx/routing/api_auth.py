@@ -14,6 +14,7 @@ first use, after fork, and kept in worker.modules.
 """
 from __future__ import annotations
 
+from kampx import methods as _M
 from kampx import sl as _sl
 from kampx import stats as _S
 from kampx.auth import authenticator as _a
@@ -104,14 +105,10 @@ def has_credentials(realm) -> bool:
 
 def _challenge(kind, realm, flags) -> bool:
     w, msg = ctx.worker, ctx.msg
-    if msg.method_id == 2:          # an ACK is never answered
+    if msg.method_id == _M.ACK:     # an ACK is never answered
         return False
     headers = _auth(w).challenge_headers(msg, _realm(realm), kind, int(flags))
-    t = msg.__dict__.get("txn")
-    if t is not None:
-        ok = w.tm.reply(t, kind.code, kind.reason, extra=headers)
-    else:
-        ok = _sl.send_reply(w, msg, kind.code, kind.reason, extra=headers)
+    ok = _sl.send_reply(w, msg, kind.code, kind.reason, headers)
     if ok:
         w.stats.inc(_S.AUTH_CHALLENGES.col(str(kind.code)))
     return ok

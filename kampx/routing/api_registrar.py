@@ -111,7 +111,7 @@ def _groups(table) -> list[int]:
 def peer_tag() -> str | None:
     """The tag of the address row the last allow_* check of this request matched (Kamailio's
     peer_tag_avp); None when it matched a row without tag, or nothing matched."""
-    return ctx.msg.__dict__.get("peer_tag")
+    return ctx.msg.peer_tag
 
 
 __all__ = ["save", "lookup", "registered", "unregister", "allow_source_address",

@@ -19,12 +19,14 @@ import logging
 import os
 import time
 
+from kampx import dset
+from kampx import methods as M
 from kampx import stats as S
 from kampx._cparse import build_reply, parse, SipParseError
 from kampx.dialog import CONFIRMED
-from kampx.routing.flow import HandedOff
+from kampx.routing.flow import HandedOff, ScriptExit
 from kampx.shared import TXN_BYTES, TXN_COUNT
-from kampx.tm.keys import server_key
+from kampx.tm.keys import branch_owner, server_key
 from kampx.tm.timers import TimerHeap
 
 log = logging.getLogger("kampx.tm")
@@ -34,6 +36,7 @@ TRYING_REASON = "trying -- your call is important to us"   # Kamailio's auto_inv
 # charged against [tm] max_memory_mb
 TXN_OVERHEAD = 2048
 OVERLOAD_REPLY = (503, "Service Unavailable", ("Retry-After: 5",))
+FORBIDDEN_REPLY = (403, "Forbidden", ())
 LIMIT_LOG_EVERY_S = 10.0
 
 # server transaction states
@@ -57,7 +60,7 @@ class ServerTxn:
         self.key = key
         self.index_key = key
         self.method = msg.method
-        self.is_invite = msg.method_id == 1
+        self.is_invite = msg.method_id == M.INVITE
         self.request = msg
         self.lsock = lsock
         self.reply_dest = reply_dest
@@ -118,9 +121,24 @@ def _class_rank(code: int) -> tuple:
 
 
 class TransactionManager:
-    def __init__(self, worker):
-        self.w = worker
-        tm = worker.cfg.tm
+    """One worker's transactions. Its collaborators, all from the worker:
+
+    - `forwarder` (kampx.forward.Forwarder): destinations, listen sockets, sending what
+      has no transaction;
+    - `hooks` (kampx.routing.hooks.Hooks): the script's reply, failure and branch routes;
+    - `dialogs` (kampx.dialog.Dialogs): the dialogs a relayed request starts, the check of
+      in-dialog requests;
+    - `handoff_to(owner, msg) -> bool`: passes a packet to the worker owning its
+      transaction;
+    - `txn_index` (shared KeyIndex: transaction key -> owner) and `load` (the proxy-wide
+      transaction totals, shared CounterRows);
+    - `report(where, exc)`: logs an unexpected error once.
+    """
+
+    def __init__(self, cfg, *, worker_id: int, stats, timers: TimerHeap, forwarder, hooks,
+                 dialogs, handoff_to, txn_index, load, tag_prefix: str, server_header: str,
+                 report):
+        tm = cfg.tm
         self.t1 = tm.t1_ms / 1000.0
         self.t2 = tm.t2_ms / 1000.0
         self.t4 = tm.t4_ms / 1000.0
@@ -130,20 +148,105 @@ class TransactionManager:
         self.max_transactions = tm.max_transactions
         self.max_bytes = tm.max_memory_mb << 20
         self.max_branches = tm.max_branches
-        self.load = worker.ctx.shared.txn_load
-        self.dialogs = worker.dialogs
+        self.worker_id = worker_id
+        self.stats = stats
+        self.timers = timers
+        self.fwd = forwarder
+        self.hooks = hooks
+        self.dialogs = dialogs
+        self.handoff_to = handoff_to
+        self.txn_index = txn_index
+        self.load = load
+        self.server_header = server_header
+        self.report = report
         self._limit_logged = 0.0
-        self.timers: TimerHeap = worker.timers
-        self.stats = worker.stats
         self.server: dict[bytes, ServerTxn] = {}
         self.client: dict[str, ClientTxn] = {}
         self._label = 0
         epoch = os.urandom(2).hex()
-        self.branch_prefix = f"z9hG4bKkx{worker.worker_id:02x}{epoch}."
+        self.branch_prefix = f"z9hG4bKkx{worker_id:02x}{epoch}."
         # Kamailio's tm tag shape: 32 hex, '-', 8 hex (worker id + transaction label)
-        self.tag_prefix = f"{worker.sl_tag_prefix}-{worker.worker_id:02x}"
+        self.tag_prefix = f"{tag_prefix}-{worker_id:02x}"
         # index entries live as long as a transaction can: fr_inv + everything after it
         self.index_ttl = self.fr_inv + 64 * self.t1 + 10.0
+
+    # ---------------------------------------------------------------- matching ------------
+
+    def match_request(self, msg) -> bool:
+        """Match a request against the transactions before the script sees it (Kamailio's
+        t_check_trans done by the core): a retransmission is answered from its transaction,
+        an ACK to a non-2xx final absorbed, a packet of another worker's transaction handed
+        to it. True when the script is to see the request."""
+        mid = msg.method_id
+        now = time.monotonic()
+        if mid == M.CANCEL:
+            key = msg.invite_key = server_key(msg, "INVITE")
+            msg.txn_key = server_key(msg)
+            if not msg.handed_off and self.server.get(key) is None:
+                owner = self.txn_index.lookup(key, now)
+                if owner >= 0 and owner != self.worker_id and self.handoff_to(owner, msg):
+                    return False
+            own = self.server.get(msg.txn_key)
+            if own is not None:          # a retransmitted CANCEL
+                self.retransmission(own, msg)
+                return False
+            return True
+        key = msg.txn_key = server_key(msg)
+        t = self.server.get(key)
+        if t is None:
+            if not msg.handed_off:
+                owner = self.txn_index.lookup(key, now)
+                if owner >= 0 and owner != self.worker_id and self.handoff_to(owner, msg):
+                    return False
+            return True
+        if mid == M.ACK and 200 <= t.last_code < 300:
+            return True          # an ACK for a 2xx sharing the INVITE's branch: route it
+        self.retransmission(t, msg)
+        return False
+
+    def match_reply(self, msg) -> bool:
+        """A reply: to its client transaction here, or handed to the worker its branch
+        names. False when it belongs to no transaction (a stray reply)."""
+        branch = msg.branch
+        c = self.client.get(branch) if branch is not None else None
+        if c is not None:
+            try:
+                self.on_reply(msg, c)
+            except ScriptExit:
+                pass
+            except Exception as e:       # a reply must never take the worker down
+                self.stats.inc(S.INTERNAL_ERRORS.base)
+                self.report("reply", e)
+            return True
+        owner = branch_owner(branch)
+        return (owner >= 0 and owner != self.worker_id and not msg.handed_off
+                and self.handoff_to(owner, msg))
+
+    # ---------------------------------------------------------------- t_relay -------------
+
+    def t_relay(self, msg, host=None, port=None) -> bool:
+        """t_relay(): relay `msg` statefully to host:port, $du or its Request-URI, forking
+        to every branch of its destination set; a CANCEL cancels the INVITE it matches, an
+        ACK (to a 2xx) goes statelessly. An in-dialog request outside every dialog kampx
+        established is refused (403 for sl_reply_error: kampx/dialog.py). False when
+        nothing was relayed."""
+        mid = msg.method_id
+        if mid == M.CANCEL:
+            t = self.server.get(msg.invite_key)
+            if t is None:
+                return False
+            return self.cancel(msg, t, msg.lsock, msg.src)
+        if host is None and port is None and mid != M.ACK and msg.branches:
+            return dset.fork(msg, self.t_relay)
+        if msg.has_to_tag and not self.dialogs.admit(msg):
+            msg.error_reply = FORBIDDEN_REPLY
+            return False
+        dest = self.fwd.destination(msg, host, port)
+        if dest is None:
+            return False
+        if mid == M.ACK:
+            return self.fwd.forward_stateless(msg, dest, self.branch_prefix)
+        return self.relay(msg, msg.lsock, msg.src, dest, self.fwd.socket_for(dest))
 
     # ---------------------------------------------------------------- server side ---------
 
@@ -166,14 +269,13 @@ class TransactionManager:
         sl_reply_error()). Raises HandedOff when another worker owns the key (a
         retransmission that raced its original): the request has been passed to that worker
         and processing here ends."""
-        key = msg.__dict__.get("txn_key") or server_key(msg)
+        key = msg.txn_key or server_key(msg)
         t = self.server.get(key)
         if t is not None:
             return t
-        w = self.w
-        owner = w.txn_index.claim(key, w.worker_id, time.monotonic(), self.index_ttl)
-        if owner != w.worker_id:
-            if owner >= 0 and not msg.__dict__.get("handed_off") and w.handoff_to(owner, msg):
+        owner = self.txn_index.claim(key, self.worker_id, time.monotonic(), self.index_ttl)
+        if owner != self.worker_id:
+            if owner >= 0 and not msg.handed_off and self.handoff_to(owner, msg):
                 raise HandedOff()
             if owner == -2:
                 return self._refuse(msg, "the transaction index is full")
@@ -182,11 +284,11 @@ class TransactionManager:
         cost = len(msg.buf) + TXN_OVERHEAD
         why = self._charge(cost)
         if why is not None:
-            if owner == w.worker_id:
-                w.txn_index.release(key, owner)
+            if owner == self.worker_id:
+                self.txn_index.release(key, owner)
             return self._refuse(msg, why)
         self._label += 1
-        t = ServerTxn(key, msg, lsock, w.reply_destination(msg, src), self._label)
+        t = ServerTxn(key, msg, lsock, self.fwd.reply_destination(msg, src), self._label)
         t.charged = cost
         self.server[key] = t
         self.stats.inc(S.UAS_TRANSACTIONS.base)
@@ -194,7 +296,7 @@ class TransactionManager:
         self.stats.add(S.TXN_MEMORY.base, cost)
         if t.is_invite:
             self._send_local(t, 100, TRYING_REASON)
-        msg.__dict__["txn"] = t
+        msg.txn = t
         return t
 
     # -- the proxy-wide limits (shared totals; the supervisor takes back a dead worker's) --
@@ -239,7 +341,7 @@ class TransactionManager:
 
     def retransmission(self, t: ServerTxn, msg) -> None:
         """A retransmitted request (or ACK) for server transaction t."""
-        if msg.method_id == 2:  # ACK
+        if msg.method_id == M.ACK:
             self._on_ack(t)
             return
         self.stats.inc(S.RETRANS_ABSORBED.base)
@@ -268,7 +370,7 @@ class TransactionManager:
     def _send_local(self, t: ServerTxn, code: int, reason: str, extra=None, body=b"") -> None:
         """A reply generated here for server transaction t (100, t_reply, 408, 487)."""
         headers = list(extra) if extra else []
-        headers.append(self.w.server_header)
+        headers.append(self.server_header)
         data = build_reply(t.request, code, reason, to_tag=self._tag(t) if code > 100 else None,
                            extra=headers, body=body)
         self.stats.inc(S.RPL_GENERATED.base)
@@ -336,7 +438,7 @@ class TransactionManager:
             del self.server[t.key]
             self.stats.add(S.ACTIVE_TRANSACTIONS.base, -1)
             self._uncharge(t)
-            self.w.txn_index.release(t.index_key, self.w.worker_id)
+            self.txn_index.release(t.index_key, self.worker_id)
         t.request = None
         t.invite = None
 
@@ -345,7 +447,7 @@ class TransactionManager:
     def relay(self, msg, lsock, src, dest, send_lsock) -> bool:
         """t_relay(): create (or reuse) the server transaction and send one branch to
         `dest` (ip, port) from `send_lsock`. False when the request could not be relayed."""
-        t = msg.__dict__.get("txn")
+        t = msg.txn
         if t is None:
             t = self.new_server(msg, lsock, src)
             if t is None:
@@ -364,9 +466,8 @@ class TransactionManager:
             return False
         self._label += 1
         branch = f"{self.branch_prefix}{t.label:x}.{len(t.branches)}"
-        w = self.w
-        if w.script.branch_route is not None:
-            w.run_branch_route(msg)
+        if self.hooks.branch_route is not None:
+            self.hooks.branch_route(msg)
         data = msg.serialize(via=send_lsock.via_prefix + branch.encode())
         if not self._charge_bytes(t, len(data)):
             self._refuse(msg, f"[tm] max_memory_mb ({self.max_bytes >> 20}) reached")
@@ -481,8 +582,7 @@ class TransactionManager:
             self.stats.inc(S.RPL_ABSORBED.base)
             return
         t = c.server
-        w = self.w
-        if w.script.reply_route is not None and not w.run_reply_route(msg):
+        if self.hooks.reply_route is not None and not self.hooks.reply_route(msg):
             self.stats.inc(S.DROP_REPLIES.base)
             return
         if c.state in (C_COMPLETED, C_ACCEPTED, C_TERMINATED):
@@ -571,11 +671,10 @@ class TransactionManager:
             t.best_local_reason = local_reason
         if t.pending > 0:
             return
-        w = self.w
-        if w.script.failure_route is not None and not t.failure_done and t.request is not None:
+        if self.hooks.failure_route is not None and not t.failure_done and t.request is not None:
             t.failure_done = True
             before = len(t.branches)
-            w.run_failure_route(t, t.request)
+            self.hooks.failure_route(t, t.request)
             if t.state != S_PROCEEDING or len(t.branches) > before:
                 return          # the script replied or relayed to a new branch
         self._send_best(t)

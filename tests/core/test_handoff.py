@@ -224,7 +224,10 @@ def test_only_siblings_running_as_our_user_are_accepted():
     try:
         assert _read_line(ready_r) == b"ready\n"
         me.connect(address(inst, 2))
-        me.send(_frame(0, 5060, b"127.0.0.9", b"from-parent"))
+        try:
+            me.send(_frame(0, 5060, b"127.0.0.9", b"from-parent"))
+        except BrokenPipeError:
+            pass                 # A refused and closed the connection first: the same result
         refused = ["connection refused: peer is not a worker of this proxy"]
         if os.geteuid() == 0:
             senders.append(_child(sender([b"from-nobody"], uid=65534)))
@@ -235,8 +238,11 @@ def test_only_siblings_running_as_our_user_are_accepted():
         assert got == [b"from-sibling", b"stop"]
         assert sorted(reasons) == sorted(refused)
         me.settimeout(2)
-        with pytest.raises(ConnectionResetError):    # A closed it, our frame unread
-            me.recv(100)
+        try:                     # A closed it: reset (our frame unread) or end of stream
+            closed = me.recv(100) == b""
+        except ConnectionResetError:
+            closed = True
+        assert closed
     finally:
         os.close(go_w)
         me.close()

@@ -1,4 +1,5 @@
-"""kampx.registrar without sockets: a worker stand-in that captures the replies."""
+"""kampx.registrar without sockets: a real worker in the test process (kampx.sandbox) whose
+socket records the replies."""
 from __future__ import annotations
 
 import time
@@ -9,64 +10,36 @@ from kampx import config as config_mod
 from kampx import dset
 from kampx import registrar as reg
 from kampx import stats as S
-from kampx._cparse import parse
 from kampx.routing import api
 from kampx.routing.api_registrar import Result, lookup, save
-from kampx.usrloc import LocationStore
+from kampx.sandbox import Sandbox
 from sipclient import parse as parse_reply
 
 
-class _Sock:
-    name = "udp:127.0.0.1:5060"
-
-    def __init__(self):
-        self.sent = []
-
-    def sendto(self, data, dest):
-        self.sent.append((data, dest))
-        return True
+_boxes = []
 
 
-class _Stats:
-    def __init__(self):
-        self.counts = {}
-
-    def inc(self, col):
-        self.counts[col] = self.counts.get(col, 0) + 1
-
-
-class _Shared:
-    def __init__(self, capacity):
-        self.location = LocationStore(capacity, 7)
-        self.permissions = None
-
-
-class _Ctx:
-    def __init__(self, capacity):
-        self.shared = _Shared(capacity)
+def Worker(capacity=100, **registrar):
+    """A real worker (kampx.sandbox: its socket records) with what these tests read of it:
+    request(text) parses as the worker hands a request to the registrar, last_reply() is
+    the last datagram sent, count(col) one of its counters."""
+    box = Sandbox(config={"registrar": {"min_expires": 1, **registrar},
+                          "usrloc": {"capacity": capacity}})
+    _boxes.append(box)
+    w = box.worker
+    w.request = lambda text, src=("127.0.0.1", 5070): box.message(
+        text.replace("\n", "\r\n").encode(), src)
+    w.last_reply = lambda: parse_reply(box.sent[-1][0])
+    w.sent = box.sent
+    w.count = box.count
+    return w
 
 
-class Worker:
-    """What registrar.save() and lookup() use of a worker."""
-
-    def __init__(self, capacity=100, **registrar):
-        self.cfg = config_mod.from_dict({"registrar": {"min_expires": 1, **registrar}})
-        self.ctx = _Ctx(capacity)
-        self.stats = _Stats()
-        self.server_header = "Server: kampx (test)"
-        self.sl_tag_prefix = "t"
-        self.sock = _Sock()
-
-    def reply_destination(self, msg, src):
-        return src
-
-    def request(self, text: str, src=("127.0.0.1", 5070)):
-        m = parse(text.replace("\n", "\r\n").encode())
-        m.src, m.lsock, m.dst, m.handed_off = src, self.sock, None, False
-        return m
-
-    def last_reply(self):
-        return parse_reply(self.sock.sent[-1][0])
+@pytest.fixture(autouse=True)
+def _close_boxes():
+    yield
+    while _boxes:
+        _boxes.pop().close()
 
 
 def register_text(user="alice", contact="<sip:alice@127.0.0.1:5070>", expires="60",
@@ -146,11 +119,11 @@ def test_save_counts_and_replies():
     assert (r.status, r.reason) == (200, "OK")
     assert r.get("contact") == "<sip:alice@127.0.0.1:5070>;expires=60"
     assert r.names()[-2:] == ["server", "content-length"]
-    assert w.stats.counts.get(S.ACCEPTED_REGS.base) == 1
-    assert S.REJECTED_REGS.base not in w.stats.counts
+    assert w.count(S.ACCEPTED_REGS.base) == 1
+    assert w.count(S.REJECTED_REGS.base) == 0
     assert reg.save(w, w.request(register_text(contact="<sip:x@h>;q=7"))) == reg.RC_ERROR
-    assert w.stats.counts.get(S.REJECTED_REGS.base) == 1
-    assert w.stats.counts.get(S.ACCEPTED_REGS.base) == 1
+    assert w.count(S.REJECTED_REGS.base) == 1
+    assert w.count(S.ACCEPTED_REGS.base) == 1
 
 
 def test_min_expires_mode_0_raises_the_interval():
@@ -176,7 +149,7 @@ def test_kamailio_400s(text, info):
 def test_no_reply_flag_and_unknown_flags():
     w = Worker()
     assert reg.save(w, w.request(register_text()), "location", 0x02) == reg.RC_SAVED
-    assert w.sock.sent == []
+    assert w.sent == []
     with pytest.raises(ValueError):
         reg.save(w, w.request(register_text()), "location", 0x01)
     with pytest.raises(ValueError):
@@ -276,21 +249,21 @@ def test_script_functions_return_kamailio_codes():
         api.ctx.worker = api.ctx.msg = None
 
 
-class _Relaying(Worker):
-    """Records what t_relay would send for each branch."""
+def _relaying(**kw):
+    """A worker whose relay() records what t_relay would send for each branch."""
+    w = Worker(**kw)
+    w.relayed = []
 
-    def __init__(self, **kw):
-        super().__init__(**kw)
-        self.relayed = []
-
-    def relay(self, msg, host=None, port=None):
+    def relay(msg):
         routes = [v for v in (msg.serialize().decode().split("\r\n")) if v.startswith("Route:")]
-        self.relayed.append((msg.ruri, msg.dst, routes))
+        w.relayed.append((msg.ruri, msg.dst, routes))
         return True
+    w.relay = relay
+    return w
 
 
 def test_lookup_appends_a_branch_per_binding_and_relay_forks():
-    w = _Relaying()
+    w = _relaying()
     text = register_text(contact="<sip:alice@127.0.0.1:5071>;q=0.5, <sip:alice@127.0.0.1:5072>")
     reg.save(w, w.request(text, src=("127.0.0.1", 5070)))
     nat = register_text(contact="<sip:alice@10.0.0.9:5060>;q=0.1", call_id="cid-2").replace(
@@ -312,11 +285,11 @@ def test_lookup_appends_a_branch_per_binding_and_relay_forks():
          ["Route: <sip:127.0.0.7:5090;lr>, <sip:127.0.0.8;lr>"]),
         ("sip:alice@10.0.0.9:5060", "sip:127.0.0.1:41000", ["Route: <sip:127.0.0.8;lr>"]),
     ]
-    assert "branches" not in m.__dict__
+    assert not m.branches
 
 
 def test_append_branches_off_and_path_route_removed_again():
-    w = _Relaying(append_branches=False)
+    w = _relaying(append_branches=False)
     reg.save(w, w.request(register_text(contact="<sip:alice@127.0.0.1:5071>", extra="Path: <sip:127.0.0.7;lr>")))
     reg.save(w, w.request(register_text(contact="<sip:alice@127.0.0.1:5072>;q=0.2", call_id="c2")))
     m = w.request(invite_text("sip:alice@kampx.test"))
@@ -324,7 +297,7 @@ def test_append_branches_off_and_path_route_removed_again():
     assert m.branches == []
     dset.fork(m, w.relay)
     assert w.relayed == [("sip:alice@127.0.0.1:5071", "sip:127.0.0.7;lr", ["Route: <sip:127.0.0.7;lr>"])]
-    w = _Relaying()
+    w = _relaying()
     reg.save(w, w.request(register_text(contact="<sip:alice@127.0.0.1:5071>", extra="Path: <sip:127.0.0.7;lr>")))
     reg.save(w, w.request(register_text(contact="<sip:alice@127.0.0.1:5072>;q=0.2", call_id="c2")))
     m = w.request(invite_text("sip:alice@kampx.test"))

@@ -1,0 +1,143 @@
+"""Where things go, and sending what has no transaction (Kamailio's core forwarding).
+
+One Forwarder per worker knows the proxy's own addresses (is_myself: `uri == myself` in a
+Kamailio config), picks the listen socket to send from, resolves a destination (a name is
+resolved here and only here, when a route relays a request to it: kampx never resolves a
+name to check or answer one), and sends the two things that go out without a transaction:
+an ACK for a 2xx (a new branch of ours on top) and a reply that matches no transaction.
+"""
+from __future__ import annotations
+
+import os
+import socket
+
+from kampx import stats as S
+from kampx._cparse import SipParseError, parse_uri
+
+
+def is_ip(host: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+        return True
+    except OSError:
+        return False
+
+
+class Forwarder:
+    """`sockets`: every ListenSocket (any may be needed to send); `realm`: a host name that
+    also means this proxy; `dialogs`: kampx.dialog.Dialogs (stray 2xx of known dialogs)."""
+
+    def __init__(self, sockets, realm: str, stats, dialogs, forward_stray_replies: bool):
+        self.sockets = sockets
+        self.realm = realm.lower()
+        self.stats = stats
+        self.dialogs = dialogs
+        self.forward_stray_replies = forward_stray_replies
+        self._myself = set()
+        for ls in sockets:
+            host = ls.addr.host.lower()
+            self._myself.add((host, ls.port))
+            if ls.port == 5060:
+                self._myself.add((host, 0))      # a URI without a port means 5060
+
+    def is_myself(self, host: str, port: int) -> bool:
+        h = host.lower()
+        if h.startswith("["):
+            h = h[1:-1]
+        if h == self.realm:
+            return True
+        return (h, port) in self._myself
+
+    def socket_for(self, dest: tuple):
+        """The listen socket to send to `dest` from (the first of its address family)."""
+        fam = socket.AF_INET6 if ":" in dest[0] else socket.AF_INET
+        for ls in self.sockets:
+            if ls.family == fam:
+                return ls
+        return self.sockets[0]
+
+    def resolve(self, host: str, port: int):
+        """An (ip, port) to send to, None when there is none (not a port, a name that does
+        not resolve or that IDNA cannot encode)."""
+        if host.startswith("["):
+            host = host[1:-1]
+        if not 0 <= port < 65536:
+            return None          # not a port (0 = none given: 5060)
+        if is_ip(host):
+            return (host, port or 5060)
+        try:
+            info = socket.getaddrinfo(host, port or 5060, type=socket.SOCK_DGRAM)
+        except (OSError, UnicodeError, ValueError):
+            return None
+        return info[0][4][:2] if info else None
+
+    def destination(self, msg, host=None, port=None):
+        """Where a relayed request goes: `host:port` when given, else $du, else the
+        Request-URI (its maddr first); None when that is not a sip/sips URI or unusable."""
+        if host is not None:
+            return self.resolve(host, int(port or 0))
+        try:
+            u = parse_uri(msg.dst or msg.ruri)
+        except SipParseError:
+            return None
+        if u.scheme not in ("sip", "sips"):
+            return None
+        return self.resolve(u.params.get("maddr") or u.host, u.port)
+
+    @staticmethod
+    def reply_destination(msg, src) -> tuple:
+        """Where a reply to request `msg` goes (RFC 3261 18.2.2, RFC 3581): the source IP,
+        at the source port with rport, else the sent-by port."""
+        via = msg.top_via
+        if via is None or via.rport is not None:
+            return src
+        return (src[0], via.port or 5060)
+
+    def forward_stateless(self, msg, dest, branch_prefix: str) -> bool:
+        """Forward without a transaction (an ACK for a 2xx): our Via with a fresh branch."""
+        lsock = self.socket_for(dest)
+        branch = f"{branch_prefix}a{os.urandom(4).hex()}.0"
+        if lsock.sendto(msg.serialize(via=lsock.via_prefix + branch.encode()), dest):
+            self.stats.inc(S.FWD_REQUESTS.base)
+            return True
+        self.stats.inc(S.SEND_ERRORS.base)
+        return False
+
+    def stray_reply(self, msg) -> bool:
+        """A reply with no transaction here: our Via removed and sent on to the next Via,
+        as Kamailio's core does, but only for a 2xx to an INVITE of a dialog kampx
+        established (the callee retransmits its 2xx until the ACK comes) unless
+        [core] forward_stray_replies: anything else would let anyone bounce datagrams off
+        the proxy to the address they write in the second Via."""
+        stats = self.stats
+        via = msg.top_via
+        if via is None or not self.is_myself(via.host, via.port):
+            stats.inc(S.DROP_REPLIES.base)
+            return False
+        if not self.forward_stray_replies and not (
+                200 <= msg.status < 300 and msg.cseq_method == "INVITE"
+                and self.dialogs.known(msg.call_id, msg.from_tag)):
+            stats.inc(S.DROP_REPLIES.base)
+            return False
+        try:
+            vias = msg.via
+            msg.remove_top_via()
+        except (SipParseError, ValueError):
+            stats.inc(S.DROP_REPLIES.base)
+            return False
+        if len(vias) < 2:
+            stats.inc(S.DROP_REPLIES.base)
+            return False
+        nxt = vias[1]
+        host = nxt.received or nxt.host
+        if host.startswith("["):
+            host = host[1:-1]
+        if not is_ip(host):
+            stats.inc(S.DROP_REPLIES.base)   # never resolve a name to answer
+            return False
+        dest = (host, nxt.rport if nxt.rport else (nxt.port or 5060))
+        if self.socket_for(dest).sendto(msg.serialize(), dest):
+            stats.inc(S.FWD_REPLIES.base)
+            return True
+        stats.inc(S.SEND_ERRORS.base)
+        return False
