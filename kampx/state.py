@@ -1,6 +1,6 @@
-"""The proxy's state outside the packet path: the shared tables (location, permissions)
-attached to the SharedState, loaded from the database at start and on reload, and the
-helper processes that keep them (timer, db writer, ctl).
+"""The proxy's state outside the packet path: the shared tables (location, permissions,
+dialogs) attached to the SharedState, loaded from the database at start and on reload (the
+supervisor runs the helper processes that keep them: timer, db writer, ctl).
 
 With a shared PostgreSQL database (several nodes, docs/scale-out.md) the start also creates
 the node's own SQLite file and brings its subscriber replica level with PostgreSQL before the
@@ -107,14 +107,3 @@ def reload(shared, cfg) -> int:
             return shared.permissions.reload_from(storage)
         except PermissionsError as e:
             raise StateError(str(e)) from None
-
-
-def helper_processes(shared, cfg, supervisor) -> list:
-    from kampx.control.ctlproc import CtlProcess
-    from kampx.dbwriter import DbWriterProcess
-    from kampx.timer import TimerProcess
-    return [
-        TimerProcess(shared, cfg),
-        DbWriterProcess(shared, cfg),
-        CtlProcess(shared, cfg, supervisor),
-    ]

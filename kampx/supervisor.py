@@ -97,13 +97,21 @@ class Supervisor:
             os.set_blocking(fd, False)
         for sig in self.SIGNALS:
             signal.signal(sig, self._queue_signal)
-        self.helper_specs = state.helper_processes(self.shared, self.cfg, self)
+        self.helper_specs = self.helper_processes()
         for spec in self.helper_specs:
             self.spawn_helper(spec)
         for slot in self.worker_slots():
             self.spawn_worker(slot)
         log.info("kampx %s listening on %s, %d workers", _version(),
                  ", ".join(ls.name for ls in self.sockets), len(self.workers))
+
+    def helper_processes(self) -> list:
+        """The helpers the supervisor runs beside its workers (each respawned when it dies)."""
+        from kampx.control.ctlproc import CtlProcess
+        from kampx.dbwriter import DbWriterProcess
+        from kampx.timer import TimerProcess
+        return [TimerProcess(self.shared, self.cfg), DbWriterProcess(self.shared, self.cfg),
+                CtlProcess(self.shared, self.cfg, self)]
 
     def worker_slots(self):
         """(listen socket index, child number) for every worker the config asks for."""
