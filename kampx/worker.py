@@ -30,7 +30,7 @@ from kampx import stats as S
 from kampx._cparse import BadFraming, SipParseError, parse
 from kampx.dialog import Dialogs, Journal
 from kampx.forward import Forwarder
-from kampx.routing import api
+from kampx.routing.context import ctx as script_ctx
 from kampx.routing.hooks import Hooks
 from kampx.tm.manager import TransactionManager
 from kampx.tm.timers import TimerHeap
@@ -134,7 +134,7 @@ class Worker:
             tag_prefix=self.sl_tag_prefix, server_header=self.server_header,
             report=self._log_once)
         self.modules = {}   # per-process state of route-script modules (auth caches ...)
-        api.ctx.worker = self
+        script_ctx.worker = self
         init = getattr(self.script.module, "child_init", None)
         if init is not None:
             init(self.worker_id)

@@ -5,14 +5,14 @@ reported (logged once per distinct error), and the message is answered or passed
 the function had returned. A request whose request_route raised gets a 500.
 
 The worker calls request_route; tm calls the other three around its transactions. The
-functions the script calls find the message in kampx.routing.api.ctx, which these runners
+functions the script calls find the message in kampx.routing.context.ctx, which these runners
 set and restore.
 """
 from __future__ import annotations
 
 from kampx import sl
 from kampx import stats as S
-from kampx.routing import api
+from kampx.routing.context import ctx as _ctx
 from kampx.routing.flow import Dropped, ScriptExit
 
 
@@ -31,7 +31,7 @@ class Hooks:
         self.branch_route = self._run_branch_route if script.branch_route else None
 
     def request_route(self, msg) -> None:
-        ctx = api.ctx
+        ctx = _ctx
         ctx.worker = self._worker
         ctx.msg = msg
         try:
@@ -49,7 +49,7 @@ class Hooks:
 
     def _run_reply_route(self, reply) -> bool:
         """False when the script dropped the reply."""
-        ctx = api.ctx
+        ctx = _ctx
         saved = ctx.msg
         ctx.msg = reply
         try:
@@ -67,7 +67,7 @@ class Hooks:
             ctx.msg = saved
 
     def _run_failure_route(self, t, request) -> None:
-        ctx = api.ctx
+        ctx = _ctx
         saved = ctx.msg, ctx.txn
         ctx.msg, ctx.txn = request, t
         try:

@@ -10,8 +10,8 @@ from kampx import config as config_mod
 from kampx import dset
 from kampx import registrar as reg
 from kampx import stats as S
-from kampx.routing import api
-from kampx.routing.api_registrar import Result, lookup, save
+from kampx.routing import Result, lookup, save
+from kampx.routing.context import ctx
 from kampx.sandbox import Sandbox
 from sipclient import parse as parse_reply
 
@@ -235,18 +235,18 @@ def test_unregister_all_or_by_ruid():
 def test_script_functions_return_kamailio_codes():
     w = Worker()
     m = w.request(invite_text("sip:alice@kampx.test"))
-    api.ctx.worker, api.ctx.msg = w, m
+    ctx.worker, ctx.msg = w, m
     try:
         rc = lookup("location")
         assert isinstance(rc, Result) and rc == -1 and not rc
-        api.ctx.msg = w.request(register_text())
+        ctx.msg = w.request(register_text())
         rc = save("location")
         assert rc == 1 and rc
-        api.ctx.msg = m
+        ctx.msg = m
         assert lookup("location") and m.ruri == "sip:alice@127.0.0.1:5070"
         assert repr(Result(-3)) == "Result(-3)"
     finally:
-        api.ctx.worker = api.ctx.msg = None
+        ctx.worker = ctx.msg = None
 
 
 def _relaying(**kw):

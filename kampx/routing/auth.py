@@ -1,43 +1,30 @@
-"""Route-script functions for digest authentication and security, named and behaving as
-Kamailio's auth / auth_db / pike functions:
+"""Script functions of Kamailio's auth and auth_db modules (kampx/auth): digest
+authentication against the subscriber table, and the challenges:
 
     if not auth_check(from_domain(), "subscriber", 1):
         auth_challenge(from_domain(), 0)
         exit()
     consume_credentials()
 
-Functions returning Kamailio's codes return a Code: an int (1, -2, ...) that is false when
+Functions returning Kamailio's codes return a Result: an int (1, -2, ...) that is false when
 negative, so `if not auth_check(...)` reads as `if (!auth_check(...))` does in Kamailio.
 
-Per worker, the authenticator (nonces, subscriber cache) and the security guard are built on
-first use, after fork, and kept in worker.modules.
-"""
+Per worker, the authenticator (nonces, subscriber cache) is built on first use, after fork,
+and kept in worker.modules."""
 from __future__ import annotations
 
 from kampx import methods as _M
 from kampx import sl as _sl
 from kampx import stats as _S
 from kampx.auth import authenticator as _a
-from kampx.routing.api import Result, ctx
-
-__all__ = ["auth_check", "www_authorize", "proxy_authorize", "www_challenge",
-           "proxy_challenge", "auth_challenge", "consume_credentials", "has_credentials",
-           "is_subscriber", "is_scanner", "pike_check_req", "auth_banned"]
+from kampx.routing.context import Result, ctx
+from kampx.routing.security import guard
 
 SUBSCRIBER_TABLE = "subscriber"
 
-
-# ------------------------------------------------------------------ per-worker state -----
-
-
-def _guard(w):
-    g = w.modules.get("security")
-    if g is None:
-        from kampx.security import SecurityGuard
-        own = {ls.addr.host for ls in w.sockets}
-        g = w.modules["security"] = SecurityGuard(w.cfg.security, w.cfg.routing.carrier_group,
-                                                  w.ctx.shared, w.stats, own)
-    return g
+__all__ = ["auth_check", "www_authorize", "proxy_authorize", "has_credentials",
+           "www_challenge", "proxy_challenge", "auth_challenge", "consume_credentials",
+           "is_subscriber"]
 
 
 def _auth(w):
@@ -48,10 +35,9 @@ def _auth(w):
         from kampx.db import open_storage
         cfg, shared = w.cfg, w.ctx.shared
         cache = SubscriberCache(lambda: open_storage(cfg), SqliteChangeProbe(cfg.db_path()))
-        guard = _guard(w)
         a = w.modules["auth"] = _a.Authenticator(
             cfg.auth.algorithms, Nonces(shared.secret, shared.nonces, cfg.auth.nonce_expires_s),
-            cache, w.stats, on_failure=guard.auth_failed)
+            cache, w.stats, on_failure=guard(w).auth_failed)
     return a
 
 
@@ -69,7 +55,7 @@ def _table(table: str) -> None:
 # ------------------------------------------------------------------ authentication -------
 
 
-def auth_check(realm, table: str = SUBSCRIBER_TABLE, flags: int = 0) -> Code:
+def auth_check(realm, table: str = SUBSCRIBER_TABLE, flags: int = 0) -> Result:
     """Authenticate the request: www credentials (Authorization) for REGISTER, proxy
     credentials (Proxy-Authorization) for the rest. flags 1: the auth user must also be the
     From user (and the To user for a REGISTER). Returns 1, or Kamailio's failure codes:
@@ -81,14 +67,14 @@ def auth_check(realm, table: str = SUBSCRIBER_TABLE, flags: int = 0) -> Code:
     return Result(_auth(w).check(msg, _realm(realm), _a.kind_for(msg), int(flags)))
 
 
-def www_authorize(realm, table: str = SUBSCRIBER_TABLE) -> Code:
+def www_authorize(realm, table: str = SUBSCRIBER_TABLE) -> Result:
     """Check Authorization credentials (whatever the method)."""
     _table(table)
     w, msg = ctx.worker, ctx.msg
     return Result(_auth(w).check(msg, _realm(realm), _a.WWW))
 
 
-def proxy_authorize(realm, table: str = SUBSCRIBER_TABLE) -> Code:
+def proxy_authorize(realm, table: str = SUBSCRIBER_TABLE) -> Result:
     """Check Proxy-Authorization credentials (whatever the method)."""
     _table(table)
     w, msg = ctx.worker, ctx.msg
@@ -135,7 +121,7 @@ def consume_credentials() -> bool:
     return _a.Authenticator.consume(ctx.msg)
 
 
-def is_subscriber(uri, table: str = SUBSCRIBER_TABLE, flags: int = 0) -> Code:
+def is_subscriber(uri, table: str = SUBSCRIBER_TABLE, flags: int = 0) -> Result:
     """Whether the user of SIP URI `uri` is a subscriber (Kamailio's auth_db is_subscriber):
     1 yes, -1 no, -2 `uri` is not a SIP URI with a user. flags 1: match the URI's host as
     the subscriber's domain too (else the user name alone)."""
@@ -150,26 +136,3 @@ def is_subscriber(uri, table: str = SUBSCRIBER_TABLE, flags: int = 0) -> Code:
     cache = _auth(ctx.worker).subscribers
     found = cache.get(u.user, u.host if int(flags) & 1 else None)
     return Result(1 if found is not None else -1)
-
-
-# ------------------------------------------------------------------ security -------------
-
-
-def is_scanner() -> bool:
-    """True when the User-Agent matches [security] scanner_user_agents (counted as
-    security.scanner_dropped): drop it without a reply."""
-    w = ctx.worker
-    return _guard(w).is_scanner(ctx.msg)
-
-
-def pike_check_req() -> Code:
-    """Flood protection per source IP ([security] pike_*): 1 allowed, -1 the source just went
-    over the limit, -2 it is banned. Carriers and the proxy itself are exempt."""
-    w = ctx.worker
-    return Result(_guard(w).pike_check(ctx.msg))
-
-
-def auth_banned() -> bool:
-    """True when the source is banned for failed authentications ([security] auth_ban_*)."""
-    w = ctx.worker
-    return _guard(w).banned(ctx.msg)

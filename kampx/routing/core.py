@@ -1,0 +1,226 @@
+"""Script functions of Kamailio's core, textops and pseudo-variables: flow (exit, drop),
+the message (is_method, has_totag, headers, $si, $ru parts...), the Request-URI and $du
+rewrites, is_myself, cfg_get and xlog."""
+from __future__ import annotations
+
+import logging
+
+from kampx._cparse import SipParseError, parse_uri
+from kampx.routing.context import ctx
+from kampx.routing.flow import Dropped, ScriptExit
+
+_log = logging.getLogger("kampx.script")
+
+__all__ = ["cfg_get", "exit", "drop", "is_method", "has_totag", "is_present_hf",
+           "append_hf", "remove_hf", "src_ip", "src_port", "ruri_user", "ruri_host",
+           "from_domain", "from_user", "to_user", "user_agent", "is_myself", "rewriteuri",
+           "rewritehost", "rewritehostport", "rewriteport", "rewriteuser", "setdsturi",
+           "resetdsturi", "xlog"]
+
+
+def cfg_get(section: str, key: str):
+    """A value of the running configuration, e.g. cfg_get("routing", "carrier")
+    (Kamailio's $sel(cfg_get.group.name))."""
+    return getattr(getattr(ctx.worker.cfg, section), key)
+
+
+# ---------------------------------------------------------------------------------- flow --
+
+
+def exit():  # noqa: A001 - Kamailio's name, on purpose
+    """End processing of the current message (Kamailio's `exit`)."""
+    raise ScriptExit()
+
+
+def drop():
+    """End processing; a reply is not forwarded (Kamailio's `drop`)."""
+    raise Dropped()
+
+
+# ------------------------------------------------------------------------------ messages --
+
+
+def is_method(methods: str) -> bool:
+    """True when the request's method is one of `methods` ("INVITE" or "INVITE|BYE")."""
+    m = ctx.msg.method
+    if "|" not in methods:
+        return m == methods
+    return m in _method_set(methods)
+
+
+_METHOD_SETS: dict = {}
+
+
+def _method_set(methods: str) -> frozenset:
+    found = _METHOD_SETS.get(methods)
+    if found is None:
+        found = _METHOD_SETS[methods] = frozenset(x.strip() for x in methods.split("|"))
+    return found
+
+
+def has_totag() -> bool:
+    """True when the To header has a tag (an in-dialog request)."""
+    return ctx.msg.has_to_tag
+
+
+def is_present_hf(name: str) -> bool:
+    return ctx.msg.has_header(name)
+
+
+def append_hf(text: str) -> bool:
+    """Append a header line "Name: value" (a trailing CRLF is optional)."""
+    name, sep, value = text.rstrip("\r\n").partition(":")
+    if not sep or not name.strip():
+        raise ValueError(f"append_hf: '{text}' is not 'Name: value'")
+    ctx.msg.append_header(name.strip(), value.strip())
+    return True
+
+
+def remove_hf(name: str) -> int:
+    """Remove every header named `name`; returns how many."""
+    return ctx.msg.remove_header(name)
+
+
+def src_ip() -> str:
+    """The source address of the message ($si)."""
+    return ctx.msg.src[0]
+
+
+def src_port() -> int:
+    """The source port of the message ($sp)."""
+    return ctx.msg.src[1]
+
+
+def ruri_user():
+    """The Request-URI's user part ($rU), None when it has none."""
+    u = ctx.msg.uri
+    return u.user if u is not None else None
+
+
+def ruri_host():
+    """The Request-URI's host ($rd)."""
+    u = ctx.msg.uri
+    return u.host if u is not None else None
+
+
+def from_domain():
+    """The From URI's host ($fd)."""
+    return _uri_host(ctx.msg.from_uri)
+
+
+def from_user():
+    """The From URI's user ($fU)."""
+    return _uri_user(ctx.msg.from_uri)
+
+
+def to_user():
+    """The To URI's user ($tU)."""
+    return _uri_user(ctx.msg.to_uri)
+
+
+def user_agent():
+    """The User-Agent header ($ua), None when absent."""
+    return ctx.msg.user_agent
+
+
+def _uri_host(text):
+    try:
+        return parse_uri(text).host if text else None
+    except SipParseError:
+        return None
+
+
+def _uri_user(text):
+    try:
+        return parse_uri(text).user if text else None
+    except SipParseError:
+        return None
+
+
+def is_myself(uri: str | None = None) -> bool:
+    """True when `uri` (default: the Request-URI) names this proxy: one of its listen
+    addresses (port absent = 5060) or the realm (Kamailio's `uri == myself`)."""
+    w = ctx.worker
+    if uri is None:
+        u = ctx.msg.uri
+    else:
+        try:
+            u = parse_uri(uri)
+        except SipParseError:
+            return False
+    return u is not None and w.forwarder.is_myself(u.host, u.port)
+
+
+# ------------------------------------------------------------------- Request-URI / dst --
+
+
+def rewriteuri(uri: str) -> bool:
+    """Replace the Request-URI ($ru = uri)."""
+    ctx.msg.set_ruri(uri)
+    return True
+
+
+def _rebuild_ruri(user=..., host=None, port=None) -> bool:
+    msg = ctx.msg
+    u = msg.uri
+    if u is None:
+        return False
+    user = u.user if user is ... else user
+    userinfo = ""
+    if user:
+        userinfo = user + (f":{u.password}" if u.password else "") + "@"
+    h = host if host is not None else u.host
+    p = port if port is not None else u.port
+    hostport = f"{h}:{p}" if p else h
+    params = f";{u.params_raw}" if u.params_raw else ""
+    headers = f"?{u.headers}" if u.headers else ""
+    msg.set_ruri(f"{u.scheme}:{userinfo}{hostport}{params}{headers}")
+    return True
+
+
+def rewritehost(host: str) -> bool:
+    """Replace the Request-URI's host, keeping user, port and parameters."""
+    return _rebuild_ruri(host=host)
+
+
+def rewritehostport(hostport: str) -> bool:
+    """Replace the Request-URI's host and port ("host:port" or "host")."""
+    host, sep, port = hostport.rpartition(":") if not hostport.endswith("]") else (hostport, "", "")
+    if not sep or not port.isdigit():
+        host, port = hostport, "0"
+    return _rebuild_ruri(host=host, port=int(port))
+
+
+def rewriteport(port: int) -> bool:
+    return _rebuild_ruri(port=int(port))
+
+
+def rewriteuser(user: str) -> bool:
+    return _rebuild_ruri(user=user)
+
+
+def setdsturi(uri: str) -> bool:
+    """Send to `uri` instead of the Request-URI's host ($du = uri)."""
+    parse_uri(uri)
+    ctx.msg.dst = uri
+    return True
+
+
+def resetdsturi() -> bool:
+    ctx.msg.dst = None
+    return True
+
+
+# ----------------------------------------------------------------------------- log --------
+
+_LEVELS = {"L_DBG": logging.DEBUG, "L_INFO": logging.INFO, "L_NOTICE": logging.INFO,
+           "L_WARN": logging.WARNING, "L_ERR": logging.ERROR, "L_CRIT": logging.CRITICAL,
+           "L_ALERT": logging.CRITICAL}
+
+
+def xlog(level: str, text: str | None = None) -> bool:
+    """Log a line from the script: xlog("L_WARN", "text") or xlog("text")."""
+    if text is None:
+        level, text = "L_INFO", level
+    _log.log(_LEVELS.get(level, logging.INFO), "%s", text.rstrip("\n"))
+    return True

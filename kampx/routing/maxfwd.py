@@ -1,0 +1,13 @@
+"""Script functions of Kamailio's maxfwd module."""
+from __future__ import annotations
+
+from kampx import maxfwd as _maxfwd
+from kampx.routing.context import ctx
+
+__all__ = ["mf_process_maxfwd_header"]
+
+
+def mf_process_maxfwd_header(default: int, limit: int = _maxfwd.MAX_LIMIT) -> bool:
+    """Max-Forwards: insert `default` when absent, else decrement (at most `limit`, Kamailio's
+    max_limit); False when it is 0 or not a number (reply 483 Too Many Hops)."""
+    return _maxfwd.process_maxfwd(ctx.msg, int(default), int(limit)) > 0

@@ -1,0 +1,38 @@
+"""Script functions of Kamailio's pike module and kampx's scanner filter and brute-force
+ban (kampx/security): per worker, the guard is built on first use, after fork."""
+from __future__ import annotations
+
+from kampx.routing.context import Result, ctx
+
+__all__ = ["is_scanner", "pike_check_req", "auth_banned"]
+
+
+def guard(w):
+    """The worker's SecurityGuard (scanner patterns, pike, the auth ban), built on first use."""
+    g = w.modules.get("security")
+    if g is None:
+        from kampx.security import SecurityGuard
+        own = {ls.addr.host for ls in w.sockets}
+        g = w.modules["security"] = SecurityGuard(w.cfg.security, w.cfg.routing.carrier_group,
+                                                  w.ctx.shared, w.stats, own)
+    return g
+
+
+def is_scanner() -> bool:
+    """True when the User-Agent matches [security] scanner_user_agents (counted as
+    security.scanner_dropped): drop it without a reply."""
+    w = ctx.worker
+    return guard(w).is_scanner(ctx.msg)
+
+
+def pike_check_req() -> Result:
+    """Flood protection per source IP ([security] pike_*): 1 allowed, -1 the source just went
+    over the limit, -2 it is banned. Carriers and the proxy itself are exempt."""
+    w = ctx.worker
+    return Result(guard(w).pike_check(ctx.msg))
+
+
+def auth_banned() -> bool:
+    """True when the source is banned for failed authentications ([security] auth_ban_*)."""
+    w = ctx.worker
+    return guard(w).banned(ctx.msg)
