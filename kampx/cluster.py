@@ -60,7 +60,7 @@ class ClusterSync:
         self._next_poll = 0.0
         self._next_purge = 0.0
         self._subscribers_due = self._addresses_due = True
-        # local counters (kampx/stats.py has no cluster rows yet): read by tests and the log
+        # local counters (kampx/stats/__init__.py has no cluster rows yet): read by tests and the log
         self.counts = {"applied": 0, "dropped": 0, "kept_local": 0, "resyncs": 0,
                        "subscriber_syncs": 0, "address_reloads": 0}
 

@@ -22,9 +22,9 @@ from kampx.config import from_dict
 from kampx.control.client import ControlClient
 from kampx.control.methods import Methods
 from kampx.control.server import RpcServer, bind_unix
-from kampx.metrics import KampxCollector, make_registry
+from kampx.stats.prometheus import KampxCollector, make_registry
 from kampx.shared import COUNTER_ROWS
-from kampx.statistics import StatsView
+from kampx.stats.kamctl import StatsView
 from kampx.usrloc import LocationStore
 
 

@@ -45,8 +45,8 @@ class CtlProcess(HelperProcess):
 
     def _serve(self) -> None:
         from kampx.control.methods import Methods
-        from kampx.metrics import KampxCollector, make_registry
-        from kampx.statistics import StatsView
+        from kampx.stats.prometheus import KampxCollector, make_registry
+        from kampx.stats.kamctl import StatsView
         self.methods = Methods(self.shared, self.cfg, self.supervisor_pid, self.started,
                                StatsView(self.shared.counters, self.baseline))
         self.registry = make_registry(KampxCollector(self.shared, self.supervisor_pid,
@@ -69,7 +69,7 @@ class CtlProcess(HelperProcess):
 
     def _bind(self) -> None:
         from kampx.control.server import RpcServer, bind_unix
-        from kampx.metrics import MetricsServer
+        from kampx.stats.prometheus import MetricsServer
         if self.rpc is None:
             path = socket_path(self.cfg)
             try:

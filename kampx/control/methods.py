@@ -16,7 +16,7 @@ import uuid
 from kampx import __version__, procinfo, state
 from kampx import config as config_mod
 from kampx.control.server import InvalidParams, RpcFault, check_params
-from kampx.statistics import StatsView, UnknownStatistic
+from kampx.stats.kamctl import StatsView, UnknownStatistic
 
 NOT_FOUND = 404
 FAILED = 500

@@ -21,7 +21,7 @@ from kampx.control.methods import Methods
 from kampx.control.server import RpcServer, bind_unix
 from kampx.permissions import AddressTable
 from kampx.shared import COUNTER_ROWS
-from kampx.statistics import StatsView
+from kampx.stats.kamctl import StatsView
 from kampx.usrloc import LocationStore
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

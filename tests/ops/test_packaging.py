@@ -19,7 +19,7 @@ import pytest
 from kampx import config as kconfig
 from kampx import stats as S
 from kampx._shm import CounterRows, RateTable
-from kampx.metrics import KampxCollector
+from kampx.stats.prometheus import KampxCollector
 from kampx.shared import COUNTER_ROWS
 from kampx.usrloc import LocationStore
 

@@ -2,7 +2,7 @@
 
 The ctl process serves /metrics. Idle and trickling connections must neither cost it a
 thread each nor keep a scrape out: the server cuts a client that has not sent its request
-within kampx.metrics.REQUEST_TIMEOUT_S (5 s) and holds at most MAX_CONNECTIONS (64)
+within kampx.stats.prometheus.REQUEST_TIMEOUT_S (5 s) and holds at most MAX_CONNECTIONS (64)
 sockets, making room by closing the one that has waited longest for its request.
 """
 from __future__ import annotations
@@ -16,8 +16,8 @@ import pytest
 
 from kampxproc import KampxProcess
 
-REQUEST_TIMEOUT_S = 5.0        # kampx.metrics.REQUEST_TIMEOUT_S
-CAP = 64                       # kampx.metrics.MAX_CONNECTIONS
+REQUEST_TIMEOUT_S = 5.0        # kampx.stats.prometheus.REQUEST_TIMEOUT_S
+CAP = 64                       # kampx.stats.prometheus.MAX_CONNECTIONS
 SLACK_S = 2.0
 
 

@@ -1,4 +1,5 @@
-"""The catalogue of statistics and the per-process handle that counts them.
+"""Statistics: this file is the catalogue and the per-process handle that counts them;
+kamctl.py names them as `kampxctl stats` shows them, prometheus.py exposes them on /metrics.
 
 Every process adds to its own row of a shared CounterRows table (Kamailio's counters.c
 model: no lock, no atomic on the hot path); /metrics and `kampxctl stats` sum the rows at
@@ -7,7 +8,7 @@ dies. Columns are fixed at import time: plain counters, counters with one label 
 code, reason) expanded into one column per label value, and the processing-time histogram.
 
 Names follow Kamailio's statistics (group + name) so an operator finds what kamctl shows;
-metrics.py turns them into Prometheus families (kampx_<group>_<name>[_total]).
+prometheus.py turns them into Prometheus families (kampx_<group>_<name>[_total]).
 """
 from __future__ import annotations
 

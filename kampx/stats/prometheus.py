@@ -39,7 +39,7 @@ from kampx import __version__, procinfo
 from kampx import stats as S
 from kampx.config import METRICS_PORT, parse_hostport
 
-log = logging.getLogger("kampx.metrics")
+log = logging.getLogger("kampx.metrics")   # the name operators filter on
 
 PREFIX = "kampx"
 

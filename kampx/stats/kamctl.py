@@ -1,9 +1,9 @@
 """Kamailio-named statistics over the shared counter rows, for `kampxctl stats`.
 
-kampx/stats.py is the catalogue (families, one column per label value); this module names
+kampx/stats/__init__.py is the catalogue (families, one column per label value); this module names
 every statistic the way kamctl shows it (`core:rcv_requests_invite`, `sl:404_replies`,
 `tm:2xx_transactions`, ...) and maps each name to the columns it sums. /metrics reads the
-very same column totals (kampx/metrics.py), so both always agree.
+very same column totals (kampx/stats/prometheus.py), so both always agree.
 
 `stats.reset_statistics` never touches the shared rows (Prometheus counters must not go
 down): it records a baseline, and kampxctl shows total - baseline. The baseline lives in its
