@@ -1,6 +1,6 @@
 """The TOML configuration: where it is found, its keys, their defaults and their checks.
 
-Every key is optional (../shared/contract.md). An unknown section or key, or a value of the
+Every key is optional (README, "Running it"). An unknown section or key, or a value of the
 wrong kind, is a ConfigError with one line naming the file and the key: the proxy refuses to
 start rather than run with a setting the operator did not mean.
 """

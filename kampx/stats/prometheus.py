@@ -2,7 +2,8 @@
 
 Counters are not prometheus-client Counter objects: every process adds to its own row of a
 shared CounterRows table (about 20 ns per increment; prometheus-client's multiprocess mode
-costs 720-1775 ns and slows every scrape as worker pids pile up, ../shared/research.md).
+costs 720-1775 ns and slows every scrape as worker pids pile up: measured before kampx
+was written).
 A custom Collector sums the rows at scrape time. Rows of dead workers keep their counts, so
 counters never go down while the proxy runs. `kampxctl stats --reset` does not reach here.
 
