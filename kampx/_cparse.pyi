@@ -1,4 +1,5 @@
 """Type stub for the compiled SIP parser (kampx/_cparse.pyx)."""
+
 from typing import Any, Iterator, Optional, Sequence
 
 CANONICAL: tuple
@@ -8,6 +9,7 @@ METHOD_IDS: dict[str, int]
 
 class SipParseError(ValueError):
     """`reason`: Kamailio's wording (the 400's phrase); `code`: the kind, stable."""
+
     reason: str
     code: str
 
@@ -27,8 +29,14 @@ class BadCredentials(SipParseError):
     """Authorization / Proxy-Authorization that do not parse."""
 
 class URI:
-    raw: str; scheme: str; user: Optional[str]; password: Optional[str]; host: str
-    port: int; params_raw: str; headers: str
+    raw: str
+    scheme: str
+    user: Optional[str]
+    password: Optional[str]
+    host: str
+    port: int
+    params_raw: str
+    headers: str
     def __init__(self, uri: str | bytes) -> None: ...
     @property
     def params(self) -> dict[str, Optional[str]]: ...
@@ -38,7 +46,12 @@ class URI:
     def hostport(self) -> str: ...
 
 class NameAddr:
-    raw: str; display: str; uri: str; params_raw: str; tag: Optional[str]; brackets: bool
+    raw: str
+    display: str
+    uri: str
+    params_raw: str
+    tag: Optional[str]
+    brackets: bool
     @property
     def params(self) -> dict[str, Optional[str]]: ...
     @property
@@ -49,8 +62,16 @@ class NameAddr:
     def q(self) -> Optional[str]: ...
 
 class Via:
-    raw: str; version: str; transport: str; host: str; port: int; params_raw: str
-    branch: Optional[str]; received: Optional[str]; rport: Optional[int]; maddr: Optional[str]
+    raw: str
+    version: str
+    transport: str
+    host: str
+    port: int
+    params_raw: str
+    branch: Optional[str]
+    received: Optional[str]
+    rport: Optional[int]
+    maddr: Optional[str]
     @property
     def protocol(self) -> str: ...
     @property
@@ -61,36 +82,65 @@ class Via:
     def ttl(self) -> Optional[int]: ...
 
 class CSeq:
-    number: int; method: str
+    number: int
+    method: str
     def __init__(self, number: int, method: str) -> None: ...
 
 class Message:
-    buf: bytes; is_request: bool; method_id: int; status: int; edited: bool
-    max_forwards_value: int; contact_star: int
-    method: str; ruri: Optional[str]; original_ruri: Optional[str]; uri: Optional[URI]
-    ruri_scheme_kind: int; version: str; reason: Optional[str]; raw: bytes; body: bytes
-    content_length: Optional[int]; call_id: Optional[str]; cseq: Optional[CSeq]
-    cseq_num: Optional[int]; cseq_method: Optional[str]; max_forwards: Optional[int]
-    from_: Optional[NameAddr]; to: Optional[NameAddr]; from_tag: Optional[str]
-    to_tag: Optional[str]; has_to_tag: bool; from_uri: Optional[str]; to_uri: Optional[str]
-    top_via: Optional[Via]; branch: Optional[str]; via: list[Via]; contacts: list[NameAddr]
-    routes: list[NameAddr]; record_routes: list[NameAddr]; paths: list[NameAddr]
-    expires: Optional[int]; user_agent: Optional[str]; headers: list[tuple[str, str]]
+    buf: bytes
+    is_request: bool
+    method_id: int
+    status: int
+    edited: bool
+    max_forwards_value: int
+    contact_star: int
+    method: str
+    ruri: Optional[str]
+    original_ruri: Optional[str]
+    uri: Optional[URI]
+    ruri_scheme_kind: int
+    version: str
+    reason: Optional[str]
+    raw: bytes
+    body: bytes
+    content_length: Optional[int]
+    call_id: Optional[str]
+    cseq: Optional[CSeq]
+    cseq_num: Optional[int]
+    cseq_method: Optional[str]
+    max_forwards: Optional[int]
+    from_: Optional[NameAddr]
+    to: Optional[NameAddr]
+    from_tag: Optional[str]
+    to_tag: Optional[str]
+    has_to_tag: bool
+    from_uri: Optional[str]
+    to_uri: Optional[str]
+    top_via: Optional[Via]
+    branch: Optional[str]
+    via: list[Via]
+    contacts: list[NameAddr]
+    routes: list[NameAddr]
+    record_routes: list[NameAddr]
+    paths: list[NameAddr]
+    expires: Optional[int]
+    user_agent: Optional[str]
+    headers: list[tuple[str, str]]
     # what the proxy attaches while it processes the message (one declared slot each)
-    src: tuple[str, int]                 # where it came from
-    lsock: Any                           # the ListenSocket it arrived on
-    handed_off: bool                     # passed over by the worker that read it
-    dst: Optional[str]                   # $du: a URI to send to instead of the Request-URI
-    txn_key: Optional[bytes]             # the key of its server transaction (tm)
-    invite_key: Optional[bytes]          # a CANCEL's: the key of the INVITE it cancels
-    txn: Any                             # its tm ServerTxn, once one exists
-    branches: Optional[list]             # the destination set's appended branches (dset)
-    path_route: bool                     # a branch's Path went into the Route header (dset)
-    rr_added: bool                       # record_route() added ours (rr)
-    dialog_admitted: bool                # an in-dialog request of a dialog kampx established
-    auth_outcome: Any                    # what auth_check() found
-    peer_tag: Optional[str]              # the tag of the address row allow_*() matched
-    error_reply: Optional[tuple[int, str, tuple[str, ...]]]   # for sl_reply_error()
+    src: tuple[str, int]  # where it came from
+    lsock: Any  # the ListenSocket it arrived on
+    handed_off: bool  # passed over by the worker that read it
+    dst: Optional[str]  # $du: a URI to send to instead of the Request-URI
+    txn_key: Optional[bytes]  # the key of its server transaction (tm)
+    invite_key: Optional[bytes]  # a CANCEL's: the key of the INVITE it cancels
+    txn: Any  # its tm ServerTxn, once one exists
+    branches: Optional[list]  # the destination set's appended branches (dset)
+    path_route: bool  # a branch's Path went into the Route header (dset)
+    rr_added: bool  # record_route() added ours (rr)
+    dialog_admitted: bool  # an in-dialog request of a dialog kampx established
+    auth_outcome: Any  # what auth_check() found
+    peer_tag: Optional[str]  # the tag of the address row allow_*() matched
+    error_reply: Optional[tuple[int, str, tuple[str, ...]]]  # for sl_reply_error()
     def header(self, name: str) -> Optional[str]: ...
     def header_all(self, name: str) -> list[str]: ...
     def header_values(self, name: str) -> list[str]: ...
@@ -121,5 +171,11 @@ def parse_auth_header(value: str) -> tuple[str, dict[str, str]]: ...
 def split_commas(value: str) -> list[str]: ...
 def unescape(text: str) -> str: ...
 def header_id_of(name: str) -> int: ...
-def build_reply(req: Message, code: int, reason: str | bytes, to_tag: str | bytes | None = ...,
-                extra: Sequence[str | bytes] | None = ..., body: bytes = ...) -> bytes: ...
+def build_reply(
+    req: Message,
+    code: int,
+    reason: str | bytes,
+    to_tag: str | bytes | None = ...,
+    extra: Sequence[str | bytes] | None = ...,
+    body: bytes = ...,
+) -> bytes: ...

@@ -32,6 +32,7 @@ Replication delay: a change is committed by its node within CLUSTER_MIN_S + CLUS
 others a few milliseconds after the commit's NOTIFY; bounded by FLUSH_INTERVAL + POLL_S plus
 the statements' time even when a notification is lost. Measured: docs/scale-out.md.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,9 +40,9 @@ import time
 
 log = logging.getLogger("kampx.cluster")
 
-POLL_S = 1.0                 # a look at the change feed even without a notification
-SYNC_BATCH = 5000            # changes read per statement
-TOMBSTONE_TTL_S = 86400.0    # deletions are kept this long for nodes that follow the feed
+POLL_S = 1.0  # a look at the change feed even without a notification
+SYNC_BATCH = 5000  # changes read per statement
+TOMBSTONE_TTL_S = 86400.0  # deletions are kept this long for nodes that follow the feed
 PURGE_EVERY_S = 600.0
 DUMP_PAGE = 1000
 
@@ -54,15 +55,21 @@ class ClusterSync:
         self.store = store
         self.permissions = permissions
         self._storage = storage
-        self.seq: int | None = None          # last change applied; None = full resync due
-        self._generation = 0                  # connection we LISTEN on
+        self.seq: int | None = None  # last change applied; None = full resync due
+        self._generation = 0  # connection we LISTEN on
         self._heard: set[str] = set()
         self._next_poll = 0.0
         self._next_purge = 0.0
         self._subscribers_due = self._addresses_due = True
         # local counters (kampx/stats/__init__.py has no cluster rows yet): read by tests and the log
-        self.counts = {"applied": 0, "dropped": 0, "kept_local": 0, "resyncs": 0,
-                       "subscriber_syncs": 0, "address_reloads": 0}
+        self.counts = {
+            "applied": 0,
+            "dropped": 0,
+            "kept_local": 0,
+            "resyncs": 0,
+            "subscriber_syncs": 0,
+            "address_reloads": 0,
+        }
 
     def wait(self, timeout: float) -> None:
         """Sleep up to `timeout`, returning early when another node commits."""
@@ -71,10 +78,11 @@ class ClusterSync:
             time.sleep(max(0.0, timeout))
             return
         from kampx.db import StorageError
+
         try:
             self._heard |= storage.notifications(timeout)
         except StorageError:
-            pass                # the next step() reconnects and resyncs
+            pass  # the next step() reconnects and resyncs
 
     def step(self) -> None:
         """Bring this node level with the database. StorageError when it cannot be reached
@@ -96,7 +104,7 @@ class ClusterSync:
         if now >= self._next_poll:
             self._next_poll = now + POLL_S
         if self._subscribers_due or "kampx_subscriber" in heard:
-            self._subscribers_due = True        # stays due until it succeeds
+            self._subscribers_due = True  # stays due until it succeeds
             n = sync_subscribers(storage)
             self._subscribers_due = False
             self.counts["subscriber_syncs"] += 1
@@ -114,6 +122,7 @@ class ClusterSync:
 
     def _apply(self, aor: str, ruid: str, row: dict | None, now: float) -> None:
         from kampx.usrloc import ERR_FULL, ERR_TOO_LARGE, OK, SKIP_DIRTY, Binding
+
         if row is None:
             rc = self.store.sync_drop(aor, ruid)
             if rc == OK:
@@ -123,9 +132,14 @@ class ClusterSync:
             if rc == OK:
                 self.counts["applied"] += 1
             elif rc in (ERR_FULL, ERR_TOO_LARGE):
-                log.warning("binding %s of <%s> from the database not taken: %s", ruid, aor,
-                            "the location table is full ([usrloc] capacity)" if rc == ERR_FULL
-                            else "it does not fit a slot")
+                log.warning(
+                    "binding %s of <%s> from the database not taken: %s",
+                    ruid,
+                    aor,
+                    "the location table is full ([usrloc] capacity)"
+                    if rc == ERR_FULL
+                    else "it does not fit a slot",
+                )
         if rc == SKIP_DIRTY:
             self.counts["kept_local"] += 1
 
@@ -162,9 +176,14 @@ class ClusterSync:
                         dropped += 1
         self.seq = seq
         self.counts["resyncs"] += 1
-        log.info("location table resynchronised with the shared database: %d bindings there, "
-                 "%d gone from it, in %.2f s (following from change %d)", len(seen), dropped,
-                 time.monotonic() - t0, seq)
+        log.info(
+            "location table resynchronised with the shared database: %d bindings there, "
+            "%d gone from it, in %.2f s (following from change %d)",
+            len(seen),
+            dropped,
+            time.monotonic() - t0,
+            seq,
+        )
 
 
 def sync_subscribers(storage) -> int:
@@ -217,6 +236,7 @@ def node_branch(worker, request_uri: str, b):
     """The branch to the node that holds `b`'s NAT pinhole, or None when that is this node,
     or the binding needs no particular node (no NAT source, or a Path)."""
     from kampx import dset
+
     sock = b.socket
     if not b.received or b.path or not sock or sock in _local_sockets(worker):
         return None

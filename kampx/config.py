@@ -4,6 +4,7 @@ Every key is optional (README, "Running it"). An unknown section or key, or a va
 wrong kind, is a ConfigError with one line naming the file and the key: the proxy refuses to
 start rather than run with a setting the operator did not mean.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,6 +33,7 @@ class ListenAddr:
     @property
     def family(self) -> int:
         import socket
+
         return socket.AF_INET6 if ":" in self.host else socket.AF_INET
 
     def __str__(self) -> str:
@@ -106,7 +108,7 @@ class DbConfig:
     # With a postgresql url: this node's own SQLite file (its replica of the subscriber table,
     # read by the workers without a network round trip, and its dialogs). "" = the default url.
     local: str = ""
-    connect_timeout_s: int = 3      # PostgreSQL: a connection attempt gives up after this
+    connect_timeout_s: int = 3  # PostgreSQL: a connection attempt gives up after this
 
     @property
     def shared(self) -> bool:
@@ -119,6 +121,7 @@ class DbConfig:
         if not self.shared:
             return self.url
         import urllib.parse
+
         u = urllib.parse.urlsplit(self.url)
         if u.password is None:
             return self.url
@@ -169,6 +172,7 @@ class ControlConfig:
 @dataclass(frozen=True)
 class TmConfig:
     """RFC 3261 timers; fr_timer / fr_inv_timer as Kamailio's tm names them."""
+
     t1_ms: int = 500
     t2_ms: int = 4000
     t4_ms: int = 5000
@@ -186,9 +190,10 @@ class TmConfig:
 @dataclass(frozen=True)
 class RegistrarConfig:
     """Kamailio's registrar/usrloc parameters of the same names (kampx/registrar.py)."""
+
     default_expires: int = 3600
     min_expires: int = 60
-    max_expires: int = 3600         # 0 = no upper bound
+    max_expires: int = 3600  # 0 = no upper bound
     # 1: a contact asking for less than min_expires gets 423 Interval Too Brief (RFC 3261
     # 10.3 step 7); 0: Kamailio's default, the interval is raised to min_expires
     min_expires_mode: int = 1
@@ -198,19 +203,20 @@ class RegistrarConfig:
     # what a REGISTER that would exceed max_contacts gets: "reject" (Kamailio: 503 Too many
     # registered contacts) or "overwrite" (the AOR's least recently refreshed bindings go)
     max_contacts_policy: str = "reject"
-    use_domain: bool = False        # AOR = To user (Kamailio's default) or user@domain
-    case_sensitive: bool = False    # AOR user compared as written (default: case-insensitive)
-    append_branches: bool = True    # lookup() forks to every binding, not only the best one
+    use_domain: bool = False  # AOR = To user (Kamailio's default) or user@domain
+    case_sensitive: bool = False  # AOR user compared as written (default: case-insensitive)
+    append_branches: bool = True  # lookup() forks to every binding, not only the best one
 
 
 @dataclass(frozen=True)
 class DialogConfig:
     """The dialogs kampx Record-Routed and saw established (kampx/dialog.py)."""
+
     # relay an in-dialog request only within such a dialog (false: Kamailio's stock
     # behaviour, any To-tagged request with our Route is relayed)
     enforce: bool = True
-    lifetime_s: int = 43200         # Kamailio's default_timeout; in-dialog requests renew it
-    linger_s: int = 32              # a dialog ended by BYE still admits requests this long
+    lifetime_s: int = 43200  # Kamailio's default_timeout; in-dialog requests renew it
+    linger_s: int = 32  # a dialog ended by BYE still admits requests this long
     # dialogs held at once (16-byte slots, 2-4 per dialog, touched only when used): room for
     # the calls in progress plus those whose BYE never came, kept for lifetime_s. Past it a
     # new call gets 503 (evicting a live call would make its BYE a forgery)
@@ -252,15 +258,18 @@ class Config:
             url, key = self.db.local or DbConfig.url, "local"
         if not url.startswith("sqlite://") or len(url) == len("sqlite://"):
             shown = DbConfig(url=url).display_url
-            raise ConfigError(f"bad value for [db] {key}: unsupported database '{shown}' "
-                              "(sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB)")
-        path = url[len("sqlite://"):]
+            raise ConfigError(
+                f"bad value for [db] {key}: unsupported database '{shown}' "
+                "(sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB)"
+            )
+        path = url[len("sqlite://") :]
         if path.startswith("//"):
             path = "/" + path.lstrip("/")
         return path if os.path.isabs(path) else os.path.join(self.base_dir, path)
 
 
 # -- validation --------------------------------------------------------------------------
+
 
 def _check_value(section: str, key: str, default, value):
     where = f"[{section}] {key}"
@@ -270,11 +279,15 @@ def _check_value(section: str, key: str, default, value):
         return value
     if isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigError(f"bad value for {where}: expected a non-negative integer, got {value!r}")
+            raise ConfigError(
+                f"bad value for {where}: expected a non-negative integer, got {value!r}"
+            )
         return value
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ConfigError(f"bad value for {where}: expected a non-negative number, got {value!r}")
+            raise ConfigError(
+                f"bad value for {where}: expected a non-negative number, got {value!r}"
+            )
         return float(value)
     if isinstance(default, str):
         if not isinstance(value, str):
@@ -311,7 +324,9 @@ def _semantic_checks(cfg: Config) -> None:
         raise ConfigError("bad value for [auth] nonce_expires_s: must be at least 1")
     _security_checks(cfg.security)
     if not cfg.routing.carrier.lower().startswith(("sip:", "sips:")):
-        raise ConfigError(f"bad value for [routing] carrier: '{cfg.routing.carrier}' is not a sip: URI")
+        raise ConfigError(
+            f"bad value for [routing] carrier: '{cfg.routing.carrier}' is not a sip: URI"
+        )
     try:
         parse_hostport(cfg.metrics.listen, METRICS_PORT)
     except ValueError as e:
@@ -320,19 +335,27 @@ def _semantic_checks(cfg: Config) -> None:
     if r.min_expires and r.max_expires and r.min_expires > r.max_expires:
         raise ConfigError("bad value for [registrar] min_expires: larger than max_expires")
     if r.min_expires_mode not in (0, 1):
-        raise ConfigError("bad value for [registrar] min_expires_mode: 0 (raise to min_expires) or 1 (reply 423)")
+        raise ConfigError(
+            "bad value for [registrar] min_expires_mode: 0 (raise to min_expires) or 1 (reply 423)"
+        )
     if r.max_contacts_policy not in ("reject", "overwrite"):
-        raise ConfigError(f"bad value for [registrar] max_contacts_policy: '{r.max_contacts_policy}' "
-                          "(reject, overwrite)")
+        raise ConfigError(
+            f"bad value for [registrar] max_contacts_policy: '{r.max_contacts_policy}' "
+            "(reject, overwrite)"
+        )
     if r.max_contacts > 0x7FFFFFFF:
         raise ConfigError("bad value for [registrar] max_contacts: too large")
     if cfg.usrloc.capacity < 1:
         raise ConfigError("bad value for [usrloc] capacity: must be at least 1")
     if cfg.tm.t1_ms < 1 or cfg.tm.t2_ms < cfg.tm.t1_ms:
         raise ConfigError("bad value for [tm] t1_ms/t2_ms: need 0 < t1 <= t2")
-    for section, key in (("tm", "max_transactions"), ("tm", "max_memory_mb"),
-                         ("tm", "max_branches"), ("dialog", "capacity"),
-                         ("dialog", "lifetime_s")):
+    for section, key in (
+        ("tm", "max_transactions"),
+        ("tm", "max_memory_mb"),
+        ("tm", "max_branches"),
+        ("dialog", "capacity"),
+        ("dialog", "lifetime_s"),
+    ):
         if getattr(getattr(cfg, section), key) < 1:
             raise ConfigError(f"bad value for [{section}] {key}: must be at least 1")
     _db_checks(cfg)
@@ -343,14 +366,17 @@ def _db_checks(cfg: Config) -> None:
     if not cfg.db.shared:
         return
     import urllib.parse
+
     try:
         u = urllib.parse.urlsplit(cfg.db.url)
         u.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as e:
         raise ConfigError(f"bad value for [db] url: {e}") from None
     if not u.path.strip("/"):
-        raise ConfigError(f"bad value for [db] url: '{cfg.db.display_url}' names no database "
-                          "(postgresql://USER:PASSWORD@HOST:PORT/DB)")
+        raise ConfigError(
+            f"bad value for [db] url: '{cfg.db.display_url}' names no database "
+            "(postgresql://USER:PASSWORD@HOST:PORT/DB)"
+        )
     if cfg.db.connect_timeout_s < 1:
         raise ConfigError("bad value for [db] connect_timeout_s: must be at least 1")
 
@@ -358,6 +384,7 @@ def _db_checks(cfg: Config) -> None:
 def _security_checks(sec: SecurityConfig) -> None:
     import re
     from kampx.security.scanner import compile_patterns
+
     try:
         compile_patterns(sec.scanner_user_agents)
     except re.error as e:
@@ -365,13 +392,15 @@ def _security_checks(sec: SecurityConfig) -> None:
     if sec.pike_enabled:
         for key in ("pike_window_s", "pike_max", "pike_ban_s"):
             if getattr(sec, key) < 1:
-                raise ConfigError(f"bad value for [security] {key}: must be at least 1 "
-                                  "(or pike_enabled = false)")
+                raise ConfigError(
+                    f"bad value for [security] {key}: must be at least 1 (or pike_enabled = false)"
+                )
     if sec.auth_ban_failures:
         for key in ("auth_ban_window_s", "auth_ban_s"):
             if getattr(sec, key) < 1:
-                raise ConfigError(f"bad value for [security] {key}: must be at least 1 "
-                                  "(or auth_ban_failures = 0)")
+                raise ConfigError(
+                    f"bad value for [security] {key}: must be at least 1 (or auth_ban_failures = 0)"
+                )
 
 
 def from_dict(data: dict, path: str | None = None) -> Config:

@@ -23,6 +23,7 @@ a change as soon as the table's change counter moves (the other nodes wait for i
 every CLUSTER_MIN_S, still every FLUSH_INTERVAL at the least) and writes deletions
 conditionally on the version it saw (Locations.delete_seen).
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,14 +36,14 @@ from kampx.shared import HELPER_ROWS
 
 log = logging.getLogger("kampx.dbwriter")
 
-FLUSH_INTERVAL = 0.25      # seconds between drains: the write-behind delay, well under 1 s
+FLUSH_INTERVAL = 0.25  # seconds between drains: the write-behind delay, well under 1 s
 # Several nodes: the other nodes wait for our writes, so a change is written as soon as the
 # table's change counter moves (looked at every CLUSTER_TICK), at most every CLUSTER_MIN_S.
 CLUSTER_TICK = 0.02
 CLUSTER_MIN_S = 0.04
-BATCH = 5000               # changes per database transaction
-STOP_DRAIN_S = 1.0         # on SIGTERM, keep draining this long while changes still appear
-DIALOG_PURGE_S = 60.0      # how often expired dialog rows are deleted
+BATCH = 5000  # changes per database transaction
+STOP_DRAIN_S = 1.0  # on SIGTERM, keep draining this long while changes still appear
+DIALOG_PURGE_S = 60.0  # how often expired dialog rows are deleted
 
 
 class DbWriterProcess(HelperProcess):
@@ -50,13 +51,17 @@ class DbWriterProcess(HelperProcess):
 
     def serve(self) -> None:
         stats = S.Stats(self.shared.counters, HELPER_ROWS["db writer"])
-        self.writer = LocationWriter(self.shared.location, self.cfg, stats=stats,
-                                     dialogs=JournalWriter(self.shared.dialog_journal_r, stats))
+        self.writer = LocationWriter(
+            self.shared.location,
+            self.cfg,
+            stats=stats,
+            dialogs=JournalWriter(self.shared.dialog_journal_r, stats),
+        )
         self.sync = None
         if self.cfg.db.shared:
             from kampx.cluster import ClusterSync
-            self.sync = ClusterSync(self.shared.location, self.shared.permissions,
-                                    self.writer.open)
+
+            self.sync = ClusterSync(self.shared.location, self.shared.permissions, self.writer.open)
         self._loop()
 
     def _loop(self) -> None:
@@ -68,7 +73,7 @@ class DbWriterProcess(HelperProcess):
                 now = time.monotonic()
                 count = store.change_count
                 if now - last >= FLUSH_INTERVAL or (count != seen and now - last >= CLUSTER_MIN_S):
-                    seen, last = count, now     # read before the drain: nothing is missed
+                    seen, last = count, now  # read before the drain: nothing is missed
                     self.writer.drain()
                 self._follow()
                 self.sync.wait(CLUSTER_TICK)
@@ -85,6 +90,7 @@ class DbWriterProcess(HelperProcess):
         """One step of following the other nodes; a failure is logged once per distinct
         error (the step is retried every round, after the connection's back-off)."""
         from kampx.db import StorageError
+
         try:
             self.sync.step()
         except StorageError as e:
@@ -108,9 +114,9 @@ class LocationWriter:
         self.cfg = cfg
         self.stats = stats
         self.dialogs = dialogs
-        self.storage = storage      # opened on first use, and again after a failed open
+        self.storage = storage  # opened on first use, and again after a failed open
         self.healthy = True
-        self.written = 0           # changes committed by this process
+        self.written = 0  # changes committed by this process
         self._last_error = None
         self._next_purge = 0.0
 
@@ -118,6 +124,7 @@ class LocationWriter:
         """Write and acknowledge every pending change; returns how many were committed. A
         database error stops this round (nothing of the failed batch is acknowledged)."""
         from kampx.db import StorageError
+
         if self.store is None or self.open() is None:
             return 0
         done = 0
@@ -154,6 +161,7 @@ class LocationWriter:
         """The database, opened on first use (and again after a failed open); None when it
         cannot be opened (logged)."""
         from kampx.db import StorageError, open_storage
+
         if self.storage is None:
             try:
                 self.storage = open_storage(self.cfg)
@@ -174,20 +182,23 @@ class LocationWriter:
         latest = {}
         for change in changes:
             latest[change.ruid] = change
-        self.storage.locations.upsert_many(c.binding for c in latest.values()
-                                           if c.binding is not None)
+        self.storage.locations.upsert_many(
+            c.binding for c in latest.values() if c.binding is not None
+        )
         # a deletion names the version it deleted: with several nodes, a newer version
         # written by another node meanwhile stays (Locations.delete_seen)
-        self.storage.locations.delete_seen((r, c.removed.last_modified)
-                                           for r, c in latest.items() if c.binding is None)
+        self.storage.locations.delete_seen(
+            (r, c.removed.last_modified) for r, c in latest.items() if c.binding is None
+        )
 
     def _failed(self, error: str) -> None:
         self.healthy = False
         if self.stats is not None:
             self.stats.inc(S.DB_ERRORS.base)
         if error != self._last_error:
-            log.error("location changes not written (retrying every %.2f s): %s",
-                      FLUSH_INTERVAL, error)
+            log.error(
+                "location changes not written (retrying every %.2f s): %s", FLUSH_INTERVAL, error
+            )
             self._last_error = error
 
     def close(self) -> None:

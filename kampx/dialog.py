@@ -28,6 +28,7 @@ the index at start. A db writer that is being respawned loses nothing (the pipe 
 records); a full pipe drops a record (counted in dialog.journal_dropped), which costs that
 dialog its in-dialog requests after a restart, never before.
 """
+
 from __future__ import annotations
 
 import errno
@@ -46,9 +47,9 @@ PENDING, EARLY, CONFIRMED, ENDED = 1, 2, 3, 4
 CREATING = {"INVITE": PENDING, "SUBSCRIBE": EARLY, "REFER": EARLY}
 
 OP_PUT, OP_DELETE = 1, 2
-_RECORD = struct.Struct("!BBdH")       # op, state, timeout (epoch seconds), key length
-MAX_KEY = 2048                         # longer Call-ID + tag pairs are not journaled
-PIPE_SIZE = 1 << 20                    # ~14 000 records while the db writer restarts
+_RECORD = struct.Struct("!BBdH")  # op, state, timeout (epoch seconds), key length
+MAX_KEY = 2048  # longer Call-ID + tag pairs are not journaled
+PIPE_SIZE = 1 << 20  # ~14 000 records while the db writer restarts
 FULL_LOG_EVERY_S = 10.0
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
@@ -64,17 +65,20 @@ def split_key(k: bytes) -> tuple[str, str]:
 
 # -------------------------------------------------------------------------- the journal --
 
+
 def journal_pipe() -> tuple[int, int]:
     """The journal's (read fd, write fd), both non-blocking; created before fork."""
     r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         fcntl.fcntl(w, _F_SETPIPE_SZ, PIPE_SIZE)
     except OSError:
-        pass            # the default 64 kB: fewer records survive a db writer restart
+        pass  # the default 64 kB: fewer records survive a db writer restart
     return r, w
 
 
-def read_journal(fd: int, leftover: bytes = b"") -> tuple[list[tuple[int, bytes, int, float]], bytes]:
+def read_journal(
+    fd: int, leftover: bytes = b""
+) -> tuple[list[tuple[int, bytes, int, float]], bytes]:
     """Every whole record waiting in the pipe: ([(op, key, state, timeout)], the bytes of a
     record not yet complete, to pass back next time)."""
     chunks = [leftover]
@@ -95,7 +99,7 @@ def read_journal(fd: int, leftover: bytes = b"") -> tuple[list[tuple[int, bytes,
         op, state, timeout, n = _RECORD.unpack_from(buf, pos)
         if len(buf) - pos < head + n:
             break
-        out.append((op, buf[pos + head:pos + head + n], state, timeout))
+        out.append((op, buf[pos + head : pos + head + n], state, timeout))
         pos += head + n
     return out, buf[pos:]
 
@@ -121,6 +125,7 @@ class Journal:
 
 
 # -------------------------------------------------------------------------- the check --
+
 
 class Dialogs:
     """One worker's view of the shared dialog index. `ttl_setup` bounds a PENDING or EARLY
@@ -212,7 +217,7 @@ class Dialogs:
                 self.journal.write(OP_DELETE, k)
                 self.stats.inc(S.DIALOGS_ENDED.base)
         elif state == CONFIRMED and method != "ACK":
-            self._confirm(k, now)             # Kamailio resets a dialog's timeout likewise
+            self._confirm(k, now)  # Kamailio resets a dialog's timeout likewise
         return True
 
     def known(self, call_id: str | None, tag: str | None) -> bool:
@@ -222,13 +227,15 @@ class Dialogs:
 
 # -------------------------------------------------------------------------- start-up --
 
+
 def load(index, rows, now_wall: float, now_mono: float) -> int:
     """Fill the index from the database's live dialogs ((call_id, from_tag, timeout) rows,
     timeout in epoch seconds); returns how many went in."""
     n = 0
     for call_id, tag, timeout in rows:
-        if timeout > now_wall and index.put(key(call_id, tag), CONFIRMED, now_mono,
-                                            now_mono + (timeout - now_wall)):
+        if timeout > now_wall and index.put(
+            key(call_id, tag), CONFIRMED, now_mono, now_mono + (timeout - now_wall)
+        ):
             n += 1
     return n
 
@@ -243,16 +250,16 @@ class JournalWriter:
         self.fd = fd
         self.stats = stats
         self.leftover = b""
-        self.pending: dict[bytes, tuple[int, int, float]] = {}   # key -> (op, state, timeout)
+        self.pending: dict[bytes, tuple[int, int, float]] = {}  # key -> (op, state, timeout)
         self.written = 0
 
     def collect(self) -> int:
         """Read what the pipe holds into `pending`; returns how many records came."""
         records, self.leftover = read_journal(self.fd, self.leftover)
         for op, k, state, timeout in records:
-            self.pending.pop(k, None)        # re-inserted last: dict order = arrival order
+            self.pending.pop(k, None)  # re-inserted last: dict order = arrival order
             self.pending[k] = (op, state, timeout)
-        while len(self.pending) > self.MAX_PENDING:   # a database down for a long time
+        while len(self.pending) > self.MAX_PENDING:  # a database down for a long time
             self.pending.pop(next(iter(self.pending)))
             if self.stats is not None:
                 self.stats.inc(S.DIALOG_JOURNAL_DROPPED.base)

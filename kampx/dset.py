@@ -2,6 +2,7 @@
 branches appended to it). lookup() fills it, one branch per further binding of the AOR;
 t_relay() forks to every branch (kampx/tm). A branch carries its own Request-URI, where to
 send it ($du) and the Path that becomes its Route set."""
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -10,9 +11,9 @@ from kampx._cparse import SipParseError, split_commas
 
 
 class Branch(NamedTuple):
-    uri: str            # the Request-URI of this branch
-    dst: str | None     # where to send it (first Path hop, NAT source), None: the URI
-    path: str           # Path hops ("" none), sent as Route headers before the request's own
+    uri: str  # the Request-URI of this branch
+    dst: str | None  # where to send it (first Path hop, NAT source), None: the URI
+    path: str  # Path hops ("" none), sent as Route headers before the request's own
 
 
 def use_branch(msg, br: Branch) -> None:
@@ -27,12 +28,15 @@ def use_branch(msg, br: Branch) -> None:
         original = [r.raw.strip() for r in msg.routes]
     except SipParseError:
         original = []
-    value = ", ".join([h.strip() for h in split_commas(br.path)] + original) if br.path \
+    value = (
+        ", ".join([h.strip() for h in split_commas(br.path)] + original)
+        if br.path
         else ", ".join(original)
+    )
     if value:
         msg.replace_header("Route", value)
     else:
-        msg.remove_header("Route")               # only our own line existed
+        msg.remove_header("Route")  # only our own line existed
     msg.path_route = True
 
 
@@ -62,7 +66,7 @@ def fork(msg, relay_one) -> bool:
     appended branch is made the request's own (each a client transaction of the same server
     transaction: the best final reply goes upstream). The branches are consumed. True when
     any branch went out."""
-    branches = take(msg)          # first: relay_one must see a request without branches
+    branches = take(msg)  # first: relay_one must see a request without branches
     sent = relay_one(msg)
     for br in branches:
         use_branch(msg, br)

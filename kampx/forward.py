@@ -6,6 +6,7 @@ resolved here and only here, when a route relays a request to it: kampx never re
 name to check or answer one), and sends the two things that go out without a transaction:
 an ACK for a 2xx (a new branch of ours on top) and a reply that matches no transaction.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,7 +39,7 @@ class Forwarder:
             host = ls.addr.host.lower()
             self._myself.add((host, ls.port))
             if ls.port == 5060:
-                self._myself.add((host, 0))      # a URI without a port means 5060
+                self._myself.add((host, 0))  # a URI without a port means 5060
 
     def is_myself(self, host: str, port: int) -> bool:
         h = host.lower()
@@ -62,7 +63,7 @@ class Forwarder:
         if host.startswith("["):
             host = host[1:-1]
         if not 0 <= port < 65536:
-            return None          # not a port (0 = none given: 5060)
+            return None  # not a port (0 = none given: 5060)
         if is_ip(host):
             return (host, port or 5060)
         try:
@@ -115,8 +116,10 @@ class Forwarder:
             stats.inc(S.DROP_REPLIES.base)
             return False
         if not self.forward_stray_replies and not (
-                200 <= msg.status < 300 and msg.cseq_method == "INVITE"
-                and self.dialogs.known(msg.call_id, msg.from_tag)):
+            200 <= msg.status < 300
+            and msg.cseq_method == "INVITE"
+            and self.dialogs.known(msg.call_id, msg.from_tag)
+        ):
             stats.inc(S.DROP_REPLIES.base)
             return False
         try:
@@ -133,7 +136,7 @@ class Forwarder:
         if host.startswith("["):
             host = host[1:-1]
         if not is_ip(host):
-            stats.inc(S.DROP_REPLIES.base)   # never resolve a name to answer
+            stats.inc(S.DROP_REPLIES.base)  # never resolve a name to answer
             return False
         dest = (host, nxt.rport if nxt.rport else (nxt.port or 5060))
         if self.socket_for(dest).sendto(msg.serialize(), dest):

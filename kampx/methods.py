@@ -1,5 +1,6 @@
 """SIP methods by name: the ids the parser gives Message.method_id (kampx._cparse), so code
 reads `msg.method_id == M.ACK` instead of a number."""
+
 from kampx._cparse import METHOD_IDS as _IDS
 
 OTHER = 0

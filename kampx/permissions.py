@@ -17,6 +17,7 @@ Writers (the ctl process; the supervisor on SIGHUP) serialise on a POSIX record 
 memfd backing the mapping; a writer killed mid-load releases it and leaves the published copy
 untouched, since publication is its last step.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -126,6 +127,7 @@ _SOURCES_MAX = 4096
 class _Snapshot:
     """One published table, parsed for matching: per group and family, prefix levels from the
     longest mask down, each a dict network -> {port: tag}."""
+
     __slots__ = ("seq", "rows", "groups")
 
     def __init__(self, seq: int, rows: list[AddressEntry]):
@@ -183,8 +185,9 @@ class AddressTable:
         self._fd = os.memfd_create("kampx-permissions", os.MFD_CLOEXEC)
         try:
             os.ftruncate(self._fd, self.nbytes)
-            self._mm = mmap.mmap(self._fd, self.nbytes, mmap.MAP_SHARED,
-                                 mmap.PROT_READ | mmap.PROT_WRITE)
+            self._mm = mmap.mmap(
+                self._fd, self.nbytes, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
+            )
         except BaseException:
             os.close(self._fd)
             raise
@@ -210,14 +213,15 @@ class AddressTable:
         leaves the current table in place). Returns the new generation."""
         entries = [check_row(r, f"address row {i + 1}") for i, r in enumerate(rows)]
         if len(entries) > self.capacity:
-            raise PermissionsError(f"{len(entries)} address rows do not fit the table "
-                                   f"(capacity {self.capacity})")
+            raise PermissionsError(
+                f"{len(entries)} address rows do not fit the table (capacity {self.capacity})"
+            )
         records = b"".join(self._pack(e) for e in entries)
         with self._writer():
             seq = self._words[_SEQ_WORD]
             off = self._copy_offset(seq + 1)
             start = off + _COPY_HEADER_SIZE
-            self._mm[start:start + len(records)] = records
+            self._mm[start : start + len(records)] = records
             _COPY_HEADER.pack_into(self._mm, off, len(entries), zlib.crc32(records))
             self._words[_SEQ_WORD] = seq + 1  # publish: the last store of a load
         return seq + 1
@@ -232,8 +236,9 @@ class AddressTable:
     def _pack(e: AddressEntry) -> bytes:
         packed = ipaddress.ip_address(e.ip_addr).packed
         tag = e.tag.encode()
-        return _RECORD.pack(e.grp, 4 if len(packed) == 4 else 6, e.mask, e.port,
-                            packed, len(tag), tag)
+        return _RECORD.pack(
+            e.grp, 4 if len(packed) == 4 else 6, e.mask, e.port, packed, len(tag), tag
+        )
 
     # -- readers --------------------------------------------------------------------------
 
@@ -270,7 +275,7 @@ class AddressTable:
         if count > self.capacity:
             return None
         start = off + _COPY_HEADER_SIZE
-        data = self._mm[start:start + count * _RECORD.size]
+        data = self._mm[start : start + count * _RECORD.size]
         return data if zlib.crc32(data) == crc else None
 
     def _refresh(self) -> _Snapshot:

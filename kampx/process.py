@@ -1,6 +1,7 @@
 """What every helper process (timer, db writer, ctl) shares: its title, signals that only
 note a stop, a loop that ends when asked or when the supervisor is gone, one exit path.
 Workers have their own loop (kampx/worker.py); this is the rest."""
+
 from __future__ import annotations
 
 import logging
@@ -28,6 +29,7 @@ class HelperProcess:
     def run(self) -> None:
         """The child process. Never returns."""
         from setproctitle import setproctitle
+
         setproctitle(self.title())
         self.stop = False
         self._parent = os.getppid()

@@ -1,6 +1,7 @@
 """The proxy's processes as an operator sees them: the supervisor and its children, each with
 its role (the process title without "kampx: "), CPU and memory. Read with psutil from /proc;
 nothing in the workers is asked or touched. Used by core.psx and by /metrics."""
+
 from __future__ import annotations
 
 import time
@@ -15,7 +16,7 @@ TITLE_PREFIX = "kampx: "
 class ProcInfo:
     pid: int
     role: str
-    cpu_seconds: float     # user + system, since the process started
+    cpu_seconds: float  # user + system, since the process started
     rss_bytes: int
 
 
@@ -23,7 +24,7 @@ def role_of(proc: psutil.Process) -> str:
     """The role from the title setproctitle wrote ("kampx: timer" -> "timer"); a child that
     has not set its title yet (just forked) shows its command line."""
     title = " ".join(proc.cmdline()).strip()
-    return title[len(TITLE_PREFIX):] if title.startswith(TITLE_PREFIX) else title
+    return title[len(TITLE_PREFIX) :] if title.startswith(TITLE_PREFIX) else title
 
 
 def _sample(proc: psutil.Process) -> ProcInfo | None:
@@ -32,7 +33,7 @@ def _sample(proc: psutil.Process) -> ProcInfo | None:
             t = proc.cpu_times()
             return ProcInfo(proc.pid, role_of(proc), t.user + t.system, proc.memory_info().rss)
     except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
-        return None     # exited (or is exiting) between the listing and the read
+        return None  # exited (or is exiting) between the listing and the read
 
 
 def processes(supervisor_pid: int) -> list[ProcInfo]:
@@ -62,7 +63,13 @@ def psx(supervisor_pid: int, window: float = 0.2) -> list[dict]:
     for idx, p in enumerate(second):
         before = first.get(p.pid)
         used = p.cpu_seconds - before.cpu_seconds if before is not None else 0.0
-        out.append({"idx": idx, "pid": p.pid, "role": p.role,
-                    "cpu_percent": round(max(0.0, used) * 100.0 / elapsed, 1),
-                    "rss_bytes": p.rss_bytes})
+        out.append(
+            {
+                "idx": idx,
+                "pid": p.pid,
+                "role": p.role,
+                "cpu_percent": round(max(0.0, used) * 100.0 / elapsed, 1),
+                "rss_bytes": p.rss_bytes,
+            }
+        )
     return out

@@ -30,6 +30,7 @@ Choices where Kamailio offers several:
   200 OK lists q descending, then the least recently refreshed first (Kamailio lists
   bindings in the order they were created; refreshing one moves it to the end here).
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,7 +54,7 @@ CALLID_MAX = 255
 UA_MAX = 255
 NO_UA = "n/a"
 CSEQ_DELAY = 20
-PERMANENT_EXPIRES = 0xFFFFFFFF   # what the 200 OK shows for a binding that never expires
+PERMANENT_EXPIRES = 0xFFFFFFFF  # what the 200 OK shows for a binding that never expires
 # bytes of Contact text a REGISTER reply lists at most (about 15 to 25 bindings; see
 # contact_header): what one REGISTER can draw, whatever the AOR holds
 CONTACTS_REPLY_MAX = 2048
@@ -69,6 +70,7 @@ LOOKUP_FOUND, LOOKUP_NONE, LOOKUP_ERROR = 1, -1, -3
 
 class RegError:
     """One of Kamailio's registrar errors (registrar/reply.c): code, reason, error info."""
+
     __slots__ = ("code", "reason", "info")
 
     def __init__(self, code: int, reason: str, info: str):
@@ -107,6 +109,7 @@ class _Reject(Exception):
 
 
 # ------------------------------------------------------------------------------ helpers --
+
 
 def _store(worker):
     store = worker.ctx.shared.location
@@ -185,7 +188,7 @@ def _fold(uri: str) -> str:
             stop = min(stop, i)
     start = at + 1 if 0 <= at < stop else 0
     end = start
-    if rest[start:start + 1] == "[":
+    if rest[start : start + 1] == "[":
         end = rest.find("]", start)
         end = len(rest) if end < 0 else end
     while end < len(rest) and rest[end] not in ":;?>":
@@ -221,7 +224,7 @@ def _behind_nat(msg) -> bool:
 
 
 def _contact_is_source(uri: str, src: tuple) -> bool:
-    if src[0] not in uri:           # the usual NAT case: the Contact names a private address
+    if src[0] not in uri:  # the usual NAT case: the Contact names a private address
         return False
     try:
         u = parse_uri(uri)
@@ -232,18 +235,33 @@ def _contact_is_source(uri: str, src: tuple) -> bool:
 
 # --------------------------------------------------------------------------------- save --
 
+
 class _Register:
     """One REGISTER: what it asks for, validated the way Kamailio's registrar validates it
     (errors raise _Reject), then applied to the location table by run()."""
 
-    __slots__ = ("worker", "msg", "src", "aor", "callid", "cseq", "star", "ops", "now", "act",
-                 "path", "nat_source", "_contacts", "_header_expires")
+    __slots__ = (
+        "worker",
+        "msg",
+        "src",
+        "aor",
+        "callid",
+        "cseq",
+        "star",
+        "ops",
+        "now",
+        "act",
+        "path",
+        "nat_source",
+        "_contacts",
+        "_header_expires",
+    )
 
     def __init__(self, worker, msg, aor_uri: str | None):
         self.worker, self.msg, self.src = worker, msg, msg.src
         cfg = worker.cfg.registrar
         self.now = time.time()
-        self.act = int(self.now)        # Kamailio's act_time: whole seconds
+        self.act = int(self.now)  # Kamailio's act_time: whole seconds
         if msg.to_uri is None:
             raise _Reject(R_TO_MISS)
         if msg.call_id is None:
@@ -260,7 +278,7 @@ class _Register:
         if len(self.callid) > CALLID_MAX:
             raise _Reject(R_CALLID_LEN)
         self.cseq = msg.cseq_num
-        header_expires = msg.expires            # None absent, -1 malformed
+        header_expires = msg.expires  # None absent, -1 malformed
         if header_expires == -1:
             raise _Reject(R_PARSE_EXP)
         try:
@@ -323,8 +341,20 @@ class _Register:
         if received and _contact_is_source(uri, self.src):
             received = ""
         expires_at = float(self.act + expires) if expires else 0.0
-        return (uri, expires_at, q, self.callid, self.cseq, received, self.path, socket, ua,
-                instance, reg_id, 0)
+        return (
+            uri,
+            expires_at,
+            q,
+            self.callid,
+            self.cseq,
+            received,
+            self.path,
+            socket,
+            ua,
+            instance,
+            reg_id,
+            0,
+        )
 
     def _expires(self, param: str | None, header_expires, cfg) -> int:
         """Kamailio's calc_contact_expires(): the contact's expires parameter, else the
@@ -353,7 +383,9 @@ class _Register:
                 return _rejected(worker, msg, R_INV_CSEQ, bindings, reply, self.act)
             return _accepted(worker, msg, [], reply, self.act, RC_REMOVED_ALL)
         if not self.ops:
-            return _accepted(worker, msg, store.lookup(self.aor, self.now), reply, self.act, RC_QUERY)
+            return _accepted(
+                worker, msg, store.lookup(self.aor, self.now), reply, self.act, RC_QUERY
+            )
         cfg = worker.cfg.registrar
         limit = cfg.max_contacts if cfg.max_contacts_policy == "overwrite" else -cfg.max_contacts
         ops = self.ops
@@ -365,7 +397,7 @@ class _Register:
             if ops:
                 status, bindings = store.apply(self.aor, self.now, ops, limit)
             else:
-                status = OK     # a retransmission: the bindings as they are
+                status = OK  # a retransmission: the bindings as they are
         if status == OK:
             return _accepted(worker, msg, bindings, reply, self.act, RC_SAVED)
         if status == ERR_CSEQ:
@@ -378,8 +410,12 @@ class _Register:
             _log_full(self.aor, store.capacity)
             return _rejected(worker, msg, R_TABLE_FULL, bindings, reply, self.act)
         if status == ERR_TOO_LARGE:
-            log.warning("REGISTER for <%s> refused: a binding does not fit a location slot "
-                        "(%d bytes of strings at most)", self.aor, store.max_string_bytes)
+            log.warning(
+                "REGISTER for <%s> refused: a binding does not fit a location slot "
+                "(%d bytes of strings at most)",
+                self.aor,
+                store.max_string_bytes,
+            )
             return _rejected(worker, msg, R_UL_INS_C, bindings, reply, self.act)
         raise AssertionError(f"unknown usrloc status {status}")
 
@@ -395,8 +431,13 @@ def _log_full(aor: str, capacity: int) -> None:
     now = time.monotonic()
     if now < _full["next_log"]:
         return
-    log.error("REGISTER for <%s> refused: the location table is full (%d bindings, [usrloc] "
-              "capacity); %d refused since the last such line", aor, capacity, _full["refused"])
+    log.error(
+        "REGISTER for <%s> refused: the location table is full (%d bindings, [usrloc] "
+        "capacity); %d refused since the last such line",
+        aor,
+        capacity,
+        _full["refused"],
+    )
     _full["next_log"] = now + FULL_LOG_EVERY_S
     _full["refused"] = 0
 
@@ -458,6 +499,7 @@ def _stored_match(op: tuple, bindings: list):
 
 
 # ---------------------------------------------------------------------------- replies --
+
 
 def contact_header(bindings, act: int) -> str | None:
     """The 200 OK's Contact line for `bindings` (None when there are none). An AOR with more
@@ -523,6 +565,7 @@ def _rejected(worker, msg, err: RegError, bindings, reply: bool, act: int) -> in
 
 # ------------------------------------------------------------------------------ lookup --
 
+
 def _branch(b) -> dset.Branch:
     """The branch a binding makes: Kamailio prefers the first Path hop over the received
     address (the last hop before the phone handles its NAT)."""
@@ -555,7 +598,7 @@ def lookup(worker, msg, table: str = TABLE, uri: str | None = None) -> int:
         ruid = cluster.pinned_ruid(u)
         if ruid is None:
             via_nodes = True
-        else:   # another node sent us one of our bindings: deliver it, and only it
+        else:  # another node sent us one of our bindings: deliver it, and only it
             bindings = [b for b in bindings if b.ruid == ruid]
     if not bindings:
         return LOOKUP_NONE
@@ -575,7 +618,7 @@ def _set_branches(worker, msg, aor: str, bindings, make) -> int:
     cfg = worker.cfg.registrar
     branches = []
     # at most [tm] max_branches destinations, the best first (tm refuses more anyway)
-    for b in bindings[:worker.cfg.tm.max_branches] if cfg.append_branches else bindings[:1]:
+    for b in bindings[: worker.cfg.tm.max_branches] if cfg.append_branches else bindings[:1]:
         try:
             branches.append(make(b))
         except (SipParseError, IndexError):
@@ -593,6 +636,7 @@ def _lookup_via_nodes(worker, msg, uri: str | None, aor: str, bindings) -> int:
 
     def make(b):
         return cluster.node_branch(worker, ruri, b) or _branch(b)
+
     return _set_branches(worker, msg, aor, bindings, make)
 
 

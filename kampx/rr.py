@@ -1,4 +1,5 @@
 """Record-Route and loose routing (Kamailio's rr module, RFC 3261 16.6 step 4 and 16.4)."""
+
 from __future__ import annotations
 
 from kampx._cparse import SipParseError
@@ -33,7 +34,7 @@ def loose_route(worker, msg) -> bool:
         first = routes[0].parsed_uri if _is_uri(routes[0]) else None
         if first is not None and worker.forwarder.is_myself(first.host, first.port):
             if msg.has_to_tag and not worker.dialogs.admit(msg):
-                return False     # a Route of ours, but no dialog of ours (kampx/dialog.py)
+                return False  # a Route of ours, but no dialog of ours (kampx/dialog.py)
             msg.remove_top_route()
             if len(routes) > 1:
                 nxt = routes[1]

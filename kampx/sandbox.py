@@ -12,6 +12,7 @@ socket is a recorder that checks each destination as the kernel would (a port ou
 datagram instead of sending it. The fuzz target tools/fuzz_receive.py and the bounded fuzz
 test drive Worker.process(), the path under the worker's per-datagram guard, through it.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,7 +37,7 @@ class RecordingSocket:
     def __init__(self, family: int):
         self.family = family
         self.sent: list[tuple[bytes, tuple]] = []
-        self.refused: list[tuple[bytes, tuple]] = []   # what sendto(2) would have refused
+        self.refused: list[tuple[bytes, tuple]] = []  # what sendto(2) would have refused
 
     def fileno(self) -> int:
         return -1
@@ -46,7 +47,7 @@ class RecordingSocket:
         try:
             if not isinstance(port, int) or not 0 <= port <= 65535:
                 raise OverflowError("sendto(): port must be 0-65535.")
-            socket.inet_pton(self.family, host)      # OSError for anything but an IP literal
+            socket.inet_pton(self.family, host)  # OSError for anything but an IP literal
         except (OSError, OverflowError, TypeError):
             self.refused.append((bytes(data), dest))
             raise
@@ -77,8 +78,9 @@ class _SandboxWorker(Worker):
 
         def resolve(host: str, port: int):
             if not is_ip(host[1:-1] if host.startswith("[") else host):
-                return None              # as if the name did not resolve
+                return None  # as if the name did not resolve
             return real(host, port)
+
         self.forwarder.resolve = resolve
 
 
@@ -87,22 +89,32 @@ class Sandbox:
     `listen` (an IP literal; port 5060). `subscribers` {user: password} (in the [auth]
     realm) and `addresses` [(group, ip, mask, port, tag)] go into the database first."""
 
-    def __init__(self, config: dict | None = None, listen: str = "127.0.0.1",
-                 subscribers: dict | None = None, addresses: list | None = None):
+    def __init__(
+        self,
+        config: dict | None = None,
+        listen: str = "127.0.0.1",
+        subscribers: dict | None = None,
+        addresses: list | None = None,
+    ):
         from kampx import state
         from kampx.auth.credentials import subscriber_row
         from kampx.db import open_storage
+
         self.dir = tempfile.mkdtemp(prefix="kampx-sandbox-")
-        sections = {"core": {"listen": [f"udp:{listen}:5060"], "children": 1},
-                    "db": {"url": "sqlite:///" + os.path.join(self.dir, "kampx.db").lstrip("/")},
-                    "usrloc": {"capacity": 1024}, "tm": {"max_transactions": 4096}}
+        sections = {
+            "core": {"listen": [f"udp:{listen}:5060"], "children": 1},
+            "db": {"url": "sqlite:///" + os.path.join(self.dir, "kampx.db").lstrip("/")},
+            "usrloc": {"capacity": 1024},
+            "tm": {"max_transactions": 4096},
+        }
         for name, keys in (config or {}).items():
             sections.setdefault(name, {}).update(keys)
         self.cfg = _config.from_dict(sections)
         with open_storage(self.cfg) as storage:
             realm = self.cfg.auth.realm
-            storage.subscribers.add_many(subscriber_row(u, realm, p)
-                                         for u, p in (subscribers or {}).items())
+            storage.subscribers.add_many(
+                subscriber_row(u, realm, p) for u, p in (subscribers or {}).items()
+            )
             for row in addresses or ():
                 storage.addresses.add(*row)
         self.shared = SharedState(self.cfg)
@@ -111,8 +123,9 @@ class Sandbox:
         self.socket = RecordingSocket(addr.family)
         ls = ListenSocket(0, addr, self.socket)
         script = loader.load(self.cfg.routing.script)
-        self.worker = _SandboxWorker(_Context(self.shared), SANDBOX_WORKER_ID, 1, [ls], 0,
-                                     script, self.cfg)
+        self.worker = _SandboxWorker(
+            _Context(self.shared), SANDBOX_WORKER_ID, 1, [ls], 0, script, self.cfg
+        )
         self.worker.errors = []
         self.worker.setup_state()
 

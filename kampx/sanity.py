@@ -6,6 +6,7 @@ reason phrase (no reply to an ACK). The built-in script uses Kamailio's default
 sanity_check("1511", "7"): request-line version, Request-URI scheme, required headers, CSeq
 method and number, Content-Length, Expires, and the Request-URI, From and To URIs.
 """
+
 from __future__ import annotations
 
 from kampx._cparse import SipParseError, parse_uri
@@ -13,8 +14,8 @@ from kampx._cparse import SipParseError, parse_uri
 SIP_VERSION = 1
 RURI_SCHEME = 2
 REQUIRED_HEADERS = 4
-VIA_SIP_VERSION = 8      # never fails in Kamailio either: the Via parser enforces it
-VIA_PROTOCOL = 16        # likewise
+VIA_SIP_VERSION = 8  # never fails in Kamailio either: the Via parser enforces it
+VIA_PROTOCOL = 16  # likewise
 CSEQ_METHOD = 32
 CSEQ_VALUE = 64
 CONTENT_LENGTH = 128

@@ -2,6 +2,7 @@
 the first fork (anonymous MAP_SHARED mappings: inherited by every child and every respawned
 child, gone when the last process exits, nothing to name or unlink).
 """
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,8 @@ from kampx import stats as S
 from kampx._shm import CounterRows, KeyIndex, NonceCounts, RateTable
 from kampx.dialog import journal_pipe
 
-MAX_WORKER_IDS = 256                   # worker ids are one byte in our branches
-TXN_COUNT, TXN_BYTES = 0, 1            # the columns of SharedState.txn_load
+MAX_WORKER_IDS = 256  # worker ids are one byte in our branches
+TXN_COUNT, TXN_BYTES = 0, 1  # the columns of SharedState.txn_load
 HELPER_ROWS = {"supervisor": 256, "timer": 257, "db writer": 258, "ctl": 259}
 COUNTER_ROWS = 264
 
@@ -20,9 +21,9 @@ COUNTER_ROWS = 264
 class SharedState:
     def __init__(self, cfg):
         seed = int.from_bytes(os.urandom(8), "little")
-        self.instance = secrets.token_hex(4)          # names this instance's hand-off sockets
-        self.tag_prefix = secrets.token_hex(16)       # To-tags of local replies (32 hex, as Kamailio)
-        self.secret = secrets.token_bytes(32)         # digest nonces (valid in every worker)
+        self.instance = secrets.token_hex(4)  # names this instance's hand-off sockets
+        self.tag_prefix = secrets.token_hex(16)  # To-tags of local replies (32 hex, as Kamailio)
+        self.secret = secrets.token_bytes(32)  # digest nonces (valid in every worker)
         self.counters = CounterRows(COUNTER_ROWS, S.NCOLS)
         self.txn_index = KeyIndex(max(1024, cfg.tm.max_transactions * 2), seed)
         # the proxy's transactions and the bytes they hold (TXN_COUNT, TXN_BYTES), tested
@@ -33,12 +34,21 @@ class SharedState:
         self.pike = RateTable(65536, seed ^ 0x1)
         self.auth_bans = RateTable(65536, seed ^ 0x2)
         self.nonces = NonceCounts(1 << 20)
-        self.location = None        # usrloc store (kampx.usrloc), set by attach_state()
-        self.permissions = None     # address table (kampx.permissions), set by attach_state()
+        self.location = None  # usrloc store (kampx.usrloc), set by attach_state()
+        self.permissions = None  # address table (kampx.permissions), set by attach_state()
 
     def nbytes(self) -> int:
         total = 0
-        for x in (self.counters, self.txn_index, self.txn_load, self.dialogs, self.pike,
-                  self.auth_bans, self.nonces, self.location, self.permissions):
+        for x in (
+            self.counters,
+            self.txn_index,
+            self.txn_load,
+            self.dialogs,
+            self.pike,
+            self.auth_bans,
+            self.nonces,
+            self.location,
+            self.permissions,
+        ):
             total += getattr(x, "nbytes", 0) or 0
         return total

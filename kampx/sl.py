@@ -8,6 +8,7 @@ included, without any state.
 `worker` below is what every module gets from the worker: its stats, tm, server_header and
 sl_tag_prefix.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,8 +22,10 @@ from kampx.forward import Forwarder
 
 def to_tag(prefix: str, msg) -> str:
     """Kamailio's sl tag shape: 32 hex of the instance, '.', 8 hex of the request."""
-    h = hashlib.blake2s(f"{msg.call_id}\x00{msg.from_tag}\x00{msg.branch}".encode(
-        "utf-8", "surrogateescape"), digest_size=4).hexdigest()
+    h = hashlib.blake2s(
+        f"{msg.call_id}\x00{msg.from_tag}\x00{msg.branch}".encode("utf-8", "surrogateescape"),
+        digest_size=4,
+    ).hexdigest()
     return f"{prefix}.{h}"
 
 
@@ -33,9 +36,14 @@ def stateless_reply(worker, msg, code: int, reason: str, extra=None, body=b"") -
         return False
     headers = list(extra) if extra else []
     headers.append(worker.server_header)
-    data = build_reply(msg, code, reason,
-                       to_tag=to_tag(worker.sl_tag_prefix, msg) if code > 100 else None,
-                       extra=headers, body=body)
+    data = build_reply(
+        msg,
+        code,
+        reason,
+        to_tag=to_tag(worker.sl_tag_prefix, msg) if code > 100 else None,
+        extra=headers,
+        body=body,
+    )
     ok = msg.lsock.sendto(data, Forwarder.reply_destination(msg, msg.src))
     stats = worker.stats
     if ok:
@@ -57,8 +65,17 @@ def send_reply(worker, msg, code: int, reason: str, extra=None, body=b"") -> boo
 
 # -- a 400 for what the parser refused ----------------------------------------------------------
 
-_WANTED = {b"via": b"via", b"v": b"via", b"from": b"from", b"f": b"from", b"to": b"to",
-           b"t": b"to", b"call-id": b"call-id", b"i": b"call-id", b"cseq": b"cseq"}
+_WANTED = {
+    b"via": b"via",
+    b"v": b"via",
+    b"from": b"from",
+    b"f": b"from",
+    b"to": b"to",
+    b"t": b"to",
+    b"call-id": b"call-id",
+    b"i": b"call-id",
+    b"cseq": b"cseq",
+}
 
 
 def sent_by_port(sent_by: str) -> int | None:
@@ -107,15 +124,34 @@ def salvage_400(data: bytes, src, reason: str, tag_prefix: str):
         tag = f"{tag_prefix}.bad".encode()
         to_val = out[b"to"]
         to_line = to_val if b";tag=" in to_val.lower() else to_val + b";tag=" + tag
-        payload = b"".join([
-            b"SIP/2.0 400 ", reason.encode(), b"\r\n",
-            b"Via: ", out[b"via"], b";received=", src[0].encode(), b"\r\n",
-            b"From: ", out[b"from"], b"\r\n",
-            b"To: ", to_line, b"\r\n",
-            b"Call-ID: ", out[b"call-id"], b"\r\n",
-            b"CSeq: ", out[b"cseq"], b"\r\n",
-            b"Server: kampx (", __version__.encode(), b")\r\n",
-            b"Content-Length: 0\r\n\r\n"])
+        payload = b"".join(
+            [
+                b"SIP/2.0 400 ",
+                reason.encode(),
+                b"\r\n",
+                b"Via: ",
+                out[b"via"],
+                b";received=",
+                src[0].encode(),
+                b"\r\n",
+                b"From: ",
+                out[b"from"],
+                b"\r\n",
+                b"To: ",
+                to_line,
+                b"\r\n",
+                b"Call-ID: ",
+                out[b"call-id"],
+                b"\r\n",
+                b"CSeq: ",
+                out[b"cseq"],
+                b"\r\n",
+                b"Server: kampx (",
+                __version__.encode(),
+                b")\r\n",
+                b"Content-Length: 0\r\n\r\n",
+            ]
+        )
         return payload, dest
     except (IndexError, ValueError, UnicodeDecodeError):
         return None

@@ -6,6 +6,7 @@ With a shared PostgreSQL database (several nodes, docs/scale-out.md) the start a
 the node's own SQLite file and brings its subscriber replica level with PostgreSQL before the
 first worker forks, so a node started later authenticates and routes with the current state
 from its first packet; the db writer then follows the other nodes (kampx/cluster.py)."""
+
 from __future__ import annotations
 
 import logging
@@ -21,6 +22,7 @@ class StateError(Exception):
 
 def _storage(cfg):
     from kampx.db import StorageError, open_storage
+
     try:
         return open_storage(cfg)
     except StorageError as e:
@@ -31,12 +33,17 @@ def attach(shared, cfg) -> None:
     """Create the shared tables and fill them from the database (supervisor, before fork)."""
     from kampx.permissions import AddressTable, PermissionsError
     from kampx.usrloc import LocationStore
+
     shared.permissions = AddressTable()
     try:
-        shared.location = LocationStore(cfg.usrloc.capacity, int.from_bytes(os.urandom(8), "little"))
+        shared.location = LocationStore(
+            cfg.usrloc.capacity, int.from_bytes(os.urandom(8), "little")
+        )
     except (OSError, MemoryError) as e:
-        raise StateError(f"location table of {cfg.usrloc.capacity} bindings ([usrloc] capacity): "
-                         f"cannot allocate its shared memory: {e}") from None
+        raise StateError(
+            f"location table of {cfg.usrloc.capacity} bindings ([usrloc] capacity): "
+            f"cannot allocate its shared memory: {e}"
+        ) from None
     with _storage(cfg) as storage:
         if cfg.db.shared:
             _prepare_node(storage)
@@ -50,8 +57,12 @@ def attach(shared, cfg) -> None:
     if dialogs:
         log.info("dialogs: %d established dialogs loaded", dialogs)
     if loaded < stored:
-        log.warning("location table: loaded %d of the %d bindings in the database (the table "
-                    "is full or some do not fit a slot); raise [usrloc] capacity", loaded, stored)
+        log.warning(
+            "location table: loaded %d of the %d bindings in the database (the table "
+            "is full or some do not fit a slot); raise [usrloc] capacity",
+            loaded,
+            stored,
+        )
     else:
         log.info("location table: %d bindings loaded (capacity %d)", loaded, cfg.usrloc.capacity)
 
@@ -61,14 +72,19 @@ def _prepare_node(storage) -> None:
     cannot see the shared state would route with none), its own SQLite file, the replica."""
     from kampx.cluster import sync_subscribers
     from kampx.db import StorageError
+
     try:
         storage.connect()
         storage.open_local()
         n = sync_subscribers(storage)
     except StorageError as e:
         raise StateError(f"shared database: {e}") from None
-    log.info("shared database %s: subscriber replica in %s (%d rows brought level)",
-             storage.where, storage.open_local().where, n)
+    log.info(
+        "shared database %s: subscriber replica in %s (%d rows brought level)",
+        storage.where,
+        storage.open_local().where,
+        n,
+    )
 
 
 def _load_location(store, storage) -> tuple[int, int]:
@@ -76,6 +92,7 @@ def _load_location(store, storage) -> tuple[int, int]:
     down are deleted first. Returns (loaded, rows in the database)."""
     from kampx.db import StorageError
     from kampx.usrloc import Binding
+
     now = time.time()
     try:
         storage.locations.delete_expired(now)
@@ -91,6 +108,7 @@ def _load_dialogs(index, storage) -> int:
     the check (kampx/dialog.py); the rows that expired meanwhile are deleted."""
     from kampx import dialog
     from kampx.db import StorageError
+
     now = time.time()
     try:
         storage.dialogs.delete_expired(now)
@@ -102,6 +120,7 @@ def _load_dialogs(index, storage) -> int:
 def reload(shared, cfg) -> int:
     """SIGHUP / permissions.addressReload: the address table from the database."""
     from kampx.permissions import PermissionsError
+
     with _storage(cfg) as storage:
         try:
             return shared.permissions.reload_from(storage)

@@ -11,6 +11,7 @@ and stops the proxy with one line when a worker cannot boot.
                     the permissions address table is reloaded from the database
   SIGCHLD           reap
 """
+
 from __future__ import annotations
 
 import errno
@@ -29,9 +30,9 @@ from kampx.worker import BOOT_ERROR_EXIT, Worker
 
 log = logging.getLogger("kampx.supervisor")
 
-STOP_TIMEOUT = 4.5          # the contract: exit within 5 s of SIGTERM
-BOOT_TIMEOUT = 10.0         # a reload gives the new workers this long to boot
-RESPAWN_WINDOW = 10.0       # deaths closer together than this back off
+STOP_TIMEOUT = 4.5  # the contract: exit within 5 s of SIGTERM
+BOOT_TIMEOUT = 10.0  # a reload gives the new workers this long to boot
+RESPAWN_WINDOW = 10.0  # deaths closer together than this back off
 
 
 class StartupError(Exception):
@@ -57,15 +58,15 @@ class Supervisor:
     def __init__(self, cfg, takeover: bool = False):
         self.cfg = cfg
         self.takeover = takeover
-        self.workers: dict[int, Worker] = {}      # pid -> worker
-        self.helpers: dict[int, object] = {}      # pid -> helper process object
+        self.workers: dict[int, Worker] = {}  # pid -> worker
+        self.helpers: dict[int, object] = {}  # pid -> helper process object
         self.sig_queue: list[int] = []
         self.stopping = False
         self.ready_sent = False
         self.deaths: dict[tuple, list[float]] = {}
         self.respawn_at: dict[tuple, float] = {}
-        self.helper_restarts: list = []           # (when, helper) waiting out a back-off
-        self.retire_pending = None                # (old pids, deadline) during a reload
+        self.helper_restarts: list = []  # (when, helper) waiting out a back-off
+        self.retire_pending = None  # (old pids, deadline) during a reload
         self.started = time.time()
 
     # ------------------------------------------------------------------ start -------------
@@ -73,6 +74,7 @@ class Supervisor:
     def start(self) -> None:
         from setproctitle import setproctitle
         from kampx.transport.udp import BindError, bind_listen_sockets
+
         setproctitle("kampx: supervisor")
         self.pid = os.getpid()
         try:
@@ -85,6 +87,7 @@ class Supervisor:
             raise StartupError(str(e)) from None
         self.shared = SharedState(self.cfg)
         from kampx import state
+
         try:
             state.attach(self.shared, self.cfg)
         except state.StateError as e:
@@ -102,20 +105,30 @@ class Supervisor:
             self.spawn_helper(spec)
         for slot in self.worker_slots():
             self.spawn_worker(slot)
-        log.info("kampx %s listening on %s, %d workers", _version(),
-                 ", ".join(ls.name for ls in self.sockets), len(self.workers))
+        log.info(
+            "kampx %s listening on %s, %d workers",
+            _version(),
+            ", ".join(ls.name for ls in self.sockets),
+            len(self.workers),
+        )
 
     def helper_processes(self) -> list:
         """The helpers the supervisor runs beside its workers (each respawned when it dies)."""
         from kampx.control.ctlproc import CtlProcess
         from kampx.dbwriter import DbWriterProcess
         from kampx.timer import TimerProcess
-        return [TimerProcess(self.shared, self.cfg), DbWriterProcess(self.shared, self.cfg),
-                CtlProcess(self.shared, self.cfg, self)]
+
+        return [
+            TimerProcess(self.shared, self.cfg),
+            DbWriterProcess(self.shared, self.cfg),
+            CtlProcess(self.shared, self.cfg, self),
+        ]
 
     def worker_slots(self):
         """(listen socket index, child number) for every worker the config asks for."""
-        return [(i, n) for i in range(len(self.sockets)) for n in range(1, self.cfg.core.children + 1)]
+        return [
+            (i, n) for i in range(len(self.sockets)) for n in range(1, self.cfg.core.children + 1)
+        ]
 
     def _queue_signal(self, signum, frame) -> None:
         if len(self.sig_queue) < 5 or signum != signal.SIGCHLD:
@@ -168,8 +181,11 @@ class Supervisor:
         if not self.ready_sent and self.workers and all(w.booted for w in self.workers.values()):
             self.ready_sent = True
             n = len(self.workers)
-            systemd.notify("READY=1", f"STATUS=kampx {_version()}: {n} workers on "
-                           + ", ".join(ls.name for ls in self.sockets))
+            systemd.notify(
+                "READY=1",
+                f"STATUS=kampx {_version()}: {n} workers on "
+                + ", ".join(ls.name for ls in self.sockets),
+            )
             log.info("all %d workers ready", n)
 
     # ------------------------------------------------------------------ children ----------
@@ -230,13 +246,19 @@ class Supervisor:
             h = self.helpers.pop(pid, None)
             if h is not None and not self.stopping:
                 delay = self._backoff(("helper", h.title()))
-                log.warning("%s (pid %d) exited with %s; restarting it%s", h.title(), pid,
-                            _how(code), f" in {delay:.1f} s" if delay else "")
+                log.warning(
+                    "%s (pid %d) exited with %s; restarting it%s",
+                    h.title(),
+                    pid,
+                    _how(code),
+                    f" in {delay:.1f} s" if delay else "",
+                )
                 self.helper_restarts.append((time.monotonic() + delay, h))
 
     def _worker_died(self, w: Worker, code: int):
         self.shared.txn_index.purge_owner(w.worker_id)
         from kampx import stats as S
+
         # gauges held in the dead row would stay up forever: give them back, and the
         # dead worker's transactions to the proxy-wide totals tm tests its limits against
         row = w.worker_id
@@ -288,7 +310,9 @@ class Supervisor:
         try:
             cfg = config_mod.load(self.cfg.path) if self.cfg.path else self.cfg
             if cfg.core.listen != self.cfg.core.listen:
-                log.warning("[core] listen changed: kept %s (a restart applies it)", self.cfg.core.listen)
+                log.warning(
+                    "[core] listen changed: kept %s (a restart applies it)", self.cfg.core.listen
+                )
                 cfg = _with_listen(cfg, self.cfg.core.listen)
             script = loader.load(cfg.routing.script)
         except (config_mod.ConfigError, loader.ScriptError) as e:
@@ -296,6 +320,7 @@ class Supervisor:
             systemd.notify("READY=1", "STATUS=reload refused")
             return
         from kampx import state
+
         try:
             n = state.reload(self.shared, cfg)
             log.info("address table reloaded: %d entries", n)
@@ -372,11 +397,13 @@ def _how(code: int) -> str:
 
 def _version() -> str:
     from kampx import __version__
+
     return __version__
 
 
 def _with_listen(cfg, listen):
     import dataclasses
+
     return dataclasses.replace(cfg, core=dataclasses.replace(cfg.core, listen=listen))
 
 

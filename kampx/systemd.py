@@ -1,5 +1,6 @@
 """sd_notify(3) without libsystemd: READY=1, RELOADING=1, STOPPING=1, STATUS=... are
 datagrams to $NOTIFY_SOCKET (a path, or @name in the abstract namespace)."""
+
 from __future__ import annotations
 
 import os

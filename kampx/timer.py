@@ -1,6 +1,7 @@
 """The timer process: periodic upkeep of shared tables, off the workers' packet loops
 (Kamailio's timer processes): flood-protection and ban tables age out, expired location
 bindings are removed on time."""
+
 from __future__ import annotations
 
 import logging

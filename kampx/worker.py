@@ -15,6 +15,7 @@ The modules each have one job: forward (destinations, sending without a transact
 (transactions), dialog (dialogs kampx established), dset (branches), routing.hooks (running
 the script). The worker builds them after fork and gives each what it needs.
 """
+
 from __future__ import annotations
 
 import errno
@@ -38,9 +39,9 @@ from kampx.transport.handoff import Handoff
 
 log = logging.getLogger("kampx.worker")
 
-BOOT_ERROR_EXIT = 3        # "could not boot": the supervisor stops instead of respawning
-RETIRE_TIMEOUT = 32.0     # how long a worker retired by a reload keeps its transactions
-RECV_BATCH = 32            # datagrams read per wake-up before looking at timers again
+BOOT_ERROR_EXIT = 3  # "could not boot": the supervisor stops instead of respawning
+RETIRE_TIMEOUT = 32.0  # how long a worker retired by a reload keeps its transactions
+RECV_BATCH = 32  # datagrams read per wake-up before looking at timers again
 
 
 class Worker:
@@ -48,13 +49,14 @@ class Worker:
 
     role = "worker"
 
-    def __init__(self, supervisor_ctx, worker_id: int, child_no: int, sockets, listen_index: int,
-                 script, cfg):
+    def __init__(
+        self, supervisor_ctx, worker_id: int, child_no: int, sockets, listen_index: int, script, cfg
+    ):
         self.ctx = supervisor_ctx
         self.worker_id = worker_id
         self.child_no = child_no
-        self.sockets = sockets              # all of them: any may be needed to send
-        self.listen_index = listen_index    # the one this worker reads
+        self.sockets = sockets  # all of them: any may be needed to send
+        self.listen_index = listen_index  # the one this worker reads
         self.script = script
         self.cfg = cfg
         self.pid = 0
@@ -65,8 +67,9 @@ class Worker:
     # ------------------------------------------------------------------ process setup --
 
     def title(self) -> str:
-        return (f"kampx: udp receiver child={self.child_no} "
-                f"sock={self.sockets[self.listen_index].name}")
+        return (
+            f"kampx: udp receiver child={self.child_no} sock={self.sockets[self.listen_index].name}"
+        )
 
     def run(self) -> None:
         """The child process. Never returns."""
@@ -93,6 +96,7 @@ class Worker:
     def _setup(self) -> None:
         """The child's process setup (title, signals, wake-up pipe), then its state."""
         from setproctitle import setproctitle
+
         setproctitle(self.title())
         self.stopping = False
         self.stop_deadline = None
@@ -115,25 +119,43 @@ class Worker:
         self.stats = S.Stats(shared.counters, self.worker_id)
         self.txn_index = shared.txn_index
         self.timers = TimerHeap()
-        self.handoff = Handoff(ctx.instance, self.worker_id, on_rejected=self._handoff_rejected,
-                               listen_count=len(self.sockets))
+        self.handoff = Handoff(
+            ctx.instance,
+            self.worker_id,
+            on_rejected=self._handoff_rejected,
+            listen_count=len(self.sockets),
+        )
         self.server_header = f"Server: kampx ({__version__})"
         self.sl_tag_prefix = ctx.instance_tag
         self._logged_errors = set()
         tm = cfg.tm
-        self.dialogs = Dialogs(shared.dialogs, Journal(shared.dialog_journal_w, self.stats),
-                               cfg.dialog, (tm.fr_inv_timer_ms + 64 * tm.t1_ms) / 1000 + 10,
-                               self.stats)
-        self.forwarder = Forwarder(self.sockets, cfg.auth.realm, self.stats, self.dialogs,
-                                   cfg.core.forward_stray_replies)
+        self.dialogs = Dialogs(
+            shared.dialogs,
+            Journal(shared.dialog_journal_w, self.stats),
+            cfg.dialog,
+            (tm.fr_inv_timer_ms + 64 * tm.t1_ms) / 1000 + 10,
+            self.stats,
+        )
+        self.forwarder = Forwarder(
+            self.sockets, cfg.auth.realm, self.stats, self.dialogs, cfg.core.forward_stray_replies
+        )
         self.hooks = Hooks(self.script, self, self.stats, self._log_once)
         self.tm = TransactionManager(
-            cfg, worker_id=self.worker_id, stats=self.stats, timers=self.timers,
-            forwarder=self.forwarder, hooks=self.hooks, dialogs=self.dialogs,
-            handoff_to=self.handoff_to, txn_index=self.txn_index, load=shared.txn_load,
-            tag_prefix=self.sl_tag_prefix, server_header=self.server_header,
-            report=self._log_once)
-        self.modules = {}   # per-process state of route-script modules (auth caches ...)
+            cfg,
+            worker_id=self.worker_id,
+            stats=self.stats,
+            timers=self.timers,
+            forwarder=self.forwarder,
+            hooks=self.hooks,
+            dialogs=self.dialogs,
+            handoff_to=self.handoff_to,
+            txn_index=self.txn_index,
+            load=shared.txn_load,
+            tag_prefix=self.sl_tag_prefix,
+            server_header=self.server_header,
+            report=self._log_once,
+        )
+        self.modules = {}  # per-process state of route-script modules (auth caches ...)
         script_ctx.worker = self
         init = getattr(self.script.module, "child_init", None)
         if init is not None:
@@ -198,14 +220,14 @@ class Worker:
                     for _ in range(RECV_BATCH):
                         item = self.handoff.recv(fd)
                         if not item:
-                            if item is False:          # that worker went away
+                            if item is False:  # that worker went away
                                 handoff_fds.discard(fd)
                                 ep.unregister(fd)
                                 self.handoff.drop(fd)
                             break
                         idx, src, data = item
                         if idx < len(self.sockets):
-                            try:                 # receive(), inlined: a call per packet less
+                            try:  # receive(), inlined: a call per packet less
                                 process(data, src, self.sockets[idx], True)
                             except Exception as e:
                                 self._internal_error(e)
@@ -226,11 +248,15 @@ class Worker:
                         except (BlockingIOError, InterruptedError):
                             break
                         except OSError as e:
-                            if e.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
-                                continue      # ICMP errors surfacing on the shared socket
+                            if e.errno in (
+                                errno.ECONNREFUSED,
+                                errno.EHOSTUNREACH,
+                                errno.ENETUNREACH,
+                            ):
+                                continue  # ICMP errors surfacing on the shared socket
                             raise
                         got += 1
-                        try:                     # receive(), inlined
+                        try:  # receive(), inlined
                             process(data, src[:2], ls, False)
                         except Exception as e:
                             self._internal_error(e)
@@ -321,7 +347,7 @@ class Worker:
         stats = self.stats
         stats.inc(S.RCV_REQUESTS.base + msg.method_id)
         if msg.top_via is None:
-            stats.inc(S.ERR_REQUESTS.base)      # nowhere to send a reply: drop
+            stats.inc(S.ERR_REQUESTS.base)  # nowhere to send a reply: drop
             return
         self._stamp_via(msg)
         if self.tm.match_request(msg):
@@ -358,5 +384,9 @@ class Worker:
         if key in self._logged_errors:
             return
         self._logged_errors.add(key)
-        log.error("%s raised %s (logged once per distinct error):\n%s", where, type(e).__name__,
-                  "".join(traceback.format_exception(type(e), e, e.__traceback__)).rstrip())
+        log.error(
+            "%s raised %s (logged once per distinct error):\n%s",
+            where,
+            type(e).__name__,
+            "".join(traceback.format_exception(type(e), e, e.__traceback__)).rstrip(),
+        )

@@ -15,6 +15,7 @@ would let a name spray grow the worker), and a digest-uri that names another tar
 Request-URI (uri_matches: a response captured on its way to one target is no good for
 another).
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,7 +41,7 @@ AUTH_NO_CREDENTIALS = -5
 AUTH_NONCE_REUSED = -6
 AUTH_USER_MISMATCH = -8
 
-CHECK_IDS = 1          # auth_check flag: auth user = From user (and To user for REGISTER)
+CHECK_IDS = 1  # auth_check flag: auth user = From user (and To user for REGISTER)
 
 # challenge flags (Kamailio's www_challenge / proxy_challenge / auth_challenge)
 QOP_AUTH = 1
@@ -52,8 +53,8 @@ _NEVER_CHALLENGED = frozenset(("ACK", "CANCEL", "PRACK"))
 
 
 class Kind(NamedTuple):
-    credentials: str       # header the client answers with
-    challenge: str         # header of the challenge
+    credentials: str  # header the client answers with
+    challenge: str  # header of the challenge
     code: int
     reason: str
 
@@ -62,14 +63,19 @@ WWW = Kind("Authorization", "WWW-Authenticate", 401, "Unauthorized")
 PROXY = Kind("Proxy-Authorization", "Proxy-Authenticate", 407, "Proxy Authentication Required")
 
 # stored HA1 column per (algorithm, username has @domain)
-_COLUMNS = {("MD5", False): "ha1", ("MD5", True): "ha1b",
-            ("SHA-256", False): "ha1_sha256", ("SHA-256", True): "ha1b_sha256"}
+_COLUMNS = {
+    ("MD5", False): "ha1",
+    ("MD5", True): "ha1b",
+    ("SHA-256", False): "ha1_sha256",
+    ("SHA-256", True): "ha1b_sha256",
+}
 
 _FAIL = S.AUTH_FAILURES
 
 
 class Outcome(NamedTuple):
     """What auth_check found, kept on the message as msg.auth_outcome."""
+
     code: int
     kind: Kind
     username: str | None = None
@@ -115,8 +121,9 @@ class Authenticator:
         msg.auth_outcome = outcome
         return outcome.code
 
-    def _fail(self, msg, kind: Kind, code: int, reason: str, username=None,
-              counts_for_ban: bool = True) -> Outcome:
+    def _fail(
+        self, msg, kind: Kind, code: int, reason: str, username=None, counts_for_ban: bool = True
+    ) -> Outcome:
         self.stats.inc(_FAIL.col(reason))
         if counts_for_ban and self.on_failure is not None:
             self.on_failure(msg)
@@ -125,8 +132,9 @@ class Authenticator:
     def _check(self, msg, realm: str, kind: Kind, flags: int) -> Outcome:
         found = self.find_credentials(msg, realm, kind)
         if found is None:
-            return self._fail(msg, kind, AUTH_NO_CREDENTIALS, "no_credentials",
-                              counts_for_ban=False)
+            return self._fail(
+                msg, kind, AUTH_NO_CREDENTIALS, "no_credentials", counts_for_ban=False
+            )
         if isinstance(found, digest.DigestError):
             return self._fail(msg, kind, AUTH_ERROR, "bad_credentials")
         try:
@@ -139,15 +147,19 @@ class Authenticator:
             domain = realm
         # names no subscriber has are not looked up (they would grow the cache, see
         # subscribers.py); a digest-uri for another target is a response captured elsewhere
-        if (not (name_fits(user) and name_fits(domain) and name_fits(realm))
-                or base not in self.algorithms or not uri_matches(cred.uri, msg.original_ruri)):
+        if (
+            not (name_fits(user) and name_fits(domain) and name_fits(realm))
+            or base not in self.algorithms
+            or not uri_matches(cred.uri, msg.original_ruri)
+        ):
             return self._fail(msg, kind, AUTH_ERROR, "bad_credentials", cred.username)
         nonce = self.nonces.check(cred.nonce)
         if nonce.state is NonceState.FORGED:
             return self._fail(msg, kind, AUTH_ERROR, "bad_credentials", cred.username)
         if nonce.state is NonceState.STALE:
-            return self._fail(msg, kind, AUTH_STALE_NONCE, "stale_nonce", cred.username,
-                              counts_for_ban=False)
+            return self._fail(
+                msg, kind, AUTH_STALE_NONCE, "stale_nonce", cred.username, counts_for_ban=False
+            )
 
         column = _COLUMNS[(base, bool(at))]
         body = msg.body if cred.qop == "auth-int" else b""
@@ -175,8 +187,9 @@ class Authenticator:
             if counted == 0:
                 return self._fail(msg, kind, AUTH_NONCE_REUSED, "replayed", cred.username)
             if counted < 0:
-                return self._fail(msg, kind, AUTH_STALE_NONCE, "stale_nonce", cred.username,
-                                  counts_for_ban=False)
+                return self._fail(
+                    msg, kind, AUTH_STALE_NONCE, "stale_nonce", cred.username, counts_for_ban=False
+                )
         if flags & CHECK_IDS and not _ids_match(msg, cred.user):
             return self._fail(msg, kind, AUTH_USER_MISMATCH, "user_mismatch", cred.username)
         self.stats.inc(S.AUTH_SUCCESSES.base)
@@ -216,8 +229,10 @@ class Authenticator:
         stale = bool(flags & FORCE_STALE) or (prior is not None and prior.stale)
         if self.algorithms == ["MD5"]:
             return [f"{kind.challenge}: {digest.challenge(realm, nonce, None, qop, stale)}"]
-        return [f"{kind.challenge}: {digest.challenge(realm, nonce, alg, qop, stale)}"
-                for alg in self.algorithms]
+        return [
+            f"{kind.challenge}: {digest.challenge(realm, nonce, alg, qop, stale)}"
+            for alg in self.algorithms
+        ]
 
     @staticmethod
     def consume(msg) -> bool:
@@ -247,9 +262,12 @@ def uri_matches(digest_uri: str, request_uri: str) -> bool:
     except SipParseError:
         return False
     default = _DEFAULT_PORT.get(d.scheme, 0)
-    return (d.scheme == r.scheme and d.host.lower() == r.host.lower()
-            and (d.port or default) == (r.port or default)
-            and (d.user is None or d.user_unescaped == r.user_unescaped))
+    return (
+        d.scheme == r.scheme
+        and d.host.lower() == r.host.lower()
+        and (d.port or default) == (r.port or default)
+        and (d.user is None or d.user_unescaped == r.user_unescaped)
+    )
 
 
 def _uri_user(text) -> str | None:

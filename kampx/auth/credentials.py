@@ -5,6 +5,7 @@ ha1b = H(username@domain:realm:password)   (for clients that send user@domain as
 with H = MD5 or SHA-256 (RFC 8760). The realm of a subscriber is its domain, which for a bare
 username is the [auth] realm of the config.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,7 +36,8 @@ def subscriber_row(username: str, domain: str, password: str) -> Subscriber:
     """The row to store for a subscriber: every digest kampx may verify, realm = domain."""
     check_password(password)
     return Subscriber(
-        username, domain,
+        username,
+        domain,
         ha1(username, domain, password, "MD5"),
         ha1b(username, domain, domain, password, "MD5"),
         ha1(username, domain, password, "SHA-256"),

@@ -7,6 +7,7 @@ puts it together with nonces (nonce.py) and the subscriber table (subscribers.py
 Strings are hashed as UTF-8 with undecodable bytes kept (surrogateescape), which is exactly
 the bytes the client put on the wire, since the SIP parser decodes that way.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -55,9 +56,17 @@ def ha1(username: str, realm: str, password: str, algorithm: str = "MD5") -> str
     return h(algorithm, f"{username}:{realm}:{password}")
 
 
-def response(algorithm: str, ha1_hex: str, nonce: str, method: str, uri: str,
-             qop: str | None = None, nc: str | None = None, cnonce: str | None = None,
-             body: bytes = b"") -> str:
+def response(
+    algorithm: str,
+    ha1_hex: str,
+    nonce: str,
+    method: str,
+    uri: str,
+    qop: str | None = None,
+    nc: str | None = None,
+    cnonce: str | None = None,
+    body: bytes = b"",
+) -> str:
     """The request-digest a client computes from HA1 (RFC 2617 3.2.2.1, RFC 7616 3.4.1;
     the RFC 2069 form without qop). -sess: HA1 becomes H(HA1:nonce:cnonce)."""
     fn = HASHES[base_algorithm(algorithm)]
@@ -74,14 +83,15 @@ def response(algorithm: str, ha1_hex: str, nonce: str, method: str, uri: str,
 
 class Credentials(NamedTuple):
     """One Authorization / Proxy-Authorization header, checked for completeness."""
+
     username: str
     realm: str
     nonce: str
     uri: str
-    response: str       # lower-case hex
-    algorithm: str      # as the client named it, upper-case ("MD5" when absent)
-    qop: str | None     # "auth" / "auth-int" / None (RFC 2069)
-    nc: str | None      # 8 hex digits with qop
+    response: str  # lower-case hex
+    algorithm: str  # as the client named it, upper-case ("MD5" when absent)
+    qop: str | None  # "auth" / "auth-int" / None (RFC 2069)
+    nc: str | None  # 8 hex digits with qop
     cnonce: str | None
     opaque: str | None
 
@@ -132,16 +142,35 @@ def credentials(params: dict[str, str]) -> Credentials:
         raise DigestError("-sess algorithm without cnonce")
     else:
         cnonce = params.get("cnonce")
-    return Credentials(params["username"], params["realm"], params["nonce"], params["uri"], resp,
-                       algorithm, qop, nc, cnonce, params.get("opaque"))
+    return Credentials(
+        params["username"],
+        params["realm"],
+        params["nonce"],
+        params["uri"],
+        resp,
+        algorithm,
+        qop,
+        nc,
+        cnonce,
+        params.get("opaque"),
+    )
 
 
 def verify(cred: Credentials, stored_ha1: str, method: str, body: bytes = b"") -> bool:
     """True when the client's response matches the one computed from the stored HA1.
     Compared in constant time; the cost is the same whatever the HA1 is, so a made-up HA1
     for an unknown user takes as long as a real one."""
-    expected = response(cred.algorithm, stored_ha1.lower(), cred.nonce, method, cred.uri,
-                        cred.qop, cred.nc, cred.cnonce, body)
+    expected = response(
+        cred.algorithm,
+        stored_ha1.lower(),
+        cred.nonce,
+        method,
+        cred.uri,
+        cred.qop,
+        cred.nc,
+        cred.cnonce,
+        body,
+    )
     return hmac.compare_digest(expected, cred.response)
 
 
@@ -149,8 +178,14 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def challenge(realm: str, nonce: str, algorithm: str | None = None, qop: str | None = None,
-              stale: bool = False, opaque: str | None = None) -> str:
+def challenge(
+    realm: str,
+    nonce: str,
+    algorithm: str | None = None,
+    qop: str | None = None,
+    stale: bool = False,
+    opaque: str | None = None,
+) -> str:
     """A WWW-Authenticate / Proxy-Authenticate value, parameters in Kamailio's order:
     `Digest realm="R", nonce="N"[, opaque="O"][, qop="auth"][, stale=true][, algorithm=A]`."""
     parts = [f"Digest realm={_quote(realm)}", f"nonce={_quote(nonce)}"]

@@ -15,6 +15,7 @@ are reused round robin; a nonce whose slot went to a newer one is stale, like an
 CLOCK_MONOTONIC is system-wide on Linux, so the age is right in every process and a wall
 clock step cannot make nonces live forever or die at once.
 """
+
 from __future__ import annotations
 
 import base64
@@ -27,15 +28,15 @@ from enum import IntEnum
 VERSION = 1
 _BODY = struct.Struct(">BQII")
 MAC_LEN = 16
-RAW_LEN = _BODY.size + MAC_LEN           # 33 bytes
-TEXT_LEN = RAW_LEN * 4 // 3              # 44 characters, no padding (33 is a multiple of 3)
-FUTURE_SLACK_MS = 1000                   # a nonce "from the future" beyond this is forged
+RAW_LEN = _BODY.size + MAC_LEN  # 33 bytes
+TEXT_LEN = RAW_LEN * 4 // 3  # 44 characters, no padding (33 is a multiple of 3)
+FUTURE_SLACK_MS = 1000  # a nonce "from the future" beyond this is forged
 
 
 class NonceState(IntEnum):
     VALID = 0
-    STALE = 1      # ours, but expired or its count slot was reused: challenge again, stale=true
-    FORGED = 2     # not ours (bad MAC, bad format, another instance's, from the future)
+    STALE = 1  # ours, but expired or its count slot was reused: challenge again, stale=true
+    FORGED = 2  # not ours (bad MAC, bad format, another instance's, from the future)
 
 
 class NonceCheck:
@@ -84,7 +85,7 @@ class Nonces:
             return _FORGED
         if len(raw) != RAW_LEN:
             return _FORGED
-        body, mac = raw[:_BODY.size], raw[_BODY.size:]
+        body, mac = raw[: _BODY.size], raw[_BODY.size :]
         if not hmac.compare_digest(mac, self._mac(body)):
             return _FORGED
         version, issued, index, generation = _BODY.unpack(body)

@@ -30,6 +30,7 @@ without bound:
     repeated guess at an unknown user is a cache hit like a guess at a known one: without it
     every unknown user would cost a SELECT that a cached subscriber does not, a timing hint.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,8 +40,8 @@ import time
 
 log = logging.getLogger("kampx.auth")
 
-MAX_NAME_BYTES = 128        # longer user or domain names are refused before any lookup
-MAX_ENTRIES = 200_000       # subscribers kept; beyond this the cache starts over (huge tables)
+MAX_NAME_BYTES = 128  # longer user or domain names are refused before any lookup
+MAX_ENTRIES = 200_000  # subscribers kept; beyond this the cache starts over (huge tables)
 NEGATIVE_BYTES = 512 * 1024  # per generation of the "no such subscriber" table
 # what a remembered absent key costs beyond its two strings: the tuple and its set slot
 _KEY_OVERHEAD = 56 + 64
@@ -50,7 +51,7 @@ def name_fits(name: str) -> bool:
     """True when `name` is at most MAX_NAME_BYTES bytes as it came off the wire (UTF-8, the
     undecodable bytes the parser kept as surrogate escapes counting one each)."""
     n = len(name)
-    if n <= MAX_NAME_BYTES // 4:        # no character takes more than 4 bytes
+    if n <= MAX_NAME_BYTES // 4:  # no character takes more than 4 bytes
         return True
     if n > MAX_NAME_BYTES:
         return False
@@ -88,8 +89,15 @@ class SubscriberCache:
     Subscribers found are kept (at most `max_entries`), absent keys in a table of at most
     2 x `negative_bytes` (see the module docstring); domain None means any domain."""
 
-    def __init__(self, open_storage, probe, recheck_s: float = 0.1, clock=time.monotonic,
-                 max_entries: int = MAX_ENTRIES, negative_bytes: int = NEGATIVE_BYTES):
+    def __init__(
+        self,
+        open_storage,
+        probe,
+        recheck_s: float = 0.1,
+        clock=time.monotonic,
+        max_entries: int = MAX_ENTRIES,
+        negative_bytes: int = NEGATIVE_BYTES,
+    ):
         self._open_storage = open_storage
         self._storage = None
         self._probe = probe
@@ -112,7 +120,7 @@ class SubscriberCache:
 
     def _validate(self) -> bool:
         """Probe the database; empty the cache when it changed. True when it had."""
-        self._storage_handle()          # creates the file if need be, before the probe opens it
+        self._storage_handle()  # creates the file if need be, before the probe opens it
         version = self._probe()
         self._checked_at = self._clock()
         if version == self._version:

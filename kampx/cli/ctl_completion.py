@@ -1,5 +1,6 @@
 """Bash completion for kampxctl, generated from its argparse parser so it never drifts from
 the commands: `source <(kampxctl completion bash)`."""
+
 from __future__ import annotations
 
 import argparse
@@ -25,6 +26,7 @@ def bash(parser: argparse.ArgumentParser, prog: str = "kampxctl") -> str:
 
     def assoc(name, table):
         return "\n".join(f'    {name}["{k}"]="{v}"' for k, v in sorted(table.items()))
+
     return f"""# bash completion for {prog}
 {fn}() {{
     local cur prev path="." w i

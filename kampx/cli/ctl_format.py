@@ -1,4 +1,5 @@
 """kampxctl's readable text output (the --json output is the data itself)."""
+
 from __future__ import annotations
 
 import datetime
@@ -27,16 +28,21 @@ def _table(header: tuple[str, ...], rows: Iterable[tuple], right: set[int]) -> l
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
 
     def line(cells):
-        out = [c.rjust(w) if i in right else c.ljust(w)
-               for i, (c, w) in enumerate(zip(cells, widths))]
+        out = [
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ]
         return "  ".join(out).rstrip()
+
     return [line(header)] + [line(r) for r in rows]
 
 
 def address_rows(rows: list[dict], with_id: bool) -> list[str]:
     """kamctl's `address show` columns."""
-    header = ("id", "grp", "ip_addr", "mask", "port", "tag") if with_id else \
-             ("grp", "ip_addr", "mask", "port", "tag")
+    header = (
+        ("id", "grp", "ip_addr", "mask", "port", "tag")
+        if with_id
+        else ("grp", "ip_addr", "mask", "port", "tag")
+    )
     keys = header
     right = {0, 1, 3, 4} if with_id else {0, 2, 3}
     return _table(header, [tuple(r.get(k, "") for k in keys) for r in rows], right)
@@ -54,9 +60,17 @@ def contact_lines(c: dict, now: float | None = None) -> list[str]:
         lines.append("        Expires: permanent")
     q = c.get("q")
     lines.append(f"        Q: {'-' if q is None else f'{q:g}'}")
-    for label, key in (("Received", "received"), ("Path", "path"), ("Socket", "socket"),
-                       ("User-Agent", "user_agent"), ("Call-ID", "callid"), ("CSeq", "cseq"),
-                       ("Instance", "instance"), ("Reg-Id", "reg_id"), ("Flags", "flags")):
+    for label, key in (
+        ("Received", "received"),
+        ("Path", "path"),
+        ("Socket", "socket"),
+        ("User-Agent", "user_agent"),
+        ("Call-ID", "callid"),
+        ("CSeq", "cseq"),
+        ("Instance", "instance"),
+        ("Reg-Id", "reg_id"),
+        ("Flags", "flags"),
+    ):
         value = c.get(key)
         if value not in (None, "", 0) or key in ("callid", "cseq"):
             lines.append(f"        {label}: {value}")
@@ -85,12 +99,21 @@ def stats_lines(groups: dict, only: str | None = None) -> list[str]:
 
 
 def ps_lines(processes: list[dict]) -> list[str]:
-    rows = [(p.get("pid", ""), p.get("role", ""), f"{p.get('cpu_percent', 0.0):.1f}%",
-             mib(int(p.get("rss_bytes", 0)))) for p in processes]
+    rows = [
+        (
+            p.get("pid", ""),
+            p.get("role", ""),
+            f"{p.get('cpu_percent', 0.0):.1f}%",
+            mib(int(p.get("rss_bytes", 0))),
+        )
+        for p in processes
+    ]
     return _table(("PID", "ROLE", "CPU", "MEM"), rows, {0, 2, 3})
 
 
 def uptime_lines(result: dict) -> list[str]:
-    return [f"now: {when(result['now'])}",
-            f"up since: {when(result['up_since'])}",
-            f"uptime: {int(result['uptime'])} s ({duration(result['uptime'])})"]
+    return [
+        f"now: {when(result['now'])}",
+        f"up since: {when(result['up_since'])}",
+        f"uptime: {int(result['uptime'])} s ({duration(result['uptime'])})",
+    ]

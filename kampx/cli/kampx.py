@@ -1,9 +1,10 @@
 """`kampx`: run or check the proxy.
 
-    kampx run [--config FILE] [--takeover]
-    kampx check [--config FILE]
-    kampx --version
+kampx run [--config FILE] [--takeover]
+kampx check [--config FILE]
+kampx --version
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,6 +31,7 @@ def _fail(msg: str) -> int:
 def cmd_check(args) -> int:
     from kampx import config
     from kampx.routing import loader
+
     try:
         cfg = config.load(args.config)
         loader.load(cfg.routing.script)
@@ -38,19 +40,23 @@ def cmd_check(args) -> int:
     except loader.ScriptError as e:
         return _fail(f"route script: {e}")
     from kampx.db import StorageError, open_storage
+
     try:
         with open_storage(cfg):
             pass
     except StorageError as e:
         return _fail(f"database {cfg.db.url}: {e}")
-    print(f"kampx: {cfg.path or 'embedded default configuration'}: OK "
-          f"(route script {cfg.routing.script})")
+    print(
+        f"kampx: {cfg.path or 'embedded default configuration'}: OK "
+        f"(route script {cfg.routing.script})"
+    )
     return 0
 
 
 def cmd_run(args) -> int:
     from kampx import config
     from kampx.supervisor import StartupError, Supervisor
+
     try:
         cfg = config.load(args.config)
     except config.ConfigError as e:
@@ -69,10 +75,16 @@ def main(argv=None) -> int:
     ap.add_argument("--version", action="version", version=f"kampx {__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="run the proxy in the foreground")
-    run.add_argument("--config", help="config file (default: $KAMPX_CONFIG, "
-                                      "/etc/kampx/kampx.toml, else the embedded default)")
-    run.add_argument("--takeover", action="store_true",
-                     help="share listen ports already bound by another kampx (upgrades)")
+    run.add_argument(
+        "--config",
+        help="config file (default: $KAMPX_CONFIG, "
+        "/etc/kampx/kampx.toml, else the embedded default)",
+    )
+    run.add_argument(
+        "--takeover",
+        action="store_true",
+        help="share listen ports already bound by another kampx (upgrades)",
+    )
     chk = sub.add_parser("check", help="validate the config and route script, then exit")
     chk.add_argument("--config")
     args = ap.parse_args(argv)

@@ -4,6 +4,7 @@ Subscriber and address-table commands work on the database, whether or not the p
 the live commands ask the running proxy over its control socket (docs/control.md). Output is
 readable text, or JSON with --json. Any failure: exit status non-zero and one line on stderr.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,6 +66,7 @@ class Ctx:
 
 # -- subscribers (database) ----------------------------------------------------------------
 
+
 def _user(ctx: Ctx, text: str) -> tuple[str, str]:
     try:
         return parse_user(text, ctx.cfg.auth.realm)
@@ -93,8 +95,7 @@ def cmd_add(ctx: Ctx, args) -> None:
     username, domain = _user(ctx, args.user)
     with ctx.storage() as st:
         st.subscribers.add(_row(username, domain, args.password))
-    ctx.emit({"added": 1, "user": f"{username}@{domain}"},
-             f"new user '{username}@{domain}' added")
+    ctx.emit({"added": 1, "user": f"{username}@{domain}"}, f"new user '{username}@{domain}' added")
 
 
 def _read_user_file(ctx: Ctx, path: str) -> list:
@@ -143,6 +144,7 @@ def cmd_rm(ctx: Ctx, args) -> None:
 
 # -- permissions address table ---------------------------------------------------------------
 
+
 def _address_reload(ctx: Ctx) -> dict:
     client = ctx.client()
     try:
@@ -161,8 +163,10 @@ def _address_reload(ctx: Ctx) -> dict:
 
 
 def _reloaded_line(result: dict) -> str:
-    return (f"address table reloaded: {result.get('rows', '?')} rows "
-            f"(generation {result.get('generation', '?')})")
+    return (
+        f"address table reloaded: {result.get('rows', '?')} rows "
+        f"(generation {result.get('generation', '?')})"
+    )
 
 
 def cmd_address_add(ctx: Ctx, args) -> None:
@@ -194,8 +198,17 @@ def cmd_address_rm(ctx: Ctx, args) -> None:
 
 def cmd_address_show(ctx: Ctx, args) -> None:
     with ctx.storage() as st:
-        rows = [{"id": r.id, "grp": r.grp, "ip_addr": r.ip_addr, "mask": r.mask,
-                 "port": r.port, "tag": r.tag} for r in st.addresses.list()]
+        rows = [
+            {
+                "id": r.id,
+                "grp": r.grp,
+                "ip_addr": r.ip_addr,
+                "mask": r.mask,
+                "port": r.port,
+                "tag": r.tag,
+            }
+            for r in st.addresses.list()
+        ]
     ctx.emit({"rows": rows}, *ctl_format.address_rows(rows, with_id=True))
 
 
@@ -203,8 +216,11 @@ def cmd_address_dump(ctx: Ctx, args) -> None:
     result = ctx.client().call("permissions.addressDump")
     if not isinstance(result, dict) or not isinstance(result.get("rows"), list):
         raise Failure("permissions.addressDump: malformed result")
-    ctx.emit(result, f"generation {result.get('generation', '?')}",
-             *ctl_format.address_rows(result["rows"], with_id=False))
+    ctx.emit(
+        result,
+        f"generation {result.get('generation', '?')}",
+        *ctl_format.address_rows(result["rows"], with_id=False),
+    )
 
 
 def cmd_address_reload(ctx: Ctx, args) -> None:
@@ -213,6 +229,7 @@ def cmd_address_reload(ctx: Ctx, args) -> None:
 
 
 # -- usrloc (live) ---------------------------------------------------------------------------
+
 
 def cmd_ul_show(ctx: Ctx, args) -> None:
     client = ctx.client()
@@ -228,8 +245,9 @@ def cmd_ul_show(ctx: Ctx, args) -> None:
     aors = contacts = 0
     for aor in client.dump_aors():
         if ctx.json:
-            ctx.out.write(('{"aors": [\n' if aors == 0 else ",\n")
-                          + json.dumps(aor, ensure_ascii=False))
+            ctx.out.write(
+                ('{"aors": [\n' if aors == 0 else ",\n") + json.dumps(aor, ensure_ascii=False)
+            )
         else:
             ctx.print(*ctl_format.aor_lines(aor, now))
         aors += 1
@@ -264,6 +282,7 @@ def cmd_ul_rm(ctx: Ctx, args) -> None:
 
 
 # -- core (live) ------------------------------------------------------------------------------
+
 
 def cmd_stats(ctx: Ctx, args) -> None:
     group, _, name = (args.group or "").partition(":")
@@ -313,8 +332,11 @@ def cmd_version(ctx: Ctx, args) -> None:
     except NotRunning as e:
         server, note = None, str(e)
     else:
-        note = f"kampx {server.get('version', '?')} running at {socket_path(ctx.cfg)}" \
-            if isinstance(server, dict) else "kampx: malformed core.version result"
+        note = (
+            f"kampx {server.get('version', '?')} running at {socket_path(ctx.cfg)}"
+            if isinstance(server, dict)
+            else "kampx: malformed core.version result"
+        )
     ctx.emit({"kampxctl": __version__, "kampx": server}, f"{PROG} {__version__}", note)
 
 
@@ -338,6 +360,7 @@ def cmd_completion(ctx: Ctx, args) -> None:
 
 # -- the parser -------------------------------------------------------------------------------
 
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr, like every other failure."""
 
@@ -347,8 +370,13 @@ class _Parser(argparse.ArgumentParser):
 
 def _json_tail(p: argparse.ArgumentParser) -> None:
     # --json also at the end of any command; SUPPRESS keeps the global value when absent
-    p.add_argument("--json", dest="json_tail", action="store_true", default=argparse.SUPPRESS,
-                   help="machine-readable output")
+    p.add_argument(
+        "--json",
+        dest="json_tail",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="machine-readable output",
+    )
 
 
 def _command(subs, name: str, handler, help: str, **kw) -> argparse.ArgumentParser:
@@ -361,20 +389,26 @@ def _command(subs, name: str, handler, help: str, **kw) -> argparse.ArgumentPars
 def _group(subs, name: str, help: str):
     p = subs.add_parser(name, help=help, description=help)
     _json_tail(p)
-    return p.add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=True,
-                            parser_class=_Parser)
+    return p.add_subparsers(
+        dest=f"{name}_command", metavar="COMMAND", required=True, parser_class=_Parser
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Control kampx: subscribers, address table, "
-                     "registrations, statistics.")
-    parser.add_argument("--config", metavar="FILE",
-                        help="config file (default: $KAMPX_CONFIG, /etc/kampx/kampx.toml, "
-                        "built-in defaults)")
+    parser = _Parser(
+        prog=PROG,
+        description="Control kampx: subscribers, address table, registrations, statistics.",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="config file (default: $KAMPX_CONFIG, /etc/kampx/kampx.toml, built-in defaults)",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    subs = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
-                                 parser_class=_Parser)
+    subs = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_Parser
+    )
 
     p = _command(subs, "add", cmd_add, "add a subscriber, or many from a file")
     p.add_argument("user", metavar="USER", nargs="?", help="user or user@domain")
@@ -392,8 +426,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(ul, "add", cmd_ul_add, "add a static binding")
     p.add_argument("aor", metavar="AOR")
     p.add_argument("contact", metavar="CONTACT")
-    p.add_argument("expires", metavar="EXPIRES", nargs="?", type=int, default=0,
-                   help="seconds (0 = permanent, the default)")
+    p.add_argument(
+        "expires",
+        metavar="EXPIRES",
+        nargs="?",
+        type=int,
+        default=0,
+        help="seconds (0 = permanent, the default)",
+    )
     p.add_argument("q", metavar="Q", nargs="?", type=float, default=None, help="0..1")
     p = _command(ul, "rm", cmd_ul_rm, "remove an AOR's bindings, or one contact")
     p.add_argument("aor", metavar="AOR")
@@ -403,10 +443,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(addr, "add", cmd_address_add, "add an entry to the database")
     p.add_argument("grp", metavar="GRP", type=int)
     p.add_argument("ipaddr", metavar="IPADDR")
-    p.add_argument("mask", metavar="MASK", nargs="?", type=int, default=None,
-                   help="prefix length (default: the whole address)")
-    p.add_argument("port", metavar="PORT", nargs="?", type=int, default=0,
-                   help="0 = any (default)")
+    p.add_argument(
+        "mask",
+        metavar="MASK",
+        nargs="?",
+        type=int,
+        default=None,
+        help="prefix length (default: the whole address)",
+    )
+    p.add_argument("port", metavar="PORT", nargs="?", type=int, default=0, help="0 = any (default)")
     p.add_argument("tag", metavar="TAG", nargs="?", default="")
     p.add_argument("--reload", action="store_true", help="then reload the running proxy")
     p = _command(addr, "rm", cmd_address_rm, "remove the entries of GRP with IPADDR")
@@ -418,8 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
     _command(addr, "reload", cmd_address_reload, "load the database table into the proxy")
 
     p = _command(subs, "stats", cmd_stats, "statistics of the running proxy")
-    p.add_argument("group", metavar="GROUP", nargs="?",
-                   help="a group (core, tm, sl, usrloc, ...) or group:name")
+    p.add_argument(
+        "group",
+        metavar="GROUP",
+        nargs="?",
+        help="a group (core, tm, sl, usrloc, ...) or group:name",
+    )
     p.add_argument("--reset", action="store_true", help="reset them instead")
     _command(subs, "ps", cmd_ps, "the proxy's processes")
     _command(subs, "uptime", cmd_uptime, "when the proxy started")

@@ -1,5 +1,6 @@
 """The client side of kampx's control channel (docs/control.md): JSON-RPC 2.0 over a Unix
 stream socket, one request per connection, the response one newline-terminated JSON line."""
+
 from __future__ import annotations
 
 import itertools
@@ -67,11 +68,14 @@ class ControlClient:
             err = response["error"]
             if not isinstance(err, dict):
                 raise ControlError(f"kampx at {self.path} sent a malformed error")
-            raise RpcError(int(err.get("code", 0)), str(err.get("message", "error")),
-                           err.get("data"))
+            raise RpcError(
+                int(err.get("code", 0)), str(err.get("message", "error")), err.get("data")
+            )
         if response.get("id") != req_id:
-            raise ControlError(f"kampx at {self.path} answered another request "
-                               f"(id {response.get('id')!r}, expected {req_id})")
+            raise ControlError(
+                f"kampx at {self.path} answered another request "
+                f"(id {response.get('id')!r}, expected {req_id})"
+            )
         if "result" not in response:
             raise ControlError(f"kampx at {self.path} sent a response without result")
         return response["result"]
@@ -86,7 +90,7 @@ class ControlClient:
                 params["cursor"] = cursor
             result = self.call("ul.dump", params)
             if not isinstance(result, dict) or not isinstance(result.get("aors"), list):
-                raise ControlError("ul.dump: malformed result (expected {\"aors\": [...], ...})")
+                raise ControlError('ul.dump: malformed result (expected {"aors": [...], ...})')
             yield from result["aors"]
             next_cursor = result.get("next")
             if next_cursor is None:
@@ -107,27 +111,31 @@ class ControlClient:
                 raise ControlError(f"permission denied on the control socket {self.path}") from None
             except OSError as e:
                 if len(os.fsencode(self.path)) > 107:
-                    raise ControlError(f"control socket path is longer than 107 bytes: "
-                                       f"{self.path}") from None
+                    raise ControlError(
+                        f"control socket path is longer than 107 bytes: {self.path}"
+                    ) from None
                 raise ControlError(f"cannot connect to {self.path}: {e.strerror or e}") from None
             try:
                 sock.sendall(request)
                 sock.shutdown(socket.SHUT_WR)
                 return self._read_line(sock)
             except socket.timeout:
-                raise ControlError(f"kampx at {self.path} did not answer within "
-                                   f"{self.timeout:g} s") from None
+                raise ControlError(
+                    f"kampx at {self.path} did not answer within {self.timeout:g} s"
+                ) from None
             except OSError as e:
-                raise ControlError(f"control connection to {self.path} failed: "
-                                   f"{e.strerror or e}") from None
+                raise ControlError(
+                    f"control connection to {self.path} failed: {e.strerror or e}"
+                ) from None
         finally:
             sock.close()
 
     def _read_line(self, sock: socket.socket) -> bytes:
         data, too_long = read_line(sock, MAX_RESPONSE)
         if too_long:
-            raise ControlError(f"kampx at {self.path} sent more than "
-                               f"{MAX_RESPONSE >> 20} MiB without a newline")
+            raise ControlError(
+                f"kampx at {self.path} sent more than {MAX_RESPONSE >> 20} MiB without a newline"
+            )
         if not data.strip():
             raise ControlError(f"kampx at {self.path} closed the connection without answering")
         return data

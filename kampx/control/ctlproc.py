@@ -11,6 +11,7 @@ A socket or port that cannot be bound (still held by the previous kampx during a
 is retried every second instead of exiting: the supervisor restarts a helper that exits at
 once, which would spin.
 """
+
 from __future__ import annotations
 
 import logging
@@ -47,10 +48,19 @@ class CtlProcess(HelperProcess):
         from kampx.control.methods import Methods
         from kampx.stats.prometheus import KampxCollector, make_registry
         from kampx.stats.kamctl import StatsView
-        self.methods = Methods(self.shared, self.cfg, self.supervisor_pid, self.started,
-                               StatsView(self.shared.counters, self.baseline))
-        self.registry = make_registry(KampxCollector(self.shared, self.supervisor_pid,
-                                                     self.started, self.cfg.metrics.instance))
+
+        self.methods = Methods(
+            self.shared,
+            self.cfg,
+            self.supervisor_pid,
+            self.started,
+            StatsView(self.shared.counters, self.baseline),
+        )
+        self.registry = make_registry(
+            KampxCollector(
+                self.shared, self.supervisor_pid, self.started, self.cfg.metrics.instance
+            )
+        )
         self.rpc = self.http = None
         self._complained: set[str] = set()
         next_try = 0.0
@@ -70,6 +80,7 @@ class CtlProcess(HelperProcess):
     def _bind(self) -> None:
         from kampx.control.server import RpcServer, bind_unix
         from kampx.stats.prometheus import MetricsServer
+
         if self.rpc is None:
             path = socket_path(self.cfg)
             try:
@@ -78,8 +89,9 @@ class CtlProcess(HelperProcess):
                 self._complain("rpc", f"control socket {path}: {e.strerror or e}; retrying")
             else:
                 self.rpc = RpcServer(sock, path, self.methods.table())
-                threading.Thread(target=self.rpc.serve_forever, daemon=True,
-                                 name="ctl-accept").start()
+                threading.Thread(
+                    target=self.rpc.serve_forever, daemon=True, name="ctl-accept"
+                ).start()
                 log.info("control socket %s", path)
         if self.http is None:
             listen = self.cfg.metrics.listen
@@ -91,6 +103,6 @@ class CtlProcess(HelperProcess):
                 log.info("metrics on http://%s/metrics", listen)
 
     def _complain(self, what: str, line: str) -> None:
-        if what not in self._complained:       # once, not every second
+        if what not in self._complained:  # once, not every second
             self._complained.add(what)
             log.warning("%s", line)

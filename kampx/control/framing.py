@@ -1,5 +1,6 @@
 """The control channel's framing, shared by server and client: one JSON document per
 connection in each direction, ended by a newline (docs/control.md)."""
+
 from __future__ import annotations
 
 import socket

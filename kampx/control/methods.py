@@ -6,6 +6,7 @@ talks to a worker: the location table, the address table and the counters are in
 memory, the process list comes from /proc, and a route-script reload is the supervisor's
 SIGHUP. Names and results follow Kamailio's RPC where Kamailio has the method.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,15 +23,14 @@ from kampx.control.rpc_usrloc import UsrlocRpc, aor_key, contact_object  # noqa:
 from kampx.control.server import RpcFault, check_params
 from kampx.stats.kamctl import StatsView
 
-CFG_RELOAD_WAIT = 8.0       # how long cfg.reload waits for the new workers to appear
+CFG_RELOAD_WAIT = 8.0  # how long cfg.reload waits for the new workers to appear
 PSX_WINDOW = 0.2
 
 
 class Methods:
     """The method table of one ctl process."""
 
-    def __init__(self, shared, cfg, supervisor_pid: int, started: float,
-                 stats_view: StatsView):
+    def __init__(self, shared, cfg, supervisor_pid: int, started: float, stats_view: StatsView):
         self.shared = shared
         self.supervisor_pid = supervisor_pid
         self.started = started
@@ -85,6 +85,7 @@ class Methods:
         """Check the config and route script here (so a broken one is reported to the caller),
         then SIGHUP the supervisor and wait until its replacement workers exist."""
         from kampx.routing import loader
+
         check_params(params, ())
         try:
             cfg = config_mod.load(self.cfg.path) if self.cfg.path else self.cfg
@@ -102,12 +103,16 @@ class Methods:
         while time.monotonic() < deadline:
             # a new child is a worker (still titled "supervisor" right after fork):
             # helpers are not restarted by a reload
-            fresh = {p.pid for p in procinfo.processes(self.supervisor_pid)[1:]
-                     if p.pid not in before
-                     and (p.role.startswith("udp receiver") or p.role == "supervisor")}
+            fresh = {
+                p.pid
+                for p in procinfo.processes(self.supervisor_pid)[1:]
+                if p.pid not in before
+                and (p.role.startswith("udp receiver") or p.role == "supervisor")
+            }
             if fresh:
                 self.cfg = cfg
                 return {"script": cfg.routing.script}
             time.sleep(0.05)
-        raise RpcFault(FAILED, f"no new worker started within {CFG_RELOAD_WAIT:g} s "
-                               "(see the kampx log)")
+        raise RpcFault(
+            FAILED, f"no new worker started within {CFG_RELOAD_WAIT:g} s (see the kampx log)"
+        )

@@ -1,4 +1,5 @@
 """Reading a JSON-RPC method's parameters: each a one-line InvalidParams when wrong."""
+
 from __future__ import annotations
 
 from kampx.control.server import InvalidParams

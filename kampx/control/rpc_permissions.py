@@ -1,4 +1,5 @@
 """permissions' control methods (Kamailio's permissions.addressReload and addressDump)."""
+
 from __future__ import annotations
 
 import math
@@ -8,7 +9,7 @@ from kampx import state
 from kampx.control.params import BUSY, FAILED
 from kampx.control.server import RpcFault, check_params
 
-RELOAD_DELTA = 1.0          # seconds between two address reloads (Kamailio's reload_delta)
+RELOAD_DELTA = 1.0  # seconds between two address reloads (Kamailio's reload_delta)
 
 
 class PermissionsRpc:
@@ -18,16 +19,17 @@ class PermissionsRpc:
         self._last_address_reload = -math.inf
 
     def table(self) -> dict:
-        return {"permissions.addressReload": self.address_reload,
-                "permissions.addressDump": self.address_dump}
+        return {
+            "permissions.addressReload": self.address_reload,
+            "permissions.addressDump": self.address_dump,
+        }
 
     def address_reload(self, params: dict) -> dict:
         check_params(params, ())
         wait = self._last_address_reload + RELOAD_DELTA - time.monotonic()
         if wait > 0:
             wait = math.ceil(wait * 10) / 10
-            raise RpcFault(BUSY, f"reload too soon, try again in {wait:g} s",
-                           {"retry_after": wait})
+            raise RpcFault(BUSY, f"reload too soon, try again in {wait:g} s", {"retry_after": wait})
         self._last_address_reload = time.monotonic()
         try:
             n = state.reload(self.shared, self.cfg)
@@ -41,6 +43,8 @@ class PermissionsRpc:
         if table is None:
             return {"generation": 0, "rows": []}
         gen = table.generation
-        rows = [{"grp": e.grp, "ip_addr": e.ip_addr, "mask": e.mask, "port": e.port,
-                 "tag": e.tag} for e in table.rows()]
+        rows = [
+            {"grp": e.grp, "ip_addr": e.ip_addr, "mask": e.mask, "port": e.port, "tag": e.tag}
+            for e in table.rows()
+        ]
         return {"generation": gen, "rows": rows}

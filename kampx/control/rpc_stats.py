@@ -1,6 +1,7 @@
 """The statistics' control methods (Kamailio's stats.get_statistics and
 stats.reset_statistics), over kampx.stats.kamctl's view of the shared counters plus the gauges
 other modules read live (usrloc's counts)."""
+
 from __future__ import annotations
 
 from kampx.control.params import NOT_FOUND
@@ -14,8 +15,10 @@ class StatsRpc:
         self.gauges = gauges
 
     def table(self) -> dict:
-        return {"stats.get_statistics": self.get_statistics,
-                "stats.reset_statistics": self.reset_statistics}
+        return {
+            "stats.get_statistics": self.get_statistics,
+            "stats.reset_statistics": self.reset_statistics,
+        }
 
     def get_statistics(self, params: dict) -> dict:
         check_params(params, ("group",))

@@ -1,5 +1,6 @@
 """usrloc's control methods (Kamailio's ul.dump, ul.lookup, ul.rm, ul.rm_contact, ul.add) over
 the shared location table, and its gauges for stats.get_statistics."""
+
 from __future__ import annotations
 
 import math
@@ -15,11 +16,22 @@ DUMP_MAX = 10000
 
 def contact_object(b) -> dict:
     """A kampx.usrloc.Binding as docs/control.md's Contact object."""
-    return {"contact": b.contact, "ruid": b.ruid, "expires": b.expires,
-            "q": None if b.q < 0 else round(b.q / 1000.0, 3), "received": b.received,
-            "path": b.path, "socket": b.socket, "user_agent": b.user_agent,
-            "callid": b.callid, "cseq": b.cseq, "instance": b.instance, "reg_id": b.reg_id,
-            "flags": b.flags, "last_modified": b.last_modified}
+    return {
+        "contact": b.contact,
+        "ruid": b.ruid,
+        "expires": b.expires,
+        "q": None if b.q < 0 else round(b.q / 1000.0, 3),
+        "received": b.received,
+        "path": b.path,
+        "socket": b.socket,
+        "user_agent": b.user_agent,
+        "callid": b.callid,
+        "cseq": b.cseq,
+        "instance": b.instance,
+        "reg_id": b.reg_id,
+        "flags": b.flags,
+        "last_modified": b.last_modified,
+    }
 
 
 def aor_key(text, realm: str, use_domain: bool, case_sensitive: bool = False) -> str:
@@ -29,6 +41,7 @@ def aor_key(text, realm: str, use_domain: bool, case_sensitive: bool = False) ->
     domain."""
     from kampx._cparse import SipParseError
     from kampx.registrar import aor_of
+
     if not isinstance(text, str) or not text.strip():
         raise InvalidParams("'aor' must be a non-empty string (user or user@domain)")
     t = text.strip()
@@ -51,8 +64,13 @@ class UsrlocRpc:
         self.cfg = cfg
 
     def table(self) -> dict:
-        return {"ul.dump": self.ul_dump, "ul.lookup": self.ul_lookup, "ul.rm": self.ul_rm,
-                "ul.rm_contact": self.ul_rm_contact, "ul.add": self.ul_add}
+        return {
+            "ul.dump": self.ul_dump,
+            "ul.lookup": self.ul_lookup,
+            "ul.rm": self.ul_rm,
+            "ul.rm_contact": self.ul_rm_contact,
+            "ul.add": self.ul_add,
+        }
 
     def gauges(self) -> dict:
         """Kamailio's usrloc gauges, read from the location table now."""
@@ -60,8 +78,11 @@ class UsrlocRpc:
         if loc is None:
             return {}
         aors, contacts = loc.stats(time.time())
-        return {("usrloc", "registered_users"): aors, ("usrloc", "location-users"): aors,
-                ("usrloc", "location-contacts"): contacts}
+        return {
+            ("usrloc", "registered_users"): aors,
+            ("usrloc", "location-users"): aors,
+            ("usrloc", "location-contacts"): contacts,
+        }
 
     def _location(self):
         loc = self.shared.location
@@ -73,8 +94,12 @@ class UsrlocRpc:
         if "aor" not in params:
             raise InvalidParams("'aor' is required")
         reg = self.cfg.registrar
-        return aor_key(params["aor"], self.cfg.auth.realm, reg.use_domain,
-                       getattr(reg, "case_sensitive", False))
+        return aor_key(
+            params["aor"],
+            self.cfg.auth.realm,
+            reg.use_domain,
+            getattr(reg, "case_sensitive", False),
+        )
 
     def ul_dump(self, params: dict) -> dict:
         check_params(params, ("limit", "cursor"))
@@ -87,8 +112,11 @@ class UsrlocRpc:
         nxt, page = self._location().dump(cursor, limit, time.time())
         if nxt != -1 and nxt <= cursor:
             raise RpcFault(FAILED, f"ul.dump did not advance past cursor {cursor}")
-        aors = [{"aor": aor, "contacts": [contact_object(b) for b in bindings]}
-                for aor, bindings in page if bindings]
+        aors = [
+            {"aor": aor, "contacts": [contact_object(b) for b in bindings]}
+            for aor, bindings in page
+            if bindings
+        ]
         return {"aors": aors, "next": None if nxt == -1 else nxt}
 
     def ul_lookup(self, params: dict) -> dict:
@@ -121,8 +149,10 @@ class UsrlocRpc:
     def ul_add(self, params: dict) -> dict:
         from kampx._cparse import SipParseError, parse_uri
         from kampx.usrloc import ERR_FULL, ERR_TOO_LARGE, OK
-        check_params(params, ("aor", "contact", "expires", "q", "path", "flags"),
-                     ("aor", "contact"))
+
+        check_params(
+            params, ("aor", "contact", "expires", "q", "path", "flags"), ("aor", "contact")
+        )
         aor = self._aor(params)
         contact = str_param(params, "contact").strip()
         try:
@@ -133,16 +163,28 @@ class UsrlocRpc:
             raise InvalidParams(f"'contact' {contact!r} is not a sip: or sips: URI")
         expires = int_param(params, "expires", 0, 0, None)
         q = params.get("q")
-        if q is not None and (isinstance(q, bool) or not isinstance(q, (int, float))
-                              or not 0 <= q <= 1):
+        if q is not None and (
+            isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 <= q <= 1
+        ):
             raise InvalidParams("'q' must be a number 0..1 or null")
         path = str_param(params, "path", "")
         flags = int_param(params, "flags", 0, 0, 2**32 - 1)
         now = time.time()
         callid = f"kampxctl-{uuid.uuid4().hex}"
-        op = (contact, now + expires if expires else math.inf,
-              -1 if q is None else int(round(q * 1000)), callid, 1, "", path, "", "", "", 0,
-              flags)
+        op = (
+            contact,
+            now + expires if expires else math.inf,
+            -1 if q is None else int(round(q * 1000)),
+            callid,
+            1,
+            "",
+            path,
+            "",
+            "",
+            "",
+            0,
+            flags,
+        )
         status, bindings = self._location().apply(aor, now, [op])
         if status == ERR_FULL:
             raise RpcFault(FAILED, "usrloc table full")

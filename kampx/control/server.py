@@ -6,6 +6,7 @@ failures to JSON-RPC error objects. The methods themselves are kampx/control/met
 Each connection gets a thread, so a client that stalls never blocks another; the methods
 run one at a time (they share per-process scratch state of the shared tables).
 """
+
 from __future__ import annotations
 
 import errno
@@ -22,9 +23,9 @@ from kampx.control.framing import read_line
 
 log = logging.getLogger("kampx.ctl")
 
-MAX_REQUEST = 1 << 20       # docs/control.md: longer requests get -32600
-READ_TIMEOUT = 10.0         # a client that connects and says nothing is dropped after this
-MAX_CONNECTIONS = 64        # concurrent clients; more are refused (closed at once)
+MAX_REQUEST = 1 << 20  # docs/control.md: longer requests get -32600
+READ_TIMEOUT = 10.0  # a client that connects and says nothing is dropped after this
+MAX_CONNECTIONS = 64  # concurrent clients; more are refused (closed at once)
 SOCKET_MODE = 0o660
 
 PARSE_ERROR = -32700
@@ -76,13 +77,13 @@ def bind_unix(path: str) -> socket.socket:
             probe.settimeout(1.0)
             probe.connect(path)
         except OSError:
-            os.unlink(path)         # stale: nobody listens
+            os.unlink(path)  # stale: nobody listens
         else:
             raise SocketInUse(errno.EADDRINUSE, f"another process serves {path}")
         finally:
             probe.close()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    old = os.umask(0o117)   # never readable by others, not even between bind and chmod
+    old = os.umask(0o117)  # never readable by others, not even between bind and chmod
     try:
         sock.bind(path)
     except OSError:
@@ -118,8 +119,9 @@ class RpcServer:
             if not self._slots.acquire(blocking=False):
                 conn.close()
                 continue
-            threading.Thread(target=self._connection, args=(conn,), daemon=True,
-                             name="ctl-conn").start()
+            threading.Thread(
+                target=self._connection, args=(conn,), daemon=True, name="ctl-conn"
+            ).start()
 
     def close(self) -> None:
         """Stop accepting and remove the socket file if it is still ours."""
@@ -141,10 +143,11 @@ class RpcServer:
             raw, too_long = read_line(conn, MAX_REQUEST)
             response = self.handle(raw, too_long)
             if response is not None:
-                conn.sendall(json.dumps(response, separators=(",", ":"),
-                                        ensure_ascii=False).encode() + b"\n")
+                conn.sendall(
+                    json.dumps(response, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+                )
         except (OSError, socket.timeout):
-            pass        # the client went away or stalled: nothing to answer
+            pass  # the client went away or stalled: nothing to answer
         finally:
             conn.close()
             self._slots.release()
@@ -154,20 +157,26 @@ class RpcServer:
     def handle(self, raw: bytes, too_long: bool = False) -> dict | None:
         """One request's bytes -> the response object (None for a notification)."""
         if too_long:
-            return _error(None, INVALID_REQUEST,
-                          f"invalid request: longer than {MAX_REQUEST >> 20} MiB")
+            return _error(
+                None, INVALID_REQUEST, f"invalid request: longer than {MAX_REQUEST >> 20} MiB"
+            )
         try:
             req = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
             return _error(None, PARSE_ERROR, f"parse error: {e}")
         if isinstance(req, list):
-            return _error(None, INVALID_REQUEST, "invalid request: batch requests are not supported")
+            return _error(
+                None, INVALID_REQUEST, "invalid request: batch requests are not supported"
+            )
         if not isinstance(req, dict):
             return _error(None, INVALID_REQUEST, "invalid request: expected a JSON-RPC 2.0 object")
         req_id = req.get("id")
-        if "id" in req and (isinstance(req_id, bool)
-                            or not isinstance(req_id, (str, int, float, type(None)))):
-            return _error(None, INVALID_REQUEST, "invalid request: 'id' must be a string, number or null")
+        if "id" in req and (
+            isinstance(req_id, bool) or not isinstance(req_id, (str, int, float, type(None)))
+        ):
+            return _error(
+                None, INVALID_REQUEST, "invalid request: 'id' must be a string, number or null"
+            )
         if req.get("jsonrpc") != "2.0":
             return _error(req_id, INVALID_REQUEST, "invalid request: 'jsonrpc' must be \"2.0\"")
         method = req.get("method")
@@ -175,7 +184,7 @@ class RpcServer:
             return _error(req_id, INVALID_REQUEST, "invalid request: 'method' must be a string")
         result = self.call(method, req.get("params"))
         if "id" not in req:
-            return None     # a notification: executed, not answered
+            return None  # a notification: executed, not answered
         if isinstance(result, RpcFault):
             return _error(req_id, result.code, result.message, result.data)
         return {"jsonrpc": "2.0", "result": result, "id": req_id}

@@ -7,6 +7,7 @@ networked backend implements the same three interfaces.
 A Storage belongs to the process that opened it: open it after fork, in the process that uses
 it (a database connection shared across fork corrupts the file or the protocol stream).
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -23,6 +24,7 @@ class Subscriber(NamedTuple):
 
     ha1 = H(username:realm:password), ha1b = H(username@domain:realm:password), with H = MD5 or
     SHA-256 (RFC 8760); realm = domain (kamctl's convention)."""
+
     username: str
     domain: str
     ha1: str
@@ -33,6 +35,7 @@ class Subscriber(NamedTuple):
 
 class AddressRow(NamedTuple):
     """One row of Kamailio's permissions address table; port 0 = any port, tag "" = none."""
+
     grp: int
     ip_addr: str
     mask: int
@@ -44,9 +47,23 @@ class AddressRow(NamedTuple):
 # The fields of kampx.usrloc.Binding, in this order, as the location table stores them.
 # q is q*1000 (-1: the contact gave none); expires and last_modified are epoch seconds,
 # expires 0 is a permanent binding (Kamailio's convention for `ul add` without expires).
-LOCATION_FIELDS = ("ruid", "aor", "contact", "received", "path", "socket", "user_agent",
-                   "callid", "instance", "reg_id", "cseq", "q", "expires", "last_modified",
-                   "flags")
+LOCATION_FIELDS = (
+    "ruid",
+    "aor",
+    "contact",
+    "received",
+    "path",
+    "socket",
+    "user_agent",
+    "callid",
+    "instance",
+    "reg_id",
+    "cseq",
+    "q",
+    "expires",
+    "last_modified",
+    "flags",
+)
 
 
 def binding_values(binding: Any) -> tuple:
@@ -180,8 +197,9 @@ class Dialogs(ABC):
     columns callid, from_tag (the caller's), state, timeout (epoch seconds)."""
 
     @abstractmethod
-    def apply(self, puts: Iterable[tuple[str, str, int, float]],
-              deletes: Iterable[tuple[str, str]]) -> None:
+    def apply(
+        self, puts: Iterable[tuple[str, str, int, float]], deletes: Iterable[tuple[str, str]]
+    ) -> None:
         """Upsert (callid, from_tag, state, timeout) rows and delete (callid, from_tag)
         ones, all in one transaction."""
 
@@ -196,6 +214,7 @@ class Dialogs(ABC):
 class Storage(ABC):
     """One open database: `subscribers`, `addresses`, `locations`, `dialogs` and the schema
     version."""
+
     subscribers: Subscribers
     addresses: Addresses
     locations: Locations

@@ -6,6 +6,7 @@ Opening a database applies every newer migration in one write transaction, so a 
 mid-upgrade leaves the old schema intact and two processes opening an old database at once
 upgrade it exactly once. A database newer than this code is refused rather than guessed at.
 """
+
 from __future__ import annotations
 
 import sqlite3
@@ -27,7 +28,8 @@ class Migration:
 
 
 _V1 = Migration(
-    1, "subscriber, address and location tables",
+    1,
+    "subscriber, address and location tables",
     (
         # Kamailio's own layout: a database that already has it keeps it.
         """CREATE TABLE IF NOT EXISTS version (
@@ -82,13 +84,15 @@ _V1 = Migration(
 )
 
 _V2 = Migration(
-    2, "subscriber change counter (lets workers' auth caches ignore location writes)",
+    2,
+    "subscriber change counter (lets workers' auth caches ignore location writes)",
     (
         """CREATE TABLE kampx_changes (
             name VARCHAR(32) PRIMARY KEY NOT NULL,
             counter INTEGER DEFAULT 0 NOT NULL)""",
         "INSERT INTO kampx_changes (name, counter) VALUES ('subscriber', 0)",
-    ) + tuple(
+    )
+    + tuple(
         f"""CREATE TRIGGER subscriber_changed_{op.lower()} AFTER {op} ON subscriber
             BEGIN UPDATE kampx_changes SET counter = counter + 1 WHERE name = 'subscriber'; END"""
         for op in ("INSERT", "UPDATE", "DELETE")
@@ -97,7 +101,8 @@ _V2 = Migration(
 )
 
 _V3 = Migration(
-    3, "dialog table (the dialogs kampx established, for its in-dialog check after a restart)",
+    3,
+    "dialog table (the dialogs kampx established, for its in-dialog check after a restart)",
     (
         # Kamailio's dialog table keeps these columns under these names (and many more,
         # which kampx does not track yet); timeout is epoch seconds, as Kamailio's.
@@ -127,16 +132,19 @@ def check_sequence(migrations: Sequence[Migration]) -> None:
 def schema_version(conn: sqlite3.Connection) -> int:
     """The last migration applied; 0 for a database kampx has never set up."""
     has_table = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'version'").fetchone()
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'version'"
+    ).fetchone()
     if not has_table:
         return 0
-    row = conn.execute("SELECT table_version FROM version WHERE table_name = ?",
-                       (SCHEMA_ROW,)).fetchone()
+    row = conn.execute(
+        "SELECT table_version FROM version WHERE table_name = ?", (SCHEMA_ROW,)
+    ).fetchone()
     return int(row[0]) if row else 0
 
 
-def upgrade(conn: sqlite3.Connection, where: str,
-            migrations: Sequence[Migration] = MIGRATIONS) -> int:
+def upgrade(
+    conn: sqlite3.Connection, where: str, migrations: Sequence[Migration] = MIGRATIONS
+) -> int:
     """Bring the database to the last migration; returns the schema version it ends at.
 
     `conn` must be in autocommit mode (isolation_level=None): the transaction is ours."""
@@ -151,7 +159,8 @@ def upgrade(conn: sqlite3.Connection, where: str,
         if current > latest:
             raise StorageError(
                 f"database {where} has schema version {current}; this kampx knows up to "
-                f"{latest} (upgrade kampx)")
+                f"{latest} (upgrade kampx)"
+            )
         for m in migrations[current:]:
             try:
                 for stmt in m.statements:
@@ -164,7 +173,8 @@ def upgrade(conn: sqlite3.Connection, where: str,
                 conn.execute(
                     "INSERT INTO version (table_name, table_version) VALUES (?, ?) "
                     "ON CONFLICT (table_name) DO UPDATE SET table_version = excluded.table_version",
-                    (table, version))
+                    (table, version),
+                )
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:  # some SQLite errors have rolled back already
@@ -184,10 +194,11 @@ def upgrade(conn: sqlite3.Connection, where: str,
 #   that deletions travel like updates (purged after a day; a node away that long resyncs).
 # - statement triggers NOTIFY kampx_location / kampx_subscriber / kampx_address after every
 #   change (delivered at commit) and count subscriber and address changes in kampx_changes.
-PG_LOCATION_LOCK = 0x6B78_6C6F_6331      # advisory lock key ("kxloc1")
+PG_LOCATION_LOCK = 0x6B78_6C6F_6331  # advisory lock key ("kxloc1")
 
 _PG_V1 = Migration(
-    1, "subscriber, address, location (with its change sequence), dialog",
+    1,
+    "subscriber, address, location (with its change sequence), dialog",
     (
         """CREATE TABLE IF NOT EXISTS version (
             id SERIAL PRIMARY KEY NOT NULL,
@@ -264,11 +275,13 @@ _PG_V1 = Migration(
                 PERFORM pg_notify('kampx_' || TG_ARGV[0], '');
                 RETURN NULL;
             END $$""",
-    ) + tuple(
+    )
+    + tuple(
         f"""CREATE TRIGGER {table}_changed AFTER INSERT OR UPDATE OR DELETE ON {table}
             FOR EACH STATEMENT EXECUTE FUNCTION kampx_changed('{table}')"""
         for table in ("subscriber", "address", "location")
-    ) + (
+    )
+    + (
         """CREATE TABLE dialog (
             id BIGSERIAL PRIMARY KEY NOT NULL,
             callid VARCHAR(255) NOT NULL,
@@ -279,8 +292,15 @@ _PG_V1 = Migration(
             CONSTRAINT dialog_callid_ftag_idx UNIQUE (callid, from_tag))""",
         "CREATE INDEX dialog_timeout_idx ON dialog (timeout)",
     ),
-    {"version": 1, "subscriber": 1, "address": 1, "location": 1, "location_tombstone": 1,
-     "kampx_changes": 1, "dialog": 1},
+    {
+        "version": 1,
+        "subscriber": 1,
+        "address": 1,
+        "location": 1,
+        "location_tombstone": 1,
+        "kampx_changes": 1,
+        "dialog": 1,
+    },
 )
 
 PG_MIGRATIONS: tuple[Migration, ...] = (_PG_V1,)

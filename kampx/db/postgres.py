@@ -18,6 +18,7 @@ Selected by `[db] url = "postgresql://user:pass@host:port/db"` (docs/scale-out.m
 - Timeouts everywhere: connect_timeout, statement_timeout and TCP keepalive/user timeout, so
   a server that vanishes without a reset is noticed in seconds, not at the kernel's leisure.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,9 +33,23 @@ from typing import Any
 import psycopg
 from psycopg import errors as pgerr
 
-from kampx.db.base import (LOCATION_FIELDS, Addresses, AddressRow, Dialogs, LocationFeed,
-                           Locations, Storage, StorageError, Subscriber, Subscribers,
-                           binding_values, distinct_accounts, join_aor, split_aor, user_text)
+from kampx.db.base import (
+    LOCATION_FIELDS,
+    Addresses,
+    AddressRow,
+    Dialogs,
+    LocationFeed,
+    Locations,
+    Storage,
+    StorageError,
+    Subscriber,
+    Subscribers,
+    binding_values,
+    distinct_accounts,
+    join_aor,
+    split_aor,
+    user_text,
+)
 from kampx.db.migrations import PG_MIGRATIONS, Migration, check_sequence, version_rows
 
 log = logging.getLogger("kampx.db")
@@ -43,7 +58,7 @@ RECONNECT_MIN_S = 0.5
 RECONNECT_MAX_S = 10.0
 STATEMENT_TIMEOUT_MS = 30000
 TCP_USER_TIMEOUT_MS = 8000
-SCHEMA_LOCK = 0x6B78_7363_6865        # advisory lock key while migrating ("kxsche")
+SCHEMA_LOCK = 0x6B78_7363_6865  # advisory lock key while migrating ("kxsche")
 CHANNELS = ("kampx_location", "kampx_subscriber", "kampx_address")
 
 
@@ -51,8 +66,9 @@ class _Pg:
     """One process's connection: opened on first use, dropped on failure, reopened after a
     back-off. `generation` counts successful connects (a listener re-LISTENs on change)."""
 
-    def __init__(self, url: str, where: str, connect_timeout: int,
-                 migrations: tuple[Migration, ...]):
+    def __init__(
+        self, url: str, where: str, connect_timeout: int, migrations: tuple[Migration, ...]
+    ):
         self.url = url
         self.where = where
         self.connect_timeout = connect_timeout
@@ -67,20 +83,30 @@ class _Pg:
 
     def connect(self) -> psycopg.Connection:
         if os.getpid() != self.pid:
-            raise StorageError(f"database {self.where} was opened by process {self.pid}; "
-                               "open it again after fork")
+            raise StorageError(
+                f"database {self.where} was opened by process {self.pid}; open it again after fork"
+            )
         if self.conn is not None and not self.conn.closed:
             return self.conn
         if time.monotonic() < self._next_try:
             # worded the same every time: callers log a failure once per distinct message
-            raise StorageError(f"database {self.where} is unreachable: {self._last_error} "
-                               "(reconnecting with back-off)")
+            raise StorageError(
+                f"database {self.where} is unreachable: {self._last_error} "
+                "(reconnecting with back-off)"
+            )
         try:
             conn = psycopg.connect(
-                self.url, autocommit=True, connect_timeout=self.connect_timeout,
-                application_name="kampx", keepalives=1, keepalives_idle=5,
-                keepalives_interval=2, keepalives_count=3, tcp_user_timeout=TCP_USER_TIMEOUT_MS,
-                options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}")
+                self.url,
+                autocommit=True,
+                connect_timeout=self.connect_timeout,
+                application_name="kampx",
+                keepalives=1,
+                keepalives_idle=5,
+                keepalives_interval=2,
+                keepalives_count=3,
+                tcp_user_timeout=TCP_USER_TIMEOUT_MS,
+                options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+            )
         except psycopg.Error as e:
             raise self._unreachable(e) from None
         try:
@@ -104,8 +130,9 @@ class _Pg:
     def error(self, e: psycopg.Error) -> StorageError:
         """A failed statement: the connection is dropped when it is broken (the next call
         reconnects, after the back-off)."""
-        if self.conn is not None and (self.conn.closed or self.conn.broken
-                                      or isinstance(e, psycopg.OperationalError)):
+        if self.conn is not None and (
+            self.conn.closed or self.conn.broken or isinstance(e, psycopg.OperationalError)
+        ):
             self.drop()
             return self._unreachable(e)
         return StorageError(f"database {self.where}: {_first_line(e)}")
@@ -153,21 +180,28 @@ def _upgrade(conn: psycopg.Connection, where: str, migrations) -> int:
         return current
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-        current = _schema_version(conn)       # another node may have upgraded meanwhile
+        current = _schema_version(conn)  # another node may have upgraded meanwhile
         if current > latest:
-            raise StorageError(f"database {where} has schema version {current}; this kampx "
-                               f"knows up to {latest} (upgrade kampx)")
+            raise StorageError(
+                f"database {where} has schema version {current}; this kampx "
+                f"knows up to {latest} (upgrade kampx)"
+            )
         for m in migrations[current:]:
             try:
                 for stmt in m.statements:
                     conn.execute(stmt)
             except psycopg.Error as e:
-                raise StorageError(f"database {where}: migration {m.version} ({m.description}) "
-                                   f"failed: {_first_line(e)}") from None
+                raise StorageError(
+                    f"database {where}: migration {m.version} ({m.description}) "
+                    f"failed: {_first_line(e)}"
+                ) from None
             for table, version in version_rows(m):
-                conn.execute("INSERT INTO version (table_name, table_version) VALUES (%s, %s) "
-                             "ON CONFLICT (table_name) DO UPDATE SET "
-                             "table_version = excluded.table_version", (table, version))
+                conn.execute(
+                    "INSERT INTO version (table_name, table_version) VALUES (%s, %s) "
+                    "ON CONFLICT (table_name) DO UPDATE SET "
+                    "table_version = excluded.table_version",
+                    (table, version),
+                )
     return latest
 
 
@@ -179,6 +213,7 @@ def _schema_version(conn: psycopg.Connection) -> int:
 
 
 # -- subscribers ---------------------------------------------------------------------------------
+
 
 class _Duplicate(Exception):
     """A unique key was taken; raised inside a write() block to roll it back."""
@@ -199,10 +234,13 @@ class PgSubscribers(Subscribers):
             with self._db.write() as conn:
                 try:
                     with conn.cursor() as cur:
-                        cur.executemany(f"INSERT INTO subscriber ({self._COLUMNS}) "
-                                        "VALUES (%s, %s, %s, %s, %s, %s)", rows)
+                        cur.executemany(
+                            f"INSERT INTO subscriber ({self._COLUMNS}) "
+                            "VALUES (%s, %s, %s, %s, %s, %s)",
+                            rows,
+                        )
                 except pgerr.UniqueViolation:
-                    raise _Duplicate from None      # rolls the whole batch back
+                    raise _Duplicate from None  # rolls the whole batch back
         except _Duplicate:
             raise StorageError(f"user {self._first_existing(rows)} already exists") from None
         return len(rows)
@@ -210,8 +248,9 @@ class PgSubscribers(Subscribers):
     def _first_existing(self, rows) -> str:
         with self._db.read() as conn:
             for s in rows:
-                if conn.execute("SELECT 1 FROM subscriber WHERE username = %s AND domain = %s",
-                                (s[0], s[1])).fetchone():
+                if conn.execute(
+                    "SELECT 1 FROM subscriber WHERE username = %s AND domain = %s", (s[0], s[1])
+                ).fetchone():
                     return user_text(s[0], s[1])
         return "(unknown)"  # pragma: no cover - removed again between the two statements
 
@@ -220,43 +259,53 @@ class PgSubscribers(Subscribers):
             cur = conn.execute(
                 "UPDATE subscriber SET ha1 = %s, ha1b = %s, ha1_sha256 = %s, ha1b_sha256 = %s "
                 "WHERE username = %s AND domain = %s",
-                (sub.ha1, sub.ha1b, sub.ha1_sha256, sub.ha1b_sha256, sub.username, sub.domain))
+                (sub.ha1, sub.ha1b, sub.ha1_sha256, sub.ha1b_sha256, sub.username, sub.domain),
+            )
             if cur.rowcount == 0:
                 raise StorageError(f"no such user {user_text(sub.username, sub.domain)}")
 
     def remove(self, username: str, domain: str) -> None:
         with self._db.write() as conn:
-            cur = conn.execute("DELETE FROM subscriber WHERE username = %s AND domain = %s",
-                               (username, domain))
+            cur = conn.execute(
+                "DELETE FROM subscriber WHERE username = %s AND domain = %s", (username, domain)
+            )
             if cur.rowcount == 0:
                 raise StorageError(f"no such user {user_text(username, domain)}")
 
     def get(self, username: str, domain: str | None = None) -> Subscriber | None:
         with self._db.read() as conn:
             if domain is None:
-                row = conn.execute(f"SELECT {self._COLUMNS} FROM subscriber WHERE username = %s "
-                                   "ORDER BY id LIMIT 1", (username,)).fetchone()
+                row = conn.execute(
+                    f"SELECT {self._COLUMNS} FROM subscriber WHERE username = %s "
+                    "ORDER BY id LIMIT 1",
+                    (username,),
+                ).fetchone()
             else:
-                row = conn.execute(f"SELECT {self._COLUMNS} FROM subscriber "
-                                   "WHERE username = %s AND domain = %s",
-                                   (username, domain)).fetchone()
+                row = conn.execute(
+                    f"SELECT {self._COLUMNS} FROM subscriber WHERE username = %s AND domain = %s",
+                    (username, domain),
+                ).fetchone()
         return Subscriber(*row) if row else None
 
     def count(self, domain: str | None = None) -> int:
         with self._db.read() as conn:
             if domain is None:
                 return conn.execute("SELECT COUNT(*) FROM subscriber").fetchone()[0]
-            return conn.execute("SELECT COUNT(*) FROM subscriber WHERE domain = %s",
-                                (domain,)).fetchone()[0]
+            return conn.execute(
+                "SELECT COUNT(*) FROM subscriber WHERE domain = %s", (domain,)
+            ).fetchone()[0]
 
     def list(self, domain: str | None = None) -> Iterator[Subscriber]:
         with self._db.read() as conn:
             if domain is None:
-                rows = conn.execute(f"SELECT {self._COLUMNS} FROM subscriber "
-                                    "ORDER BY domain, username").fetchall()
+                rows = conn.execute(
+                    f"SELECT {self._COLUMNS} FROM subscriber ORDER BY domain, username"
+                ).fetchall()
             else:
-                rows = conn.execute(f"SELECT {self._COLUMNS} FROM subscriber WHERE domain = %s "
-                                    "ORDER BY username", (domain,)).fetchall()
+                rows = conn.execute(
+                    f"SELECT {self._COLUMNS} FROM subscriber WHERE domain = %s ORDER BY username",
+                    (domain,),
+                ).fetchall()
         return (Subscriber(*r) for r in rows)
 
 
@@ -273,7 +322,7 @@ class NodeSubscribers(Subscribers):
 
     def __init__(self, pg: PgSubscribers, local):
         self._pg = pg
-        self._local = local             # () -> SqliteStorage or None
+        self._local = local  # () -> SqliteStorage or None
 
     def _mirror(self, puts=(), deletes=()) -> None:
         local = self._local()
@@ -312,28 +361,33 @@ class NodeSubscribers(Subscribers):
 
 # -- addresses -----------------------------------------------------------------------------------
 
+
 class PgAddresses(Addresses):
     def __init__(self, db: _Pg):
         self._db = db
 
     def add(self, grp: int, ip_addr: str, mask: int = 32, port: int = 0, tag: str = "") -> int:
         with self._db.write() as conn:
-            return conn.execute("INSERT INTO address (grp, ip_addr, mask, port, tag) "
-                                "VALUES (%s, %s, %s, %s, %s) RETURNING id",
-                                (grp, ip_addr, mask, port, tag or None)).fetchone()[0]
+            return conn.execute(
+                "INSERT INTO address (grp, ip_addr, mask, port, tag) "
+                "VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                (grp, ip_addr, mask, port, tag or None),
+            ).fetchone()[0]
 
     def remove(self, grp: int, ip_addr: str) -> int:
         with self._db.write() as conn:
-            cur = conn.execute("DELETE FROM address WHERE grp = %s AND ip_addr = %s",
-                               (grp, ip_addr))
+            cur = conn.execute(
+                "DELETE FROM address WHERE grp = %s AND ip_addr = %s", (grp, ip_addr)
+            )
             if cur.rowcount == 0:
                 raise StorageError(f"no address {ip_addr} in group {grp}")
             return cur.rowcount
 
     def list(self) -> list[AddressRow]:
         with self._db.read() as conn:
-            rows = conn.execute("SELECT grp, ip_addr, mask, port, tag, id FROM address "
-                                "ORDER BY id").fetchall()
+            rows = conn.execute(
+                "SELECT grp, ip_addr, mask, port, tag, id FROM address ORDER BY id"
+            ).fetchall()
         return [AddressRow(g, ip, m, p, t or "", i) for g, ip, m, p, t, i in rows]
 
 
@@ -342,12 +396,14 @@ class PgAddresses(Addresses):
 _LOC_COLUMNS = ("ruid", "username", "domain") + LOCATION_FIELDS[2:]
 _LOC_SELECT = ", ".join(_LOC_COLUMNS)
 # a deleted row becomes a tombstone in the same statement (the seq trigger numbers both)
-_TO_TOMBSTONE = ("WITH gone AS (DELETE FROM location WHERE {where} "
-                 "RETURNING ruid, username, domain) "
-                 "INSERT INTO location_tombstone (ruid, username, domain, removed_at) "
-                 "SELECT ruid, username, domain, extract(epoch FROM now()) FROM gone "
-                 "ON CONFLICT (ruid) DO UPDATE SET username = excluded.username, "
-                 "domain = excluded.domain, removed_at = excluded.removed_at")
+_TO_TOMBSTONE = (
+    "WITH gone AS (DELETE FROM location WHERE {where} "
+    "RETURNING ruid, username, domain) "
+    "INSERT INTO location_tombstone (ruid, username, domain, removed_at) "
+    "SELECT ruid, username, domain, extract(epoch FROM now()) FROM gone "
+    "ON CONFLICT (ruid) DO UPDATE SET username = excluded.username, "
+    "domain = excluded.domain, removed_at = excluded.removed_at"
+)
 
 
 def _row_dict(row) -> dict:
@@ -356,9 +412,11 @@ def _row_dict(row) -> dict:
 
 
 class PgLocations(Locations, LocationFeed):
-    _UPSERT = (f"INSERT INTO location ({_LOC_SELECT}) "
-               f"VALUES ({', '.join(['%s'] * len(_LOC_COLUMNS))}) ON CONFLICT (ruid) DO UPDATE SET "
-               + ", ".join(f"{c} = excluded.{c}" for c in _LOC_COLUMNS[1:]))
+    _UPSERT = (
+        f"INSERT INTO location ({_LOC_SELECT}) "
+        f"VALUES ({', '.join(['%s'] * len(_LOC_COLUMNS))}) ON CONFLICT (ruid) DO UPDATE SET "
+        + ", ".join(f"{c} = excluded.{c}" for c in _LOC_COLUMNS[1:])
+    )
 
     def __init__(self, db: _Pg):
         self._db = db
@@ -386,22 +444,27 @@ class PgLocations(Locations, LocationFeed):
         pairs = list(seen)
         if not pairs:
             return 0
-        where = ("(ruid, last_modified) IN (SELECT * FROM unnest(%s::text[], "
-                 "%s::double precision[]))")
+        where = (
+            "(ruid, last_modified) IN (SELECT * FROM unnest(%s::text[], %s::double precision[]))"
+        )
         with self._db.write() as conn:
-            return conn.execute(_TO_TOMBSTONE.format(where=where),
-                                ([r for r, _ in pairs], [lm for _, lm in pairs])).rowcount
+            return conn.execute(
+                _TO_TOMBSTONE.format(where=where), ([r for r, _ in pairs], [lm for _, lm in pairs])
+            ).rowcount
 
     def load_all(self, now: float) -> Iterator[dict]:
         with self._db.read() as conn:
-            rows = conn.execute(f"SELECT {_LOC_SELECT} FROM location "
-                                "WHERE expires = 0 OR expires > %s ORDER BY id", (now,)).fetchall()
+            rows = conn.execute(
+                f"SELECT {_LOC_SELECT} FROM location WHERE expires = 0 OR expires > %s ORDER BY id",
+                (now,),
+            ).fetchall()
         return (_row_dict(r) for r in rows)
 
     def delete_expired(self, now: float) -> int:
         with self._db.write() as conn:
-            return conn.execute(_TO_TOMBSTONE.format(where="expires != 0 AND expires <= %s"),
-                                (now,)).rowcount
+            return conn.execute(
+                _TO_TOMBSTONE.format(where="expires != 0 AND expires <= %s"), (now,)
+            ).rowcount
 
     def count(self) -> int:
         with self._db.read() as conn:
@@ -416,30 +479,35 @@ class PgLocations(Locations, LocationFeed):
                 f"SELECT seq, {_LOC_SELECT} FROM location WHERE seq > %s "
                 f"UNION ALL SELECT seq, ruid, username, domain, {nulls} "
                 "FROM location_tombstone WHERE seq > %s ORDER BY 1 LIMIT %s",
-                (seq, seq, limit)).fetchall()
+                (seq, seq, limit),
+            ).fetchall()
         out = []
         for r in rows:
-            gone = r[4] is None         # contact is NOT NULL in location
+            gone = r[4] is None  # contact is NOT NULL in location
             out.append((r[0], r[1], join_aor(r[2], r[3]), None if gone else _row_dict(r[1:])))
         return out
 
     @contextmanager
     def snapshot(self):
         with self._db.write(repeatable=True) as conn:
-            top = conn.execute("SELECT GREATEST((SELECT max(seq) FROM location), "
-                               "(SELECT max(seq) FROM location_tombstone), 0)").fetchone()[0]
+            top = conn.execute(
+                "SELECT GREATEST((SELECT max(seq) FROM location), "
+                "(SELECT max(seq) FROM location_tombstone), 0)"
+            ).fetchone()[0]
             with conn.cursor(name="kampx_snapshot") as cur:
-                cur.itersize = 2000     # streamed: a million bindings never sit in one list
+                cur.itersize = 2000  # streamed: a million bindings never sit in one list
                 cur.execute(f"SELECT {_LOC_SELECT} FROM location")
                 yield int(top), (_row_dict(r) for r in cur)
 
     def purge_tombstones(self, before: float) -> int:
         with self._db.write() as conn:
-            return conn.execute("DELETE FROM location_tombstone WHERE removed_at < %s",
-                                (before,)).rowcount
+            return conn.execute(
+                "DELETE FROM location_tombstone WHERE removed_at < %s", (before,)
+            ).rowcount
 
 
 # -- dialogs (used when the node has no SQLite file of its own, e.g. kampxctl elsewhere) ---------
+
 
 class PgDialogs(Dialogs):
     def __init__(self, db: _Pg):
@@ -456,15 +524,21 @@ class PgDialogs(Dialogs):
                         "INSERT INTO dialog (callid, from_tag, state, start_time, timeout) "
                         "VALUES (%s, %s, %s, extract(epoch FROM now())::bigint, %s) "
                         "ON CONFLICT (callid, from_tag) DO UPDATE SET state = excluded.state, "
-                        "timeout = excluded.timeout", puts)
+                        "timeout = excluded.timeout",
+                        puts,
+                    )
                 if deletes:
-                    cur.executemany("DELETE FROM dialog WHERE callid = %s AND from_tag = %s",
-                                    deletes)
+                    cur.executemany(
+                        "DELETE FROM dialog WHERE callid = %s AND from_tag = %s", deletes
+                    )
 
     def load_live(self, now: float):
         with self._db.read() as conn:
-            return iter(conn.execute("SELECT callid, from_tag, timeout FROM dialog "
-                                     "WHERE timeout > %s", (now,)).fetchall())
+            return iter(
+                conn.execute(
+                    "SELECT callid, from_tag, timeout FROM dialog WHERE timeout > %s", (now,)
+                ).fetchall()
+            )
 
     def delete_expired(self, now: float) -> int:
         with self._db.write() as conn:
@@ -473,13 +547,21 @@ class PgDialogs(Dialogs):
 
 # -- the storage ---------------------------------------------------------------------------------
 
+
 class PostgresStorage(Storage):
     """The shared database, plus (on a node) the node's own SQLite file at `local_path`:
     the subscriber replica and the node's dialogs (a dialog's in-dialog requests come back
     through the nodes that Record-Routed it, so its record belongs to them)."""
 
-    def __init__(self, url: str, where: str, *, local_path: str | None = None,
-                 connect_timeout: int = 3, migrations=PG_MIGRATIONS):
+    def __init__(
+        self,
+        url: str,
+        where: str,
+        *,
+        local_path: str | None = None,
+        connect_timeout: int = 3,
+        migrations=PG_MIGRATIONS,
+    ):
         self.db = _Pg(url, where, connect_timeout, tuple(migrations))
         self._local_path = local_path
         self._local = None
@@ -494,6 +576,7 @@ class PostgresStorage(Storage):
         node (no such file: kampxctl on an administration host)."""
         if self._local is None and self._local_path and os.path.exists(self._local_path):
             from kampx.db.sqlite import SqliteStorage
+
             self._local = SqliteStorage(self._local_path)
         return self._local
 
@@ -501,6 +584,7 @@ class PostgresStorage(Storage):
         """The node's SQLite file, created if need be (the supervisor, at start)."""
         if self._local is None and self._local_path:
             from kampx.db.sqlite import SqliteStorage
+
             self._local = SqliteStorage(self._local_path)
         return self._local
 
@@ -530,6 +614,7 @@ class PostgresStorage(Storage):
             def heard(n, own=own):
                 if n.pid != own:
                     self._heard.add(n.channel)
+
             conn.add_notify_handler(heard)
             for channel in CHANNELS:
                 conn.execute(f"LISTEN {channel}")
@@ -557,7 +642,7 @@ class PostgresStorage(Storage):
         try:
             if select.select([conn.fileno()], [], [], max(0.0, timeout))[0]:
                 pgconn = conn.pgconn
-                pgconn.consume_input()          # raises OperationalError on a lost server
+                pgconn.consume_input()  # raises OperationalError on a lost server
                 own = conn.info.backend_pid
                 while (n := pgconn.notifies()) is not None:
                     if n.be_pid != own:

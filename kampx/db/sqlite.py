@@ -8,6 +8,7 @@ The file is created 0600 and the directories created for it 0750 (FILE_MODE, DIR
 that HA1 digests are not readable by every local user as they were with SQLite's 0644;
 existing files and directories are left as they are.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,9 +19,22 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from kampx.db.base import (LOCATION_FIELDS, Addresses, AddressRow, Dialogs, Locations, Storage,
-                           StorageError, Subscriber, Subscribers, binding_values,
-                           distinct_accounts, join_aor, split_aor, user_text)
+from kampx.db.base import (
+    LOCATION_FIELDS,
+    Addresses,
+    AddressRow,
+    Dialogs,
+    Locations,
+    Storage,
+    StorageError,
+    Subscriber,
+    Subscribers,
+    binding_values,
+    distinct_accounts,
+    join_aor,
+    split_aor,
+    user_text,
+)
 from kampx.db.migrations import MIGRATIONS, Migration, upgrade
 
 BUSY_TIMEOUT_MS = 5000
@@ -59,7 +73,7 @@ def _make_dirs(path: str) -> None:
     try:
         os.mkdir(path, DIR_MODE)
     except FileExistsError:
-        pass        # another process made it meanwhile
+        pass  # another process made it meanwhile
 
 
 class _Db:
@@ -73,15 +87,18 @@ class _Db:
 
     def check_owner(self) -> sqlite3.Connection:
         if os.getpid() != self.pid:
-            raise StorageError(f"database {self.path} was opened by process {self.pid}; "
-                               "open it again after fork")
+            raise StorageError(
+                f"database {self.path} was opened by process {self.pid}; open it again after fork"
+            )
         return self.conn
 
     def error(self, e: sqlite3.Error) -> StorageError:
         text = str(e)
         if "locked" in text or "busy" in text:
-            return StorageError(f"database {self.path} is busy: another process holds it "
-                                f"locked (waited {BUSY_TIMEOUT_MS // 1000} s)")
+            return StorageError(
+                f"database {self.path} is busy: another process holds it "
+                f"locked (waited {BUSY_TIMEOUT_MS // 1000} s)"
+            )
         if "readonly" in text:
             return StorageError(f"database {self.path} is read-only for this user")
         return StorageError(f"database {self.path}: {text}")
@@ -134,8 +151,9 @@ class SqliteSubscribers(Subscribers):
         try:
             with self._db.write() as conn:
                 try:
-                    conn.executemany(f"INSERT INTO subscriber ({self._COLUMNS}) "
-                                     "VALUES (?, ?, ?, ?, ?, ?)", subs)
+                    conn.executemany(
+                        f"INSERT INTO subscriber ({self._COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", subs
+                    )
                 except sqlite3.IntegrityError:
                     raise _Duplicate from None  # rolls the whole batch back
         except _Duplicate:
@@ -147,8 +165,9 @@ class SqliteSubscribers(Subscribers):
         """The error path of add_many: name the first user that was already there."""
         with self._db.read() as conn:
             for s in subs:
-                if conn.execute("SELECT 1 FROM subscriber WHERE username = ? AND domain = ?",
-                                (s[0], s[1])).fetchone():
+                if conn.execute(
+                    "SELECT 1 FROM subscriber WHERE username = ? AND domain = ?", (s[0], s[1])
+                ).fetchone():
                     return _user(s[0], s[1])
         return "(unknown)"  # pragma: no cover - removed again between the two statements
 
@@ -157,45 +176,54 @@ class SqliteSubscribers(Subscribers):
             cur = conn.execute(
                 "UPDATE subscriber SET ha1 = ?, ha1b = ?, ha1_sha256 = ?, ha1b_sha256 = ? "
                 "WHERE username = ? AND domain = ?",
-                (sub.ha1, sub.ha1b, sub.ha1_sha256, sub.ha1b_sha256, sub.username, sub.domain))
+                (sub.ha1, sub.ha1b, sub.ha1_sha256, sub.ha1b_sha256, sub.username, sub.domain),
+            )
             if cur.rowcount == 0:
                 raise StorageError(f"no such user {_user(sub.username, sub.domain)}")
 
     def remove(self, username: str, domain: str) -> None:
         with self._db.write() as conn:
-            cur = conn.execute("DELETE FROM subscriber WHERE username = ? AND domain = ?",
-                               (username, domain))
+            cur = conn.execute(
+                "DELETE FROM subscriber WHERE username = ? AND domain = ?", (username, domain)
+            )
             if cur.rowcount == 0:
                 raise StorageError(f"no such user {_user(username, domain)}")
 
     def get(self, username: str, domain: str | None = None) -> Subscriber | None:
         with self._db.read() as conn:
             if domain is None:
-                row = conn.execute(f"SELECT {self._COLUMNS} FROM subscriber WHERE username = ? "
-                                   "ORDER BY id LIMIT 1", (username,)).fetchone()
+                row = conn.execute(
+                    f"SELECT {self._COLUMNS} FROM subscriber WHERE username = ? "
+                    "ORDER BY id LIMIT 1",
+                    (username,),
+                ).fetchone()
             else:
-                row = conn.execute(f"SELECT {self._COLUMNS} FROM subscriber "
-                                   "WHERE username = ? AND domain = ?",
-                                   (username, domain)).fetchone()
+                row = conn.execute(
+                    f"SELECT {self._COLUMNS} FROM subscriber WHERE username = ? AND domain = ?",
+                    (username, domain),
+                ).fetchone()
         return Subscriber(*row) if row else None
 
     def count(self, domain: str | None = None) -> int:
         with self._db.read() as conn:
             if domain is None:
                 return conn.execute("SELECT COUNT(*) FROM subscriber").fetchone()[0]
-            return conn.execute("SELECT COUNT(*) FROM subscriber WHERE domain = ?",
-                                (domain,)).fetchone()[0]
+            return conn.execute(
+                "SELECT COUNT(*) FROM subscriber WHERE domain = ?", (domain,)
+            ).fetchone()[0]
 
     def list(self, domain: str | None = None) -> Iterator[Subscriber]:
         with self._db.read() as conn:
             if domain is None:
-                rows = conn.execute(f"SELECT {self._COLUMNS} FROM subscriber "
-                                    "ORDER BY domain, username").fetchall()
+                rows = conn.execute(
+                    f"SELECT {self._COLUMNS} FROM subscriber ORDER BY domain, username"
+                ).fetchall()
             else:
-                rows = conn.execute(f"SELECT {self._COLUMNS} FROM subscriber WHERE domain = ? "
-                                    "ORDER BY username", (domain,)).fetchall()
+                rows = conn.execute(
+                    f"SELECT {self._COLUMNS} FROM subscriber WHERE domain = ? ORDER BY username",
+                    (domain,),
+                ).fetchall()
         return (Subscriber(*r) for r in rows)
-
 
     def mirror(self, puts: Iterable[Subscriber], deletes: Iterable[tuple[str, str]]) -> None:
         """A replica's upkeep (a node of a PostgreSQL cluster keeps one, kampx/cluster.py):
@@ -204,10 +232,13 @@ class SqliteSubscribers(Subscribers):
         if not puts and not deletes:
             return
         with self._db.write() as conn:
-            conn.executemany(f"INSERT INTO subscriber ({self._COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
-                             "ON CONFLICT (username, domain) DO UPDATE SET ha1 = excluded.ha1, "
-                             "ha1b = excluded.ha1b, ha1_sha256 = excluded.ha1_sha256, "
-                             "ha1b_sha256 = excluded.ha1b_sha256", puts)
+            conn.executemany(
+                f"INSERT INTO subscriber ({self._COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (username, domain) DO UPDATE SET ha1 = excluded.ha1, "
+                "ha1b = excluded.ha1b, ha1_sha256 = excluded.ha1_sha256, "
+                "ha1b_sha256 = excluded.ha1b_sha256",
+                puts,
+            )
             conn.executemany("DELETE FROM subscriber WHERE username = ? AND domain = ?", deletes)
 
 
@@ -217,31 +248,35 @@ class SqliteAddresses(Addresses):
 
     def add(self, grp: int, ip_addr: str, mask: int = 32, port: int = 0, tag: str = "") -> int:
         with self._db.write() as conn:
-            cur = conn.execute("INSERT INTO address (grp, ip_addr, mask, port, tag) "
-                               "VALUES (?, ?, ?, ?, ?)", (grp, ip_addr, mask, port, tag or None))
+            cur = conn.execute(
+                "INSERT INTO address (grp, ip_addr, mask, port, tag) VALUES (?, ?, ?, ?, ?)",
+                (grp, ip_addr, mask, port, tag or None),
+            )
             return cur.lastrowid
 
     def remove(self, grp: int, ip_addr: str) -> int:
         with self._db.write() as conn:
-            cur = conn.execute("DELETE FROM address WHERE grp = ? AND ip_addr = ?",
-                               (grp, ip_addr))
+            cur = conn.execute("DELETE FROM address WHERE grp = ? AND ip_addr = ?", (grp, ip_addr))
             if cur.rowcount == 0:
                 raise StorageError(f"no address {ip_addr} in group {grp}")
             return cur.rowcount
 
     def list(self) -> list[AddressRow]:
         with self._db.read() as conn:
-            rows = conn.execute("SELECT grp, ip_addr, mask, port, tag, id FROM address "
-                                "ORDER BY id").fetchall()
+            rows = conn.execute(
+                "SELECT grp, ip_addr, mask, port, tag, id FROM address ORDER BY id"
+            ).fetchall()
         return [AddressRow(g, ip, m, p, t or "", i) for g, ip, m, p, t, i in rows]
 
 
 class SqliteLocations(Locations):
     # LOCATION_FIELDS with aor stored as username + domain
     _COLUMNS = ("ruid", "username", "domain") + LOCATION_FIELDS[2:]
-    _UPSERT = (f"INSERT INTO location ({', '.join(_COLUMNS)}) "
-               f"VALUES ({', '.join('?' * len(_COLUMNS))}) ON CONFLICT (ruid) DO UPDATE SET "
-               + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[1:]))
+    _UPSERT = (
+        f"INSERT INTO location ({', '.join(_COLUMNS)}) "
+        f"VALUES ({', '.join('?' * len(_COLUMNS))}) ON CONFLICT (ruid) DO UPDATE SET "
+        + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[1:])
+    )
 
     def __init__(self, db: _Db):
         self._db = db
@@ -268,8 +303,11 @@ class SqliteLocations(Locations):
     def load_all(self, now: float) -> Iterator[dict]:
         conn = self._db.check_owner()
         try:
-            cur = conn.execute(f"SELECT {', '.join(self._COLUMNS)} FROM location "
-                               "WHERE expires = 0 OR expires > ? ORDER BY id", (now,))
+            cur = conn.execute(
+                f"SELECT {', '.join(self._COLUMNS)} FROM location "
+                "WHERE expires = 0 OR expires > ? ORDER BY id",
+                (now,),
+            )
             while True:  # streamed: a million bindings never sit in one list
                 batch = cur.fetchmany(2000)
                 if not batch:
@@ -281,8 +319,9 @@ class SqliteLocations(Locations):
 
     def delete_expired(self, now: float) -> int:
         with self._db.write() as conn:
-            return conn.execute("DELETE FROM location WHERE expires != 0 AND expires <= ?",
-                                (now,)).rowcount
+            return conn.execute(
+                "DELETE FROM location WHERE expires != 0 AND expires <= ?", (now,)
+            ).rowcount
 
     def count(self) -> int:
         with self._db.read() as conn:
@@ -290,10 +329,12 @@ class SqliteLocations(Locations):
 
 
 class SqliteDialogs(Dialogs):
-    _UPSERT = ("INSERT INTO dialog (callid, from_tag, state, start_time, timeout) "
-               "VALUES (?, ?, ?, CAST(strftime('%s', 'now') AS INTEGER), ?) "
-               "ON CONFLICT (callid, from_tag) DO UPDATE SET state = excluded.state, "
-               "timeout = excluded.timeout")
+    _UPSERT = (
+        "INSERT INTO dialog (callid, from_tag, state, start_time, timeout) "
+        "VALUES (?, ?, ?, CAST(strftime('%s', 'now') AS INTEGER), ?) "
+        "ON CONFLICT (callid, from_tag) DO UPDATE SET state = excluded.state, "
+        "timeout = excluded.timeout"
+    )
 
     def __init__(self, db: _Db):
         self._db = db
@@ -308,8 +349,9 @@ class SqliteDialogs(Dialogs):
 
     def load_live(self, now: float):
         with self._db.read() as conn:
-            rows = conn.execute("SELECT callid, from_tag, timeout FROM dialog WHERE timeout > ?",
-                                (now,)).fetchall()
+            rows = conn.execute(
+                "SELECT callid, from_tag, timeout FROM dialog WHERE timeout > ?", (now,)
+            ).fetchall()
         return iter(rows)
 
     def delete_expired(self, now: float) -> int:

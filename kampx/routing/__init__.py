@@ -29,8 +29,8 @@ Request-URI, `t_relay()` relays it. `exit()` ends processing from any depth, lik
 route block's `exit`. The route functions a script may define: request_route(msg)
 (required), reply_route(msg), failure_route(msg), branch_route(msg).
 """
-from kampx.routing import (auth, core, maxfwd, permissions, registrar, rr, sanity, security, sl,
-                           tm)
+
+from kampx.routing import auth, core, maxfwd, permissions, registrar, rr, sanity, security, sl, tm
 from kampx.routing.context import Result
 
 MODULES = (core, sl, maxfwd, sanity, rr, tm, registrar, permissions, auth, security)

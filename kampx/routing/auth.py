@@ -11,6 +11,7 @@ negative, so `if not auth_check(...)` reads as `if (!auth_check(...))` does in K
 
 Per worker, the authenticator (nonces, subscriber cache) is built on first use, after fork,
 and kept in worker.modules."""
+
 from __future__ import annotations
 
 from kampx import methods as _M
@@ -22,9 +23,17 @@ from kampx.routing.security import guard
 
 SUBSCRIBER_TABLE = "subscriber"
 
-__all__ = ["auth_check", "www_authorize", "proxy_authorize", "has_credentials",
-           "www_challenge", "proxy_challenge", "auth_challenge", "consume_credentials",
-           "is_subscriber"]
+__all__ = [
+    "auth_check",
+    "www_authorize",
+    "proxy_authorize",
+    "has_credentials",
+    "www_challenge",
+    "proxy_challenge",
+    "auth_challenge",
+    "consume_credentials",
+    "is_subscriber",
+]
 
 
 def _auth(w):
@@ -33,11 +42,16 @@ def _auth(w):
         from kampx.auth.nonce import Nonces
         from kampx.auth.subscribers import SqliteChangeProbe, SubscriberCache
         from kampx.db import open_storage
+
         cfg, shared = w.cfg, w.ctx.shared
         cache = SubscriberCache(lambda: open_storage(cfg), SqliteChangeProbe(cfg.db_path()))
         a = w.modules["auth"] = _a.Authenticator(
-            cfg.auth.algorithms, Nonces(shared.secret, shared.nonces, cfg.auth.nonce_expires_s),
-            cache, w.stats, on_failure=guard(w).auth_failed)
+            cfg.auth.algorithms,
+            Nonces(shared.secret, shared.nonces, cfg.auth.nonce_expires_s),
+            cache,
+            w.stats,
+            on_failure=guard(w).auth_failed,
+        )
     return a
 
 
@@ -91,7 +105,7 @@ def has_credentials(realm) -> bool:
 
 def _challenge(kind, realm, flags) -> bool:
     w, msg = ctx.worker, ctx.msg
-    if msg.method_id == _M.ACK:     # an ACK is never answered
+    if msg.method_id == _M.ACK:  # an ACK is never answered
         return False
     headers = _auth(w).challenge_headers(msg, _realm(realm), kind, int(flags))
     ok = _sl.send_reply(w, msg, kind.code, kind.reason, headers)
@@ -127,6 +141,7 @@ def is_subscriber(uri, table: str = SUBSCRIBER_TABLE, flags: int = 0) -> Result:
     the subscriber's domain too (else the user name alone)."""
     _table(table)
     from kampx._cparse import SipParseError, parse_uri
+
     try:
         u = parse_uri(uri) if uri else None
     except SipParseError:

@@ -1,6 +1,7 @@
 """What the running route function works on (`ctx`: the worker, the message, in
 failure_route the transaction), set by kampx.routing.hooks around each call; and `Result`,
 the Kamailio return code every script function that has one returns."""
+
 from __future__ import annotations
 
 
@@ -12,7 +13,7 @@ class _Context:
     def __init__(self):
         self.worker = None
         self.msg = None
-        self.txn = None     # in failure_route: the transaction whose branches failed
+        self.txn = None  # in failure_route: the transaction whose branches failed
 
 
 ctx = _Context()

@@ -1,6 +1,7 @@
 """Script functions of Kamailio's core, textops and pseudo-variables: flow (exit, drop),
 the message (is_method, has_totag, headers, $si, $ru parts...), the Request-URI and $du
 rewrites, is_myself, cfg_get and xlog."""
+
 from __future__ import annotations
 
 import logging
@@ -11,11 +12,33 @@ from kampx.routing.flow import Dropped, ScriptExit
 
 _log = logging.getLogger("kampx.script")
 
-__all__ = ["cfg_get", "exit", "drop", "is_method", "has_totag", "is_present_hf",
-           "append_hf", "remove_hf", "src_ip", "src_port", "ruri_user", "ruri_host",
-           "from_domain", "from_user", "to_user", "user_agent", "is_myself", "rewriteuri",
-           "rewritehost", "rewritehostport", "rewriteport", "rewriteuser", "setdsturi",
-           "resetdsturi", "xlog"]
+__all__ = [
+    "cfg_get",
+    "exit",
+    "drop",
+    "is_method",
+    "has_totag",
+    "is_present_hf",
+    "append_hf",
+    "remove_hf",
+    "src_ip",
+    "src_port",
+    "ruri_user",
+    "ruri_host",
+    "from_domain",
+    "from_user",
+    "to_user",
+    "user_agent",
+    "is_myself",
+    "rewriteuri",
+    "rewritehost",
+    "rewritehostport",
+    "rewriteport",
+    "rewriteuser",
+    "setdsturi",
+    "resetdsturi",
+    "xlog",
+]
 
 
 def cfg_get(section: str, key: str):
@@ -213,9 +236,15 @@ def resetdsturi() -> bool:
 
 # ----------------------------------------------------------------------------- log --------
 
-_LEVELS = {"L_DBG": logging.DEBUG, "L_INFO": logging.INFO, "L_NOTICE": logging.INFO,
-           "L_WARN": logging.WARNING, "L_ERR": logging.ERROR, "L_CRIT": logging.CRITICAL,
-           "L_ALERT": logging.CRITICAL}
+_LEVELS = {
+    "L_DBG": logging.DEBUG,
+    "L_INFO": logging.INFO,
+    "L_NOTICE": logging.INFO,
+    "L_WARN": logging.WARNING,
+    "L_ERR": logging.ERROR,
+    "L_CRIT": logging.CRITICAL,
+    "L_ALERT": logging.CRITICAL,
+}
 
 
 def xlog(level: str, text: str | None = None) -> bool:

@@ -8,6 +8,7 @@ The worker calls request_route; tm calls the other three around its transactions
 functions the script calls find the message in kampx.routing.context.ctx, which these runners
 set and restore.
 """
+
 from __future__ import annotations
 
 from kampx import sl

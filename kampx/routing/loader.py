@@ -6,6 +6,7 @@ route function calls is defined somewhere (the script, its imports, Python's bui
 calls to the kampx API pass a number of arguments the function accepts. A problem is a
 ScriptError whose message names the file and line, one line for the operator.
 """
+
 from __future__ import annotations
 
 import ast
@@ -37,7 +38,7 @@ class Script:
 
 def _locate(spec: str) -> tuple[str, str]:
     if spec.startswith(BUILTIN_PREFIX):
-        name = spec[len(BUILTIN_PREFIX):]
+        name = spec[len(BUILTIN_PREFIX) :]
         if not name.isidentifier():
             raise ScriptError(f"route script '{spec}': no such built-in script")
         path = os.path.join(os.path.dirname(__file__), "builtin", name + ".py")
@@ -97,8 +98,9 @@ def _check(tree: ast.Module, module: types.ModuleType, path: str) -> None:
         try:
             inspect.signature(fn).bind(object())
         except TypeError:
-            raise ScriptError(f"{path}:{fn.__code__.co_firstlineno}: {hook} must take one "
-                              "argument (the message)") from None
+            raise ScriptError(
+                f"{path}:{fn.__code__.co_firstlineno}: {hook} must take one argument (the message)"
+            ) from None
     known = set(module.__dict__) | set(dir(builtins))
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
@@ -126,7 +128,9 @@ def _check(tree: ast.Module, module: types.ModuleType, path: str) -> None:
         target = module.__dict__.get(fname)
         if not _is_api(target):
             continue
-        if any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords):
+        if any(isinstance(a, ast.Starred) for a in node.args) or any(
+            k.arg is None for k in node.keywords
+        ):
             continue
         try:
             inspect.signature(target).bind(*node.args, **{k.arg: k.value for k in node.keywords})

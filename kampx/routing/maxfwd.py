@@ -1,4 +1,5 @@
 """Script functions of Kamailio's maxfwd module."""
+
 from __future__ import annotations
 
 from kampx import maxfwd as _maxfwd

@@ -1,13 +1,19 @@
 """Script functions of Kamailio's permissions module (kampx/permissions.py): the request's
 source, or any address, against the address table's groups."""
+
 from __future__ import annotations
 
 from kampx.routing.context import Result, ctx
 
 _TRUE, _FALSE = Result(1), Result(-1)
 
-__all__ = ["allow_source_address", "allow_address", "allow_source_address_group",
-           "allow_address_group", "peer_tag"]
+__all__ = [
+    "allow_source_address",
+    "allow_address",
+    "allow_source_address_group",
+    "allow_address_group",
+    "peer_tag",
+]
 
 
 def _addresses():

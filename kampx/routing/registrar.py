@@ -2,6 +2,7 @@
 registered, unregister. They return Kamailio's codes as a Result: true only when positive,
 so `if not lookup("location")` reads as in a Kamailio config and `lookup("location") == -1`
 tells "not registered" from an error."""
+
 from __future__ import annotations
 
 from kampx import registrar as _reg

@@ -1,4 +1,5 @@
 """Script functions of Kamailio's rr module (Record-Route and loose routing; kampx/rr.py)."""
+
 from __future__ import annotations
 
 from kampx import rr as _rr

@@ -1,5 +1,6 @@
 """Script functions of Kamailio's pike module and kampx's scanner filter and brute-force
 ban (kampx/security): per worker, the guard is built on first use, after fork."""
+
 from __future__ import annotations
 
 from kampx.routing.context import Result, ctx
@@ -12,9 +13,11 @@ def guard(w):
     g = w.modules.get("security")
     if g is None:
         from kampx.security import SecurityGuard
+
         own = {ls.addr.host for ls in w.sockets}
-        g = w.modules["security"] = SecurityGuard(w.cfg.security, w.cfg.routing.carrier_group,
-                                                  w.ctx.shared, w.stats, own)
+        g = w.modules["security"] = SecurityGuard(
+            w.cfg.security, w.cfg.routing.carrier_group, w.ctx.shared, w.stats, own
+        )
     return g
 
 

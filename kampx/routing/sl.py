@@ -1,5 +1,6 @@
 """Script functions of Kamailio's sl module: stateless replies, and send_reply (through the
 transaction when the request has one)."""
+
 from __future__ import annotations
 
 from kampx import sl as _sl

@@ -1,4 +1,5 @@
 """Script functions of Kamailio's tm module (kampx/tm)."""
+
 from __future__ import annotations
 
 import time
@@ -7,8 +8,15 @@ from kampx import methods as _M
 from kampx.routing.context import ctx
 from kampx.routing.flow import ScriptExit
 
-__all__ = ["t_relay", "t_check_trans", "t_precheck_trans", "t_newtran", "t_reply",
-           "t_reply_code", "t_is_canceled"]
+__all__ = [
+    "t_relay",
+    "t_check_trans",
+    "t_precheck_trans",
+    "t_newtran",
+    "t_reply",
+    "t_reply_code",
+    "t_is_canceled",
+]
 
 
 def t_relay(host: str | None = None, port: int | None = None) -> bool:

@@ -7,6 +7,7 @@ carrier's address group ([routing] carrier_group), whose trunks legitimately sen
 any phone and never authenticate. The scanner drop exempts nobody (the contract: "from any
 source, carrier included").
 """
+
 from __future__ import annotations
 
 from kampx import stats as S
@@ -19,12 +20,17 @@ class SecurityGuard:
         self.scanner = ScannerFilter(sec_cfg.scanner_user_agents)
         self.flood = None
         if sec_cfg.pike_enabled:
-            self.flood = FloodGuard(shared.pike, sec_cfg.pike_window_s, sec_cfg.pike_max,
-                                    sec_cfg.pike_ban_s)
+            self.flood = FloodGuard(
+                shared.pike, sec_cfg.pike_window_s, sec_cfg.pike_max, sec_cfg.pike_ban_s
+            )
         self.bans = None
         if sec_cfg.auth_ban_failures > 0:
-            self.bans = AuthBans(shared.auth_bans, sec_cfg.auth_ban_failures,
-                                 sec_cfg.auth_ban_window_s, sec_cfg.auth_ban_s)
+            self.bans = AuthBans(
+                shared.auth_bans,
+                sec_cfg.auth_ban_failures,
+                sec_cfg.auth_ban_window_s,
+                sec_cfg.auth_ban_s,
+            )
         self.permissions = shared.permissions
         self.carrier_group = carrier_group
         self.own_ips = frozenset(own_ips)

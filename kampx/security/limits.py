@@ -7,6 +7,7 @@
 
 Times are CLOCK_MONOTONIC seconds, the same in every process.
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,8 +17,8 @@ import time
 log = logging.getLogger("kampx.security")
 
 PIKE_OK = 1
-PIKE_FLOOD = -1       # this request pushed the source over the limit (the ban starts)
-PIKE_BLOCKED = -2     # the source was already banned
+PIKE_FLOOD = -1  # this request pushed the source over the limit (the ban starts)
+PIKE_BLOCKED = -2  # the source was already banned
 
 _V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
 _LOGGED_MAX = 4096
@@ -71,15 +72,19 @@ class FloodGuard:
         if not self._hit(key, now, self.window_s, self.limit, self.ban_s):
             return PIKE_OK
         if self._log.first(key, now, self.ban_s):
-            log.warning("pike: %s sent more than %d requests in %gs, dropping its requests "
-                        "for %gs", ip, self.limit, self.window_s, self.ban_s)
+            log.warning(
+                "pike: %s sent more than %d requests in %gs, dropping its requests for %gs",
+                ip,
+                self.limit,
+                self.window_s,
+                self.ban_s,
+            )
             return PIKE_FLOOD
         return PIKE_BLOCKED
 
 
 class AuthBans:
-    def __init__(self, table, failures: int, window_s: float, ban_s: float,
-                 clock=time.monotonic):
+    def __init__(self, table, failures: int, window_s: float, ban_s: float, clock=time.monotonic):
         self._table = table
         self.failures = failures
         self.window_s = window_s
@@ -99,7 +104,12 @@ class AuthBans:
         already = self._table.blocked(key, now)
         # hit() bans when the count would exceed its limit: the N-th failure bans
         if self._table.hit(key, now, self.window_s, self.failures - 1, self.ban_s) and not already:
-            log.warning("auth: %d failed authentications from %s within %gs, dropping its "
-                        "requests for %gs", self.failures, ip, self.window_s, self.ban_s)
+            log.warning(
+                "auth: %d failed authentications from %s within %gs, dropping its requests for %gs",
+                self.failures,
+                ip,
+                self.window_s,
+                self.ban_s,
+            )
             return True
         return False

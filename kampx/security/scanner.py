@@ -5,6 +5,7 @@ Each configured entry is a regular expression searched case-insensitively anywhe
 User-Agent, so a plain name is a substring match. All entries are joined into one pattern,
 compiled once, so the check is one regex search whatever the list's length.
 """
+
 from __future__ import annotations
 
 import re

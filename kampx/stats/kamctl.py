@@ -9,6 +9,7 @@ very same column totals (kampx/stats/prometheus.py), so both always agree.
 down): it records a baseline, and kampxctl shows total - baseline. The baseline lives in its
 own shared mapping created before fork, so it survives a restart of the ctl process.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,8 +28,8 @@ REPLY_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "6xx")
 class Stat:
     group: str
     name: str
-    kind: str          # stats.KIND_COUNTER or stats.KIND_GAUGE
-    cols: tuple        # the columns summed
+    kind: str  # stats.KIND_COUNTER or stats.KIND_GAUGE
+    cols: tuple  # the columns summed
     always: bool = True  # False: listed only when not zero (the long tail of reply codes)
 
 
@@ -58,11 +59,19 @@ def _catalogue() -> list[Stat]:
             out.append(Stat(fam.group, total, fam.kind, cols))
             for k, cls in enumerate(REPLY_CLASSES):
                 first = fam.col(100 * (k + 1))
-                out.append(Stat(fam.group, pattern.format(cls), fam.kind,
-                                tuple(range(first, first + 100))))
+                out.append(
+                    Stat(fam.group, pattern.format(cls), fam.kind, tuple(range(first, first + 100)))
+                )
             for code in fam.values:
-                out.append(Stat(fam.group, pattern.format(code), fam.kind, (fam.col(code),),
-                                always=code in listed))
+                out.append(
+                    Stat(
+                        fam.group,
+                        pattern.format(code),
+                        fam.kind,
+                        (fam.col(code),),
+                        always=code in listed,
+                    )
+                )
         elif (fam.group, fam.name) == ("tm", "transactions_finished"):
             out.append(Stat(fam.group, fam.name, fam.kind, cols))
             for v in fam.values:
@@ -70,8 +79,7 @@ def _catalogue() -> list[Stat]:
         else:
             out.append(Stat(fam.group, fam.name, fam.kind, cols))
             for v in fam.values:
-                out.append(Stat(fam.group, f"{fam.name}_{str(v).lower()}", fam.kind,
-                                (fam.col(v),)))
+                out.append(Stat(fam.group, f"{fam.name}_{str(v).lower()}", fam.kind, (fam.col(v),)))
     return out
 
 

@@ -20,6 +20,7 @@ all are, the newcomer is closed at once). Each connection carries one request (H
 before), which the loop answers in place: a scrape takes milliseconds, and scrapes queue
 rather than run side by side, which also bounds the CPU a flood of them can take.
 """
+
 from __future__ import annotations
 
 import io
@@ -31,8 +32,12 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler
 
-from prometheus_client.core import (CollectorRegistry, CounterMetricFamily, GaugeMetricFamily,
-                                    HistogramMetricFamily)
+from prometheus_client.core import (
+    CollectorRegistry,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.utils import floatToGoString
 
@@ -40,7 +45,7 @@ from kampx import __version__, procinfo
 from kampx import stats as S
 from kampx.config import METRICS_PORT, parse_hostport
 
-log = logging.getLogger("kampx.metrics")   # the name operators filter on
+log = logging.getLogger("kampx.metrics")  # the name operators filter on
 
 PREFIX = "kampx"
 
@@ -54,7 +59,7 @@ RESPONSE_TIMEOUT_S = 10.0
 # full, the connection that has waited longest for its request makes room for the new one,
 # so idle connections cannot lock a scrape out.
 MAX_CONNECTIONS = 64
-MAX_REQUEST_BYTES = 16 * 1024   # a request head (Prometheus sends about 300 bytes)
+MAX_REQUEST_BYTES = 16 * 1024  # a request head (Prometheus sends about 300 bytes)
 REPLY_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "6xx")
 
 
@@ -137,37 +142,56 @@ class KampxCollector:
         if loc is None:
             return
         aors, contacts = loc.stats(time.time())
-        users = self._family(GaugeMetricFamily, "kampx_usrloc_registered_users",
-                             "AORs with at least one live binding")
+        users = self._family(
+            GaugeMetricFamily,
+            "kampx_usrloc_registered_users",
+            "AORs with at least one live binding",
+        )
         users.add_metric(self._values([]), aors)
         yield users
-        cts = self._family(GaugeMetricFamily, "kampx_usrloc_location_contacts",
-                           "Live bindings (registered contacts) in the location table")
+        cts = self._family(
+            GaugeMetricFamily,
+            "kampx_usrloc_location_contacts",
+            "Live bindings (registered contacts) in the location table",
+        )
         cts.add_metric(self._values([]), contacts)
         yield cts
 
     def _security(self):
         now = time.monotonic()
-        m = self._family(GaugeMetricFamily, "kampx_security_banned_sources",
-                         "Source IPs currently banned, by table", ["table"])
+        m = self._family(
+            GaugeMetricFamily,
+            "kampx_security_banned_sources",
+            "Source IPs currently banned, by table",
+            ["table"],
+        )
         m.add_metric(self._values(["pike"]), self.shared.pike.banned_count(now))
         m.add_metric(self._values(["auth"]), self.shared.auth_bans.banned_count(now))
         yield m
 
     def _processes(self):
-        cpu = self._family(CounterMetricFamily, "kampx_process_cpu_seconds",
-                           "CPU time (user + system) used by each kampx process",
-                           ["pid", "role"])
-        rss = self._family(GaugeMetricFamily, "kampx_process_resident_memory_bytes",
-                           "Resident set size of each kampx process (shared memory counted "
-                           "in each)", ["pid", "role"])
+        cpu = self._family(
+            CounterMetricFamily,
+            "kampx_process_cpu_seconds",
+            "CPU time (user + system) used by each kampx process",
+            ["pid", "role"],
+        )
+        rss = self._family(
+            GaugeMetricFamily,
+            "kampx_process_resident_memory_bytes",
+            "Resident set size of each kampx process (shared memory counted in each)",
+            ["pid", "role"],
+        )
         procs = procinfo.processes(self.supervisor_pid)
         for p in procs:
             labels = self._values([str(p.pid), p.role])
             cpu.add_metric(labels, p.cpu_seconds)
             rss.add_metric(labels, p.rss_bytes)
-        n = self._family(GaugeMetricFamily, "kampx_processes",
-                         "Live kampx processes (the supervisor and its children)")
+        n = self._family(
+            GaugeMetricFamily,
+            "kampx_processes",
+            "Live kampx processes (the supervisor and its children)",
+        )
         n.add_metric(self._values([]), len(procs))
         yield cpu
         yield rss
@@ -175,16 +199,24 @@ class KampxCollector:
 
     def _core(self):
         now = time.time()
-        start = self._family(GaugeMetricFamily, "kampx_start_time_seconds",
-                             "When the supervisor started, seconds since the epoch")
+        start = self._family(
+            GaugeMetricFamily,
+            "kampx_start_time_seconds",
+            "When the supervisor started, seconds since the epoch",
+        )
         start.add_metric(self._values([]), self.started)
         yield start
-        up = self._family(GaugeMetricFamily, "kampx_uptime_seconds",
-                          "Seconds since the supervisor started")
+        up = self._family(
+            GaugeMetricFamily, "kampx_uptime_seconds", "Seconds since the supervisor started"
+        )
         up.add_metric(self._values([]), max(0.0, now - self.started))
         yield up
-        info = self._family(GaugeMetricFamily, "kampx_build_info",
-                            "Always 1; the labels say which kampx runs", ["version", "python"])
+        info = self._family(
+            GaugeMetricFamily,
+            "kampx_build_info",
+            "Always 1; the labels say which kampx runs",
+            ["version", "python"],
+        )
         info.add_metric(self._values([__version__, platform.python_version()]), 1)
         yield info
 
@@ -198,6 +230,7 @@ def make_registry(collector: KampxCollector) -> CollectorRegistry:
 class _Handler(BaseHTTPRequestHandler):
     """One request, parsed by the standard library from the head the event loop read
     (`request` is those bytes), answered into a buffer the loop then writes."""
+
     registry: CollectorRegistry = None  # set on the subclass made by MetricsServer
     server_version = f"kampx/{__version__}"
 
@@ -226,8 +259,12 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._send(200, content_type, body, with_body)
         elif path == "/":
-            self._send(200, "text/html; charset=utf-8",
-                       b'<html><body><a href="/metrics">/metrics</a></body></html>\n', with_body)
+            self._send(
+                200,
+                "text/html; charset=utf-8",
+                b'<html><body><a href="/metrics">/metrics</a></body></html>\n',
+                with_body,
+            )
         else:
             self._plain(404, b"not found: try /metrics\n", with_body)
 
@@ -260,6 +297,7 @@ def _head_end(buf: bytearray, start: int) -> int:
 class _Conn:
     """A client connection: reading its request head until `deadline`, then (out set)
     writing the response until a new deadline."""
+
     __slots__ = ("sock", "addr", "deadline", "head", "out")
 
     def __init__(self, sock: socket.socket, addr, deadline: float):
@@ -279,7 +317,7 @@ class MetricsServer:
         self.listener = socket.socket(family, socket.SOCK_STREAM)
         try:
             self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.listener.bind((self.host, self.port))        # OSError when taken
+            self.listener.bind((self.host, self.port))  # OSError when taken
             self.listener.listen(128)
         except OSError:
             self.listener.close()
@@ -289,7 +327,7 @@ class MetricsServer:
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.listener, selectors.EVENT_READ)
         self.sel.register(self._wake_r, selectors.EVENT_READ)
-        self.conns: dict[socket.socket, _Conn] = {}      # oldest first
+        self.conns: dict[socket.socket, _Conn] = {}  # oldest first
         self._stopping = False
         self.thread = threading.Thread(target=self._serve, daemon=True, name="metrics-http")
 
@@ -318,7 +356,7 @@ class MetricsServer:
         while not self._stopping:
             now = time.monotonic()
             for c in [c for c in self.conns.values() if c.deadline <= now]:
-                self._drop(c)          # too slow to ask, or to take the answer
+                self._drop(c)  # too slow to ask, or to take the answer
             wait = min((c.deadline for c in self.conns.values()), default=None)
             for key, _ in self.sel.select(None if wait is None else max(0.0, wait - now)):
                 try:
@@ -338,15 +376,15 @@ class MetricsServer:
                 sock, addr = self.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as e:       # EMFILE and the like: the clients wait in the backlog
+            except OSError as e:  # EMFILE and the like: the clients wait in the backlog
                 log.debug("metrics accept: %s", e)
                 return
             if len(self.conns) >= MAX_CONNECTIONS:
                 idle = next((c for c in self.conns.values() if c.out is None), None)
-                if idle is None:       # every slot is answering a scrape: no room
+                if idle is None:  # every slot is answering a scrape: no room
                     sock.close()
                     continue
-                self._drop(idle)       # the one that has kept a slot longest without asking
+                self._drop(idle)  # the one that has kept a slot longest without asking
             sock.setblocking(False)
             c = _Conn(sock, addr, time.monotonic() + REQUEST_TIMEOUT_S)
             self.conns[sock] = c

@@ -9,6 +9,7 @@ Branches kampx sends downstream carry their owner: z9hG4bKkx<worker:2 hex><epoch
 The epoch is random per worker process, so a late reply for a transaction of an earlier
 process never matches a new one.
 """
+
 from __future__ import annotations
 
 MAGIC = "z9hG4bK"
@@ -26,11 +27,14 @@ def server_key(msg, method: str | None = None) -> bytes:
     via = msg.top_via
     branch = via.branch if via is not None else None
     if branch is not None and branch.startswith(MAGIC) and len(branch) > len(MAGIC):
-        return f"{branch}\x00{via.host.lower()}:{via.port}\x00{method}".encode("utf-8", "surrogateescape")
+        return f"{branch}\x00{via.host.lower()}:{via.port}\x00{method}".encode(
+            "utf-8", "surrogateescape"
+        )
     # RFC 2543 fallback (17.2.3): Request-URI, From tag, Call-ID, CSeq number, top Via
-    return (f"2543\x00{msg.original_ruri}\x00{msg.from_tag}\x00{msg.call_id}\x00"
-            f"{msg.cseq_num}\x00{via.raw if via is not None else ''}\x00{method}"
-            ).encode("utf-8", "surrogateescape")
+    return (
+        f"2543\x00{msg.original_ruri}\x00{msg.from_tag}\x00{msg.call_id}\x00"
+        f"{msg.cseq_num}\x00{via.raw if via is not None else ''}\x00{method}"
+    ).encode("utf-8", "surrogateescape")
 
 
 def branch_owner(branch: str | None) -> int:
@@ -38,6 +42,6 @@ def branch_owner(branch: str | None) -> int:
     if branch is None or not branch.startswith(OUR_PREFIX) or len(branch) < _PREFIX_LEN + 2:
         return -1
     try:
-        return int(branch[_PREFIX_LEN:_PREFIX_LEN + 2], 16)
+        return int(branch[_PREFIX_LEN : _PREFIX_LEN + 2], 16)
     except ValueError:
         return -1

@@ -13,6 +13,7 @@ Reply selection per RFC 3261 16.7: provisional (not 100) and 2xx relayed at once
 final otherwise (6xx, then the lowest class), 503 turned into 500 with its reason kept, a
 failure_route hook before a negative final goes upstream.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,7 +32,7 @@ from kampx.tm.timers import TimerHeap
 
 log = logging.getLogger("kampx.tm")
 
-TRYING_REASON = "trying -- your call is important to us"   # Kamailio's auto_inv_100_reason
+TRYING_REASON = "trying -- your call is important to us"  # Kamailio's auto_inv_100_reason
 # what a transaction costs besides the bytes of its messages (objects, timers, index entry),
 # charged against [tm] max_memory_mb
 TXN_OVERHEAD = 2048
@@ -50,11 +51,34 @@ CANCEL_NONE, CANCEL_PENDING, CANCEL_SENT = range(3)
 class ServerTxn:
     """The upstream side of a relayed request."""
 
-    __slots__ = ("key", "method", "is_invite", "request", "lsock", "reply_dest", "state",
-                 "last_reply", "last_code", "to_tag", "branches", "best_code", "best_reply",
-                 "best_local_reason", "timer_g", "timer_end", "g_interval", "cancelled",
-                 "pending", "failure_done", "index_key", "label", "invite", "charged",
-                 "dialog", "dialog_state")
+    __slots__ = (
+        "key",
+        "method",
+        "is_invite",
+        "request",
+        "lsock",
+        "reply_dest",
+        "state",
+        "last_reply",
+        "last_code",
+        "to_tag",
+        "branches",
+        "best_code",
+        "best_reply",
+        "best_local_reason",
+        "timer_g",
+        "timer_end",
+        "g_interval",
+        "cancelled",
+        "pending",
+        "failure_done",
+        "index_key",
+        "label",
+        "invite",
+        "charged",
+        "dialog",
+        "dialog_state",
+    )
 
     def __init__(self, key, msg, lsock, reply_dest, label):
         self.key = key
@@ -70,27 +94,43 @@ class ServerTxn:
         self.to_tag = None
         self.branches = []
         self.best_code = 0
-        self.best_reply = None          # the parsed reply chosen so far (None: local)
+        self.best_reply = None  # the parsed reply chosen so far (None: local)
         self.best_local_reason = None
         self.timer_g = None
         self.timer_end = None
         self.g_interval = 0.0
         self.cancelled = False
-        self.pending = 0                # branches without a final response
+        self.pending = 0  # branches without a final response
         self.failure_done = False
         self.label = label
-        self.invite = None              # for a CANCEL's transaction: the INVITE it cancels
-        self.charged = 0                # bytes counted against [tm] max_memory_mb
-        self.dialog = None              # key of the dialog this request started (kampx.dialog)
+        self.invite = None  # for a CANCEL's transaction: the INVITE it cancels
+        self.charged = 0  # bytes counted against [tm] max_memory_mb
+        self.dialog = None  # key of the dialog this request started (kampx.dialog)
         self.dialog_state = 0
 
 
 class ClientTxn:
     """One downstream branch of a server transaction."""
 
-    __slots__ = ("server", "branch", "dest", "lsock", "data", "is_invite", "state",
-                 "timer_retx", "timer_fr", "interval", "last_code", "cancel", "cancel_data",
-                 "cancel_timer", "cancel_interval", "ack_data", "sent_at")
+    __slots__ = (
+        "server",
+        "branch",
+        "dest",
+        "lsock",
+        "data",
+        "is_invite",
+        "state",
+        "timer_retx",
+        "timer_fr",
+        "interval",
+        "last_code",
+        "cancel",
+        "cancel_data",
+        "cancel_timer",
+        "cancel_interval",
+        "ack_data",
+        "sent_at",
+    )
 
     def __init__(self, server, branch, dest, lsock, data, is_invite):
         self.server = server
@@ -135,9 +175,23 @@ class TransactionManager:
     - `report(where, exc)`: logs an unexpected error once.
     """
 
-    def __init__(self, cfg, *, worker_id: int, stats, timers: TimerHeap, forwarder, hooks,
-                 dialogs, handoff_to, txn_index, load, tag_prefix: str, server_header: str,
-                 report):
+    def __init__(
+        self,
+        cfg,
+        *,
+        worker_id: int,
+        stats,
+        timers: TimerHeap,
+        forwarder,
+        hooks,
+        dialogs,
+        handoff_to,
+        txn_index,
+        load,
+        tag_prefix: str,
+        server_header: str,
+        report,
+    ):
         tm = cfg.tm
         self.t1 = tm.t1_ms / 1000.0
         self.t2 = tm.t2_ms / 1000.0
@@ -187,7 +241,7 @@ class TransactionManager:
                 if owner >= 0 and owner != self.worker_id and self.handoff_to(owner, msg):
                     return False
             own = self.server.get(msg.txn_key)
-            if own is not None:          # a retransmitted CANCEL
+            if own is not None:  # a retransmitted CANCEL
                 self.retransmission(own, msg)
                 return False
             return True
@@ -200,7 +254,7 @@ class TransactionManager:
                     return False
             return True
         if mid == M.ACK and 200 <= t.last_code < 300:
-            return True          # an ACK for a 2xx sharing the INVITE's branch: route it
+            return True  # an ACK for a 2xx sharing the INVITE's branch: route it
         self.retransmission(t, msg)
         return False
 
@@ -214,13 +268,17 @@ class TransactionManager:
                 self.on_reply(msg, c)
             except ScriptExit:
                 pass
-            except Exception as e:       # a reply must never take the worker down
+            except Exception as e:  # a reply must never take the worker down
                 self.stats.inc(S.INTERNAL_ERRORS.base)
                 self.report("reply", e)
             return True
         owner = branch_owner(branch)
-        return (owner >= 0 and owner != self.worker_id and not msg.handed_off
-                and self.handoff_to(owner, msg))
+        return (
+            owner >= 0
+            and owner != self.worker_id
+            and not msg.handed_off
+            and self.handoff_to(owner, msg)
+        )
 
     # ---------------------------------------------------------------- t_relay -------------
 
@@ -364,15 +422,21 @@ class TransactionManager:
 
     def _tag(self, t: ServerTxn) -> str:
         if t.to_tag is None:
-            t.to_tag = f"{self.tag_prefix}{t.label & 0xffffff:06x}"
+            t.to_tag = f"{self.tag_prefix}{t.label & 0xFFFFFF:06x}"
         return t.to_tag
 
     def _send_local(self, t: ServerTxn, code: int, reason: str, extra=None, body=b"") -> None:
         """A reply generated here for server transaction t (100, t_reply, 408, 487)."""
         headers = list(extra) if extra else []
         headers.append(self.server_header)
-        data = build_reply(t.request, code, reason, to_tag=self._tag(t) if code > 100 else None,
-                           extra=headers, body=body)
+        data = build_reply(
+            t.request,
+            code,
+            reason,
+            to_tag=self._tag(t) if code > 100 else None,
+            extra=headers,
+            body=body,
+        )
         self.stats.inc(S.RPL_GENERATED.base)
         self._reply(t, code, data)
 
@@ -455,7 +519,7 @@ class TransactionManager:
             started = self.dialogs.start(msg)
             if started is not None:
                 t.dialog, t.dialog_state = started
-                if t.dialog is None:          # the dialog index is full
+                if t.dialog is None:  # the dialog index is full
                     code, reason, extra = OVERLOAD_REPLY
                     self.reply(t, code, reason, extra)
                     return False
@@ -506,7 +570,7 @@ class TransactionManager:
         if c.state not in (C_TRYING, C_PROCEEDING):
             return
         if c.is_invite and c.state == C_PROCEEDING and c.cancel == CANCEL_NONE:
-            self._send_cancel(c)   # RFC 3261 16.8: stop the ringing downstream
+            self._send_cancel(c)  # RFC 3261 16.8: stop the ringing downstream
         self.stats.inc(S.TIMEOUTS.base)
         self._stop_branch(c)
         c.state = C_TERMINATED
@@ -548,7 +612,7 @@ class TransactionManager:
             if c.state == C_PROCEEDING and c.cancel == CANCEL_NONE:
                 self._send_cancel(c)
             elif c.state == C_TRYING and c.cancel == CANCEL_NONE:
-                c.cancel = CANCEL_PENDING   # RFC 3261 9.1: wait for a provisional
+                c.cancel = CANCEL_PENDING  # RFC 3261 9.1: wait for a provisional
         return True
 
     def _send_cancel(self, c: ClientTxn) -> None:
@@ -567,7 +631,9 @@ class TransactionManager:
             return
         c.lsock.sendto(c.cancel_data, c.dest)
         c.cancel_interval = min(2 * c.cancel_interval, self.t2)
-        c.cancel_timer = self.timers.call_later(c.cancel_interval, self._retransmit_cancel, c, elapsed)
+        c.cancel_timer = self.timers.call_later(
+            c.cancel_interval, self._retransmit_cancel, c, elapsed
+        )
 
     # ---------------------------------------------------------------- replies -------------
 
@@ -635,9 +701,9 @@ class TransactionManager:
         """A reply on a branch that already had its final."""
         t = c.server
         if c.is_invite and code >= 300 and c.ack_data is not None:
-            c.lsock.sendto(c.ack_data, c.dest)      # the final was retransmitted: ACK again
+            c.lsock.sendto(c.ack_data, c.dest)  # the final was retransmitted: ACK again
         elif c.is_invite and 200 <= code < 300 and t is not None and t.state != S_TERMINATED:
-            self._relay_reply(t, msg, code, stateless=True)   # 2xx retransmissions go through
+            self._relay_reply(t, msg, code, stateless=True)  # 2xx retransmissions go through
             return
         self.stats.inc(S.RPL_ABSORBED.base)
 
@@ -649,8 +715,7 @@ class TransactionManager:
             return
         if t.dialog is not None and t.dialog_state != CONFIRMED:
             # before it leaves: the caller's ACK (or PRACK) must find the dialog
-            t.dialog_state = self.dialogs.on_reply(t.dialog, t.dialog_state, code,
-                                                   msg.has_to_tag)
+            t.dialog_state = self.dialogs.on_reply(t.dialog, t.dialog_state, code, msg.has_to_tag)
         data = msg.serialize()
         self.stats.inc(S.RPL_RELAYED.base)
         self.stats.inc(S.FWD_REPLIES.base)
@@ -676,7 +741,7 @@ class TransactionManager:
             before = len(t.branches)
             self.hooks.failure_route(t, t.request)
             if t.state != S_PROCEEDING or len(t.branches) > before:
-                return          # the script replied or relayed to a new branch
+                return  # the script replied or relayed to a new branch
         self._send_best(t)
 
     def _send_best(self, t: ServerTxn) -> None:
@@ -723,8 +788,8 @@ def _build_ack(invite: bytes, reply) -> bytes:
 
 def _build_from_sent(sent: bytes, method: bytes, to_line) -> bytes:
     msg = parse(sent)
-    ruri = sent[sent.index(b" ") + 1:sent.index(b"\r\n")]
-    ruri = ruri[:ruri.rindex(b" ")]
+    ruri = sent[sent.index(b" ") + 1 : sent.index(b"\r\n")]
+    ruri = ruri[: ruri.rindex(b" ")]
     out = [method + b" " + ruri + b" SIP/2.0\r\n", msg.header_lines("via")[0]]
     for name in ("from", "call-id"):
         out.extend(msg.header_lines(name)[:1])

@@ -4,6 +4,7 @@ Transactions are owned by one worker (docs/architecture.md), so their timers (RF
 A B D E F G H I J K, fr_timer, fr_inv_timer) live in that worker too. Cancelled timers are
 marked dead and skipped when they reach the top of the heap.
 """
+
 from __future__ import annotations
 
 import heapq

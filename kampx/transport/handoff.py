@@ -24,6 +24,7 @@ bad frame is dropped and the next one read. Each refusal and each bad frame is r
 `on_rejected(reason)` with a fixed reason text (the worker counts core.handoff_rejected and
 logs each reason once), never raised: nothing on this channel can end a worker.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,10 +34,10 @@ import struct
 
 # header: listen socket index (1), source port (2), length of the source IP text (1)
 _HDR = struct.Struct("!BHB")
-_CRED = struct.Struct("3i")     # struct ucred: pid, uid, gid
-MAX_IP_TEXT = 45 + 1 + 15       # longest IPv6 text (INET6_ADDRSTRLEN - 1), "%" and a zone name
+_CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+MAX_IP_TEXT = 45 + 1 + 15  # longest IPv6 text (INET6_ADDRSTRLEN - 1), "%" and a zone name
 SNDBUF = 4 * 1024 * 1024
-FULL_WAIT_S = 0.02       # a full queue means a stuck owner: wait this long, then give up
+FULL_WAIT_S = 0.02  # a full queue means a stuck owner: wait this long, then give up
 
 REFUSED_UID = "connection refused: peer runs as another user"
 REFUSED_NOT_WORKER = "connection refused: peer is not a worker of this proxy"
@@ -78,17 +79,17 @@ class Handoff:
 
     def __init__(self, instance: str, worker_id: int, on_rejected=None, listen_count: int = 256):
         self.instance = instance
-        self.on_rejected = on_rejected     # on_rejected(reason): a refused peer or bad frame
+        self.on_rejected = on_rejected  # on_rejected(reason): a refused peer or bad frame
         self.worker_id = worker_id
         self.listen_count = listen_count
         self.uid = os.geteuid()
-        self.supervisor = os.getppid()      # every worker is its child
+        self.supervisor = os.getppid()  # every worker is its child
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.listener.bind(address(instance, worker_id))
         self.listener.listen(256)
         self.listener.setblocking(False)
-        self.inbound: dict[int, socket.socket] = {}     # fd -> accepted connection
-        self.outbound: dict[int, socket.socket] = {}    # owner -> our connection to it
+        self.inbound: dict[int, socket.socket] = {}  # fd -> accepted connection
+        self.outbound: dict[int, socket.socket] = {}  # owner -> our connection to it
 
     def fileno(self) -> int:
         return self.listener.fileno()
@@ -119,8 +120,9 @@ class Handoff:
 
     def _refusal(self, conn: socket.socket) -> str | None:
         """Why the peer of `conn` may not hand us packets; None when it is a sibling."""
-        pid, uid, _ = _CRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                   _CRED.size))
+        pid, uid, _ = _CRED.unpack(
+            conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size)
+        )
         if uid != self.uid:
             return REFUSED_UID
         # a peer that has exited since it connected has no parent left to check: refused
@@ -165,7 +167,7 @@ class Handoff:
         if len(pkt) <= o + n:
             raise BadFrame("frame has no payload")
         try:
-            ip = pkt[o:o + n].decode("ascii")
+            ip = pkt[o : o + n].decode("ascii")
             if ":" in ip:
                 # a link-local source comes as "fe80::1%eth0": the zone is the kernel's
                 socket.inet_pton(socket.AF_INET6, ip.partition("%")[0])
@@ -173,7 +175,7 @@ class Handoff:
                 socket.inet_pton(socket.AF_INET, ip)
         except (UnicodeDecodeError, OSError):
             raise BadFrame("frame has a bad source IP") from None
-        return idx, (ip, port), pkt[o + n:]
+        return idx, (ip, port), pkt[o + n :]
 
     def drop(self, fd: int) -> None:
         """Close an inbound connection whose sender went away (after epoll forgot it)."""

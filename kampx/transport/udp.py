@@ -6,6 +6,7 @@ them (docs/architecture.md). SO_REUSEPORT is set so that a new kampx can bind th
 an old one drains during an upgrade; a probe bind without it first tells a port already in
 use apart, unless the operator asks to share the port (kampx run --takeover).
 """
+
 from __future__ import annotations
 
 import errno
@@ -27,8 +28,19 @@ class BindError(Exception):
 class ListenSocket:
     """A bound UDP socket and what the proxy writes about itself when using it."""
 
-    __slots__ = ("index", "addr", "sock", "host", "port", "name", "fd", "hostport",
-                 "via_prefix", "rr_value", "family")
+    __slots__ = (
+        "index",
+        "addr",
+        "sock",
+        "host",
+        "port",
+        "name",
+        "fd",
+        "hostport",
+        "via_prefix",
+        "rr_value",
+        "family",
+    )
 
     def __init__(self, index: int, addr: ListenAddr, sock: socket.socket):
         self.index = index
@@ -64,8 +76,10 @@ class ListenSocket:
 
 
 def _set_buffers(s: socket.socket) -> None:
-    for force, plain, size in ((getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF, RCVBUF),
-                               (getattr(socket, "SO_SNDBUFFORCE", 32), socket.SO_SNDBUF, SNDBUF)):
+    for force, plain, size in (
+        (getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF, RCVBUF),
+        (getattr(socket, "SO_SNDBUFFORCE", 32), socket.SO_SNDBUF, SNDBUF),
+    ):
         try:
             s.setsockopt(socket.SOL_SOCKET, force, size)
         except OSError:

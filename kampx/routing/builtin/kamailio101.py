@@ -17,6 +17,7 @@ To start a script of your own, copy this file, edit it and point the config at i
 
 `kampx check --config FILE` validates it before you reload.
 """
+
 from kampx.routing import *  # noqa: F401,F403
 
 
@@ -46,7 +47,7 @@ def request_route(msg):
 
     if is_method("INVITE"):
         if allow_source_address(cfg_get("routing", "carrier_group")):
-            ONNETINVITE(from_carrier=True)      # the carrier's trunk: no authentication
+            ONNETINVITE(from_carrier=True)  # the carrier's trunk: no authentication
         AUTH()
         ONNETINVITE(from_carrier=False)
 
@@ -110,7 +111,7 @@ def AUTH():
     """Calls from users: proxy digest authentication; the auth user must be the caller."""
     realm = from_domain()
     if not auth_check(realm, "subscriber", 1):
-        proxy_challenge(realm, 1)       # qop="auth", as for REGISTER
+        proxy_challenge(realm, 1)  # qop="auth", as for REGISTER
         exit()
     consume_credentials()
 
@@ -129,7 +130,7 @@ def ONNETINVITE(from_carrier):
 
 def TOCARRIER():
     """Out to the carrier: Request-URI host and port become the [routing] carrier's."""
-    carrier = cfg_get("routing", "carrier")                 # "sip:IP[:PORT]"
+    carrier = cfg_get("routing", "carrier")  # "sip:IP[:PORT]"
     hostport = carrier.split(":", 1)[1].split(";", 1)[0].rpartition("@")[2]
     rewritehostport(hostport)
     record_route()

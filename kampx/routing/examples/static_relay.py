@@ -3,6 +3,7 @@
 Used by the core tests, and a starting point for a script of your own. Set the next hop
 with the environment variable KAMPX_NEXT_HOP ("IP:PORT") or edit NEXT_HOP below.
 """
+
 import os
 
 from kampx.routing import *  # noqa: F401,F403
