@@ -40,13 +40,11 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 TORTURE = os.path.join(REPO, "tests", "data", "sip-torture")
+sys.path.insert(0, HERE)
 
-PROXY = "127.0.0.1"
-REALM = "kampx.test"
-CARRIER = "192.0.2.9"          # address group 200 in the sandbox's permissions table
-PHONE = ("192.0.2.20", 5062)   # where the registered user's binding points
-CLIENT = ("192.0.2.30", 5060)
-USER, PASSWORD = "alice", "fuzz-pw"
+from sipflows import (CARRIER, CLIENT, PHONE, PROXY, ROUTE, Flows,  # noqa: E402
+                      make_sandbox, request)
+
 RESET_EVERY = 2000             # inputs between two resets of the worker's transactions
 
 HOSTILE_VALUES = [
@@ -58,125 +56,30 @@ HOSTILE_VALUES = [
 ]
 
 
-def _md5(text: str) -> str:
-    return hashlib.md5(text.encode()).hexdigest()
-
-
-def _authorization(challenge: str, method: str, uri: str, header: str) -> str:
-    params = dict(re.findall(r'(\w+)="?([^",]*)"?', challenge))
-    ha1 = _md5(f"{USER}:{params['realm']}:{PASSWORD}")
-    ha2 = _md5(f"{method}:{uri}")
-    base = f'{header}: Digest username="{USER}", realm="{params["realm"]}", ' \
-           f'nonce="{params["nonce"]}", uri="{uri}"'
-    if "qop" in params:
-        response = _md5(f"{ha1}:{params['nonce']}:00000001:fz:auth:{ha2}")
-        return base + f', response="{response}", qop=auth, nc=00000001, cnonce="fz"'
-    return base + f', response="{_md5(ha1 + ":" + params["nonce"] + ":" + ha2)}"'
-
-
-def _request(method: str, ruri: str, src: tuple, call_id: str, cseq: int, *, branch: str,
-             to_tag: str = "", extra: str = "", body: str = "") -> bytes:
-    to = f"<sip:{USER}@{REALM}>" + (f";tag={to_tag}" if to_tag else "")
-    return (f"{method} {ruri} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP {src[0]}:{src[1]};rport;branch={branch}\r\n"
-            f"Max-Forwards: 70\r\nFrom: <sip:{USER}@{REALM}>;tag=ft{call_id}\r\nTo: {to}\r\n"
-            f"Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n"
-            f"Contact: <sip:{USER}@{src[0]}:{src[1]}>\r\n{extra}"
-            f"Content-Length: {len(body)}\r\n\r\n{body}").encode()
-
-
-def _reply(request: bytes, code: int, reason: str, to_tag: str = "callee") -> bytes:
-    """A reply to a request the worker sent, copying its Vias and dialog headers."""
-    head = request.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]
-    keep = [h for h in head if h.split(b":", 1)[0].lower() in
-            (b"via", b"from", b"call-id", b"cseq", b"record-route")]
-    to = [h for h in head if h.lower().startswith(b"to:")][0]
-    if code > 100 and b";tag=" not in to:
-        to += b";tag=" + to_tag.encode()
-    return (b"SIP/2.0 %d " % code + reason.encode() + b"\r\n" + b"\r\n".join(keep + [to])
-            + b"\r\nContact: <sip:%s@%s:%d>\r\nContent-Length: 0\r\n\r\n"
-            % (USER.encode(), PHONE[0].encode(), PHONE[1]))
-
-
-def _last_to(box, dest=None, start: bytes = b"") -> bytes:
-    for data, addr in reversed(box.sent):
-        if (dest is None or addr == dest) and data.startswith(start):
-            return data
-    raise RuntimeError(f"the sandbox sent nothing starting with {start!r} to {dest}")
-
-
-def make_sandbox():
-    from kampx.sandbox import Sandbox
-    return Sandbox(config={"auth": {"realm": REALM},
-                           "routing": {"carrier": f"sip:{CARRIER}:5060", "carrier_group": 200},
-                           "security": {"pike_enabled": False, "auth_ban_failures": 0},
-                           "registrar": {"min_expires": 1}},
-                   listen=PROXY, subscribers={USER: PASSWORD},
-                   addresses=[(200, CARRIER, 32, 0, "carrier")])
-
-
 def flow_seeds(box) -> list[bytes]:
-    """Drive one registration and one call through `box`; every datagram of the flow, and
-    the replies the callee would send, become seeds."""
-    seeds = []
+    """Drive a registration and calls through `box` (tools/sipflows.py: answered from the
+    carrier, cancelled, failed with 486 and 503, and an authenticated call out); every
+    datagram of them becomes a seed, with the hostile datagrams of issue 10."""
+    seeds: list[bytes] = []
 
-    def feed(data: bytes, src: tuple) -> bytes:
+    def feed(data: bytes, src: tuple) -> None:
         seeds.append(data)
         box.feed(data, src)
-        return data
 
-    reg = _request("REGISTER", f"sip:{REALM}", PHONE, "reg1", 1, branch="z9hG4bKreg1")
-    feed(reg, PHONE)
-    challenge = _last_to(box, PHONE, b"SIP/2.0 401").split(b"WWW-Authenticate: ")[1] \
-        .split(b"\r\n")[0].decode()
-    auth = _authorization(challenge, "REGISTER", f"sip:{REALM}", "Authorization")
-    feed(_request("REGISTER", f"sip:{REALM}", PHONE, "reg1", 2, branch="z9hG4bKreg2",
-                  extra=auth + "\r\nExpires: 3600\r\n"), PHONE)
-    sdp = "v=0\r\no=- 1 1 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\n"
-    carrier = (CARRIER, 5060)
-    inv = feed(_request("INVITE", f"sip:{USER}@{PROXY}", carrier, "call1", 1,
-                        branch="z9hG4bKinv1", extra="Content-Type: application/sdp\r\n",
-                        body=sdp), carrier)
-    relayed = _last_to(box, PHONE, b"INVITE ")
-    for code, reason in ((100, "Trying"), (180, "Ringing"), (200, "OK")):
-        feed(_reply(relayed, code, reason), PHONE)
-    route = f"Route: <sip:{PROXY};lr>\r\n"
-    feed(_request("ACK", f"sip:{USER}@{PHONE[0]}:{PHONE[1]}", carrier, "call1", 1,
-                  branch="z9hG4bKack1", to_tag="callee", extra=route), carrier)
-    feed(_request("BYE", f"sip:{USER}@{PHONE[0]}:{PHONE[1]}", carrier, "call1", 2,
-                  branch="z9hG4bKbye1", to_tag="callee", extra=route), carrier)
-    bye = _last_to(box, PHONE, b"BYE ")
-    feed(_reply(bye, 200, "OK"), PHONE)
-    # a second call, cancelled, and a failed one answered 486 and 503
-    for n, final in (("2", None), ("3", (486, "Busy Here")), ("4", (503, "Unavailable"))):
-        inv = feed(_request("INVITE", f"sip:{USER}@{PROXY}", carrier, "call" + n, 1,
-                            branch="z9hG4bKinv" + n), carrier)
-        relayed = _last_to(box, PHONE, b"INVITE ")
-        feed(_reply(relayed, 180, "Ringing"), PHONE)
-        if final is None:
-            feed(inv.replace(b"INVITE sip", b"CANCEL sip", 1).replace(b"1 INVITE", b"1 CANCEL"),
-                 carrier)
-            feed(_reply(_last_to(box, PHONE, b"CANCEL "), 200, "OK"), PHONE)
-            final = (487, "Request Terminated")
-        feed(_reply(relayed, *final), PHONE)
-        feed(_request("ACK", f"sip:{USER}@{PROXY}", carrier, "call" + n, 1,
-                      branch="z9hG4bKinv" + n, to_tag="callee"), carrier)
-    # an outbound call from the user: challenged, then authenticated, relayed to the carrier
-    out = _request("INVITE", f"sip:15550001@{REALM}", PHONE, "out1", 1, branch="z9hG4bKout1")
-    feed(out, PHONE)
-    challenge = _last_to(box, PHONE, b"SIP/2.0 407").split(b"Proxy-Authenticate: ")[1] \
-        .split(b"\r\n")[0].decode()
-    auth = _authorization(challenge, "INVITE", f"sip:15550001@{REALM}", "Proxy-Authorization")
-    feed(_request("INVITE", f"sip:15550001@{REALM}", PHONE, "out1", 2, branch="z9hG4bKout2",
-                  extra=auth + "\r\n"), PHONE)
-    # hostile datagrams of issue 10
+    flows = Flows(box, feed)
+    flows.register(1)
+    flows.carrier_call(1)
+    flows.cancelled_call(2)
+    flows.carrier_call(3, final=(486, "Busy Here"))
+    flows.carrier_call(4, final=(503, "Unavailable"))
+    flows.outbound_call(5)
     seeds.append(f"OPTIONS sip:{PROXY} SIP/2.0\r\nFrom: <<<broken\r\nVia: SIP/2.0/UDP "
                  f"1.2.3.4:99999;branch=z9hG4bKx\r\nTo: <sip:a@b>\r\nCall-ID: x\r\n"
                  f"CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n".encode())
-    seeds.append(_request("INFO", f"sip:victim@198.51.100.7", CLIENT, "forged", 5,
-                          branch="z9hG4bKforged", to_tag="forged", extra=route))
-    seeds.append(_request("MESSAGE", f"sip:{PROXY}", CLIENT, "strict", 5, branch="z9hG4bKs",
-                          to_tag="x", extra="Route: <sip:victim@198.51.100.7>\r\n"))
+    seeds.append(request("INFO", "sip:victim@198.51.100.7", CLIENT, "forged", 5,
+                         branch="z9hG4bKforged", to_tag="forged", extra=ROUTE))
+    seeds.append(request("MESSAGE", f"sip:{PROXY}", CLIENT, "strict", 5, branch="z9hG4bKs",
+                         to_tag="x", extra="Route: <sip:victim@198.51.100.7>\r\n"))
     return seeds
 
 
@@ -242,7 +145,7 @@ class Target:
     """The sandbox and the check applied to every input."""
 
     def __init__(self):
-        self.box = make_sandbox()
+        self.box = make_sandbox(tm={"max_transactions": 4096})
         self.seeds = flow_seeds(self.box) + torture_seeds()
         self.check_errors()
         self.inputs = 0
@@ -272,7 +175,7 @@ class Target:
         self.box.close()
 
 
-SOURCES = [(CARRIER, 5060), PHONE, CLIENT, ("::1", 5060), (PROXY, 5060)]
+SOURCES = [CARRIER, PHONE, CLIENT, ("::1", 5060), (PROXY, 5060)]
 
 
 def _signature(text: str) -> str:

@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Where a worker's CPU goes, per benchmark scenario, without sockets: the scenarios of
+tools/sipflows.py run through a real worker in this process (kampx.sandbox), so what is
+measured is kampx's own Python and C, none of the kernel's (sendto is a recording stand-in;
+on the wire, system calls add their own share: see docs/performance.md).
+
+    python3 tools/profile_flow.py                      # every scenario: us per call, then shares
+    python3 tools/profile_flow.py --scenario carrier_call --calls 5000 --top 25
+
+Two measures per scenario:
+  time     CPU time per call over --calls calls (process_time, the cyclic GC on, as in a worker)
+  shares   a cProfile run, each function's own time put in the room it belongs to (parser,
+           tm, timers, script, auth, registrar/usrloc, dialog, counters...); the profiler's
+           own cost inflates every call alike, so read these as shares, not microseconds.
+For an exact, repeatable count (instructions, whatever else the machine does):
+    valgrind --tool=callgrind python3 tools/profile_flow.py --scenario S --calls N --time-only
+at two values of N; the difference over the difference in N is the cost of one call.
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import collections
+import os
+import pstats
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+import sipflows  # noqa: E402
+
+SCENARIOS = ("options", "register", "carrier_call", "outbound_call")
+
+# (substring of the file or built-in's name, room), first match wins
+ROOMS = [
+    ("tools/", "harness (not kampx)"), ("sandbox.py", "harness (not kampx)"),
+    ("kampx._cparse", "parser and edits (C)"), ("_cparse", "parser and edits (C)"),
+    ("kampx/tm/timers", "timers"), ("heapq", "timers"), ("kampx/tm/", "tm"),
+    ("kampx/worker.py", "worker dispatch"), ("kampx/forward.py", "forward"),
+    ("kampx/routing/builtin", "route script"), ("kampx/routing/hooks", "route script"),
+    ("kampx/routing/auth", "auth"), ("kampx/auth/", "auth"), ("hashlib", "auth"),
+    ("hmac", "auth"), ("_hashlib", "auth"), ("base64", "auth"), ("_shm.NonceCounts", "auth"),
+    ("kampx/routing/", "script API"), ("kampx/registrar", "registrar/usrloc"),
+    ("kampx/usrloc", "registrar/usrloc"), ("LocationStore", "registrar/usrloc"),
+    ("kampx/dialog", "dialog"), ("kampx/dset", "registrar/usrloc"),
+    ("kampx/stats", "counters"), ("CounterRows", "counters"),
+    ("kampx/sl.py", "sl"), ("kampx/rr.py", "rr/sanity/maxfwd"),
+    ("kampx/sanity", "rr/sanity/maxfwd"), ("kampx/maxfwd", "rr/sanity/maxfwd"),
+    ("kampx/security", "security"), ("RateTable", "security"),
+    ("KeyIndex", "shared indexes"), ("kampx/transport/udp", "send (stand-in socket)"),
+    ("time.", "clock"), ("monotonic", "clock"),
+]
+
+
+def room_of(filename: str, name: str) -> str:
+    where = f"{filename}:{name}"
+    for key, room in ROOMS:
+        if key in where:
+            return room
+    return "python built-ins" if filename == "~" else f"other ({os.path.basename(filename)})"
+
+
+def setup(users: int):
+    box = sipflows.make_sandbox(users=users, tm={"max_transactions": 200_000})
+    flows = sipflows.Flows(box)
+    for i in range(users):                     # every user registered (carrier_call needs it)
+        flows.register(10_000_000 + i, user=sipflows.USER if i == 0 else f"user{i:04d}")
+    box.sent.clear()
+    return box, flows
+
+
+def run(flows, box, scenario: str, start: int, n: int) -> None:
+    fn = getattr(flows, scenario)
+    for i in range(start, start + n):
+        fn(i)
+        if i % 256 == 0:
+            box.sent.clear()
+            box.run_timers()
+    if box.errors:
+        where, e = box.errors[0]
+        raise SystemExit(f"{scenario}: the worker logged {type(e).__name__} in {where}: {e}")
+
+
+def time_per_call(scenario: str, calls: int) -> float:
+    box, flows = setup(1)
+    try:
+        run(flows, box, scenario, 0, min(2000, calls))           # warm
+        t0 = time.process_time()
+        run(flows, box, scenario, 100_000, calls)
+        return (time.process_time() - t0) / calls * 1e6
+    finally:
+        box.close()
+
+
+def shares(scenario: str, calls: int, top: int) -> float:
+    """Print the rooms' shares; return the harness's share of all profiled time."""
+    box, flows = setup(1)
+    try:
+        run(flows, box, scenario, 0, min(2000, calls))
+        prof = cProfile.Profile()
+        prof.enable()
+        run(flows, box, scenario, 100_000, calls)
+        prof.disable()
+    finally:
+        box.close()
+    st = pstats.Stats(prof)
+    rooms: dict[str, float] = collections.Counter()
+    funcs = []
+    for (filename, _line, name), (_cc, _nc, tt, _ct, _callers) in st.stats.items():
+        room = room_of(filename, name)
+        rooms[room] += tt
+        if not room.startswith("harness"):
+            funcs.append((tt, f"{os.path.relpath(filename) if filename != '~' else ''}:{name}"))
+    total = sum(v for k, v in rooms.items() if not k.startswith("harness"))
+    harness = sum(rooms.values()) - total
+    print(f"  shares of kampx's own time ({scenario}, cProfile, harness left out):")
+    for room, tt in sorted(rooms.items(), key=lambda kv: -kv[1]):
+        if not room.startswith("harness"):
+            print(f"    {100 * tt / total:5.1f}%  {room}")
+    print("  top functions by own time:")
+    for tt, name in sorted(funcs, reverse=True)[:top]:
+        print(f"    {100 * tt / total:5.1f}%  {name}")
+    return harness / (harness + total)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--scenario", choices=SCENARIOS, action="append")
+    ap.add_argument("--calls", type=int, default=5000)
+    ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--time-only", action="store_true")
+    args = ap.parse_args()
+    for scenario in args.scenario or SCENARIOS:
+        us = time_per_call(scenario, args.calls)
+        print(f"{scenario}: {us:.1f} us of CPU per call with the harness "
+              f"(in-process, {args.calls} calls)")
+        if not args.time_only:
+            h = shares(scenario, args.calls, args.top)
+            print(f"  => about {us * (1 - h):.0f} us per call are kampx's own "
+                  f"(the harness took {100 * h:.0f}% of the profile)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
