@@ -383,6 +383,7 @@ def _db_checks(cfg: Config) -> None:
 
 def _security_checks(sec: SecurityConfig) -> None:
     import re
+
     from kampx.security.scanner import compile_patterns
 
     try:

@@ -22,10 +22,10 @@ import tempfile
 
 from kampx import config as _config
 from kampx._cparse import parse
+from kampx.forward import is_ip
 from kampx.routing import loader
 from kampx.shared import SharedState
 from kampx.transport.udp import ListenSocket
-from kampx.forward import is_ip
 from kampx.worker import Worker
 
 SANDBOX_WORKER_ID = 0

@@ -14,12 +14,10 @@ and stops the proxy with one line when a worker cannot boot.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import select
 import signal
-import sys
 import time
 
 from kampx import config as config_mod
@@ -73,6 +71,7 @@ class Supervisor:
 
     def start(self) -> None:
         from setproctitle import setproctitle
+
         from kampx.transport.udp import BindError, bind_listen_sockets
 
         setproctitle("kampx: supervisor")

@@ -46,8 +46,8 @@ class CtlProcess(HelperProcess):
 
     def _serve(self) -> None:
         from kampx.control.methods import Methods
-        from kampx.stats.prometheus import KampxCollector, make_registry
         from kampx.stats.kamctl import StatsView
+        from kampx.stats.prometheus import KampxCollector, make_registry
 
         self.methods = Methods(
             self.shared,

@@ -23,7 +23,7 @@ import time
 from kampx import dset
 from kampx import methods as M
 from kampx import stats as S
-from kampx._cparse import build_reply, parse, SipParseError
+from kampx._cparse import SipParseError, build_reply, parse
 from kampx.dialog import CONFIRMED
 from kampx.routing.flow import HandedOff, ScriptExit
 from kampx.shared import TXN_BYTES, TXN_COUNT
