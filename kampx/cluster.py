@@ -61,7 +61,7 @@ class ClusterSync:
         self._next_poll = 0.0
         self._next_purge = 0.0
         self._subscribers_due = self._addresses_due = True
-        # local counters (kampx/stats/__init__.py has no cluster rows yet): read by tests and the log
+        # local counters (kampx/stats/ has no cluster rows yet): read by tests and the log
         self.counts = {
             "applied": 0,
             "dropped": 0,

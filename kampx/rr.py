@@ -65,7 +65,7 @@ def loose_route(worker, msg) -> bool:
 
 def _is_uri(na) -> bool:
     try:
-        na.parsed_uri
+        na.parsed_uri  # noqa: B018 - parsing raises SipParseError on a bad URI
         return True
     except SipParseError:
         return False

@@ -50,7 +50,7 @@ def cfg_get(section: str, key: str):
 # ---------------------------------------------------------------------------------- flow --
 
 
-def exit():  # noqa: A001 - Kamailio's name, on purpose
+def exit():
     """End processing of the current message (Kamailio's `exit`)."""
     raise ScriptExit()
 

@@ -202,7 +202,7 @@ class Handoff:
         that its queue stayed full): the caller then handles the packet itself."""
         ip = src[0].encode()
         frame = _HDR.pack(lsock_index, src[1], len(ip)) + ip + data
-        for attempt in (0, 1):
+        for _attempt in (0, 1):
             s = self.outbound.get(owner) or self._connect(owner)
             if s is None:
                 return False

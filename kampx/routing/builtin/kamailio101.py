@@ -18,7 +18,7 @@ To start a script of your own, copy this file, edit it and point the config at i
 `kampx check --config FILE` validates it before you reload.
 """
 
-from kampx.routing import *  # noqa: F401,F403
+from kampx.routing import *
 
 
 def request_route(msg):

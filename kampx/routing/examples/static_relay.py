@@ -6,7 +6,7 @@ with the environment variable KAMPX_NEXT_HOP ("IP:PORT") or edit NEXT_HOP below.
 
 import os
 
-from kampx.routing import *  # noqa: F401,F403
+from kampx.routing import *
 
 NEXT_HOP = os.environ.get("KAMPX_NEXT_HOP", "127.0.0.1:5080")
 
