@@ -51,7 +51,7 @@ class ClusterSync:
     """One node's follower of the shared database; `storage` is a callable returning the db
     writer's open PostgresStorage (or None when it cannot be opened)."""
 
-    def __init__(self, store, permissions, storage):
+    def __init__(self, store, permissions, storage) -> None:
         self.store = store
         self.permissions = permissions
         self._storage = storage

@@ -28,11 +28,15 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from kampx import stats as S
 from kampx.dialog import JournalWriter
 from kampx.process import HelperProcess
 from kampx.shared import HELPER_ROWS
+
+if TYPE_CHECKING:
+    from kampx.cluster import ClusterSync
 
 log = logging.getLogger("kampx.dbwriter")
 
@@ -65,7 +69,8 @@ class DbWriterProcess(HelperProcess):
         self._loop()
 
     def _loop(self) -> None:
-        if self.sync is None:
+        sync = self.sync
+        if sync is None:
             self.every(FLUSH_INTERVAL, self.writer.drain)
         else:
             store, last, seen = self.shared.location, float("-inf"), None
@@ -75,8 +80,8 @@ class DbWriterProcess(HelperProcess):
                 if now - last >= FLUSH_INTERVAL or (count != seen and now - last >= CLUSTER_MIN_S):
                     seen, last = count, now  # read before the drain: nothing is missed
                     self.writer.drain()
-                self._follow()
-                self.sync.wait(CLUSTER_TICK)
+                self._follow(sync)
+                sync.wait(CLUSTER_TICK)
         # last changes: workers stopping alongside us may still finish a REGISTER or two
         deadline = time.monotonic() + STOP_DRAIN_S
         while True:
@@ -86,13 +91,13 @@ class DbWriterProcess(HelperProcess):
             time.sleep(0.05)
         self.writer.close()
 
-    def _follow(self) -> None:
+    def _follow(self, sync: ClusterSync) -> None:
         """One step of following the other nodes; a failure is logged once per distinct
         error (the step is retried every round, after the connection's back-off)."""
         from kampx.db import StorageError
 
         try:
-            self.sync.step()
+            sync.step()
         except StorageError as e:
             if str(e) != self._sync_error:
                 log.error("not following the other nodes' changes (retrying): %s", e)
@@ -102,7 +107,7 @@ class DbWriterProcess(HelperProcess):
             log.warning("following the other nodes' changes again")
             self._sync_error = None
 
-    _sync_error = None
+    _sync_error: str | None = None
 
 
 class LocationWriter:

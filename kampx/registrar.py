@@ -286,7 +286,7 @@ class _Register:
         except SipParseError:
             raise _Reject(R_PARSE_CONT) from None
         self.star = bool(msg.contact_star)
-        self.ops = []
+        self.ops: list[tuple] = []
         if self.star:
             values = msg.header_values("contact")
             if values and values[0].strip() == "*":
@@ -511,7 +511,8 @@ def contact_header(bindings, act: int) -> str | None:
         return None
     if len(bindings) == 1:
         return "Contact: " + _contact_part(bindings[0], act)
-    kept, size = [], 0
+    kept: list[tuple[int, float, str]] = []
+    size = 0
     for b in sorted(bindings, key=lambda b: -b.last_modified):
         part = _contact_part(b, act)
         size += len(part) + 2

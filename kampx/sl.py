@@ -104,7 +104,7 @@ def salvage_400(data: bytes, src, reason: str, tag_prefix: str):
         first = lines[0].split(b" ")
         if len(first) < 3 or first[0].startswith(b"SIP/") or first[0] == b"ACK":
             return None
-        out = {}
+        out: dict[bytes, bytes] = {}
         for line in lines[1:]:
             name, sep, value = line.partition(b":")
             canon = _WANTED.get(name.strip().lower())

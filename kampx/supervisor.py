@@ -64,7 +64,8 @@ class Supervisor:
         self.deaths: dict[tuple, list[float]] = {}
         self.respawn_at: dict[tuple, float] = {}
         self.helper_restarts: list = []  # (when, helper) waiting out a back-off
-        self.retire_pending = None  # (old pids, deadline) during a reload
+        # (old pids, deadline) during a reload
+        self.retire_pending: tuple[list[int], float] | None = None
         self.started = time.time()
 
     # ------------------------------------------------------------------ start -------------

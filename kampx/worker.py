@@ -25,6 +25,7 @@ import select
 import signal
 import time
 import traceback
+from typing import Any
 
 from kampx import __version__, sl
 from kampx import stats as S
@@ -99,7 +100,7 @@ class Worker:
 
         setproctitle(self.title())
         self.stopping = False
-        self.stop_deadline = None
+        self.stop_deadline = 0.0  # set when the loop stops reading
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self.stop_bound = self.cfg.core.shutdown_timeout_s
@@ -127,7 +128,7 @@ class Worker:
         )
         self.server_header = f"Server: kampx ({__version__})"
         self.sl_tag_prefix = ctx.instance_tag
-        self._logged_errors = set()
+        self._logged_errors: set[tuple] = set()  # the keys of _log_once and _log_once_text
         tm = cfg.tm
         self.dialogs = Dialogs(
             shared.dialogs,
@@ -155,7 +156,8 @@ class Worker:
             server_header=self.server_header,
             report=self._log_once,
         )
-        self.modules = {}  # per-process state of route-script modules (auth caches ...)
+        # per-process state of route-script modules (auth caches ...)
+        self.modules: dict[str, Any] = {}
         script_ctx.worker = self
         init = getattr(self.script.module, "child_init", None)
         if init is not None:

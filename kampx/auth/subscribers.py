@@ -64,9 +64,9 @@ class SqliteChangeProbe:
 
     def __init__(self, path: str):
         self._path = path
-        self._cur = None
-        self._data_version = None
-        self._counter = None
+        self._cur: sqlite3.Cursor | None = None
+        self._data_version: int | None = None  # None: the first call always reads the counter
+        self._counter = 0
 
     def __call__(self) -> int:
         if self._cur is None:

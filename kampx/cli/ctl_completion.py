@@ -7,7 +7,7 @@ import argparse
 
 
 def _walk(parser: argparse.ArgumentParser, path: str, subs: dict, opts: dict) -> None:
-    options = []
+    options: list[str] = []
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             subs[path] = " ".join(action.choices)

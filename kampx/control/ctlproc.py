@@ -18,11 +18,16 @@ import logging
 import os
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from kampx import stats as S
 from kampx._shm import CounterRows
 from kampx.control.client import socket_path
 from kampx.process import HelperProcess
+
+if TYPE_CHECKING:
+    from kampx.control.server import RpcServer
+    from kampx.stats.prometheus import MetricsServer
 
 log = logging.getLogger("kampx.ctl")
 
@@ -61,7 +66,8 @@ class CtlProcess(HelperProcess):
                 self.shared, self.supervisor_pid, self.started, self.cfg.metrics.instance
             )
         )
-        self.rpc = self.http = None
+        self.rpc: RpcServer | None = None
+        self.http: MetricsServer | None = None
         self._complained: set[str] = set()
         next_try = 0.0
         try:

@@ -40,7 +40,7 @@ class _BanLog:
     """Which bans this process has already logged, so a ban is one log line per worker
     rather than one per dropped request."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._until: dict[bytes, float] = {}
 
     def first(self, key: bytes, now: float, ban_s: float) -> bool:

@@ -32,7 +32,7 @@ class Timer:
 
 
 class TimerHeap:
-    def __init__(self):
+    def __init__(self) -> None:
         self._heap: list[Timer] = []
         self._seq = itertools.count()
 

@@ -103,7 +103,7 @@ class Handoff:
     def accept(self) -> list[int]:
         """Accept every pending connection from a sibling worker; returns their fds (for
         the worker's epoll). Connections from any other process are closed at once."""
-        fds = []
+        fds: list[int] = []
         while True:
             try:
                 conn, _ = self.listener.accept()
