@@ -407,7 +407,7 @@ def _security_checks(sec: SecurityConfig) -> None:
 def from_dict(data: dict, path: str | None = None) -> Config:
     sections = {}
     for f in dataclasses.fields(Config):
-        if f.name == "path":
+        if f.default_factory is dataclasses.MISSING:  # path, the one field that is no section
             continue
         sections[f.name] = f.default_factory()
     for name, table in data.items():

@@ -167,6 +167,13 @@ class _Pg:
             raise self.error(e) from None
 
 
+def _scalar(cur: psycopg.Cursor) -> Any:
+    """The first column of a statement that always returns a row (COUNT, RETURNING...)."""
+    row = cur.fetchone()
+    assert row is not None
+    return row[0]
+
+
 def _first_line(e: Exception) -> str:
     text = str(e).strip() or type(e).__name__
     return text.splitlines()[0]
@@ -206,7 +213,7 @@ def _upgrade(conn: psycopg.Connection, where: str, migrations) -> int:
 
 
 def _schema_version(conn: psycopg.Connection) -> int:
-    if conn.execute("SELECT to_regclass('version')").fetchone()[0] is None:
+    if _scalar(conn.execute("SELECT to_regclass('version')")) is None:
         return 0
     row = conn.execute("SELECT table_version FROM version WHERE table_name = 'kampx'").fetchone()
     return int(row[0]) if row else 0
@@ -290,10 +297,10 @@ class PgSubscribers(Subscribers):
     def count(self, domain: str | None = None) -> int:
         with self._db.read() as conn:
             if domain is None:
-                return conn.execute("SELECT COUNT(*) FROM subscriber").fetchone()[0]
-            return conn.execute(
-                "SELECT COUNT(*) FROM subscriber WHERE domain = %s", (domain,)
-            ).fetchone()[0]
+                return _scalar(conn.execute("SELECT COUNT(*) FROM subscriber"))
+            return _scalar(
+                conn.execute("SELECT COUNT(*) FROM subscriber WHERE domain = %s", (domain,))
+            )
 
     def list(self, domain: str | None = None) -> Iterator[Subscriber]:
         with self._db.read() as conn:
@@ -368,11 +375,13 @@ class PgAddresses(Addresses):
 
     def add(self, grp: int, ip_addr: str, mask: int = 32, port: int = 0, tag: str = "") -> int:
         with self._db.write() as conn:
-            return conn.execute(
-                "INSERT INTO address (grp, ip_addr, mask, port, tag) "
-                "VALUES (%s, %s, %s, %s, %s) RETURNING id",
-                (grp, ip_addr, mask, port, tag or None),
-            ).fetchone()[0]
+            return _scalar(
+                conn.execute(
+                    "INSERT INTO address (grp, ip_addr, mask, port, tag) "
+                    "VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                    (grp, ip_addr, mask, port, tag or None),
+                )
+            )
 
     def remove(self, grp: int, ip_addr: str) -> int:
         with self._db.write() as conn:
@@ -468,7 +477,7 @@ class PgLocations(Locations, LocationFeed):
 
     def count(self) -> int:
         with self._db.read() as conn:
-            return conn.execute("SELECT COUNT(*) FROM location").fetchone()[0]
+            return _scalar(conn.execute("SELECT COUNT(*) FROM location"))
 
     # -- LocationFeed --
 
@@ -490,10 +499,12 @@ class PgLocations(Locations, LocationFeed):
     @contextmanager
     def snapshot(self):
         with self._db.write(repeatable=True) as conn:
-            top = conn.execute(
-                "SELECT GREATEST((SELECT max(seq) FROM location), "
-                "(SELECT max(seq) FROM location_tombstone), 0)"
-            ).fetchone()[0]
+            top = _scalar(
+                conn.execute(
+                    "SELECT GREATEST((SELECT max(seq) FROM location), "
+                    "(SELECT max(seq) FROM location_tombstone), 0)"
+                )
+            )
             with conn.cursor(name="kampx_snapshot") as cur:
                 cur.itersize = 2000  # streamed: a million bindings never sit in one list
                 cur.execute(f"SELECT {_LOC_SELECT} FROM location")

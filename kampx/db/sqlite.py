@@ -147,19 +147,19 @@ class SqliteSubscribers(Subscribers):
         self.add_many([sub])
 
     def add_many(self, subs: Iterable[Subscriber]) -> int:
-        subs = distinct_accounts(subs)
+        rows = distinct_accounts(subs)
         try:
             with self._db.write() as conn:
                 try:
                     conn.executemany(
-                        f"INSERT INTO subscriber ({self._COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", subs
+                        f"INSERT INTO subscriber ({self._COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", rows
                     )
                 except sqlite3.IntegrityError:
                     raise _Duplicate from None  # rolls the whole batch back
         except _Duplicate:
             # after the rollback, so that rows of this batch do not count as existing
-            raise StorageError(f"user {self._first_existing(subs)} already exists") from None
-        return len(subs)
+            raise StorageError(f"user {self._first_existing(rows)} already exists") from None
+        return len(rows)
 
     def _first_existing(self, subs: Sequence[tuple]) -> str:
         """The error path of add_many: name the first user that was already there."""
@@ -228,8 +228,8 @@ class SqliteSubscribers(Subscribers):
     def mirror(self, puts: Iterable[Subscriber], deletes: Iterable[tuple[str, str]]) -> None:
         """A replica's upkeep (a node of a PostgreSQL cluster keeps one, kampx/cluster.py):
         insert or replace `puts`, delete the (username, domain) `deletes`, in one transaction."""
-        puts, deletes = [tuple(s) for s in puts], list(deletes)
-        if not puts and not deletes:
+        rows, gone = [tuple(s) for s in puts], list(deletes)
+        if not rows and not gone:
             return
         with self._db.write() as conn:
             conn.executemany(
@@ -237,9 +237,9 @@ class SqliteSubscribers(Subscribers):
                 "ON CONFLICT (username, domain) DO UPDATE SET ha1 = excluded.ha1, "
                 "ha1b = excluded.ha1b, ha1_sha256 = excluded.ha1_sha256, "
                 "ha1b_sha256 = excluded.ha1b_sha256",
-                puts,
+                rows,
             )
-            conn.executemany("DELETE FROM subscriber WHERE username = ? AND domain = ?", deletes)
+            conn.executemany("DELETE FROM subscriber WHERE username = ? AND domain = ?", gone)
 
 
 class SqliteAddresses(Addresses):
@@ -252,6 +252,7 @@ class SqliteAddresses(Addresses):
                 "INSERT INTO address (grp, ip_addr, mask, port, tag) VALUES (?, ?, ?, ?, ?)",
                 (grp, ip_addr, mask, port, tag or None),
             )
+            assert cur.lastrowid is not None  # set by every INSERT that succeeded
             return cur.lastrowid
 
     def remove(self, grp: int, ip_addr: str) -> int:

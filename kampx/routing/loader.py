@@ -15,6 +15,8 @@ import inspect
 import os
 import sys
 import types
+from collections.abc import Callable
+from typing import Any, TypeGuard
 
 BUILTIN_PREFIX = "builtin:"
 HOOKS = ("request_route", "reply_route", "failure_route", "branch_route")
@@ -106,9 +108,9 @@ def _check(tree: ast.Module, module: types.ModuleType, path: str) -> None:
             args = node.args
             for a in args.posonlyargs + args.args + args.kwonlyargs:
                 known.add(a.arg)
-            for a in (args.vararg, args.kwarg):
-                if a is not None:
-                    known.add(a.arg)
+            for star in (args.vararg, args.kwarg):
+                if star is not None:
+                    known.add(star.arg)
         elif isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
             known.add(node.id)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
@@ -131,11 +133,12 @@ def _check(tree: ast.Module, module: types.ModuleType, path: str) -> None:
             k.arg is None for k in node.keywords
         ):
             continue
+        keywords = {k.arg: k.value for k in node.keywords if k.arg is not None}
         try:
-            inspect.signature(target).bind(*node.args, **{k.arg: k.value for k in node.keywords})
+            inspect.signature(target).bind(*node.args, **keywords)
         except TypeError as e:
             raise ScriptError(f"{path}:{node.lineno}: {fname}(): {e}") from None
 
 
-def _is_api(fn) -> bool:
+def _is_api(fn: object) -> TypeGuard[Callable[..., Any]]:
     return callable(fn) and getattr(fn, "__module__", "").startswith("kampx.")

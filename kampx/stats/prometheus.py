@@ -231,7 +231,7 @@ class _Handler(BaseHTTPRequestHandler):
     """One request, parsed by the standard library from the head the event loop read
     (`request` is those bytes), answered into a buffer the loop then writes."""
 
-    registry: CollectorRegistry = None  # set on the subclass made by MetricsServer
+    registry: CollectorRegistry  # set on the subclass made by MetricsServer
     server_version = f"kampx/{__version__}"
 
     def setup(self) -> None:
@@ -250,7 +250,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _respond(self, with_body: bool) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
-            encoder, content_type = choose_encoder(self.headers.get("Accept"))
+            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
             try:
                 body = encoder(self.registry)
             except Exception:
@@ -418,14 +418,16 @@ class MetricsServer:
         self._write(c)
 
     def _write(self, c: _Conn) -> None:
+        out = c.out
+        assert out is not None  # called once the response is buffered
         try:
-            n = c.sock.send(c.out)
+            n = c.sock.send(out)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             self._drop(c)
             return
-        c.out = c.out[n:]
+        c.out = out[n:]
         if not c.out:
             try:
                 c.sock.shutdown(socket.SHUT_WR)

@@ -794,7 +794,9 @@ def _build_from_sent(sent: bytes, method: bytes, to_line) -> bytes:
     for name in ("from", "call-id"):
         out.extend(msg.header_lines(name)[:1])
     out.append(to_line if to_line is not None else msg.header_lines("to")[0])
-    out.append(b"CSeq: %d " % msg.cseq_num + method + b"\r\n")
+    cseq = msg.cseq_num
+    assert cseq is not None  # a request kampx sent passed the parser's CSeq check
+    out.append(b"CSeq: %d " % cseq + method + b"\r\n")
     out.extend(msg.header_lines("route"))
     out.append(b"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
     return b"".join(x if x.endswith(b"\n") else x + b"\r\n" for x in out)
