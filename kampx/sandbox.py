@@ -19,6 +19,7 @@ import os
 import shutil
 import socket
 import tempfile
+from typing import Any, cast
 
 from kampx import config as _config
 from kampx._cparse import parse
@@ -69,6 +70,8 @@ class _SandboxWorker(Worker):
     """Keeps every exception it would log, for the caller to look at, and never asks a
     DNS server anything (a sandbox must not send a query for a name a datagram made up)."""
 
+    errors: list[tuple[str, Exception]]
+
     def _log_once(self, where: str, e: Exception) -> None:
         self.errors.append((where, e))
 
@@ -81,7 +84,8 @@ class _SandboxWorker(Worker):
                 return None  # as if the name did not resolve
             return real(host, port)
 
-        self.forwarder.resolve = resolve
+        # replaced on this instance only, on purpose: mypy takes any method assignment for a slip
+        self.forwarder.resolve = resolve  # type: ignore[method-assign]
 
 
 class Sandbox:
@@ -101,7 +105,7 @@ class Sandbox:
         from kampx.db import open_storage
 
         self.dir = tempfile.mkdtemp(prefix="kampx-sandbox-")
-        sections = {
+        sections: dict[str, dict[str, Any]] = {
             "core": {"listen": [f"udp:{listen}:5060"], "children": 1},
             "db": {"url": "sqlite:///" + os.path.join(self.dir, "kampx.db").lstrip("/")},
             "usrloc": {"capacity": 1024},
@@ -121,7 +125,8 @@ class Sandbox:
         state.attach(self.shared, self.cfg)
         addr = self.cfg.core.listen_addrs()[0]
         self.socket = RecordingSocket(addr.family)
-        ls = ListenSocket(0, addr, self.socket)
+        # duck-typed: ListenSocket calls fileno(), family and sendto() of a worker's socket
+        ls = ListenSocket(0, addr, cast(socket.socket, self.socket))
         script = loader.load(self.cfg.routing.script)
         self.worker = _SandboxWorker(
             _Context(self.shared), SANDBOX_WORKER_ID, 1, [ls], 0, script, self.cfg

@@ -216,7 +216,6 @@ class Supervisor:
     def spawn_worker(self, slot) -> Worker:
         wid = self._alloc_worker_id()
         w = Worker(self.ctx, wid, slot[1], self.sockets, slot[0], self.script, self.cfg)
-        w.slot = slot
         w.started_at = time.monotonic()
         w.pid = self._fork(w)
         self.workers[w.pid] = w

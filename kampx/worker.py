@@ -58,6 +58,7 @@ class Worker:
         self.child_no = child_no
         self.sockets = sockets  # all of them: any may be needed to send
         self.listen_index = listen_index  # the one this worker reads
+        self.slot = (listen_index, child_no)  # the supervisor's key: respawns take the same
         self.script = script
         self.cfg = cfg
         self.pid = 0

@@ -218,7 +218,11 @@ class Storage(ABC):
     subscribers: Subscribers
     addresses: Addresses
     locations: Locations
-    dialogs: Dialogs
+
+    # read-only: PostgreSQL storage picks the node's SQLite file when it has one
+    @property
+    @abstractmethod
+    def dialogs(self) -> Dialogs: ...
 
     @property
     @abstractmethod

@@ -381,7 +381,11 @@ class SqliteStorage(Storage):
         self.subscribers = SqliteSubscribers(self._db)
         self.addresses = SqliteAddresses(self._db)
         self.locations = SqliteLocations(self._db)
-        self.dialogs = SqliteDialogs(self._db)
+        self._dialogs = SqliteDialogs(self._db)
+
+    @property
+    def dialogs(self) -> SqliteDialogs:
+        return self._dialogs
 
     @staticmethod
     def _prepare(conn, path, migrations) -> int:
