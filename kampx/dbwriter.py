@@ -34,6 +34,7 @@ from kampx import stats as S
 from kampx.dialog import JournalWriter
 from kampx.process import HelperProcess
 from kampx.shared import HELPER_ROWS
+from kampx.usrloc import DB_ERRORS, DB_WRITES
 
 if TYPE_CHECKING:
     from kampx.cluster import ClusterSync
@@ -159,7 +160,7 @@ class LocationWriter:
             self.healthy, self._last_error = True, None
         self.written += done
         if done and self.stats is not None:
-            self.stats.add(S.DB_WRITES.base, done)
+            self.stats.add(DB_WRITES.base, done)
         return done
 
     def open(self):
@@ -199,7 +200,7 @@ class LocationWriter:
     def _failed(self, error: str) -> None:
         self.healthy = False
         if self.stats is not None:
-            self.stats.inc(S.DB_ERRORS.base)
+            self.stats.inc(DB_ERRORS.base)
         if error != self._last_error:
             log.error(
                 "location changes not written (retrying every %.2f s): %s", FLUSH_INTERVAL, error

@@ -40,6 +40,48 @@ import time
 
 from kampx import stats as S
 
+DIALOGS_PROCESSED = S.family(
+    "dialog",
+    "processed_dialogs",
+    S.KIND_COUNTER,
+    "Dialogs started by a Record-Routed request kampx relayed",
+)
+DIALOGS_CONFIRMED = S.family(
+    "dialog", "confirmed_dialogs", S.KIND_COUNTER, "Dialogs confirmed by a 2xx kampx relayed"
+)
+DIALOGS_FAILED = S.family(
+    "dialog", "failed_dialogs", S.KIND_COUNTER, "Dialogs whose creating request ended without a 2xx"
+)
+DIALOGS_ENDED = S.family("dialog", "ended_dialogs", S.KIND_COUNTER, "Dialogs ended by a BYE")
+DIALOG_REJECTED = S.family(
+    "dialog",
+    "rejected_requests",
+    S.KIND_COUNTER,
+    "In-dialog requests refused: not in a dialog kampx established "
+    "(forged To-tag, or a dialog that ended or expired)",
+)
+DIALOG_TABLE_FULL = S.family(
+    "dialog",
+    "table_full",
+    S.KIND_COUNTER,
+    "Dialog-creating requests refused with 503: the dialog index is full",
+)
+DIALOG_JOURNAL_DROPPED = S.family(
+    "dialog",
+    "journal_dropped",
+    S.KIND_COUNTER,
+    "Dialog changes not persisted (journal pipe full, or the database down too long)",
+)
+STATISTICS = (
+    DIALOGS_PROCESSED,
+    DIALOGS_CONFIRMED,
+    DIALOGS_FAILED,
+    DIALOGS_ENDED,
+    DIALOG_REJECTED,
+    DIALOG_TABLE_FULL,
+    DIALOG_JOURNAL_DROPPED,
+)
+
 log = logging.getLogger("kampx.dialog")
 
 # index values (Kamailio's dialog states, in their order)
@@ -121,7 +163,7 @@ class Journal:
         except OSError as e:
             if e.errno not in (errno.EAGAIN, errno.EPIPE, errno.EBADF):
                 raise
-            self.stats.inc(S.DIALOG_JOURNAL_DROPPED.base)
+            self.stats.inc(DIALOG_JOURNAL_DROPPED.base)
 
 
 # -------------------------------------------------------------------------- the check --
@@ -156,12 +198,12 @@ class Dialogs:
         k = f"{msg.call_id}\0{msg.from_tag or ''}".encode("utf-8", "surrogateescape")
         now = time.monotonic()
         if not self.index.put(k, state, now, now + self.ttl_setup):
-            self.stats.inc(S.DIALOG_TABLE_FULL.base)
+            self.stats.inc(DIALOG_TABLE_FULL.base)
             if now >= self._full_logged + FULL_LOG_EVERY_S:
                 self._full_logged = now
                 log.warning("the dialog index is full ([dialog] capacity): new calls get 503")
             return None, 0
-        self.stats.inc(S.DIALOGS_PROCESSED.base)
+        self.stats.inc(DIALOGS_PROCESSED.base)
         return k, state
 
     def on_reply(self, k: bytes, state: int, code: int, reply_has_tag: bool) -> int:
@@ -177,7 +219,7 @@ class Dialogs:
         if code < 300:
             if state != CONFIRMED:
                 self._confirm(k, time.monotonic())
-                self.stats.inc(S.DIALOGS_CONFIRMED.base)
+                self.stats.inc(DIALOGS_CONFIRMED.base)
             return CONFIRMED
         return state
 
@@ -185,7 +227,7 @@ class Dialogs:
         """The transaction that started dialog `k` ended without a 2xx."""
         if state != CONFIRMED:
             self.index.discard(k)
-            self.stats.inc(S.DIALOGS_FAILED.base)
+            self.stats.inc(DIALOGS_FAILED.base)
 
     def _confirm(self, k: bytes, now: float) -> None:
         self.index.put(k, CONFIRMED, now, now + self.lifetime)
@@ -207,7 +249,7 @@ class Dialogs:
             k = f"{call_id}\0{msg.to_tag or ''}".encode("utf-8", "surrogateescape")
             state = self.index.lookup(k, now)
             if state < EARLY:
-                self.stats.inc(S.DIALOG_REJECTED.base)
+                self.stats.inc(DIALOG_REJECTED.base)
                 return False
         msg.dialog_admitted = True
         method = msg.method
@@ -215,7 +257,7 @@ class Dialogs:
             if state != ENDED:
                 self.index.put(k, ENDED, now, now + self.linger)
                 self.journal.write(OP_DELETE, k)
-                self.stats.inc(S.DIALOGS_ENDED.base)
+                self.stats.inc(DIALOGS_ENDED.base)
         elif state == CONFIRMED and method != "ACK":
             self._confirm(k, now)  # Kamailio resets a dialog's timeout likewise
         return True
@@ -262,7 +304,7 @@ class JournalWriter:
         while len(self.pending) > self.MAX_PENDING:  # a database down for a long time
             self.pending.pop(next(iter(self.pending)))
             if self.stats is not None:
-                self.stats.inc(S.DIALOG_JOURNAL_DROPPED.base)
+                self.stats.inc(DIALOG_JOURNAL_DROPPED.base)
         return len(records)
 
     def write(self, storage) -> int:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import socket
 
-from kampx import stats as S
 from kampx._cparse import SipParseError, parse_uri
+from kampx.stats.core import DROP_REPLIES, FWD_REPLIES, FWD_REQUESTS, SEND_ERRORS
 
 
 def is_ip(host: str) -> bool:
@@ -99,9 +99,9 @@ class Forwarder:
         lsock = self.socket_for(dest)
         branch = f"{branch_prefix}a{os.urandom(4).hex()}.0"
         if lsock.sendto(msg.serialize(via=lsock.via_prefix + branch.encode()), dest):
-            self.stats.inc(S.FWD_REQUESTS.base)
+            self.stats.inc(FWD_REQUESTS.base)
             return True
-        self.stats.inc(S.SEND_ERRORS.base)
+        self.stats.inc(SEND_ERRORS.base)
         return False
 
     def stray_reply(self, msg) -> bool:
@@ -113,34 +113,34 @@ class Forwarder:
         stats = self.stats
         via = msg.top_via
         if via is None or not self.is_myself(via.host, via.port):
-            stats.inc(S.DROP_REPLIES.base)
+            stats.inc(DROP_REPLIES.base)
             return False
         if not self.forward_stray_replies and not (
             200 <= msg.status < 300
             and msg.cseq_method == "INVITE"
             and self.dialogs.known(msg.call_id, msg.from_tag)
         ):
-            stats.inc(S.DROP_REPLIES.base)
+            stats.inc(DROP_REPLIES.base)
             return False
         try:
             vias = msg.via
             msg.remove_top_via()
         except (SipParseError, ValueError):
-            stats.inc(S.DROP_REPLIES.base)
+            stats.inc(DROP_REPLIES.base)
             return False
         if len(vias) < 2:
-            stats.inc(S.DROP_REPLIES.base)
+            stats.inc(DROP_REPLIES.base)
             return False
         nxt = vias[1]
         host = nxt.received or nxt.host
         if host.startswith("["):
             host = host[1:-1]
         if not is_ip(host):
-            stats.inc(S.DROP_REPLIES.base)  # never resolve a name to answer
+            stats.inc(DROP_REPLIES.base)  # never resolve a name to answer
             return False
         dest = (host, nxt.rport if nxt.rport else (nxt.port or 5060))
         if self.socket_for(dest).sendto(msg.serialize(), dest):
-            stats.inc(S.FWD_REPLIES.base)
+            stats.inc(FWD_REPLIES.base)
             return True
-        stats.inc(S.SEND_ERRORS.base)
+        stats.inc(SEND_ERRORS.base)
         return False

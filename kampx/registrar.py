@@ -42,6 +42,10 @@ from kampx import stats as S
 from kampx._cparse import SipParseError, parse_name_addr, parse_uri, split_commas
 from kampx.usrloc import ERR_CSEQ, ERR_FULL, ERR_TOO_LARGE, ERR_TOO_MANY, OK, LockError
 
+ACCEPTED_REGS = S.family("registrar", "accepted_regs", S.KIND_COUNTER, "REGISTER requests accepted")
+REJECTED_REGS = S.family("registrar", "rejected_regs", S.KIND_COUNTER, "REGISTER requests rejected")
+STATISTICS = (ACCEPTED_REGS, REJECTED_REGS)
+
 log = logging.getLogger("kampx.registrar")
 
 TABLE = "location"
@@ -538,7 +542,7 @@ def _contact_part(b, act: int) -> str:
 
 
 def _accepted(worker, msg, bindings, reply: bool, act: int, rc: int) -> int:
-    worker.stats.inc(S.ACCEPTED_REGS.base)
+    worker.stats.inc(ACCEPTED_REGS.base)
     if reply:
         extra = []
         line = contact_header(bindings, act)
@@ -551,7 +555,7 @@ def _accepted(worker, msg, bindings, reply: bool, act: int, rc: int) -> int:
 
 
 def _rejected(worker, msg, err: RegError, bindings, reply: bool, act: int) -> int:
-    worker.stats.inc(S.REJECTED_REGS.base)
+    worker.stats.inc(REJECTED_REGS.base)
     if reply:
         extra = []
         line = contact_header(bindings, act or int(time.time()))

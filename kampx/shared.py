@@ -24,7 +24,7 @@ class SharedState:
         self.instance = secrets.token_hex(4)  # names this instance's hand-off sockets
         self.tag_prefix = secrets.token_hex(16)  # To-tags of local replies (32 hex, as Kamailio)
         self.secret = secrets.token_bytes(32)  # digest nonces (valid in every worker)
-        self.counters = CounterRows(COUNTER_ROWS, S.NCOLS)
+        self.counters = CounterRows(COUNTER_ROWS, S.ncols())
         self.txn_index = KeyIndex(max(1024, cfg.tm.max_transactions * 2), seed)
         # the proxy's transactions and the bytes they hold (TXN_COUNT, TXN_BYTES), tested
         # against [tm] max_transactions / max_memory_mb by every worker

@@ -18,6 +18,15 @@ from kampx import methods as M
 from kampx import stats as S
 from kampx._cparse import build_reply
 from kampx.forward import Forwarder
+from kampx.stats.core import SEND_ERRORS
+
+SL_REPLIES = S.family(
+    "sl", "replies", S.KIND_COUNTER, "Stateless replies sent, by status code", "code", S.REPLY_CODES
+)
+SL_ERR_REPLIES = S.family(
+    "sl", "sent_err_replies", S.KIND_COUNTER, "Stateless error replies (400 on bad input)"
+)
+STATISTICS = (SL_REPLIES, SL_ERR_REPLIES)
 
 
 def to_tag(prefix: str, msg) -> str:
@@ -48,9 +57,9 @@ def stateless_reply(worker, msg, code: int, reason: str, extra=None, body=b"") -
     stats = worker.stats
     if ok:
         if 100 <= code <= 699:
-            stats.inc(S.SL_REPLIES.base + code - 100)
+            stats.inc(SL_REPLIES.base + code - 100)
     else:
-        stats.inc(S.SEND_ERRORS.base)
+        stats.inc(SEND_ERRORS.base)
     return ok
 
 

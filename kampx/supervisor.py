@@ -257,12 +257,13 @@ class Supervisor:
     def _worker_died(self, w: Worker, code: int):
         self.shared.txn_index.purge_owner(w.worker_id)
         from kampx import stats as S
+        from kampx.tm.stats import ACTIVE_TRANSACTIONS, TXN_MEMORY
 
         # gauges held in the dead row would stay up forever: give them back, and the
         # dead worker's transactions to the proxy-wide totals tm tests its limits against
         row = w.worker_id
-        totals = {S.ACTIVE_TRANSACTIONS.base: TXN_COUNT, S.TXN_MEMORY.base: TXN_BYTES}
-        for fam in S.FAMILIES:
+        totals = {ACTIVE_TRANSACTIONS.base: TXN_COUNT, TXN_MEMORY.base: TXN_BYTES}
+        for fam in S.families():
             if fam.kind == S.KIND_GAUGE:
                 for col in range(fam.base, fam.base + fam.size):
                     v = self.shared.counters.get(row, col)

@@ -10,6 +10,7 @@ import time
 from kampx import stats as S
 from kampx.process import HelperProcess
 from kampx.shared import HELPER_ROWS
+from kampx.usrloc import EXPIRED_CONTACTS
 
 log = logging.getLogger("kampx.timer")
 
@@ -37,4 +38,4 @@ class TimerProcess(HelperProcess):
         if loc is not None:
             n = loc.expire(time.time())
             if n:
-                self.stats.add(S.EXPIRED_CONTACTS.base, n)
+                self.stats.add(EXPIRED_CONTACTS.base, n)

@@ -34,6 +34,17 @@ from kampx.dialog import Dialogs, Journal
 from kampx.forward import Forwarder
 from kampx.routing.context import ctx as script_ctx
 from kampx.routing.hooks import Hooks
+from kampx.sl import SL_ERR_REPLIES, SL_REPLIES
+from kampx.stats.core import (
+    BAD_MSG_HDR,
+    ERR_REQUESTS,
+    HANDOFF_FAILED,
+    HANDOFF_REJECTED,
+    HANDOFFS,
+    INTERNAL_ERRORS,
+    RCV_REPLIES,
+    RCV_REQUESTS,
+)
 from kampx.tm.manager import TransactionManager
 from kampx.tm.timers import TimerHeap
 from kampx.transport.handoff import Handoff
@@ -278,11 +289,11 @@ class Worker:
                     return
 
     def _handoff_rejected(self, reason: str) -> None:
-        self.stats.inc(S.HANDOFF_REJECTED.base)
+        self.stats.inc(HANDOFF_REJECTED.base)
         self._log_once_text("handoff", reason)
 
     def _timer_error(self, e: Exception) -> None:
-        self.stats.inc(S.INTERNAL_ERRORS.base)
+        self.stats.inc(INTERNAL_ERRORS.base)
         self._log_once("timer", e)
 
     # ------------------------------------------------------------------ receive ---------
@@ -299,7 +310,7 @@ class Worker:
             self._internal_error(e)
 
     def _internal_error(self, e: Exception) -> None:
-        self.stats.inc(S.INTERNAL_ERRORS.base)
+        self.stats.inc(INTERNAL_ERRORS.base)
         self._log_once("receive", e)
 
     def process(self, data: bytes, src: tuple, lsock, handed_off: bool) -> None:
@@ -320,7 +331,7 @@ class Worker:
         """A datagram that does not parse: counted, answered with 400 when it is a request
         whose Via lets us address a reply (Kamailio's sanity does the same), else dropped
         (what cannot even be framed, as Kamailio drops it)."""
-        self.stats.inc(S.BAD_MSG_HDR.base)
+        self.stats.inc(BAD_MSG_HDR.base)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("bad message from %s:%d: %s", src[0], src[1], e.reason)
         if isinstance(e, BadFraming):
@@ -329,8 +340,8 @@ class Worker:
         if reply is not None:
             payload, dest = reply
             if lsock.sendto(payload, dest):
-                self.stats.inc(S.SL_ERR_REPLIES.base)
-                self.stats.inc(S.SL_REPLIES.base + 400 - 100)
+                self.stats.inc(SL_ERR_REPLIES.base)
+                self.stats.inc(SL_REPLIES.base + 400 - 100)
 
     @staticmethod
     def _stamp_via(msg) -> None:
@@ -348,9 +359,9 @@ class Worker:
     def _on_request(self, msg) -> None:
         t0 = time.perf_counter_ns()
         stats = self.stats
-        stats.inc(S.RCV_REQUESTS.base + msg.method_id)
+        stats.inc(RCV_REQUESTS.base + msg.method_id)
         if msg.top_via is None:
-            stats.inc(S.ERR_REQUESTS.base)  # nowhere to send a reply: drop
+            stats.inc(ERR_REQUESTS.base)  # nowhere to send a reply: drop
             return
         self._stamp_via(msg)
         if self.tm.match_request(msg):
@@ -358,15 +369,15 @@ class Worker:
         stats.observe_us((time.perf_counter_ns() - t0) // 1000)
 
     def _on_reply(self, msg) -> None:
-        self.stats.inc(S.RCV_REPLIES.base + msg.status - 100)
+        self.stats.inc(RCV_REPLIES.base + msg.status - 100)
         if not self.tm.match_reply(msg):
             self.forwarder.stray_reply(msg)
 
     def handoff_to(self, owner: int, msg) -> bool:
         if self.handoff.send(owner, msg.lsock.index, msg.src, msg.buf):
-            self.stats.inc(S.HANDOFFS.base)
+            self.stats.inc(HANDOFFS.base)
             return True
-        self.stats.inc(S.HANDOFF_FAILED.base)
+        self.stats.inc(HANDOFF_FAILED.base)
         return False
 
     # ------------------------------------------------------------------ errors ----------

@@ -9,6 +9,7 @@ import pytest
 
 from kampx import dialog as D
 from kampx import stats as S
+from kampx.dialog import DIALOGS_FAILED, DIALOGS_PROCESSED, DIALOG_JOURNAL_DROPPED, DIALOG_REJECTED, DIALOG_TABLE_FULL
 from kampx._shm import CounterRows, KeyIndex
 from kampx.config import DialogConfig
 
@@ -24,7 +25,7 @@ class Msg(SimpleNamespace):
 @pytest.fixture
 def env():
     r, w = D.journal_pipe()
-    rows = CounterRows(1, S.NCOLS)
+    rows = CounterRows(1, S.ncols())
     stats = S.Stats(rows, 0)
     dialogs = D.Dialogs(KeyIndex(1000, 7), D.Journal(w, stats), DialogConfig(linger_s=30), 60.0,
                         stats)
@@ -47,7 +48,7 @@ def test_only_record_routed_dialog_creating_requests_start_dialogs(env):
     assert d.start(Msg("INVITE", rr=False)) is None         # we are not on the route set
     assert d.start(Msg("INVITE", to_tag="x")) is None       # a re-INVITE
     assert d.start(Msg("MESSAGE")) is None
-    assert env.count(S.DIALOGS_PROCESSED) == 2
+    assert env.count(DIALOGS_PROCESSED) == 2
 
 
 def test_a_full_index_refuses_to_start_a_dialog(env):
@@ -55,7 +56,7 @@ def test_a_full_index_refuses_to_start_a_dialog(env):
     d.index = KeyIndex(1, 3)                                # 16 slots
     started = [d.start(Msg(call_id=f"c{i}")) for i in range(17)]
     assert started[-1] == (None, 0)
-    assert env.count(S.DIALOG_TABLE_FULL) == 1
+    assert env.count(DIALOG_TABLE_FULL) == 1
 
 
 def test_admitted_in_both_directions_only_once_a_reply_set_up_the_dialog(env):
@@ -67,7 +68,7 @@ def test_admitted_in_both_directions_only_once_a_reply_set_up_the_dialog(env):
     d.on_reply(k, D.EARLY, 200, True)
     assert d.admit(Msg("ACK", to_tag="callee"))             # the caller's side
     assert d.admit(Msg("BYE", from_tag="callee", to_tag="ft"))   # the callee's side
-    assert env.count(S.DIALOG_REJECTED) == 1
+    assert env.count(DIALOG_REJECTED) == 1
 
 
 def test_forged_tags_or_call_id_are_refused_and_counted(env):
@@ -76,7 +77,7 @@ def test_forged_tags_or_call_id_are_refused_and_counted(env):
     for m in (Msg("BYE", call_id="c2", to_tag="x"), Msg("BYE", from_tag="other", to_tag="x"),
               Msg("INFO", call_id="c1x", from_tag="ft", to_tag="callee")):
         assert not d.admit(m)
-    assert env.count(S.DIALOG_REJECTED) == 3
+    assert env.count(DIALOG_REJECTED) == 3
 
 
 def test_a_failed_call_leaves_no_dialog(env):
@@ -84,7 +85,7 @@ def test_a_failed_call_leaves_no_dialog(env):
     k, state = _establish(d, code=486)
     d.failed(k, state)
     assert not d.admit(Msg("BYE", to_tag="callee"))
-    assert env.count(S.DIALOGS_FAILED) == 1
+    assert env.count(DIALOGS_FAILED) == 1
 
 
 def test_bye_ends_the_dialog_after_the_linger(env):
@@ -128,7 +129,7 @@ def test_a_full_journal_drops_and_counts(env):
     d = env.dialogs
     big = "x" * 2000
     n = 0
-    while env.count(S.DIALOG_JOURNAL_DROPPED) == 0:
+    while env.count(DIALOG_JOURNAL_DROPPED) == 0:
         d.journal.write(D.OP_PUT, D.key(big, str(n)), D.CONFIRMED, 1.0)
         n += 1
         assert n < 10_000

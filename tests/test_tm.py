@@ -12,6 +12,7 @@ import pytest
 
 from kampx import config
 from kampx import stats as S
+from kampx.tm.stats import RETRANS_ABSORBED, TIMEOUTS, TXN_REFUSED, UAC_TRANSACTIONS, UAS_TRANSACTIONS
 from kampx._cparse import parse
 from kampx._shm import CounterRows, KeyIndex
 from kampx.dialog import Dialogs, Journal, journal_pipe
@@ -42,7 +43,7 @@ class Harness:
         self.cfg = config.from_dict({"core": {"listen": ["udp:127.0.0.1:5060"], "children": 1},
                                      "tm": {"fr_timer_ms": 2000, "fr_inv_timer_ms": 6000, **tm}})
         self.clock = clock
-        self.rows = CounterRows(1, S.NCOLS)
+        self.rows = CounterRows(1, S.ncols())
         self.stats = S.Stats(self.rows, 0)
         self.sock = RecordingSocket(socket.AF_INET)
         self.ls = ListenSocket(0, self.cfg.core.listen_addrs()[0], self.sock)
@@ -139,7 +140,7 @@ def test_invite_relayed_with_100_then_provisional_and_final_passed_up(h):
     h.reply(200, "OK")
     assert h.upstream() == ["SIP/2.0 100 trying -- your call is important to us",
                             "SIP/2.0 180 Ringing", "SIP/2.0 200 OK"]
-    assert h.count(S.UAS_TRANSACTIONS) == 1 and h.count(S.UAC_TRANSACTIONS) == 1
+    assert h.count(UAS_TRANSACTIONS) == 1 and h.count(UAC_TRANSACTIONS) == 1
 
 
 def test_retransmitted_invite_gets_the_last_reply_and_is_not_relayed_again(h):
@@ -148,7 +149,7 @@ def test_retransmitted_invite_gets_the_last_reply_and_is_not_relayed_again(h):
     assert not h.receive_request(h.request())          # the same branch: a retransmission
     assert h.upstream()[-2:] == ["SIP/2.0 180 Ringing", "SIP/2.0 180 Ringing"]
     assert sum(1 for line, dest in h.lines() if line.startswith("INVITE")) == 1
-    assert h.count(S.RETRANS_ABSORBED) == 1
+    assert h.count(RETRANS_ABSORBED) == 1
 
 
 def test_timer_a_retransmits_until_a_provisional_then_fr_inv_cancels_with_408(h):
@@ -159,7 +160,7 @@ def test_timer_a_retransmits_until_a_provisional_then_fr_inv_cancels_with_408(h)
     h.tick(7)                                           # fr_inv_timer 6 s after the 180
     assert any(line.startswith("CANCEL") for line, _ in h.lines())
     assert h.upstream()[-1] == "SIP/2.0 408 Request Timeout"
-    assert h.count(S.TIMEOUTS) == 1
+    assert h.count(TIMEOUTS) == 1
 
 
 def test_non_2xx_final_acked_downstream_and_retransmitted_up_until_the_ack(h):
@@ -266,7 +267,7 @@ def test_max_transactions_refuses_with_503(monkeypatch):
         third = h.request(branch="z9hG4bKc")
         assert not h.receive_request(third)
         assert third.error_reply[:2] == (503, "Service Unavailable")
-        assert h.count(S.TXN_REFUSED) == 1
+        assert h.count(TXN_REFUSED) == 1
     finally:
         h.tm.clear()
         h.close()

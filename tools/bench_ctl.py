@@ -37,7 +37,7 @@ def main() -> int:
 
     n = args.bindings
     shared = SimpleNamespace(location=LocationStore(n, 42, track_changes=False),
-                             counters=CounterRows(COUNTER_ROWS, S.NCOLS),
+                             counters=CounterRows(COUNTER_ROWS, S.ncols()),
                              pike=RateTable(65536, 1), auth_bans=RateTable(65536, 2),
                              permissions=None)
     now = time.time()
@@ -50,7 +50,7 @@ def main() -> int:
     print(f"filled {n} bindings in {time.perf_counter() - t:.1f} s")
     # every worker row busy, every reply code seen: the largest exposition
     for row in range(0, COUNTER_ROWS, 3):
-        for col in range(S.NCOLS):
+        for col in range(S.ncols()):
             shared.counters.add(row, col, 1)
 
     registry = make_registry(KampxCollector(shared, os.getpid(), now))

@@ -29,6 +29,28 @@ from kampx.auth.nonce import NonceState
 from kampx.auth.subscribers import name_fits
 from kampx.db import StorageError
 
+AUTH_CHALLENGES = S.family(
+    "auth", "challenges", S.KIND_COUNTER, "Digest challenges sent", "code", ("401", "407")
+)
+AUTH_SUCCESSES = S.family("auth", "successes", S.KIND_COUNTER, "Requests authenticated")
+AUTH_FAILURES = S.family(
+    "auth",
+    "failures",
+    S.KIND_COUNTER,
+    "Failed authentications, by reason",
+    "reason",
+    (
+        "no_credentials",
+        "bad_credentials",
+        "stale_nonce",
+        "replayed",
+        "unknown_user",
+        "wrong_password",
+        "user_mismatch",
+    ),
+)
+STATISTICS = (AUTH_CHALLENGES, AUTH_SUCCESSES, AUTH_FAILURES)
+
 log = logging.getLogger("kampx.auth")
 
 # Kamailio's auth_db return codes (negative = false in a Kamailio script)
@@ -70,7 +92,7 @@ _COLUMNS = {
     ("SHA-256", True): "ha1b_sha256",
 }
 
-_FAIL = S.AUTH_FAILURES
+_FAIL = AUTH_FAILURES
 
 
 class Outcome(NamedTuple):
@@ -192,7 +214,7 @@ class Authenticator:
                 )
         if flags & CHECK_IDS and not _ids_match(msg, cred.user):
             return self._fail(msg, kind, AUTH_USER_MISMATCH, "user_mismatch", cred.username)
-        self.stats.inc(S.AUTH_SUCCESSES.base)
+        self.stats.inc(AUTH_SUCCESSES.base)
         return Outcome(AUTH_OK, kind, cred.username)
 
     def find_credentials(self, msg, realm: str, kind: Kind):

@@ -44,7 +44,7 @@ class CtlProcess(HelperProcess):
         super().__init__(shared, cfg)
         self.supervisor_pid = getattr(supervisor, "pid", None) or os.getpid()
         self.started = getattr(supervisor, "started", None) or time.time()
-        self.baseline = CounterRows(1, S.NCOLS)
+        self.baseline = CounterRows(1, S.ncols())
 
     def serve(self) -> None:
         self._serve()

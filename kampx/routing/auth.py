@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from kampx import methods as _M
 from kampx import sl as _sl
-from kampx import stats as _S
 from kampx.auth import authenticator as _a
+from kampx.auth.authenticator import AUTH_CHALLENGES
 from kampx.routing.context import Result, ctx
 from kampx.routing.security import guard
 
@@ -110,7 +110,7 @@ def _challenge(kind, realm, flags) -> bool:
     headers = _auth(w).challenge_headers(msg, _realm(realm), kind, int(flags))
     ok = _sl.send_reply(w, msg, kind.code, kind.reason, headers)
     if ok:
-        w.stats.inc(_S.AUTH_CHALLENGES.col(str(kind.code)))
+        w.stats.inc(AUTH_CHALLENGES.col(str(kind.code)))
     return ok
 
 

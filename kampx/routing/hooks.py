@@ -15,6 +15,15 @@ from kampx import sl
 from kampx import stats as S
 from kampx.routing.context import ctx as _ctx
 from kampx.routing.flow import Dropped, ScriptExit
+from kampx.stats.core import DROP_REQUESTS
+
+SCRIPT_ERRORS = S.family(
+    "script",
+    "exceptions",
+    S.KIND_COUNTER,
+    "Exceptions raised by the route script (the request got a 500)",
+)
+STATISTICS = (SCRIPT_ERRORS,)
 
 
 class Hooks:
@@ -38,11 +47,11 @@ class Hooks:
         try:
             self._script.request_route(msg)
         except Dropped:
-            self._stats.inc(S.DROP_REQUESTS.base)
+            self._stats.inc(DROP_REQUESTS.base)
         except ScriptExit:
             pass
         except Exception as e:
-            self._stats.inc(S.SCRIPT_ERRORS.base)
+            self._stats.inc(SCRIPT_ERRORS.base)
             self._report("request_route", e)
             sl.send_reply(self._worker, msg, 500, "Server Internal Error")
         finally:
@@ -61,7 +70,7 @@ class Hooks:
         except ScriptExit:
             return True
         except Exception as e:
-            self._stats.inc(S.SCRIPT_ERRORS.base)
+            self._stats.inc(SCRIPT_ERRORS.base)
             self._report("reply_route", e)
             return True
         finally:
@@ -76,7 +85,7 @@ class Hooks:
         except ScriptExit:
             pass
         except Exception as e:
-            self._stats.inc(S.SCRIPT_ERRORS.base)
+            self._stats.inc(SCRIPT_ERRORS.base)
             self._report("failure_route", e)
         finally:
             ctx.msg, ctx.txn = saved
@@ -87,5 +96,5 @@ class Hooks:
         except ScriptExit:
             pass
         except Exception as e:
-            self._stats.inc(S.SCRIPT_ERRORS.base)
+            self._stats.inc(SCRIPT_ERRORS.base)
             self._report("branch_route", e)

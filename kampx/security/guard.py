@@ -14,6 +14,26 @@ from kampx import stats as S
 from kampx.security.limits import PIKE_OK, AuthBans, FloodGuard
 from kampx.security.scanner import ScannerFilter
 
+PIKE_DROPPED = S.family(
+    "security",
+    "pike_blocked",
+    S.KIND_COUNTER,
+    "Requests dropped because their source exceeded the flood limit",
+)
+BAN_DROPPED = S.family(
+    "security",
+    "ban_blocked",
+    S.KIND_COUNTER,
+    "Requests dropped because their source is banned for failed authentications",
+)
+AUTH_BANS = S.family(
+    "security", "auth_bans", S.KIND_COUNTER, "Sources banned for failed authentications"
+)
+SCANNER_DROPPED = S.family(
+    "security", "scanner_dropped", S.KIND_COUNTER, "Requests dropped for a scanner User-Agent"
+)
+STATISTICS = (PIKE_DROPPED, BAN_DROPPED, AUTH_BANS, SCANNER_DROPPED)
+
 
 class SecurityGuard:
     def __init__(self, sec_cfg, carrier_group: int, shared, stats, own_ips=()):
@@ -46,7 +66,7 @@ class SecurityGuard:
 
     def is_scanner(self, msg) -> bool:
         if self.scanner.matches(msg.user_agent):
-            self.stats.inc(S.SCANNER_DROPPED.base)
+            self.stats.inc(SCANNER_DROPPED.base)
             return True
         return False
 
@@ -57,14 +77,14 @@ class SecurityGuard:
             return PIKE_OK
         rc = self.flood.check(msg.src[0])
         if rc != PIKE_OK:
-            self.stats.inc(S.PIKE_BLOCKED.base)
+            self.stats.inc(PIKE_DROPPED.base)
         return rc
 
     def banned(self, msg) -> bool:
         """The source is banned for failed authentications (exempt sources never are)."""
         if self.bans is None or not self.bans.banned(msg.src[0]) or self.exempt(msg.src):
             return False
-        self.stats.inc(S.BAN_BLOCKED.base)
+        self.stats.inc(BAN_DROPPED.base)
         return True
 
     def auth_failed(self, msg) -> None:
@@ -72,4 +92,4 @@ class SecurityGuard:
         if self.bans is None or self.exempt(msg.src):
             return
         if self.bans.failed(msg.src[0]):
-            self.stats.inc(S.AUTH_BANS.base)
+            self.stats.inc(AUTH_BANS.base)

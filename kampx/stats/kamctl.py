@@ -42,7 +42,7 @@ def _code_names(fam: S.Family) -> tuple[str, str]:
 
 def _catalogue() -> list[Stat]:
     out: list[Stat] = []
-    for fam in S.FAMILIES:
+    for fam in S.families():
         cols = tuple(range(fam.base, fam.base + fam.size))
         if fam.kind == "histogram":
             # the processing-time histogram: its count and sum (microseconds)
@@ -98,7 +98,7 @@ class StatsView:
     def __init__(self, counters, baseline: CounterRows | None = None):
         self.counters = counters
         # one row: per column, the total at the last reset (built before fork when shared)
-        self.baseline = baseline if baseline is not None else CounterRows(1, S.NCOLS)
+        self.baseline = baseline if baseline is not None else CounterRows(1, S.ncols())
 
     def get(self, group: str | None, extra: dict | None = None) -> dict:
         """{group: {name: value}} for one group or all. `extra` adds values that are not

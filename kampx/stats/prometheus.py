@@ -92,7 +92,7 @@ class KampxCollector:
 
     def collect(self):
         totals = self.shared.counters.column_sums()
-        for fam in S.FAMILIES:
+        for fam in S.families():
             if fam.kind == "histogram":
                 yield self._histogram(fam, totals)
             else:

@@ -22,12 +22,28 @@ import time
 
 from kampx import dset
 from kampx import methods as M
-from kampx import stats as S
 from kampx._cparse import SipParseError, build_reply, parse
 from kampx.dialog import CONFIRMED
 from kampx.routing.flow import HandedOff, ScriptExit
 from kampx.shared import TXN_BYTES, TXN_COUNT
+from kampx.stats.core import DROP_REPLIES, FWD_REPLIES, FWD_REQUESTS, INTERNAL_ERRORS, SEND_ERRORS
 from kampx.tm.keys import branch_owner, server_key
+from kampx.tm.stats import (
+    ACTIVE_TRANSACTIONS,
+    BRANCHES_CAPPED,
+    FINAL_REPLIES,
+    RETRANS_ABSORBED,
+    RPL_ABSORBED,
+    RPL_GENERATED,
+    RPL_RECEIVED,
+    RPL_RELAYED,
+    RPL_SENT,
+    TIMEOUTS,
+    TXN_MEMORY,
+    TXN_REFUSED,
+    UAC_TRANSACTIONS,
+    UAS_TRANSACTIONS,
+)
 from kampx.tm.timers import TimerHeap
 
 log = logging.getLogger("kampx.tm")
@@ -269,7 +285,7 @@ class TransactionManager:
             except ScriptExit:
                 pass
             except Exception as e:  # a reply must never take the worker down
-                self.stats.inc(S.INTERNAL_ERRORS.base)
+                self.stats.inc(INTERNAL_ERRORS.base)
                 self.report("reply", e)
             return True
         owner = branch_owner(branch)
@@ -349,9 +365,9 @@ class TransactionManager:
         t = ServerTxn(key, msg, lsock, self.fwd.reply_destination(msg, src), self._label)
         t.charged = cost
         self.server[key] = t
-        self.stats.inc(S.UAS_TRANSACTIONS.base)
-        self.stats.inc(S.ACTIVE_TRANSACTIONS.base)
-        self.stats.add(S.TXN_MEMORY.base, cost)
+        self.stats.inc(UAS_TRANSACTIONS.base)
+        self.stats.inc(ACTIVE_TRANSACTIONS.base)
+        self.stats.add(TXN_MEMORY.base, cost)
         if t.is_invite:
             self._send_local(t, 100, TRYING_REASON)
         msg.txn = t
@@ -377,19 +393,19 @@ class TransactionManager:
             self.load.add(0, TXN_BYTES, -n)
             return False
         t.charged += n
-        self.stats.add(S.TXN_MEMORY.base, n)
+        self.stats.add(TXN_MEMORY.base, n)
         return True
 
     def _uncharge(self, t: ServerTxn) -> None:
         self.load.add(0, TXN_COUNT, -1)
         self.load.add(0, TXN_BYTES, -t.charged)
-        self.stats.add(S.TXN_MEMORY.base, -t.charged)
+        self.stats.add(TXN_MEMORY.base, -t.charged)
         t.charged = 0
 
     def _refuse(self, msg, why: str) -> None:
         """A request refused for want of room: 503 for sl_reply_error(), counted, logged
         at most every LIMIT_LOG_EVERY_S (a flood must not become a flood of log lines)."""
-        self.stats.inc(S.TXN_REFUSED.base)
+        self.stats.inc(TXN_REFUSED.base)
         msg.error_reply = OVERLOAD_REPLY
         now = time.monotonic()
         if now >= self._limit_logged + LIMIT_LOG_EVERY_S:
@@ -402,7 +418,7 @@ class TransactionManager:
         if msg.method_id == M.ACK:
             self._on_ack(t)
             return
-        self.stats.inc(S.RETRANS_ABSORBED.base)
+        self.stats.inc(RETRANS_ABSORBED.base)
         if t.last_reply is not None:
             self._send_upstream(t, t.last_reply)
 
@@ -417,8 +433,8 @@ class TransactionManager:
 
     def _send_upstream(self, t: ServerTxn, data: bytes) -> None:
         if not t.lsock.sendto(data, t.reply_dest):
-            self.stats.inc(S.SEND_ERRORS.base)
-        self.stats.inc(S.RPL_SENT.base)
+            self.stats.inc(SEND_ERRORS.base)
+        self.stats.inc(RPL_SENT.base)
 
     def _tag(self, t: ServerTxn) -> str:
         if t.to_tag is None:
@@ -437,7 +453,7 @@ class TransactionManager:
             extra=headers,
             body=body,
         )
-        self.stats.inc(S.RPL_GENERATED.base)
+        self.stats.inc(RPL_GENERATED.base)
         self._reply(t, code, data)
 
     def reply(self, t: ServerTxn, code: int, reason: str, extra=None, body=b"") -> bool:
@@ -460,7 +476,7 @@ class TransactionManager:
         self._send_upstream(t, data)
         if code < 200:
             return
-        self.stats.inc(S.FINAL_REPLIES.base + min(code // 100, 6) - 1)
+        self.stats.inc(FINAL_REPLIES.base + min(code // 100, 6) - 1)
         if t.is_invite:
             if code < 300:
                 t.state = S_ACCEPTED
@@ -500,7 +516,7 @@ class TransactionManager:
         t.branches = []
         if self.server.get(t.key) is t:
             del self.server[t.key]
-            self.stats.add(S.ACTIVE_TRANSACTIONS.base, -1)
+            self.stats.add(ACTIVE_TRANSACTIONS.base, -1)
             self._uncharge(t)
             self.txn_index.release(t.index_key, self.worker_id)
         t.request = None
@@ -526,7 +542,7 @@ class TransactionManager:
         if t.state != S_PROCEEDING:
             return False
         if len(t.branches) >= self.max_branches:
-            self.stats.inc(S.BRANCHES_CAPPED.base)
+            self.stats.inc(BRANCHES_CAPPED.base)
             return False
         self._label += 1
         branch = f"{self.branch_prefix}{t.label:x}.{len(t.branches)}"
@@ -540,7 +556,7 @@ class TransactionManager:
         t.branches.append(c)
         t.pending += 1
         self.client[branch] = c
-        self.stats.inc(S.UAC_TRANSACTIONS.base)
+        self.stats.inc(UAC_TRANSACTIONS.base)
         self._send_branch(c)
         c.interval = self.t1
         c.timer_retx = self.timers.call_later(self.t1, self._retransmit, c)
@@ -549,9 +565,9 @@ class TransactionManager:
 
     def _send_branch(self, c: ClientTxn) -> None:
         if c.lsock.sendto(c.data, c.dest):
-            self.stats.inc(S.FWD_REQUESTS.base)
+            self.stats.inc(FWD_REQUESTS.base)
         else:
-            self.stats.inc(S.SEND_ERRORS.base)
+            self.stats.inc(SEND_ERRORS.base)
 
     def _retransmit(self, c: ClientTxn) -> None:
         """Timers A (INVITE: doubling) and E (non-INVITE: doubling up to T2)."""
@@ -571,7 +587,7 @@ class TransactionManager:
             return
         if c.is_invite and c.state == C_PROCEEDING and c.cancel == CANCEL_NONE:
             self._send_cancel(c)  # RFC 3261 16.8: stop the ringing downstream
-        self.stats.inc(S.TIMEOUTS.base)
+        self.stats.inc(TIMEOUTS.base)
         self._stop_branch(c)
         c.state = C_TERMINATED
         t = c.server
@@ -619,7 +635,7 @@ class TransactionManager:
         c.cancel = CANCEL_SENT
         c.cancel_data = _build_cancel(c.data)
         c.lsock.sendto(c.cancel_data, c.dest)
-        self.stats.inc(S.FWD_REQUESTS.base)
+        self.stats.inc(FWD_REQUESTS.base)
         c.cancel_interval = self.t1
         c.cancel_timer = self.timers.call_later(self.t1, self._retransmit_cancel, c, 0.0)
 
@@ -639,17 +655,17 @@ class TransactionManager:
 
     def on_reply(self, msg, c: ClientTxn) -> None:
         """A reply for branch c (owner already checked)."""
-        self.stats.inc(S.RPL_RECEIVED.base)
+        self.stats.inc(RPL_RECEIVED.base)
         code = msg.status
         if msg.cseq_method == "CANCEL":
             if code >= 200 and c.cancel_timer is not None:
                 c.cancel_timer.cancel()
                 c.cancel_timer = None
-            self.stats.inc(S.RPL_ABSORBED.base)
+            self.stats.inc(RPL_ABSORBED.base)
             return
         t = c.server
         if self.hooks.reply_route is not None and not self.hooks.reply_route(msg):
-            self.stats.inc(S.DROP_REPLIES.base)
+            self.stats.inc(DROP_REPLIES.base)
             return
         if c.state in (C_COMPLETED, C_ACCEPTED, C_TERMINATED):
             self._late_reply(c, msg, code)
@@ -667,7 +683,7 @@ class TransactionManager:
             if c.cancel == CANCEL_PENDING:
                 self._send_cancel(c)
             if code == 100 or t.state != S_PROCEEDING or t.last_code >= 200:
-                self.stats.inc(S.RPL_ABSORBED.base)
+                self.stats.inc(RPL_ABSORBED.base)
                 return
             self._relay_reply(t, msg, code)
             return
@@ -705,20 +721,20 @@ class TransactionManager:
         elif c.is_invite and 200 <= code < 300 and t is not None and t.state != S_TERMINATED:
             self._relay_reply(t, msg, code, stateless=True)  # 2xx retransmissions go through
             return
-        self.stats.inc(S.RPL_ABSORBED.base)
+        self.stats.inc(RPL_ABSORBED.base)
 
     def _relay_reply(self, t: ServerTxn, msg, code: int, stateless: bool = False) -> None:
         try:
             msg.remove_top_via()
         except (ValueError, SipParseError):
-            self.stats.inc(S.DROP_REPLIES.base)
+            self.stats.inc(DROP_REPLIES.base)
             return
         if t.dialog is not None and t.dialog_state != CONFIRMED:
             # before it leaves: the caller's ACK (or PRACK) must find the dialog
             t.dialog_state = self.dialogs.on_reply(t.dialog, t.dialog_state, code, msg.has_to_tag)
         data = msg.serialize()
-        self.stats.inc(S.RPL_RELAYED.base)
-        self.stats.inc(S.FWD_REPLIES.base)
+        self.stats.inc(RPL_RELAYED.base)
+        self.stats.inc(FWD_REPLIES.base)
         if stateless:
             self._send_upstream(t, data)
             return
@@ -761,8 +777,8 @@ class TransactionManager:
             self._send_local(t, 500, "Server Internal Error")
             return
         data = msg.serialize()
-        self.stats.inc(S.RPL_RELAYED.base)
-        self.stats.inc(S.FWD_REPLIES.base)
+        self.stats.inc(RPL_RELAYED.base)
+        self.stats.inc(FWD_REPLIES.base)
         self._reply(t, code, data)
 
     # ---------------------------------------------------------------- shutdown ------------

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from kampx import stats as S
+from kampx.auth.authenticator import AUTH_FAILURES, AUTH_SUCCESSES
 from kampx._cparse import parse
 from kampx._shm import CounterRows, NonceCounts
 from kampx.auth import authenticator as A
@@ -34,7 +35,7 @@ def env(tmp_path):
     admin = SqliteStorage(path)
     admin.subscribers.add_many([subscriber_row("alice", REALM, "pw-a"),
                                 subscriber_row("bob", REALM, "pw-b")])
-    rows = CounterRows(1, S.NCOLS)
+    rows = CounterRows(1, S.ncols())
     stats = S.Stats(rows, 0)
     clock = Clock()
     probes = []
@@ -88,7 +89,7 @@ def check(e, msg, flags=1):
 
 
 def failures(e, reason):
-    return e.rows.get(0, S.AUTH_FAILURES.col(reason))
+    return e.rows.get(0, AUTH_FAILURES.col(reason))
 
 
 def test_no_credentials(env):
@@ -99,7 +100,7 @@ def test_no_credentials(env):
 def test_success_and_consume(env):
     msg = request(auth_headers=[("Authorization", creds(env))])
     assert check(env, msg) == A.AUTH_OK
-    assert env.rows.get(0, S.AUTH_SUCCESSES.base) == 1
+    assert env.rows.get(0, AUTH_SUCCESSES.base) == 1
     assert A.Authenticator.consume(msg)
     assert b"Authorization" not in msg.serialize()
 

@@ -72,7 +72,7 @@ class InProcessCtl:
         self.shared = SimpleNamespace(
             location=LocationStore(capacity, 7, track_changes=False),
             permissions=AddressTable(256),
-            counters=CounterRows(COUNTER_ROWS, S.NCOLS),
+            counters=CounterRows(COUNTER_ROWS, S.ncols()),
             pike=RateTable(1024, 1), auth_bans=RateTable(1024, 2))
         self.started = time.time() - 5
         self.methods = Methods(self.shared, self.cfg, os.getpid(), self.started,

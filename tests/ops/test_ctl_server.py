@@ -12,6 +12,9 @@ import pytest
 
 from ctlkit import InProcessCtl
 from kampx import stats as S
+from kampx.tm.stats import ACTIVE_TRANSACTIONS, FINAL_REPLIES
+from kampx.stats.core import RCV_REQUESTS
+from kampx.sl import SL_REPLIES
 from kampx.control.client import ControlClient, RpcError
 from kampx.control.server import MAX_REQUEST, SocketInUse, bind_unix
 from kampx.db import open_storage
@@ -333,13 +336,13 @@ def test_core_uptime_version_psx(ctl):
 
 def test_statistics_names_and_reset(ctl):
     rows = ctl.shared.counters
-    rows.add(0, S.RCV_REQUESTS.col("INVITE"), 5)
-    rows.add(3, S.RCV_REQUESTS.col("INVITE"), 2)      # another worker's row
-    rows.add(1, S.RCV_REQUESTS.col("BYE"), 4)
-    rows.add(0, S.SL_REPLIES.col(404), 3)
-    rows.add(0, S.SL_REPLIES.col(487), 1)
-    rows.add(0, S.FINAL_REPLIES.col("2xx"), 6)
-    rows.add(2, S.ACTIVE_TRANSACTIONS.base, 9)
+    rows.add(0, RCV_REQUESTS.col("INVITE"), 5)
+    rows.add(3, RCV_REQUESTS.col("INVITE"), 2)      # another worker's row
+    rows.add(1, RCV_REQUESTS.col("BYE"), 4)
+    rows.add(0, SL_REPLIES.col(404), 3)
+    rows.add(0, SL_REPLIES.col(487), 1)
+    rows.add(0, FINAL_REPLIES.col("2xx"), 6)
+    rows.add(2, ACTIVE_TRANSACTIONS.base, 9)
     ctl.register("alice", "sip:alice@h1", callid="x")
     ctl.register("alice", "sip:alice@h2", callid="y")
     st = rpc(ctl, "stats.get_statistics")
@@ -362,8 +365,8 @@ def test_statistics_names_and_reset(ctl):
     assert st["core"]["rcv_requests"] == 0 and st["sl"]["sent_replies"] == 0
     assert st["tm"]["active_transactions"] == 9            # gauges are left alone
     # the shared rows, which /metrics exports, never went down
-    assert rows.column_sums()[S.RCV_REQUESTS.col("INVITE")] == 7
-    rows.add(1, S.RCV_REQUESTS.col("INVITE"), 1)
+    assert rows.column_sums()[RCV_REQUESTS.col("INVITE")] == 7
+    rows.add(1, RCV_REQUESTS.col("INVITE"), 1)
     assert rpc(ctl, "stats.get_statistics", {"group": "core"})["core"]["rcv_requests_invite"] == 1
     assert rpc_error(ctl, "stats.reset_statistics", {"group": "core", "name": "nope"}).code == 404
     assert rpc_error(ctl, "stats.reset_statistics", {"group": "nope"}).code == 404

@@ -89,10 +89,10 @@ def test_default_config_matches_the_unit():
 
 def exported_names() -> set[str]:
     """Every sample name /metrics can carry, from the real collector over real tables."""
-    shared = SimpleNamespace(counters=CounterRows(COUNTER_ROWS, S.NCOLS),
+    shared = SimpleNamespace(counters=CounterRows(COUNTER_ROWS, S.ncols()),
                              location=LocationStore(16, 1, track_changes=False),
                              pike=RateTable(64, 1), auth_bans=RateTable(64, 2))
-    for fam in S.FAMILIES:          # every labelled series present (reply codes appear once seen)
+    for fam in S.families():          # every labelled series present (reply codes appear once seen)
         for col in range(fam.base, fam.base + fam.size):
             shared.counters.add(0, col, 1)
     names = set()

@@ -66,9 +66,10 @@ def test_drain_writes_updates_and_deletions(tmp_path, store):
 
 def test_database_failure_keeps_changes_pending(tmp_path, store):
     from kampx import stats as S
+    from kampx.usrloc import DB_ERRORS, DB_WRITES
     from kampx._shm import CounterRows
     cfg = _cfg(tmp_path)
-    rows = CounterRows(1, S.NCOLS)
+    rows = CounterRows(1, S.ncols())
     w = LocationWriter(store, cfg, stats=S.Stats(rows, 0))
     now = time.time()
     store.apply("alice", now, [_op("sip:a@127.0.0.1:5070", now + 60)])
@@ -86,11 +87,11 @@ def test_database_failure_keeps_changes_pending(tmp_path, store):
     assert w.drain() == 0
     assert not w.healthy
     assert len(store.pending_changes()) == 1, "nothing acknowledged after a failed commit"
-    assert rows.get(0, S.DB_ERRORS.base) == 1 and rows.get(0, S.DB_WRITES.base) == 0
+    assert rows.get(0, DB_ERRORS.base) == 1 and rows.get(0, DB_WRITES.base) == 0
     real.locations = real_locations
     assert w.drain() == 1 and w.healthy
     assert {r["aor"] for r in _rows(cfg).values()} == {"alice"}
-    assert rows.get(0, S.DB_ERRORS.base) == 1 and rows.get(0, S.DB_WRITES.base) == 1
+    assert rows.get(0, DB_ERRORS.base) == 1 and rows.get(0, DB_WRITES.base) == 1
 
 
 def test_unopenable_database_is_retried(tmp_path, store):

@@ -10,6 +10,7 @@ from kampx import config as config_mod
 from kampx import dset
 from kampx import registrar as reg
 from kampx import stats as S
+from kampx.registrar import ACCEPTED_REGS, REJECTED_REGS
 from kampx.routing import Result, lookup, save
 from kampx.routing.context import ctx
 from kampx.sandbox import Sandbox
@@ -119,11 +120,11 @@ def test_save_counts_and_replies():
     assert (r.status, r.reason) == (200, "OK")
     assert r.get("contact") == "<sip:alice@127.0.0.1:5070>;expires=60"
     assert r.names()[-2:] == ["server", "content-length"]
-    assert w.count(S.ACCEPTED_REGS.base) == 1
-    assert w.count(S.REJECTED_REGS.base) == 0
+    assert w.count(ACCEPTED_REGS.base) == 1
+    assert w.count(REJECTED_REGS.base) == 0
     assert reg.save(w, w.request(register_text(contact="<sip:x@h>;q=7"))) == reg.RC_ERROR
-    assert w.count(S.REJECTED_REGS.base) == 1
-    assert w.count(S.ACCEPTED_REGS.base) == 1
+    assert w.count(REJECTED_REGS.base) == 1
+    assert w.count(ACCEPTED_REGS.base) == 1
 
 
 def test_min_expires_mode_0_raises_the_interval():

@@ -10,6 +10,7 @@ import pytest
 
 from kampx import config
 from kampx import stats as S
+from kampx.security.guard import AUTH_BANS, BAN_DROPPED, PIKE_DROPPED, SCANNER_DROPPED
 from kampx._shm import CounterRows, RateTable
 from kampx.permissions import AddressTable
 from kampx.security import (PIKE_BLOCKED, PIKE_FLOOD, PIKE_OK, AuthBans, FloodGuard, ScannerFilter,
@@ -134,7 +135,7 @@ class Shared:
 def make_guard(**sec):
     keys = {"pike_max": 2, "pike_window_s": 60, "auth_ban_failures": 2, **sec}
     cfg = dataclasses.replace(config.SecurityConfig(), **keys)
-    rows = CounterRows(1, S.NCOLS)
+    rows = CounterRows(1, S.ncols())
     return SecurityGuard(cfg, 200, Shared(), S.Stats(rows, 0), own_ips={"127.9.3.1"}), rows
 
 
@@ -144,7 +145,7 @@ def test_guard_pike_exempts_carrier_and_self_and_counts():
         assert all(g.pike_check(Msg(ip)) == PIKE_OK for _ in range(10))
     results = [g.pike_check(Msg("127.9.4.1")) for _ in range(4)]
     assert results == [PIKE_OK, PIKE_OK, PIKE_FLOOD, PIKE_BLOCKED]
-    assert rows.get(0, S.PIKE_BLOCKED.base) == 2
+    assert rows.get(0, PIKE_DROPPED.base) == 2
 
 
 def test_guard_bans_and_counts():
@@ -154,7 +155,7 @@ def test_guard_bans_and_counts():
     assert not g.banned(m)
     g.auth_failed(m)
     assert g.banned(m) and g.banned(m)
-    assert rows.get(0, S.AUTH_BANS.base) == 1 and rows.get(0, S.BAN_BLOCKED.base) == 2
+    assert rows.get(0, AUTH_BANS.base) == 1 and rows.get(0, BAN_DROPPED.base) == 2
     carrier = Msg("127.9.2.8")
     for _ in range(5):
         g.auth_failed(carrier)
@@ -174,7 +175,7 @@ def test_guard_scanner_counts():
     g, rows = make_guard()
     assert g.is_scanner(Msg("127.9.2.9", "friendly-scanner"))       # carrier too
     assert not g.is_scanner(Msg("127.9.4.4", "Linphone"))
-    assert rows.get(0, S.SCANNER_DROPPED.base) == 1
+    assert rows.get(0, SCANNER_DROPPED.base) == 1
 
 
 # -- config --------------------------------------------------------------------------------------
