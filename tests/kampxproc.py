@@ -55,6 +55,7 @@ class KampxProcess:
         }
         for name, keys in (config or {}).items():
             sections.setdefault(name, {}).update(keys)
+        self.children_expected = sections["core"]["children"] * len(sections["core"]["listen"])
         self.config_path = os.path.join(self.workdir, "kampx.toml")
         with open(self.config_path, "w") as f:
             for name, keys in sections.items():
@@ -77,7 +78,10 @@ class KampxProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"kampx exited ({self.proc.returncode}):\n{self.log_tail()}")
-            if proxyctl.ping(self.addr, 0.2, src_ip=self.addrs.client):
+            # ready: answering, and every worker titled (a test comparing worker pids
+            # before and after must not see one still booting)
+            if (proxyctl.ping(self.addr, 0.2, src_ip=self.addrs.client)
+                    and len(self.worker_pids()) >= self.children_expected):
                 return self
             time.sleep(0.05)
         raise RuntimeError(f"kampx not ready in {ready_timeout}s:\n{self.log_tail()}")

@@ -1,73 +1,89 @@
-"""A worker's timers: one heap, run from the worker's event loop (no threads, no signals).
+"""A worker's timers, run from the worker's event loop (no threads, no signals).
 
 Transactions are owned by one worker (docs/architecture.md), so their timers (RFC 3261
-A B D E F G H I J K, fr_timer, fr_inv_timer) live in that worker too. Cancelled timers are
-marked dead and skipped when they reach the top of the heap.
+A B D E F G H I J K, fr_timer, fr_inv_timer) live in that worker too.
+
+Most of them never fire: a reply cancels Timer A/B within milliseconds, yet a cancelled
+Timer B stays due 32 s later. A heap of timer objects paid a Python comparison per level on
+every push and pop (a sixth of a call's CPU at 800 calls/s). Here timers go into buckets of
+one TICK (10 ms, like Kamailio's ms-based timer lists; an RFC 3261 timer is never shorter than
+T1/2), kept in a dict by tick number: arming is a dict lookup and a list append, cancelling
+clears a flag, and only a new bucket touches the heap, which holds plain integers (compared
+in C). A timer fires in the first tick that starts at or after its due time: never early, at
+most one tick late; timers of one bucket fire in the order they were armed.
 """
 
 from __future__ import annotations
 
 import heapq
-import itertools
 import time
+from math import ceil
 
 _now = time.monotonic
+TICK_HZ = 100  # ticks per second
 
 
 class Timer:
-    __slots__ = ("when", "seq", "fn", "args", "alive")
+    __slots__ = ("fn", "args", "alive")
 
-    def __init__(self, when, seq, fn, args):
-        self.when = when
-        self.seq = seq
+    def __init__(self, fn, args) -> None:
         self.fn = fn
         self.args = args
         self.alive = True
 
-    def __lt__(self, other):
-        return (self.when, self.seq) < (other.when, other.seq)
-
-    def cancel(self):
+    def cancel(self) -> None:
         self.alive = False
 
 
 class TimerHeap:
     def __init__(self) -> None:
-        self._heap: list[Timer] = []
-        self._seq = itertools.count()
+        self._buckets: dict[int, list[Timer]] = {}
+        self._ticks: list[int] = []  # heap of the ticks that have a bucket
 
-    def __len__(self):
-        return len(self._heap)
+    def __len__(self) -> int:
+        """Timers armed and not yet fired or dropped (cancelled ones included)."""
+        return sum(len(b) for b in self._buckets.values())
 
     def call_later(self, delay: float, fn, *args) -> Timer:
-        t = Timer(_now() + delay, next(self._seq), fn, args)
-        heapq.heappush(self._heap, t)
+        t = Timer(fn, args)
+        # the first tick boundary at or after the due time: never early
+        tick = ceil((_now() + delay) * TICK_HZ)
+        bucket = self._buckets.get(tick)
+        if bucket is None:
+            self._buckets[tick] = [t]
+            heapq.heappush(self._ticks, tick)
+        else:
+            bucket.append(t)
         return t
 
     def timeout(self, cap: float = 1.0) -> float:
-        """Seconds until the next live timer (at most `cap`), for epoll."""
-        heap = self._heap
-        while heap and not heap[0].alive:
-            heapq.heappop(heap)
-        if not heap:
-            return cap
-        return max(0.0, min(cap, heap[0].when - _now()))
+        """Seconds until the next bucket with a live timer (at most `cap`), for epoll."""
+        ticks, buckets = self._ticks, self._buckets
+        while ticks:
+            bucket = buckets[ticks[0]]
+            for t in bucket:
+                if t.alive:
+                    return max(0.0, min(cap, ticks[0] / TICK_HZ - _now()))
+            del buckets[heapq.heappop(ticks)]  # all cancelled: nothing to wake up for
+        return cap
 
     def run(self, on_error=None) -> int:
         """Fire every due timer; returns how many ran."""
-        heap = self._heap
-        now = _now()
+        ticks, buckets = self._ticks, self._buckets
+        if not ticks:
+            return 0
+        now = _now() * TICK_HZ
         n = 0
-        while heap and heap[0].when <= now:
-            t = heapq.heappop(heap)
-            if not t.alive:
-                continue
-            t.alive = False
-            n += 1
-            try:
-                t.fn(*t.args)
-            except Exception as e:  # a timer must never take the worker down
-                if on_error is None:
-                    raise
-                on_error(e)
+        while ticks and ticks[0] <= now:
+            for t in buckets.pop(heapq.heappop(ticks)):
+                if not t.alive:
+                    continue
+                t.alive = False
+                n += 1
+                try:
+                    t.fn(*t.args)
+                except Exception as e:  # a timer must never take the worker down
+                    if on_error is None:
+                        raise
+                    on_error(e)
         return n
