@@ -35,6 +35,7 @@ import errno
 import fcntl
 import logging
 import os
+import select
 import struct
 import time
 
@@ -91,6 +92,7 @@ CREATING = {"INVITE": PENDING, "SUBSCRIBE": EARLY, "REFER": EARLY}
 OP_PUT, OP_DELETE = 1, 2
 _RECORD = struct.Struct("!BBdH")  # op, state, timeout (epoch seconds), key length
 MAX_KEY = 2048  # longer Call-ID + tag pairs are not journaled
+PIPE_BUF = select.PIPE_BUF  # a pipe write up to this size is atomic
 PIPE_SIZE = 1 << 20  # ~14 000 records while the db writer restarts
 FULL_LOG_EVERY_S = 10.0
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
@@ -147,23 +149,40 @@ def read_journal(
 
 
 class Journal:
-    """A worker's end of the journal: one write per record (atomic up to PIPE_BUF)."""
+    """A worker's end of the journal. Records are kept until `flush()`, which the worker
+    loop calls once per round of datagrams: one write() per PIPE_BUF bytes of records
+    instead of one per record (a pipe write of at most PIPE_BUF is atomic, so records of
+    several workers never interleave)."""
 
-    __slots__ = ("fd", "stats")
+    __slots__ = ("fd", "stats", "pending", "size")
 
     def __init__(self, fd: int, stats):
         self.fd = fd
         self.stats = stats
+        self.pending: list[bytes] = []
+        self.size = 0
 
     def write(self, op: int, k: bytes, state: int = 0, timeout: float = 0.0) -> None:
         if len(k) > MAX_KEY:
             return
+        rec = _RECORD.pack(op, state, timeout, len(k)) + k
+        if self.size + len(rec) > PIPE_BUF:
+            self.flush()
+        self.pending.append(rec)
+        self.size += len(rec)
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        chunk, n = b"".join(self.pending), len(self.pending)
+        self.pending.clear()
+        self.size = 0
         try:
-            os.write(self.fd, _RECORD.pack(op, state, timeout, len(k)) + k)
+            os.write(self.fd, chunk)
         except OSError as e:
             if e.errno not in (errno.EAGAIN, errno.EPIPE, errno.EBADF):
                 raise
-            self.stats.inc(DIALOG_JOURNAL_DROPPED.base)
+            self.stats.add(DIALOG_JOURNAL_DROPPED.base, n)
 
 
 # -------------------------------------------------------------------------- the check --

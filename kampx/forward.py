@@ -9,7 +9,6 @@ an ACK for a 2xx (a new branch of ours on top) and a reply that matches no trans
 
 from __future__ import annotations
 
-import os
 import socket
 
 from kampx._cparse import SipParseError, parse_uri
@@ -34,6 +33,7 @@ class Forwarder:
         self.stats = stats
         self.dialogs = dialogs
         self.forward_stray_replies = forward_stray_replies
+        self._stateless_seq = 0
         self._myself = set()
         for ls in sockets:
             host = ls.addr.host.lower()
@@ -97,7 +97,8 @@ class Forwarder:
     def forward_stateless(self, msg, dest, branch_prefix: str) -> bool:
         """Forward without a transaction (an ACK for a 2xx): our Via with a fresh branch."""
         lsock = self.socket_for(dest)
-        branch = f"{branch_prefix}a{os.urandom(4).hex()}.0"
+        self._stateless_seq += 1  # unique: the prefix names the worker and its start
+        branch = f"{branch_prefix}a{self._stateless_seq:x}.0"
         if lsock.sendto(msg.serialize(via=lsock.via_prefix + branch.encode()), dest):
             self.stats.inc(FWD_REQUESTS.base)
             return True

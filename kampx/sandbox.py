@@ -158,7 +158,10 @@ class Sandbox:
         """One datagram from `src`, as if read from the listen socket. Unguarded (the
         default), an exception in the receive path reaches the caller."""
         w = self.worker
-        (w.receive if guarded else w.process)(data, src, w.sockets[0], False)
+        try:
+            (w.receive if guarded else w.process)(data, src, w.sockets[0], False)
+        finally:
+            w.dialogs.journal.flush()  # as the loop does after each round
 
     def run_timers(self) -> int:
         return self.worker.timers.run(self.worker._timer_error)

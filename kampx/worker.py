@@ -54,6 +54,7 @@ log = logging.getLogger("kampx.worker")
 BOOT_ERROR_EXIT = 3  # "could not boot": the supervisor stops instead of respawning
 RETIRE_TIMEOUT = 32.0  # how long a worker retired by a reload keeps its transactions
 RECV_BATCH = 32  # datagrams read per wake-up before looking at timers again
+ROTATE_EVERY_S = 0.002  # a worker moves to the back of the socket's wait queue at most this often
 
 
 class Worker:
@@ -101,6 +102,7 @@ class Worker:
         finally:
             try:
                 self.tm.clear()
+                self.dialogs.journal.flush()
             except Exception:
                 pass
             logging.shutdown()
@@ -203,7 +205,9 @@ class Worker:
         process = self.process
         rotate = self.cfg.core.children > 1
         timers = self.timers
+        journal = self.dialogs.journal
         on_timer_error = self._timer_error
+        rotated = 0.0
         next_check = time.monotonic() + 1.0
         reading = True
         while True:
@@ -221,6 +225,7 @@ class Worker:
                         return
                     # retiring: also keep answering retransmissions for a while
                     self.stop_deadline = min(self.stop_deadline, now + self.tm.wait)
+            journal.flush()  # this round's dialog records: one write
             try:
                 events = ep.poll(timers.timeout(0.5))
             except InterruptedError:
@@ -277,9 +282,14 @@ class Worker:
                     if got and rotate and reading:
                         # to the back of the socket's exclusive wait queue: the kernel offers
                         # the next datagram to a worker that has waited longer, so even a
-                        # light trunk load takes turns over every worker (docs/architecture.md)
-                        ep.unregister(fd)
-                        ep.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+                        # light trunk load takes turns over every worker (docs/architecture.md).
+                        # At most every ROTATE_EVERY_S: under load the kernel already passes
+                        # over busy workers, and the two system calls are not free.
+                        now = time.monotonic()
+                        if now - rotated >= ROTATE_EVERY_S:
+                            rotated = now
+                            ep.unregister(fd)
+                            ep.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
             timers.run(on_timer_error)
             now = time.monotonic()
             if now >= next_check:

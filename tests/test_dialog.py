@@ -109,6 +109,8 @@ def test_journal_carries_confirm_refresh_and_end(env):
     k, _ = _establish(d)
     d.admit(Msg("INFO", to_tag="callee"))                     # refreshes the lifetime
     d.admit(Msg("BYE", to_tag="callee"))
+    assert D.read_journal(env.r) == ([], b"")                  # kept until the loop flushes
+    d.journal.flush()
     records, rest = D.read_journal(env.r)
     assert rest == b""
     assert [(op, key, state) for op, key, state, _ in records] == [
@@ -131,6 +133,7 @@ def test_a_full_journal_drops_and_counts(env):
     n = 0
     while env.count(DIALOG_JOURNAL_DROPPED) == 0:
         d.journal.write(D.OP_PUT, D.key(big, str(n)), D.CONFIRMED, 1.0)
+        d.journal.flush()
         n += 1
         assert n < 10_000
     assert n > 10                                            # the pipe took a good many first
@@ -143,6 +146,7 @@ def test_writer_coalesces_and_load_restores(env, tmp_path):
     k1, _ = _establish(d, call_id="a")
     _establish(d, call_id="b")
     d.admit(Msg("BYE", call_id="b", to_tag="callee"))
+    d.journal.flush()
     writer = D.JournalWriter(env.r)
     assert writer.collect() == 3
     storage = SqliteStorage(str(tmp_path / "k.db"))
