@@ -19,6 +19,7 @@ the script). The worker builds them after fork and gives each what it needs.
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import os
 import select
@@ -54,6 +55,7 @@ log = logging.getLogger("kampx.worker")
 BOOT_ERROR_EXIT = 3  # "could not boot": the supervisor stops instead of respawning
 RETIRE_TIMEOUT = 32.0  # how long a worker retired by a reload keeps its transactions
 RECV_BATCH = 32  # datagrams read per wake-up before looking at timers again
+GC_YOUNG = 20000  # allocations between two young-generation collections (Python's: 700)
 ROTATE_EVERY_S = 0.002  # a worker moves to the back of the socket's wait queue at most this often
 
 
@@ -124,6 +126,11 @@ class Worker:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         self.supervisor_pid = os.getppid()
         self.setup_state()
+        # what boot built lives as long as the worker: out of the collector's sight. The
+        # packet path frees its objects by reference counting; a collection every
+        # GC_YOUNG allocations instead of 700 costs a third as much per call.
+        gc.freeze()
+        gc.set_threshold(GC_YOUNG, 20, 100)
 
     def setup_state(self) -> None:
         """Everything packet processing needs: counters, tables, timers, the modules, the
