@@ -8,6 +8,7 @@ EXTENSIONS = [
     Extension("kampx._cparse", ["kampx/_cparse.pyx"]),
     Extension("kampx._shm", ["kampx/_shm.pyx"], include_dirs=INCLUDE),
     Extension("kampx.usrloc._store", ["kampx/usrloc/_store.pyx"], include_dirs=INCLUDE),
+    Extension("kampx.transport._recv", ["kampx/transport/_recv.pyx"]),
 ]
 
 setup(ext_modules=cythonize(EXTENSIONS, language_level=3,

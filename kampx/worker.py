@@ -48,6 +48,7 @@ from kampx.stats.core import (
 )
 from kampx.tm.manager import TransactionManager
 from kampx.tm.timers import TimerHeap
+from kampx.transport._recv import Receiver
 from kampx.transport.handoff import Handoff
 
 log = logging.getLogger("kampx.worker")
@@ -56,6 +57,7 @@ BOOT_ERROR_EXIT = 3  # "could not boot": the supervisor stops instead of respawn
 RETIRE_TIMEOUT = 32.0  # how long a worker retired by a reload keeps its transactions
 RECV_BATCH = 32  # datagrams read per wake-up before looking at timers again
 GC_YOUNG = 20000  # allocations between two young-generation collections (Python's: 700)
+ICMP_ERRORS = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
 ROTATE_EVERY_S = 0.002  # a worker moves to the back of the socket's wait queue at most this often
 
 
@@ -205,6 +207,7 @@ class Worker:
         mine = self.sockets[self.listen_index]
         ep.register(mine.fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
         by_fd[mine.fd] = mine
+        receivers = {mine.fd: Receiver(mine.fd, RECV_BATCH)}
         hfd = self.handoff.fileno()
         ep.register(hfd, select.EPOLLIN)
         handoff_fds: set[int] = set()
@@ -266,24 +269,15 @@ class Worker:
                     ls = by_fd.get(fd)
                     if ls is None:
                         continue
-                    sock = ls.sock
-                    got = 0
-                    for _ in range(RECV_BATCH):
-                        try:
-                            data, src = sock.recvfrom(65535)
-                        except (BlockingIOError, InterruptedError):
-                            break
-                        except OSError as e:
-                            if e.errno in (
-                                errno.ECONNREFUSED,
-                                errno.EHOSTUNREACH,
-                                errno.ENETUNREACH,
-                            ):
-                                continue  # ICMP errors surfacing on the shared socket
-                            raise
-                        got += 1
+                    try:
+                        got = receivers[fd].recv()  # all it holds (up to RECV_BATCH), one call
+                    except OSError as e:
+                        if e.errno in ICMP_ERRORS:
+                            continue  # an ICMP error surfacing on the shared socket
+                        raise
+                    for data, src in got:
                         try:  # receive(), inlined
-                            process(data, src[:2], ls, False)
+                            process(data, src, ls, False)
                         except Exception as e:
                             self._internal_error(e)
                     if got and rotate and reading:
