@@ -370,7 +370,8 @@ class Worker:
     def _on_request(self, msg) -> None:
         t0 = time.perf_counter_ns()
         stats = self.stats
-        stats.inc(RCV_REQUESTS.base + msg.method_id)
+        if not msg.handed_off:  # counted once, by the worker that read it
+            stats.inc(RCV_REQUESTS.base + msg.method_id)
         if msg.top_via is None:
             stats.inc(ERR_REQUESTS.base)  # nowhere to send a reply: drop
             return
@@ -380,7 +381,8 @@ class Worker:
         stats.observe_us((time.perf_counter_ns() - t0) // 1000)
 
     def _on_reply(self, msg) -> None:
-        self.stats.inc(RCV_REPLIES.base + msg.status - 100)
+        if not msg.handed_off:  # counted once, by the worker that read it
+            self.stats.inc(RCV_REPLIES.base + msg.status - 100)
         if not self.tm.match_reply(msg):
             self.forwarder.stray_reply(msg)
 

@@ -86,20 +86,22 @@ class KampxProcess:
             time.sleep(0.05)
         raise RuntimeError(f"kampx not ready in {ready_timeout}s:\n{self.log_tail()}")
 
-    def metric(self, name: str, timeout: float = 5.0) -> float:
-        """Sum of the samples of one family on /metrics (scraped over HTTP, as Prometheus
-        would); waits for the ctl process to be up."""
+    def metrics_text(self, timeout: float = 5.0) -> str:
+        """/metrics scraped over HTTP, as Prometheus would; waits for the ctl process."""
         import urllib.request
         deadline = time.monotonic() + timeout
         while True:
             try:
                 with urllib.request.urlopen(f"http://{self.metrics_listen}/metrics", timeout=2) as r:
-                    text = r.read().decode()
-                break
+                    return r.read().decode()
             except OSError:
                 if time.monotonic() >= deadline:
                     raise
                 time.sleep(0.1)
+
+    def metric(self, name: str, timeout: float = 5.0) -> float:
+        """Sum of the samples of one family on /metrics."""
+        text = self.metrics_text(timeout)
         total = 0.0
         for line in text.splitlines():
             if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{"):

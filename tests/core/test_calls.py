@@ -201,6 +201,7 @@ def test_cross_worker_cancel_and_retransmissions(proxy, uas):
     hand-off counter proves it); every one must still be matched exactly once."""
     uas.behaviour = Behaviour(final=None)
     n = 24
+    received_before = _requests_by_method(proxy)
     clients = [SipClient(proxy.addrs.client, 0, proxy=proxy.addr, user=f"u{i}") for i in range(n)]
     try:
         reqs = [invite(c, proxy) for c in clients]
@@ -223,6 +224,19 @@ def test_cross_worker_cancel_and_retransmissions(proxy, uas):
     assert len(invites) == n                               # none relayed twice
     assert len({m.branch for m in uas.requests("CANCEL")}) == n
     assert proxy.metric("kampx_core_handoffs_total") > 0   # the foreign-packet path ran
+    # a datagram is counted once, where it arrived, not again by the worker it is handed to
+    received = _requests_by_method(proxy)
+    sent = {"INVITE": 2 * n, "CANCEL": n, "ACK": n}
+    assert {m: received[m] - received_before.get(m, 0) for m in sent} == sent
+
+
+def _requests_by_method(proxy) -> dict:
+    out = {}
+    for line in proxy.metrics_text().splitlines():
+        if line.startswith("kampx_core_rcv_requests_total{"):
+            method = line.split('method="', 1)[1].split('"', 1)[0]
+            out[method] = float(line.rsplit(" ", 1)[1])
+    return out
 
 
 def test_duplicate_datagrams_racing_in_two_workers_are_relayed_once(proxy, uas):
