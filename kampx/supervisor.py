@@ -82,7 +82,10 @@ class Supervisor:
         except loader.ScriptError as e:
             raise StartupError(f"route script: {e}") from None
         try:
-            self.sockets = bind_listen_sockets(self.cfg.core.listen_addrs(), self.takeover)
+            addrs = self.cfg.core.listen_addrs()
+            self.sockets = bind_listen_sockets(
+                addrs, self.takeover, reply_slots=len(addrs) * self.cfg.core.children
+            )
         except BindError as e:
             raise StartupError(str(e)) from None
         self.shared = SharedState(self.cfg)
@@ -219,7 +222,25 @@ class Supervisor:
         w.started_at = time.monotonic()
         w.pid = self._fork(w)
         self.workers[w.pid] = w
+        self.steer_replies()
         return w
+
+    def steer_replies(self) -> None:
+        """Give the kernel's reply steering the live workers: each worker id to the reply
+        socket of its slot (transport/steering.py). A worker being retired by a reload
+        shares its slot's socket with its successor."""
+        steered = [ls for ls in self.sockets if ls.reply_socks]
+        if not steered:
+            return
+        from kampx.transport import steering
+
+        slots = self.worker_slots()
+        table = {w.worker_id: 1 + slots.index(w.slot) for w in self.workers.values()}
+        for ls in steered:
+            try:
+                steering.attach(ls.sock, table)
+            except OSError as e:  # the replies are handed over instead: nothing is lost
+                log.warning("%s: reply steering not updated: %s", ls.name, e)
 
     def spawn_helper(self, spec) -> None:
         spec.started_at = time.monotonic()
@@ -256,6 +277,7 @@ class Supervisor:
 
     def _worker_died(self, w: Worker, code: int):
         self.shared.txn_index.purge_owner(w.worker_id)
+        self.steer_replies()  # its id no longer steers anything
         from kampx import stats as S
         from kampx.tm.stats import ACTIVE_TRANSACTIONS, TXN_MEMORY
 
@@ -375,7 +397,7 @@ class Supervisor:
             except ChildProcessError:
                 pass
         for ls in self.sockets:
-            ls.sock.close()
+            ls.close()
         return 0
 
 

@@ -208,6 +208,17 @@ class Worker:
         ep.register(mine.fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
         by_fd[mine.fd] = mine
         receivers = {mine.fd: Receiver(mine.fd, RECV_BATCH)}
+        # the replies the kernel steers to this worker's slot, on every listen address
+        # (a branch may leave from any of them): read until the very end, a stop included
+        listen_index, child_no = self.slot
+        slot_index = listen_index * self.cfg.core.children + child_no - 1
+        for ls in self.sockets:
+            if slot_index < len(ls.reply_socks):
+                rfd = ls.reply_socks[slot_index].fileno()
+                ep.register(rfd, select.EPOLLIN)
+                by_fd[rfd] = ls
+                receivers[rfd] = Receiver(rfd, RECV_BATCH)
+        shared_fd = mine.fd
         hfd = self.handoff.fileno()
         ep.register(hfd, select.EPOLLIN)
         handoff_fds: set[int] = set()
@@ -280,7 +291,7 @@ class Worker:
                             process(data, src, ls, False)
                         except Exception as e:
                             self._internal_error(e)
-                    if got and rotate and reading:
+                    if got and rotate and reading and fd == shared_fd:
                         # to the back of the socket's exclusive wait queue: the kernel offers
                         # the next datagram to a worker that has waited longer, so even a
                         # light trunk load takes turns over every worker (docs/architecture.md).

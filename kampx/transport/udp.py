@@ -10,9 +10,13 @@ use apart, unless the operator asks to share the port (kampx run --takeover).
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 
 from kampx.config import ListenAddr
+from kampx.transport import steering
+
+log = logging.getLogger("kampx.udp")
 
 # Big receive buffers absorb bursts while every worker is busy (Kamailio's
 # udp_rcv_buf_size plays the same part). SO_RCVBUFFORCE when we may, else what the kernel
@@ -40,6 +44,7 @@ class ListenSocket:
         "via_prefix",
         "rr_value",
         "family",
+        "reply_socks",
     )
 
     def __init__(self, index: int, addr: ListenAddr, sock: socket.socket):
@@ -55,6 +60,13 @@ class ListenSocket:
         self.hostport = self.host if addr.port == 5060 else f"{self.host}:{addr.port}"
         self.via_prefix = f"SIP/2.0/UDP {self.hostport};branch=".encode()
         self.rr_value = f"<sip:{self.hostport};lr>"
+        # one per worker slot, same address and port: replies steered to their owner
+        # (transport/steering.py); empty when the kernel does not steer
+        self.reply_socks: list[socket.socket] = []
+
+    def close(self) -> None:
+        for s in [self.sock, *self.reply_socks]:
+            s.close()
 
     def sendto(self, data: bytes, dest: tuple) -> bool:
         """Send one datagram; False (never an exception) when it cannot go: the kernel
@@ -109,27 +121,58 @@ def _bind_reason(addr: ListenAddr, e: OSError) -> str:
     return f"cannot listen on {addr}: {e.strerror or e}"
 
 
-def bind_listen_sockets(addrs: list[ListenAddr], takeover: bool = False) -> list[ListenSocket]:
-    """Bind every listen address (all or nothing). Raises BindError."""
+def _bind(addr: ListenAddr) -> socket.socket:
+    s = socket.socket(addr.family, socket.SOCK_DGRAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if addr.family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        _set_buffers(s)
+        s.bind((addr.host, addr.port))
+        s.setblocking(False)
+    except OSError as e:
+        s.close()
+        raise BindError(_bind_reason(addr, e)) from None
+    return s
+
+
+def _add_reply_sockets(ls: ListenSocket, n: int) -> None:
+    """Bind `n` reply sockets beside the shared one and attach a steering program that,
+    until the supervisor gives it the workers, sends everything to the shared socket. Left
+    without (kampx works as before) when the kernel refuses."""
+    socks = []
+    try:
+        steering.attach(ls.sock, {})
+        for _ in range(n):
+            socks.append(_bind(ls.addr))
+    except (OSError, BindError) as e:
+        for s in socks:
+            s.close()
+        steering.detach(ls.sock)
+        log.info("%s: replies not steered to their worker (%s)", ls.name, e)
+        return
+    ls.reply_socks = socks
+
+
+def bind_listen_sockets(
+    addrs: list[ListenAddr], takeover: bool = False, reply_slots: int = 0
+) -> list[ListenSocket]:
+    """Bind every listen address (all or nothing), and `reply_slots` reply sockets beside
+    each (transport/steering.py). Raises BindError. With `takeover` the port is shared with
+    another instance: no steering (its program would steer our replies to its sockets)."""
     out: list[ListenSocket] = []
     try:
         for i, addr in enumerate(addrs):
             if not takeover:
                 _probe_free(addr)
-            s = socket.socket(addr.family, socket.SOCK_DGRAM)
-            try:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                if addr.family == socket.AF_INET6:
-                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                _set_buffers(s)
-                s.bind((addr.host, addr.port))
-                s.setblocking(False)
-            except OSError as e:
-                s.close()
-                raise BindError(_bind_reason(addr, e)) from None
-            out.append(ListenSocket(i, addr, s))
+            ls = ListenSocket(i, addr, _bind(addr))
+            out.append(ls)
+            if takeover:
+                steering.detach(ls.sock)
+            elif reply_slots:
+                _add_reply_sockets(ls, reply_slots)
     except BindError:
         for ls in out:
-            ls.sock.close()
+            ls.close()
         raise
     return out
