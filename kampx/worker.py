@@ -45,6 +45,7 @@ from kampx.stats.core import (
     INTERNAL_ERRORS,
     RCV_REPLIES,
     RCV_REQUESTS,
+    STEERED,
 )
 from kampx.tm.manager import TransactionManager
 from kampx.tm.timers import TimerHeap
@@ -286,6 +287,8 @@ class Worker:
                         if e.errno in ICMP_ERRORS:
                             continue  # an ICMP error surfacing on the shared socket
                         raise
+                    if fd != shared_fd and got:
+                        self.stats.add(STEERED.base, len(got))
                     for data, src in got:
                         try:  # receive(), inlined
                             process(data, src, ls, False)

@@ -43,6 +43,13 @@ HANDOFF_FAILED = S.family(
     S.KIND_COUNTER,
     "Hand-offs that failed (owner gone); processed locally instead",
 )
+STEERED = S.family(
+    "core",
+    "steered_datagrams",
+    S.KIND_COUNTER,
+    "Datagrams the kernel delivered to a worker's own reply socket (replies steered to the "
+    "worker that owns their transaction)",
+)
 HANDOFF_REJECTED = S.family(
     "core",
     "handoff_rejected",
@@ -75,6 +82,7 @@ STATISTICS = (
     SEND_ERRORS,
     HANDOFFS,
     HANDOFF_FAILED,
+    STEERED,
     HANDOFF_REJECTED,
     INTERNAL_ERRORS,
     PROC_TIME,

@@ -302,3 +302,29 @@ def test_trunk_from_one_source_spreads_over_workers():
         assert min(owners.values()) >= n // 6, owners      # turns, not just "someone idle"
     finally:
         px.close()
+
+
+def test_replies_are_steered_to_the_worker_that_owns_the_call():
+    """The kernel delivers each reply to its owner's reply socket (kampx/transport/
+    steering.py): a trunk's calls spread over 3 workers (each relays a share) and not one
+    of their replies needs a hand-off; every one arrived on a worker's own socket."""
+    px = start_proxy(children=3)
+    try:
+        with UAS(px.addrs.phone, 5062, behaviour=Behaviour(final=486)) as uas, \
+                SipClient(px.addrs.carrier, 5070, proxy=px.addr) as trunk:
+            steered_before = px.metric("kampx_core_steered_datagrams_total")
+            n = 60
+            reqs = []
+            for i in range(n):
+                reqs.append(trunk.request("INVITE", f"sip:{i}@{px.addrs.proxy}"))
+                trunk.send(reqs[-1])
+                time.sleep(0.002)
+            finals = [trunk.final(r, 5.0) for r in reqs]
+            assert all(f is not None and f.status == 486 for f in finals)
+            owners = {BRANCH_OWNER.search(m.get("Via")).group(1) for m in uas.requests("INVITE")}
+            assert len(owners) == 3, owners                  # all three workers own calls
+            replies = sum(1 for _, data in uas.sent if data.startswith(b"SIP/2.0 "))
+        assert px.metric("kampx_core_handoffs_total") == 0, px.log_tail()
+        assert px.metric("kampx_core_steered_datagrams_total") - steered_before >= replies
+    finally:
+        px.close()
