@@ -38,6 +38,19 @@ from __future__ import annotations
 import logging
 import time
 
+from kampx import stats as S
+
+_FOLLOW = (
+    ("applied", "Binding changes of other nodes applied to this node's location table"),
+    ("dropped", "Bindings removed here because the shared database no longer has them"),
+    ("kept_local", "Changes not applied: this node's own newer change is not written yet"),
+    ("resyncs", "Full reloads of the location table from the shared database"),
+    ("subscriber_syncs", "Copies of the subscriber table taken into this node's replica"),
+    ("address_reloads", "Address table reloads after another node changed it"),
+)
+CLUSTER = {name: S.family("cluster", name, S.KIND_COUNTER, text) for name, text in _FOLLOW}
+STATISTICS = tuple(CLUSTER.values())
+
 log = logging.getLogger("kampx.cluster")
 
 POLL_S = 1.0  # a look at the change feed even without a notification
@@ -51,8 +64,9 @@ class ClusterSync:
     """One node's follower of the shared database; `storage` is a callable returning the db
     writer's open PostgresStorage (or None when it cannot be opened)."""
 
-    def __init__(self, store, permissions, storage) -> None:
+    def __init__(self, store, permissions, storage, stats=None) -> None:
         self.store = store
+        self.stats = stats
         self.permissions = permissions
         self._storage = storage
         self.seq: int | None = None  # last change applied; None = full resync due
@@ -61,7 +75,7 @@ class ClusterSync:
         self._next_poll = 0.0
         self._next_purge = 0.0
         self._subscribers_due = self._addresses_due = True
-        # local counters (kampx/stats/ has no cluster rows yet): read by tests and the log
+        # this follower's own totals (the log, the tests); the shared ones are STATISTICS
         self.counts = {
             "applied": 0,
             "dropped": 0,
@@ -70,6 +84,11 @@ class ClusterSync:
             "subscriber_syncs": 0,
             "address_reloads": 0,
         }
+
+    def _count(self, name: str) -> None:
+        self.counts[name] += 1
+        if self.stats is not None:
+            self.stats.inc(CLUSTER[name].base)
 
     def wait(self, timeout: float) -> None:
         """Sleep up to `timeout`, returning early when another node commits."""
@@ -107,14 +126,14 @@ class ClusterSync:
             self._subscribers_due = True  # stays due until it succeeds
             n = sync_subscribers(storage)
             self._subscribers_due = False
-            self.counts["subscriber_syncs"] += 1
+            self._count("subscriber_syncs")
             if n:
                 log.info("subscriber replica: %d changes from the database", n)
         if self.permissions is not None and (self._addresses_due or "kampx_address" in heard):
             self._addresses_due = True
             n = self.permissions.reload_from(storage)
             self._addresses_due = False
-            self.counts["address_reloads"] += 1
+            self._count("address_reloads")
             log.info("address table: %d entries (reloaded from the shared database)", n)
         if now >= self._next_purge:
             self._next_purge = now + PURGE_EVERY_S
@@ -126,11 +145,11 @@ class ClusterSync:
         if row is None:
             rc = self.store.sync_drop(aor, ruid)
             if rc == OK:
-                self.counts["dropped"] += 1
+                self._count("dropped")
         else:
             rc = self.store.sync_put(Binding(**row), now)
             if rc == OK:
-                self.counts["applied"] += 1
+                self._count("applied")
             elif rc in (ERR_FULL, ERR_TOO_LARGE):
                 log.warning(
                     "binding %s of <%s> from the database not taken: %s",
@@ -141,7 +160,7 @@ class ClusterSync:
                     else "it does not fit a slot",
                 )
         if rc == SKIP_DIRTY:
-            self.counts["kept_local"] += 1
+            self._count("kept_local")
 
     def follow(self, storage) -> int:
         """Apply the changes committed since the last one applied."""
@@ -175,7 +194,7 @@ class ClusterSync:
                         self._apply(aor, b.ruid, None, now)
                         dropped += 1
         self.seq = seq
-        self.counts["resyncs"] += 1
+        self._count("resyncs")
         log.info(
             "location table resynchronised with the shared database: %d bindings there, "
             "%d gone from it, in %.2f s (following from change %d)",

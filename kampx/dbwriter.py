@@ -66,7 +66,9 @@ class DbWriterProcess(HelperProcess):
         if self.cfg.db.shared:
             from kampx.cluster import ClusterSync
 
-            self.sync = ClusterSync(self.shared.location, self.shared.permissions, self.writer.open)
+            self.sync = ClusterSync(
+                self.shared.location, self.shared.permissions, self.writer.open, stats
+            )
         self._loop()
 
     def _loop(self) -> None:

@@ -42,10 +42,10 @@ def cmd_check(args) -> int:
     from kampx.db import StorageError, open_storage
 
     try:
-        with open_storage(cfg):
-            pass
+        with open_storage(cfg) as storage:
+            storage.connect()  # a server: reachable, and its schema one kampx knows
     except StorageError as e:
-        return _fail(f"database {cfg.db.url}: {e}")
+        return _fail(f"database {cfg.db.display_url}: {e}")  # no password on a terminal
     print(
         f"kampx: {cfg.path or 'embedded default configuration'}: OK "
         f"(route script {cfg.routing.script})"

@@ -236,6 +236,11 @@ class Storage(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def connect(self) -> None:
+        """Reach the database now (a StorageError when it cannot be reached); an embedded
+        database is reached when opened, a server on first use otherwise."""
+        return None  # embedded: opening it reached it
+
     def __enter__(self) -> Storage:
         return self
 

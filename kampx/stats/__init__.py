@@ -39,6 +39,7 @@ CATALOGUE = (
     "kampx.usrloc",
     "kampx.auth.authenticator",
     "kampx.security.guard",
+    "kampx.cluster",
 )
 
 

@@ -215,3 +215,19 @@ def test_kampxctl_against_the_shared_database(pg, tmp_path, capsys):
     assert kampxctl.main(["--config", str(conf), "add", "bob", "pw"]) == 1
     err = capsys.readouterr().err
     assert "unreachable" in err and "kx-secret" not in err and len(err.splitlines()) == 1
+
+
+def test_kampx_check_reaches_the_server_and_shows_no_password(tmp_path):
+    """`kampx check` connects to a PostgreSQL database (a SQLite file needs no server) and
+    says which one failed without its password."""
+    import subprocess
+    import sys
+    conf = tmp_path / "kampx.toml"
+    conf.write_text('[db]\nurl = "postgresql://kx:kx-secret@127.0.0.1:1/kampx"\n'
+                    "connect_timeout_s = 1\n"
+                    f'\n[control]\nsocket = "{tmp_path}/kampx.sock"\n')
+    r = subprocess.run([sys.executable, "-m", "kampx", "check", "--config", str(conf)],
+                       capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    assert "kx-secret" not in out and "***" in out and "127.0.0.1:1" in out, out

@@ -68,7 +68,10 @@ class FakeNode:
         self.storage = open_storage(self.cfg)
         self.storage.open_local()
         self.writer = LocationWriter(self.store, self.cfg, storage=self.storage)
-        self.sync = ClusterSync(self.store, None, self.writer.open)
+        from kampx import stats as S
+        from kampx._shm import CounterRows
+        self.rows = CounterRows(1, S.ncols())
+        self.sync = ClusterSync(self.store, None, self.writer.open, S.Stats(self.rows, 0))
 
     def round(self):
         """Write our changes, then take the others' (a step, plus a look at the feed that
@@ -133,6 +136,9 @@ def test_resync_drops_what_the_database_lost_and_keeps_unwritten_changes(nodes):
     a.store.apply("dave", now, [op("sip:d@127.0.0.1", now + 60)])   # not written yet
     a.sync.step()                                             # first step: a full resync
     assert a.sync.counts["resyncs"] == 1
+    from kampx.cluster import CLUSTER
+    assert a.rows.get(0, CLUSTER["resyncs"].base) == 1      # as /metrics and kampxctl see it
+    assert a.rows.get(0, CLUSTER["dropped"].base) == 1      # carol
     assert not a.store.lookup("carol", now)
     assert a.store.lookup("dave", now)
 
