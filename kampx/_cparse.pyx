@@ -15,7 +15,7 @@ buffer, applied once by serialize(). An unedited message goes out as its origina
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
 from cpython.unicode cimport PyUnicode_DecodeUTF8
-from libc.string cimport memcpy, memchr
+from libc.string cimport memchr, memcmp, memcpy
 from libc.stdint cimport int32_t, int16_t, uint64_t
 
 import re
@@ -205,6 +205,22 @@ cdef inline bint is_ws(unsigned char c) noexcept nogil:
 
 cdef inline bint is_digit(unsigned char c) noexcept nogil:
     return 48 <= c <= 57
+
+
+cdef inline bint _usual_scheme(const unsigned char *p, Py_ssize_t a, Py_ssize_t b):
+    """sip:, sips: or tel: (any case) at p[a:b]: the schemes sanity's URI checks pass on
+    their prefix alone (the parser has checked the rest)."""
+    cdef unsigned char c[5]
+    cdef Py_ssize_t i
+    if b - a < 4:
+        return False
+    for i in range(5 if b - a >= 5 else 4):
+        c[i] = p[a + i] | 0x20 if 65 <= p[a + i] <= 90 else p[a + i]
+    if c[0] == 116 and c[1] == 101 and c[2] == 108 and c[3] == 58:  # tel:
+        return True
+    if not (c[0] == 115 and c[1] == 105 and c[2] == 112):  # sip
+        return False
+    return c[3] == 58 or (b - a >= 5 and c[3] == 115 and c[4] == 58)  # sip: / sips:
 
 
 cdef inline str _str(const unsigned char *p, Py_ssize_t a, Py_ssize_t b):
@@ -1049,6 +1065,31 @@ cdef class Message:
                 return METHOD_NAMES[self.method_id]
             return _str(self.p, self.m_s, self.m_e)
         return self.cseq_method
+
+    def sanity_clean(self):
+        """True when the request certainly passes Kamailio's default sanity_check("1511",
+        "7") (kampx/sanity.py): SIP/2.0, sip/sips/tel Request-URI, From and To URIs, the
+        required headers, the CSeq method equal to the request's, Content-Length covering
+        the datagram, no Expires header to read. False means "look closer" (the Python
+        checks decide), never "bad"."""
+        cdef Py_ssize_t n
+        if not self.is_request or self.ver_e - self.ver_s != 7:
+            return False
+        if memcmp(self.p + self.ver_s, b"SIP/2.0", 7) != 0:
+            return False
+        if (self.first[H_CALL_ID] < 0 or self.first[H_FROM] < 0 or self.first[H_TO] < 0
+                or self.first[H_CSEQ] < 0 or self.first[H_EXPIRES] >= 0):
+            return False
+        n = self.m_e - self.m_s
+        if n == 0 or self.cseq_m_e - self.cseq_m_s != n:
+            return False
+        if memcmp(self.p + self.m_s, self.p + self.cseq_m_s, n) != 0:
+            return False
+        if self.clen >= 0 and self.end != len(self.buf):
+            return False
+        return (_usual_scheme(self.p, self.ruri_s, self.ruri_e)
+                and _usual_scheme(self.p, self.from_a.uri_s, self.from_a.uri_e)
+                and _usual_scheme(self.p, self.to_a.uri_s, self.to_a.uri_e))
 
     @property
     def ruri(self):
