@@ -234,8 +234,17 @@ class Supervisor:
             return
         from kampx.transport import steering
 
-        slots = self.worker_slots()
-        table = {w.worker_id: 1 + slots.index(w.slot) for w in self.workers.values()}
+        # a reload may change [core] children: a slot the config no longer has, or one past
+        # the reply sockets bound at start, is steered nowhere (its replies come through the
+        # shared socket): an index outside the group would make the kernel hash datagrams
+        # onto sockets nobody reads
+        index = {slot: i for i, slot in enumerate(self.worker_slots())}
+        bound = min(len(ls.reply_socks) for ls in steered)
+        table = {}
+        for w in self.workers.values():
+            i = index.get(w.slot)
+            if i is not None and i < bound:
+                table[w.worker_id] = 1 + i
         for ls in steered:
             try:
                 steering.attach(ls.sock, table)

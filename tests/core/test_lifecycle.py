@@ -188,3 +188,32 @@ def test_sigkill_worker_under_load_respawns_others_unaffected():
         assert "died (signal SIGKILL); respawning" in px.log_tail(100)
     finally:
         px.close()
+
+
+@pytest.mark.skipif(not sipprun.available(), reason="SIPp (sip-tester) not installed")
+@pytest.mark.parametrize("before_n,after_n", [(3, 2), (2, 3)])
+def test_reload_changing_children_keeps_every_call(before_n, after_n):
+    """[core] children changed by a reload: the reply sockets were bound for the first
+    count. Fewer workers must not crash the supervisor (a retiring worker's slot is gone),
+    more must not steer replies outside the socket group (the kernel would hash datagrams
+    onto sockets nobody reads): every call before and after the reload completes."""
+    px = KampxProcess(children=before_n, config={"tm": {"fr_timer_ms": 3000}})
+    px.env["KAMPX_NEXT_HOP"] = f"{px.addrs.phone}:5062"
+    px.start()
+    try:
+        with open(px.config_path) as f:
+            text = f.read()
+        with open(px.config_path, "w") as f:
+            f.write(text.replace(f"children = {before_n}", f"children = {after_n}"))
+        os.kill(px.proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while "reload done" not in px.log_tail(100) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "reload done" in px.log_tail(100), px.log_tail()
+        uas, uac = _calls(px, calls=200, rate=100)
+        res = uac.wait()
+        uas.stop()
+        assert px.proc.poll() is None, px.log_tail()
+        assert res.successful == 200 and res.failed == 0, res.out + px.log_tail()
+    finally:
+        px.close()
