@@ -16,8 +16,13 @@ in calls and time (SIPp -m / -timeout) and only processes started here are stopp
   scale     the same REGISTER load against one node, then split over two nodes (two SIPp,
             half the rate each), at increasing rates: 200 OKs received, and how long after
             the load until both nodes hold every binding.
+  calls     carrier-in calls (the built-in script: trusted trunk -> lookup -> the phone, a
+            SIPp UAS registered on node A) through one node, then split over two nodes (two
+            SIPp carriers, half the rate each, node B finding A's binding in its replica):
+            calls completed, and the nodes' CPU (whole process trees) and the database
+            server's per call.
 
-    python3 tools/bench_cluster.py                       # all three
+    python3 tools/bench_cluster.py                       # all four
     python3 tools/bench_cluster.py --parts delay --n 300
     python3 tools/bench_cluster.py --parts cpu,scale --rates 1000,2000 --seconds 5
 """
@@ -260,12 +265,66 @@ def part_scale(pg, rates: list[int], seconds: float) -> list[dict]:
     return rows
 
 
+# ------------------------------------------------------------------------------ calls --
+
+CALL_PORT = 5064            # the carrier's SIPp on each node; the phone's UAS answers on 5062
+
+
+def part_calls(pg, rates: list[int], seconds: float) -> list[dict]:
+    import proxyctl
+    import sipprun
+    import wirekit
+    from clusterkit import Cluster, wait_for
+    from sipclient import SipClient
+    sub = wirekit.pool()[0]
+    rows = []
+    for nodes in (1, 2):
+        pg.reset()
+        c = Cluster(pg, nodes, [sub], proxyctl.Options(children=2))
+        uas = None
+        try:
+            a = c[0]
+            phone = (a.addrs.phone, 5062)
+            uas = sipprun.Sipp("uas_call.xml", phone, timeout=len(rates) * (seconds * 3 + 30))
+            # registered from the phone's own address: no NAT, so each node delivers directly
+            with SipClient(a.addrs.phone, 0, proxy=a.proxy) as reg:
+                wirekit.register(reg, a, sub, contact=f"sip:{sub.user}@{phone[0]}:{phone[1]}",
+                                 expires=3600)
+            seen, _ = wait_for(lambda: all(n.contacts(sub.user) for n in c.nodes), 5.0)
+            assert seen, "the binding did not reach every node"
+            trees = [[n.pid, *n._children()] for n in c.nodes]
+            for rate in rates:
+                n0, p0 = cpu_s(sum(trees, [])), cpu_s(postmaster_pids(pg))
+                t0 = time.monotonic()
+                runs = [sipprun.Sipp("uac_call.xml", (a.addrs.carrier, CALL_PORT + 2 * i),
+                                     n.proxy, calls=int(rate // nodes * seconds),
+                                     rate=rate // nodes, service=sub.user,
+                                     timeout=seconds * 2 + 20,
+                                     extra=["-l", str(max(50, rate * 3))])
+                        for i, n in enumerate(c.nodes)]
+                results = [s.wait() for s in runs]
+                elapsed = time.monotonic() - t0
+                time.sleep(1.0)          # the last BYEs' transactions
+                ok = sum(r.successful for r in results)
+                rows.append({"nodes": nodes, "rate": rate,
+                             "calls": sum(int(rate // nodes * seconds) for _ in c.nodes),
+                             "ok": ok, "failed": sum(r.failed for r in results),
+                             "elapsed": elapsed, "proxy": cpu_s(sum(trees, [])) - n0,
+                             "server": cpu_s(postmaster_pids(pg)) - p0})
+        finally:
+            if uas is not None:
+                uas.kill()
+            c.close()
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--parts", default="delay,cpu,scale")
+    ap.add_argument("--parts", default="delay,cpu,scale,calls")
     ap.add_argument("--n", type=int, default=200, help="REGISTERs timed for the delay")
     ap.add_argument("--rate", type=int, default=1000, help="REGISTERs/s for the CPU part")
     ap.add_argument("--rates", default="500,1000,2000")
+    ap.add_argument("--call-rates", default="200,400")
     ap.add_argument("--seconds", type=float, default=5.0)
     args = ap.parse_args()
     parts = set(args.parts.split(","))
@@ -301,6 +360,17 @@ def main() -> None:
                 lvl = f"{r['level']:.2f} s" if r["level"] is not None else "> 20 s"
                 print(f"  {r['nodes']:>5} {r['rate']:>7} {r['calls']:>6} {r['ok']:>7} "
                       f"{r['failed']:>6} {r['ok'] / r['elapsed']:>7.0f} {lvl:>22}")
+        if "calls" in parts:
+            rows = part_calls(pg, [int(x) for x in args.call_rates.split(",")], args.seconds)
+            print(f"\ncarrier-in calls through one node vs two, {args.seconds:g} s per rate, "
+                  "PostgreSQL (CPU per completed call, all nodes' process trees together):")
+            print(f"  {'nodes':>5} {'rate/s':>7} {'calls':>6} {'done':>6} {'failed':>6} "
+                  f"{'real/s':>7} {'nodes us/call':>14} {'database us/call':>17}")
+            for r in rows:
+                k = max(1, r["ok"])
+                print(f"  {r['nodes']:>5} {r['rate']:>7} {r['calls']:>6} {r['ok']:>6} "
+                      f"{r['failed']:>6} {r['ok'] / r['elapsed']:>7.0f} "
+                      f"{r['proxy'] / k * 1e6:>14.0f} {r['server'] / k * 1e6:>17.0f}")
     finally:
         pg.close()
 

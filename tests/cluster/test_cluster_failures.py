@@ -132,3 +132,33 @@ class open_db:
 
     def __exit__(self, *exc):
         self.st.close()
+
+
+def test_three_nodes_share_one_state_and_survive_the_loss_of_one(cluster):
+    """Every change made on one node of three reaches the other two; with the middle node
+    killed, the remaining two still agree."""
+    c = cluster(3)
+    a, b, third = c[0], c[1], c[2]
+    sub = SUBS[4]
+    with UAS(a.addrs.phone, user=sub.user) as phone, \
+            SipClient(a.addrs.client, 0, proxy=a.proxy) as ca, \
+            SipClient(third.addrs.client, 0, proxy=third.proxy) as cc:
+        contact = wirekit.register_phone(ca, a, sub, phone)
+        for node in (b, third):
+            seen, _ = wait_for(lambda n=node: n.contacts(sub.user), BOUND)
+            assert seen and seen[0]["contact"] == contact, f"node {node.node} lacks the binding"
+        # a trunk trusted on B is trusted on the third node, whose replica finds A's binding
+        trunk_ip = b.addrs.carrier
+        b.ctl("address", "add", "200", trunk_ip, "32", "0", "trunk-b")
+        seen, _ = wait_for(lambda: any(r["ip_addr"] == trunk_ip for r in
+                                       third.rpc("permissions.addressDump")["rows"]), BOUND)
+        assert seen, "the address added on B did not reach the third node"
+        call_via(third, trunk_ip, sub, phone)
+        b.kill()
+        # the unregistration on the third node reaches A; the dead node is not needed
+        wirekit.register(cc, third, sub, contact=contact, expires=0)
+        gone, took = wait_for(lambda: not a.contacts(sub.user), BOUND)
+        assert gone, f"node A still has the binding {took:.2f} s after the third removed it"
+        with SipClient(trunk_ip, 0, proxy=a.proxy) as trunk:
+            inv = wirekit.carrier_invite(trunk, a, sub.user)
+            assert trunk.final(inv).status == 404
