@@ -229,6 +229,20 @@ class UsrlocConfig:
 
 
 @dataclass(frozen=True)
+class OverloadConfig:
+    """Overload control (kampx/overload.py), on by default."""
+
+    enabled: bool = True
+    # a new INVITE or REGISTER read in a batch whose oldest datagram waited longer than this
+    # in the socket is refused with 503: well under T1 (500 ms), so accepted requests are
+    # answered before their senders retransmit
+    queue_delay_ms: int = 100
+    # the Retry-After of every 503 for want of capacity (this one and [tm]'s limits)
+    retry_after_s: int = 5
+    methods: tuple = ("INVITE", "REGISTER")  # what is refused; all else is always served
+
+
+@dataclass(frozen=True)
 class Config:
     core: CoreConfig = field(default_factory=CoreConfig)
     db: DbConfig = field(default_factory=DbConfig)
@@ -241,6 +255,7 @@ class Config:
     dialog: DialogConfig = field(default_factory=DialogConfig)
     registrar: RegistrarConfig = field(default_factory=RegistrarConfig)
     usrloc: UsrlocConfig = field(default_factory=UsrlocConfig)
+    overload: OverloadConfig = field(default_factory=OverloadConfig)
     path: str | None = None  # the file it came from; None = embedded default
 
     @property
@@ -359,6 +374,20 @@ def _semantic_checks(cfg: Config) -> None:
         if getattr(getattr(cfg, section), key) < 1:
             raise ConfigError(f"bad value for [{section}] {key}: must be at least 1")
     _db_checks(cfg)
+    _overload_checks(cfg.overload)
+
+
+def _overload_checks(ov: OverloadConfig) -> None:
+    from kampx._cparse import METHOD_IDS
+
+    if ov.queue_delay_ms < 1:
+        raise ConfigError("bad value for [overload] queue_delay_ms: must be at least 1")
+    for m in ov.methods:
+        if m not in METHOD_IDS or m in ("ACK", "CANCEL"):
+            raise ConfigError(
+                f"bad value for [overload] methods: '{m}' (request methods that start "
+                "transactions, e.g. INVITE, REGISTER, SUBSCRIBE, MESSAGE)"
+            )
 
 
 def _db_checks(cfg: Config) -> None:

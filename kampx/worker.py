@@ -33,6 +33,7 @@ from kampx import stats as S
 from kampx._cparse import BadFraming, SipParseError, parse
 from kampx.dialog import Dialogs, Journal
 from kampx.forward import Forwarder
+from kampx.overload import OverloadControl
 from kampx.routing.context import ctx as script_ctx
 from kampx.routing.hooks import Hooks
 from kampx.sl import SL_ERR_REPLIES, SL_REPLIES
@@ -165,6 +166,7 @@ class Worker:
             self.sockets, cfg.auth.realm, self.stats, self.dialogs, cfg.core.forward_stray_replies
         )
         self.hooks = Hooks(self.script, self, self.stats, self._log_once)
+        self.overload = OverloadControl(cfg.overload, self)
         self.tm = TransactionManager(
             cfg,
             worker_id=self.worker_id,
@@ -208,7 +210,8 @@ class Worker:
         mine = self.sockets[self.listen_index]
         ep.register(mine.fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
         by_fd[mine.fd] = mine
-        receivers = {mine.fd: Receiver(mine.fd, RECV_BATCH)}
+        # the shared socket's datagrams carry their arrival time: overload control's signal
+        receivers = {mine.fd: Receiver(mine.fd, RECV_BATCH, True)}
         # the replies the kernel steers to this worker's slot, on every listen address
         # (a branch may leave from any of them): read until the very end, a stop included
         listen_index, child_no = self.slot
@@ -227,6 +230,7 @@ class Worker:
         process = self.process
         rotate = self.cfg.core.children > 1
         timers = self.timers
+        overload = self.overload
         journal = self.dialogs.journal
         on_timer_error = self._timer_error
         rotated = 0.0
@@ -287,7 +291,10 @@ class Worker:
                         if e.errno in ICMP_ERRORS:
                             continue  # an ICMP error surfacing on the shared socket
                         raise
-                    if fd != shared_fd and got:
+                    if fd == shared_fd:
+                        if got:
+                            overload.observe(receivers[fd].delay)
+                    elif got:
                         self.stats.add(STEERED.base, len(got))
                     for data, src in got:
                         try:  # receive(), inlined
@@ -309,6 +316,7 @@ class Worker:
             now = time.monotonic()
             if now >= next_check:
                 next_check = now + 1.0
+                overload.tick(now)
                 if os.getppid() != self.supervisor_pid:
                     log.warning("supervisor gone; worker %d exits", self.worker_id)
                     return
@@ -390,7 +398,7 @@ class Worker:
             stats.inc(ERR_REQUESTS.base)  # nowhere to send a reply: drop
             return
         self._stamp_via(msg)
-        if self.tm.match_request(msg):
+        if self.tm.match_request(msg) and not (self.overload.behind and self.overload.refuse(msg)):
             self.hooks.request_route(msg)
         stats.observe_us((time.perf_counter_ns() - t0) // 1000)
 

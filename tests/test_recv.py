@@ -80,3 +80,34 @@ def test_a_closed_descriptor_raises_oserror():
     rx.close()
     with pytest.raises(OSError):
         r.recv()
+
+
+def test_delay_is_how_long_the_batch_head_waited_in_the_socket():
+    import time
+
+    from kampx.transport.udp import SO_TIMESTAMPNS
+    rx = _pair()
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with rx, tx:
+        rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        r = Receiver(rx.fileno(), 4, True)
+        tx.sendto(b"old", rx.getsockname())
+        time.sleep(0.2)
+        tx.sendto(b"new", rx.getsockname())
+        assert [d for d, _ in r.recv()] == [b"old", b"new"]
+        assert 0.2 <= r.delay < 2.0          # the head of the batch: the older one
+        tx.sendto(b"now", rx.getsockname())
+        r.recv()
+        assert 0.0 <= r.delay < 0.1
+        assert r.recv() == [] and r.delay < 0.1   # an empty read keeps the last value
+
+
+def test_without_timestamps_the_delay_stays_zero():
+    import time
+    rx = _pair()
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with rx, tx:
+        r = Receiver(rx.fileno(), 4)
+        tx.sendto(b"x", rx.getsockname())
+        time.sleep(0.05)
+        assert r.recv() and r.delay == 0.0

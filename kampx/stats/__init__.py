@@ -31,6 +31,7 @@ KIND_HISTOGRAM = "histogram"
 # The modules that declare statistics (a STATISTICS tuple each), in column order.
 CATALOGUE = (
     "kampx.stats.core",
+    "kampx.overload",
     "kampx.routing.hooks",
     "kampx.tm.stats",
     "kampx.dialog",

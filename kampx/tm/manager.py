@@ -24,6 +24,7 @@ from kampx import dset
 from kampx import methods as M
 from kampx._cparse import SipParseError, build_reply, parse
 from kampx.dialog import CONFIRMED
+from kampx.overload import overload_reply
 from kampx.routing.flow import HandedOff, ScriptExit
 from kampx.shared import TXN_BYTES, TXN_COUNT
 from kampx.stats.core import DROP_REPLIES, FWD_REPLIES, FWD_REQUESTS, INTERNAL_ERRORS, SEND_ERRORS
@@ -52,7 +53,6 @@ TRYING_REASON = "trying -- your call is important to us"  # Kamailio's auto_inv_
 # what a transaction costs besides the bytes of its messages (objects, timers, index entry),
 # charged against [tm] max_memory_mb
 TXN_OVERHEAD = 2048
-OVERLOAD_REPLY = (503, "Service Unavailable", ("Retry-After: 5",))
 FORBIDDEN_REPLY = (403, "Forbidden", ())
 LIMIT_LOG_EVERY_S = 10.0
 
@@ -216,6 +216,7 @@ class TransactionManager:
         self.fr_inv = tm.fr_inv_timer_ms / 1000.0
         self.wait = min(5.0, 64 * self.t1)  # Kamailio's wt_timer: how long finished ones linger
         self.max_transactions = tm.max_transactions
+        self.overload_reply = overload_reply(cfg.overload)
         self.max_bytes = tm.max_memory_mb << 20
         self.max_branches = tm.max_branches
         self.worker_id = worker_id
@@ -406,7 +407,7 @@ class TransactionManager:
         """A request refused for want of room: 503 for sl_reply_error(), counted, logged
         at most every LIMIT_LOG_EVERY_S (a flood must not become a flood of log lines)."""
         self.stats.inc(TXN_REFUSED.base)
-        msg.error_reply = OVERLOAD_REPLY
+        msg.error_reply = self.overload_reply
         now = time.monotonic()
         if now >= self._limit_logged + LIMIT_LOG_EVERY_S:
             self._limit_logged = now
@@ -536,7 +537,7 @@ class TransactionManager:
             if started is not None:
                 t.dialog, t.dialog_state = started
                 if t.dialog is None:  # the dialog index is full
-                    code, reason, extra = OVERLOAD_REPLY
+                    code, reason, extra = self.overload_reply
                     self.reply(t, code, reason, extra)
                     return False
         if t.state != S_PROCEEDING:

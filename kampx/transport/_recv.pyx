@@ -6,12 +6,17 @@ call per datagram plus one that fails, and a Python exception built and caught o
 wake-up. recvmmsg() takes up to `batch` datagrams in one call and an empty socket costs no
 exception. Each datagram comes out as (bytes, (ip, port)), the address as the socket module
 gives it (IPv6 without flow info and scope), the text of recent source IPs reused.
+
+With `timestamps`, the socket must have SO_TIMESTAMPNS set: the kernel stamps each datagram
+as it arrives, and `delay` is then how long the oldest datagram of the last batch (its first:
+a socket queue is FIFO) waited in the socket before this read. That is the worker's lag, what
+overload control (kampx/overload.py) watches; it costs no system call.
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.errno cimport EAGAIN, EINTR, errno
-from libc.string cimport memset, strerror
+from libc.string cimport memcpy, memset, strerror
 
 
 cdef extern from "<sys/uio.h>":
@@ -35,9 +40,25 @@ cdef extern from "<sys/socket.h>":
         msghdr msg_hdr
         unsigned int msg_len
     int recvmmsg(int fd, mmsghdr *vec, unsigned int vlen, int flags, void *timeout) nogil
+    struct cmsghdr:
+        size_t cmsg_len
+        int cmsg_level
+        int cmsg_type
+    cmsghdr *CMSG_FIRSTHDR(msghdr *msg)
+    cmsghdr *CMSG_NXTHDR(msghdr *msg, cmsghdr *cmsg)
+    unsigned char *CMSG_DATA(cmsghdr *cmsg)
     int MSG_DONTWAIT
     int AF_INET
     int AF_INET6
+    int SOL_SOCKET
+    int SCM_TIMESTAMPNS
+
+cdef extern from "<time.h>":
+    struct timespec:
+        long tv_sec
+        long tv_nsec
+    int clock_gettime(int clk, timespec *ts) nogil
+    int CLOCK_REALTIME
 
 cdef extern from "<netinet/in.h>":
     struct in_addr:
@@ -60,6 +81,7 @@ cdef extern from "<arpa/inet.h>":
 cdef enum:
     MAX_DATAGRAM = 65536
     ADDR_CACHE_MAX = 4096
+    CONTROL_LEN = 64           # CMSG_SPACE(sizeof(struct timespec)) with room to spare
 
 
 cdef class Receiver:
@@ -73,16 +95,23 @@ cdef class Receiver:
     cdef iovec *iovs
     cdef sockaddr_storage *names
     cdef dict ip_text          # raw IPv4 address -> its text (sources repeat: trunks, phones)
+    cdef char *control         # a CONTROL_LEN buffer per datagram, or NULL: no timestamps
+    cdef readonly double delay  # seconds the last batch's first datagram waited (timestamps)
 
-    def __cinit__(self, int fd, unsigned int batch=32):
+    def __cinit__(self, int fd, unsigned int batch=32, bint timestamps=False):
         cdef unsigned int i
         self.fd = fd
         self.batch = batch
+        self.delay = 0.0
+        self.control = NULL
         self.bufs = <char *>PyMem_Malloc(<size_t>batch * MAX_DATAGRAM)
         self.msgs = <mmsghdr *>PyMem_Malloc(batch * sizeof(mmsghdr))
         self.iovs = <iovec *>PyMem_Malloc(batch * sizeof(iovec))
         self.names = <sockaddr_storage *>PyMem_Malloc(batch * sizeof(sockaddr_storage))
-        if not (self.bufs and self.msgs and self.iovs and self.names):
+        if timestamps:
+            self.control = <char *>PyMem_Malloc(batch * CONTROL_LEN)
+        if not (self.bufs and self.msgs and self.iovs and self.names) or (
+                timestamps and not self.control):
             raise MemoryError()
         memset(self.msgs, 0, batch * sizeof(mmsghdr))
         for i in range(batch):
@@ -91,9 +120,12 @@ cdef class Receiver:
             self.msgs[i].msg_hdr.msg_iov = &self.iovs[i]
             self.msgs[i].msg_hdr.msg_iovlen = 1
             self.msgs[i].msg_hdr.msg_name = &self.names[i]
+            if self.control:
+                self.msgs[i].msg_hdr.msg_control = self.control + <size_t>i * CONTROL_LEN
         self.ip_text = {}
 
     def __dealloc__(self):
+        PyMem_Free(self.control)
         PyMem_Free(self.bufs)
         PyMem_Free(self.msgs)
         PyMem_Free(self.iovs)
@@ -119,17 +151,34 @@ cdef class Receiver:
             return (text.decode("ascii"), ntohs(v6.sin6_port))
         return ("", 0)
 
+    cdef double _waited(self, msghdr *hdr):
+        """Seconds since the kernel stamped this datagram; 0.0 without a stamp."""
+        cdef cmsghdr *c = CMSG_FIRSTHDR(hdr)
+        cdef timespec stamp, now
+        while c != NULL:
+            if c.cmsg_level == SOL_SOCKET and c.cmsg_type == SCM_TIMESTAMPNS:
+                memcpy(&stamp, CMSG_DATA(c), sizeof(timespec))
+                clock_gettime(CLOCK_REALTIME, &now)
+                waited = (now.tv_sec - stamp.tv_sec) + (now.tv_nsec - stamp.tv_nsec) * 1e-9
+                return waited if waited > 0.0 else 0.0
+            c = CMSG_NXTHDR(hdr, c)
+        return 0.0
+
     def recv(self):
         cdef unsigned int i
         cdef int n
         for i in range(self.batch):
             self.msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
+            if self.control:
+                self.msgs[i].msg_hdr.msg_controllen = CONTROL_LEN
         with nogil:
             n = recvmmsg(self.fd, self.msgs, self.batch, MSG_DONTWAIT, NULL)
         if n < 0:
             if errno == EAGAIN or errno == EINTR:  # EWOULDBLOCK is EAGAIN on Linux
                 return []
             raise OSError(errno, strerror(errno))
+        if self.control and n > 0:
+            self.delay = self._waited(&self.msgs[0].msg_hdr)
         out = []
         for i in range(<unsigned int>n):
             out.append((

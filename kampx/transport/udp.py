@@ -22,6 +22,7 @@ log = logging.getLogger("kampx.udp")
 # udp_rcv_buf_size plays the same part). SO_RCVBUFFORCE when we may, else what the kernel
 # caps SO_RCVBUF at.
 RCVBUF = 16 * 1024 * 1024
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; the socket module lacks it
 SNDBUF = 4 * 1024 * 1024
 
 
@@ -166,6 +167,8 @@ def bind_listen_sockets(
             if not takeover:
                 _probe_free(addr)
             ls = ListenSocket(i, addr, _bind(addr))
+            # arrival times on requests (transport/_recv.pyx): overload control's queue delay
+            ls.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             out.append(ls)
             if takeover:
                 steering.detach(ls.sock)
