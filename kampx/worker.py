@@ -29,6 +29,7 @@ import traceback
 from typing import Any
 
 from kampx import __version__, sl
+from kampx import methods as M
 from kampx import stats as S
 from kampx._cparse import BadFraming, SipParseError, parse
 from kampx.dialog import Dialogs, Journal
@@ -153,6 +154,7 @@ class Worker:
         )
         self.server_header = f"Server: kampx ({__version__})"
         self.sl_tag_prefix = ctx.instance_tag
+        self.sl_ack_prefix = self.sl_tag_prefix + "."
         self._logged_errors: set[tuple] = set()  # the keys of _log_once and _log_once_text
         tm = cfg.tm
         self.dialogs = Dialogs(
@@ -398,9 +400,19 @@ class Worker:
             stats.inc(ERR_REQUESTS.base)  # nowhere to send a reply: drop
             return
         self._stamp_via(msg)
-        if self.tm.match_request(msg) and not (self.overload.behind and self.overload.refuse(msg)):
-            self.hooks.request_route(msg)
+        if self.tm.match_request(msg):
+            if msg.method_id == M.ACK and self._acks_own_reply(msg):
+                pass  # Kamailio's sl ACK filter: the ACK of a reply this proxy made ends here
+            elif not (self.overload.behind and self.overload.refuse(msg)):
+                self.hooks.request_route(msg)
         stats.observe_us((time.perf_counter_ns() - t0) // 1000)
+
+    def _acks_own_reply(self, msg) -> bool:
+        """An ACK (no transaction of ours) for a reply this proxy sent statelessly: its
+        To-tag is one sl made (sl.to_tag). The script would only drop it, at a script
+        run's cost, which matters most when every refused call under overload brings one."""
+        tag = msg.to_tag
+        return tag is not None and tag.startswith(self.sl_ack_prefix)
 
     def _on_reply(self, msg) -> None:
         if not msg.handed_off:  # counted once, by the worker that read it

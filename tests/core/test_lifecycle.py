@@ -64,6 +64,9 @@ def test_sigterm_exits_zero_within_5s():
     ("core", 'children = "two"', "bad value for [core] children"),
     ("nosuch", "x = 1", "unknown section [nosuch]"),
     ("core", 'listen = ["udp:localhost:5060"]', "is not an IP address"),
+    ("overload", "queue_delay_ms = 0", "bad value for [overload] queue_delay_ms"),
+    ("overload", 'methods = ["INVITE", "ACK"]', "bad value for [overload] methods: 'ACK'"),
+    ("overload", 'methods = ["FOO"]', "bad value for [overload] methods: 'FOO'"),
 ])
 def test_config_errors_are_one_line(tmp_path, section, body, expect):
     cfg = write(tmp_path / "k.toml", f"[{section}]\n{body}\n")
