@@ -72,3 +72,42 @@ def test_an_error_in_a_timer_is_reported_and_the_others_run(clock):
     clock[0] += 1.0
     assert h.run(errors.append) == 2
     assert fired == ["after"] and isinstance(errors[0], ZeroDivisionError)
+
+
+def test_a_cancelled_timer_lets_go_of_what_it_would_have_called(clock):
+    """A cancelled fr_inv_timer is due 120 s later: until then its bucket must not keep the
+    branch (the relayed INVITE, its replies) alive."""
+    import gc
+    import weakref
+
+    class Branch:
+        pass
+
+    h = TimerHeap()
+    b = Branch()
+    t = h.call_later(120.0, lambda branch: None, b)
+    gone = weakref.ref(b)
+    assert len(h) == 1
+    t.cancel()
+    t.cancel()                       # twice is harmless
+    del b
+    gc.collect()
+    assert gone() is None
+    assert len(h) == 0
+    clock[0] += 121
+    assert h.run() == 0
+
+
+def test_a_timer_may_cancel_another_of_its_own_bucket(clock):
+    h, fired = TimerHeap(), []
+    second = None
+
+    def first():
+        fired.append("first")
+        second.cancel()
+    h.call_later(0.5, first)
+    second = h.call_later(0.5, fired.append, "second")
+    h.call_later(0.5, fired.append, "third")
+    clock[0] += 0.6
+    assert h.run() == 2
+    assert fired == ["first", "third"]
