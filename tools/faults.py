@@ -15,7 +15,16 @@ followed by --settle seconds:
   reload              SIGHUP                         recovery: every worker replaced
   location full       bindings up to [usrloc] capacity, then one more: refused with 503 (never
                       acknowledged); recovery: the filler unregistered, registrations accepted
-  proxy restarted     SIGTERM, then kampx run again  recovery: the first call answered
+  database locked     another process holds an exclusive lock on the database for --settle s
+                      (every write refused, as with a read-only file: a file system cannot be
+                      remounted read-only under open files); recovery: a registration made
+                      during the outage is in the database
+  disk full           its file system filled up for --settle s, then freed; likewise
+  proxy restarted     SIGTERM, then kampx run again  recovery: the first call answered; every
+                      registration acknowledged before (during the outages too) loaded back
+
+The database gets a file system of its own for the disk-full fault: a small tmpfs mounted for
+the run (root only; without it that fault is skipped and said so).
 
 Per fault: calls that failed while it lasted (SIPp's per-second counts, from the fault to the
 end of its settle time), the recovery time, and at the very end whether every acknowledged
@@ -33,9 +42,9 @@ import csv
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
-import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -50,6 +59,7 @@ from sipclient import SipClient, authorize  # noqa: E402
 CAPACITY = 3000                       # [usrloc] capacity: the location-full fault fills it
 SUBS = [proxyctl.Subscriber(str(40000 + i), f"fault-{i:05d}") for i in range(CAPACITY + 100)]
 CALLEE = proxyctl.Subscriber("49999", "fault-callee")
+MARKS = [proxyctl.Subscriber(str(48000 + i), f"fault-mark-{i}") for i in range(4)]
 PHONE_PORT, UAC_PORT = 5062, 5064
 
 
@@ -57,16 +67,26 @@ class FaultTarget(proxyctl.KampxTarget):
     """The wire tests' kampx with a small location table, provisioned once (restartable)."""
 
     provisioned = False
+    db_dir: str | None = None         # the database's own file system, when mounted
 
     def write_config(self) -> None:
         super().write_config()
-        with open(self.config_path, "a") as f:
-            f.write(f"\n[usrloc]\ncapacity = {CAPACITY}\n")
+        with open(self.config_path) as f:
+            text = f.read()
+        if self.db_dir:
+            import re
+            db = os.path.join(self.db_dir, "kampx.db").lstrip("/")
+            text = re.sub(r'(?m)^\[db\]\nurl = .*$', f'[db]\nurl = "sqlite:///{db}"', text)
+        with open(self.config_path, "w") as f:
+            f.write(text + f"\n[usrloc]\ncapacity = {CAPACITY}\n")
 
     def provision(self) -> None:
         if not self.provisioned:
             super().provision()
             self.provisioned = True
+
+    def db_path(self) -> str:
+        return os.path.join(self.db_dir or self.workdir, "kampx.db")
 
     def rpc(self, method: str, params=None):
         from kampx.control.client import ControlClient
@@ -132,7 +152,8 @@ def call_probe(target, timeout: float = 30.0) -> float | None:
     with SipClient(target.addrs.carrier, 0, proxy=target.proxy) as c:
         while time.monotonic() - t0 < timeout:
             inv = wirekit.carrier_invite(c, target, CALLEE.user)
-            r = c.recv(1.0, match=lambda m: not m.is_request and m.call_id == inv.get("call-id")
+            cid = inv.get("call-id")
+            r = c.recv(1.0, match=lambda m, cid=cid: not m.is_request and m.call_id == cid
                        and m.status >= 200)
             if r is not None and r.status == 200:
                 from sipclient import in_dialog
@@ -211,6 +232,82 @@ def register_once(target) -> int:
         return register(c, target, SUBS[0])
 
 
+def mount_db_dir() -> str | None:
+    import subprocess
+    d = tempfile.mkdtemp(prefix="kampx-faults-db-")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", d],
+                       capture_output=True)
+    if r.returncode != 0:
+        os.rmdir(d)
+        return None
+    return d
+
+
+def in_database(target, user: str) -> bool:
+    import sqlite3
+    con = sqlite3.connect(f"file:{target.db_path()}?mode=ro", uri=True, timeout=1.0)
+    try:
+        return con.execute("SELECT 1 FROM location WHERE username = ?", (user,)).fetchone() \
+            is not None
+    finally:
+        con.close()
+
+
+def db_outage(target, report: dict, mark, begin, end, settle: float, burst: int = 0):
+    """Registrations during the outage: acknowledged (kept in shared memory and retried) or
+    refused, never acknowledged and then dropped; the time, once the outage ends, until the
+    one made during it is in the database. `burst` new bindings first (new rows: the
+    database file and its WAL must grow)."""
+    begin()
+    try:
+        with SipClient(target.addrs.client, 0, proxy=target.proxy) as c:
+            for sub in SUBS[Ledger.SIZE:Ledger.SIZE + burst]:
+                register(c, target, sub, expires=120)
+            report["during"] = register(c, target, mark)
+        time.sleep(settle)
+        report["in database during"] = in_database(target, mark.user)
+    finally:
+        end()
+    t0 = time.monotonic()
+    if report["during"] != 200:
+        return 0.0
+    back = until(lambda: in_database(target, mark.user), 30, step=0.1)
+    return None if back is None else time.monotonic() - t0
+
+
+def locked(target, report: dict, settle: float):
+    import sqlite3
+    holder: list = []
+
+    def lock():
+        con = sqlite3.connect(target.db_path(), timeout=5.0, isolation_level=None)
+        con.execute("BEGIN EXCLUSIVE")
+        holder.append(con)
+
+    def unlock():
+        holder[0].execute("ROLLBACK")
+        holder[0].close()
+    return db_outage(target, report, MARKS[0], lock, unlock, settle)
+
+
+def disk_full(target, report: dict, settle: float):
+    filler = os.path.join(target.db_dir, "filler")
+
+    def fill():
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            for size in (1 << 20, 1 << 12, 64):   # up to the last bytes
+                try:
+                    while True:
+                        os.write(fd, b"\0" * size)
+                except OSError:
+                    pass
+        finally:
+            os.close(fd)
+    return db_outage(target, report, MARKS[1], fill, lambda: os.unlink(filler), settle,
+                     burst=1500)
+
+
 def restart(target):
     target.stop()
     t0 = time.monotonic()
@@ -226,6 +323,8 @@ FAULTS = [
     ("ctl killed", lambda t, rep: kill_ctl(t)),
     ("worker stopped 5 s", lambda t, rep: stop_worker(t)),
     ("reload (SIGHUP)", lambda t, rep: reload(t)),
+    ("database locked", None),
+    ("disk full", None),              # before the table is filled: no free pages to reuse
     ("location table full", location_full),
     ("proxy restarted", lambda t, rep: restart(t)),
 ]
@@ -252,7 +351,8 @@ def main() -> int:
         print("SIPp (sip-tester) is not installed", file=sys.stderr)
         return 2
     target = FaultTarget(proxyctl.Options(children=2))
-    target.add_subscribers([*SUBS, CALLEE])
+    target.db_dir = mount_db_dir()
+    target.add_subscribers([*SUBS, CALLEE, *MARKS])
     target.add_carrier(target.addrs.carrier)
     total = len(FAULTS) * (args.settle + 12) + 20
     results = []
@@ -272,7 +372,14 @@ def main() -> int:
         for name, fault in FAULTS:
             report: dict = {}
             t0 = time.time()
-            rec = fault(target, report)
+            if fault is None:          # the database's faults
+                if name == "disk full" and target.db_dir is None:
+                    print(f"  {name}: skipped (no file system of its own: not root?)")
+                    continue
+                fn = locked if name == "database locked" else disk_full
+                rec = fn(target, report, args.settle)
+            else:
+                rec = fault(target, report)
             time.sleep(args.settle)
             results.append((name, t0, time.time(), rec, report))
             print(f"  {name}: recovery {rec if rec is None else round(rec, 2)} s {report or ''}",
@@ -283,12 +390,14 @@ def main() -> int:
         uac.proc.wait()
         rows = read_stats(uac.stat)
         uac_result = uac.wait()
-        phone.kill()
         # what was acknowledged is there (after a restart too)
-        missing = [u for u in sorted(ledger.acked) if not target.rpc("ul.lookup", {"aor": u})
-                   .get("contacts")]
+        acked = sorted(ledger.acked) + [MARKS[i].user for i, (_, _, _, _, rep)
+                                        in enumerate(r for r in results if "during" in r[4])
+                                        if rep["during"] == 200]
+        missing = [u for u in acked if not lookup(target, u)]
         after_call = call_probe(target, 10)
         after_reg = register_once(target)
+        phone.kill()
         print(f"\n{'fault':<22}{'failed calls':>13}{'recovery':>10}")
         for name, t0, t1, rec, report in results:
             r = "-" if rec is None else f"{rec:.2f} s"
@@ -296,13 +405,24 @@ def main() -> int:
                   + (f"   {report}" if report else ""))
         print(f"\ncalls: {uac_result.successful} completed, {uac_result.failed} failed in all"
               f" (the calls cut by the kill at the end not counted as faults)")
-        print(f"registrations acknowledged: {len(ledger.acked)} subscribers, missing after "
+        print(f"registrations acknowledged: {len(acked)} subscribers, missing after "
               f"everything: {len(missing)} {missing[:5]}; not acknowledged: {ledger.refused}")
         print(f"after every fault: a call {'answered' if after_call is not None else 'FAILED'}, "
               f"a registration {'200' if after_reg == 200 else after_reg}")
         return 0 if not missing and after_call is not None and after_reg == 200 else 1
     finally:
         target.close()
+        if target.db_dir:
+            import subprocess
+            subprocess.run(["umount", target.db_dir], capture_output=True)
+            os.rmdir(target.db_dir)
+
+
+def lookup(target, user: str) -> bool:
+    try:
+        return bool(target.rpc("ul.lookup", {"aor": user}).get("contacts"))
+    except Exception:
+        return False
 
 
 if __name__ == "__main__":
