@@ -215,3 +215,30 @@ def test_attach_warns_when_the_database_holds_more_than_the_table(tmp_path, capl
     with caplog.at_level("WARNING", logger="kampx.state"):
         state.attach(shared, small)
     assert "loaded 3 of the 5 bindings" in caplog.text
+
+
+def test_a_full_database_keeps_changes_pending_until_it_has_room(tmp_path, store):
+    """SQLite's own 'database or disk is full' (SQLITE_FULL, what a full disk gives): no change
+    of the failed batch is acknowledged, the writer retries, and everything is written once
+    the database may grow again. (tools/faults.py fills a real file system; SQLite often
+    writes into space its files already hold, so the full path is forced here with
+    max_page_count on the writer's own connection.)"""
+    cfg = _cfg(tmp_path)
+    w = LocationWriter(store, cfg)
+    w.storage = open_storage(cfg)
+    conn = w.storage.locations._db.conn
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages}")
+    now = time.time()
+    for i in range(300):             # far more than the free space of the file
+        store.apply(f"user{i}", now, [_op(f"sip:u{i}@127.0.0.1:5070", now + 600, callid=f"c{i}",
+                                          received="sip:127.0.0.9:5999" + "x" * 200)])
+    w.drain()
+    assert not w.healthy and "full" in w._last_error, w._last_error
+    assert store.pending_changes(), "nothing acknowledged that is not in the database"
+    written = len(_rows(cfg))
+    assert written < 300
+    conn.execute("PRAGMA max_page_count = 1073741823")   # room again
+    w.drain()
+    assert w.healthy and store.pending_changes() == []
+    assert {r["aor"] for r in _rows(cfg).values()} == {f"user{i}" for i in range(300)}
