@@ -201,6 +201,11 @@ class LocationWriter:
 
     def _failed(self, error: str) -> None:
         self.healthy = False
+        if getattr(self.storage, "read_only", False):
+            # opened on a read-only file system: only a new connection can write once it is
+            # writable again (db/sqlite.py)
+            self.storage.close()
+            self.storage = None
         if self.stats is not None:
             self.stats.inc(DB_ERRORS.base)
         if error != self._last_error:

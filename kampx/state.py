@@ -95,7 +95,8 @@ def _load_location(store, storage) -> tuple[int, int]:
 
     now = time.time()
     try:
-        storage.locations.delete_expired(now)
+        if not getattr(storage, "read_only", False):  # else the db writer deletes them later
+            storage.locations.delete_expired(now)
         stored = storage.locations.count()
         loaded = store.load((Binding(**row) for row in storage.locations.load_all(now)), now)
     except StorageError as e:
@@ -111,7 +112,8 @@ def _load_dialogs(index, storage) -> int:
 
     now = time.time()
     try:
-        storage.dialogs.delete_expired(now)
+        if not getattr(storage, "read_only", False):
+            storage.dialogs.delete_expired(now)
         return dialog.load(index, storage.dialogs.load_live(now), now, time.monotonic())
     except StorageError as e:
         raise StateError(f"dialog table: {e}") from None

@@ -20,6 +20,8 @@ followed by --settle seconds:
                       remounted read-only under open files); recovery: a registration made
                       during the outage is in the database
   disk full           its file system filled up for --settle s, then freed; likewise
+  database read-only  the proxy stopped, its file system remounted read-only, the proxy
+                      started on it; --settle s later remounted writable; likewise
   proxy restarted     SIGTERM, then kampx run again  recovery: the first call answered; every
                       registration acknowledged before (during the outages too) loaded back
 
@@ -245,7 +247,11 @@ def mount_db_dir() -> str | None:
 
 def in_database(target, user: str) -> bool:
     import sqlite3
-    con = sqlite3.connect(f"file:{target.db_path()}?mode=ro", uri=True, timeout=1.0)
+    try:
+        con = sqlite3.connect(f"file:{target.db_path()}?mode=ro", uri=True, timeout=1.0)
+        con.execute("SELECT 1 FROM location LIMIT 1")
+    except sqlite3.OperationalError:     # a WAL database on a read-only file system
+        con = sqlite3.connect(f"file:{target.db_path()}?mode=ro&immutable=1", uri=True)
     try:
         return con.execute("SELECT 1 FROM location WHERE username = ?", (user,)).fetchone() \
             is not None
@@ -269,9 +275,10 @@ def db_outage(target, report: dict, mark, begin, end, settle: float, burst: int 
     finally:
         end()
     t0 = time.monotonic()
-    if report["during"] != 200:
-        return 0.0
-    back = until(lambda: in_database(target, mark.user), 30, step=0.1)
+    if report["during"] != 200:   # refused: recovery is a registration accepted again
+        back = until(lambda: register_once(target) == 200, 30, step=0.1)
+    else:
+        back = until(lambda: in_database(target, mark.user), 30, step=0.1)
     return None if back is None else time.monotonic() - t0
 
 
@@ -308,6 +315,34 @@ def disk_full(target, report: dict, settle: float):
                      burst=1500)
 
 
+def read_only_restart(target, report: dict, settle: float):
+    """The database's file system read-only (remounted while the proxy is down: Linux refuses
+    a read-only remount under files open for writing), the proxy started on it."""
+    import subprocess
+
+    def remount(mode):
+        subprocess.run(["mount", "-o", f"remount,{mode}", target.db_dir], check=True)
+
+    def begin():
+        target.stop()
+        remount("ro")
+        t0 = time.monotonic()
+        try:
+            target.start()
+        except Exception as e:      # said by the tool, not hidden
+            report["start"] = f"refused: {str(e).splitlines()[0][:120]}"
+            remount("rw")
+            target.start()
+            return
+        report["start"] = f"answering after {time.monotonic() - t0:.2f} s"
+        until(lambda: target.rpc("core.uptime") is not None, 10)
+
+    def end():
+        if "refused" not in report["start"]:
+            remount("rw")
+    return db_outage(target, report, MARKS[2], begin, end, settle)
+
+
 def restart(target):
     target.stop()
     t0 = time.monotonic()
@@ -325,6 +360,7 @@ FAULTS = [
     ("reload (SIGHUP)", lambda t, rep: reload(t)),
     ("database locked", None),
     ("disk full", None),              # before the table is filled: no free pages to reuse
+    ("database read-only", None),
     ("location table full", location_full),
     ("proxy restarted", lambda t, rep: restart(t)),
 ]
@@ -373,10 +409,11 @@ def main() -> int:
             report: dict = {}
             t0 = time.time()
             if fault is None:          # the database's faults
-                if name == "disk full" and target.db_dir is None:
+                if name != "database locked" and target.db_dir is None:
                     print(f"  {name}: skipped (no file system of its own: not root?)")
                     continue
-                fn = locked if name == "database locked" else disk_full
+                fn = {"database locked": locked, "disk full": disk_full,
+                      "database read-only": read_only_restart}[name]
                 rec = fn(target, report, args.settle)
             else:
                 rec = fault(target, report)

@@ -38,6 +38,8 @@ import sqlite3
 import sys
 import time
 
+from kampx.db.sqlite import on_read_only_file_system
+
 log = logging.getLogger("kampx.auth")
 
 MAX_NAME_BYTES = 128  # longer user or domain names are refused before any lookup
@@ -67,11 +69,29 @@ class SqliteChangeProbe:
         self._cur: sqlite3.Cursor | None = None
         self._data_version: int | None = None  # None: the first call always reads the counter
         self._counter = 0
+        self._immutable = False
+
+    def _connect(self) -> None:
+        try:
+            conn = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, isolation_level=None)
+            conn.execute("PRAGMA data_version")
+            self._immutable = False
+        except sqlite3.OperationalError:
+            # a WAL database on a read-only file system opens only as immutable
+            # (db/sqlite.py); it is opened normally again once the file system is writable
+            conn = sqlite3.connect(
+                f"file:{self._path}?mode=ro&immutable=1", uri=True, isolation_level=None
+            )
+            self._immutable = True
+        self._cur = conn.cursor()
+        self._data_version = None
 
     def __call__(self) -> int:
-        if self._cur is None:
-            conn = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, isolation_level=None)
-            self._cur = conn.cursor()
+        if self._cur is None or (self._immutable and not on_read_only_file_system(self._path)):
+            if self._cur is not None:
+                self._cur.connection.close()
+            self._connect()
+        assert self._cur is not None
         self._cur.execute("PRAGMA data_version")
         dv = self._cur.fetchone()[0]
         if dv != self._data_version:
@@ -114,9 +134,17 @@ class SubscriberCache:
         self.hits = self.misses = self.flushes = 0
 
     def _storage_handle(self):
-        if self._storage is None:
-            self._storage = self._open_storage()
-        return self._storage
+        s = self._storage
+        if (
+            s is not None
+            and getattr(s, "read_only", False)
+            and not on_read_only_file_system(s.where)
+        ):
+            s.close()  # opened read-only (immutable): blind to changes once writable
+            s = self._storage = None
+        if s is None:
+            s = self._storage = self._open_storage()
+        return s
 
     def _validate(self) -> bool:
         """Probe the database; empty the cache when it changed. True when it had."""

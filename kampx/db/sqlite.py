@@ -11,10 +11,12 @@ existing files and directories are left as they are.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -36,6 +38,8 @@ from kampx.db.base import (
     user_text,
 )
 from kampx.db.migrations import MIGRATIONS, Migration, upgrade
+
+log = logging.getLogger("kampx.db")
 
 BUSY_TIMEOUT_MS = 5000
 # The file holds every subscriber's HA1 digests: the service's user alone reads it. Its
@@ -360,16 +364,49 @@ class SqliteDialogs(Dialogs):
             return conn.execute("DELETE FROM dialog WHERE timeout <= ?", (now,)).rowcount
 
 
+def on_read_only_file_system(path: str) -> bool:
+    try:
+        return os.path.exists(path) and bool(
+            os.statvfs(os.path.dirname(os.path.abspath(path))).f_flag & os.ST_RDONLY
+        )
+    except OSError:
+        return False
+
+
 class SqliteStorage(Storage):
+    """`read_only`: the file system was read-only when it was opened (a disk remounted
+    read-only after errors, a maintenance mount). The proxy still starts and serves what the
+    database holds instead of refusing to run; every write raises StorageError, and the db
+    writer keeps the changes in shared memory and opens the database again until it can write
+    (dbwriter.py). SQLite cannot open a WAL database on a read-only medium except as
+    immutable: such a connection never sees later changes, hence the reopening."""
+
+    read_only = False
+
     def __init__(self, path: str, *, migrations: Sequence[Migration] = MIGRATIONS):
-        _create(path)
+        self.read_only = on_read_only_file_system(path)
         try:
-            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            if self.read_only:
+                uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro&immutable=1"
+                conn = sqlite3.connect(
+                    uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
+                )
+            else:
+                _create(path)
+                conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         except sqlite3.Error as e:
             raise StorageError(f"cannot open database {path}: {e}") from None
         self._db = _Db(conn, path)
         try:
-            self._version = self._prepare(conn, path, migrations)
+            if self.read_only:
+                self._version = upgrade(conn, path, migrations)  # no write when up to date
+                log.warning(
+                    "database %s is on a read-only file system: opened read-only; changes are "
+                    "kept in memory and written once it is writable",
+                    path,
+                )
+            else:
+                self._version = self._prepare(conn, path, migrations)
         except sqlite3.DatabaseError as e:
             conn.close()
             if "not a database" in str(e):

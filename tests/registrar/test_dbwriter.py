@@ -242,3 +242,45 @@ def test_a_full_database_keeps_changes_pending_until_it_has_room(tmp_path, store
     w.drain()
     assert w.healthy and store.pending_changes() == []
     assert {r["aor"] for r in _rows(cfg).values()} == {f"user{i}" for i in range(300)}
+
+
+@pytest.fixture
+def own_file_system(tmp_path):
+    """A tmpfs of its own (root only: skipped elsewhere), remountable read-only."""
+    import subprocess
+    d = tmp_path / "fs"
+    d.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(d)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (not root)")
+
+    def remount(mode: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,{mode}", str(d)], check=True)
+    yield d, remount
+    subprocess.run(["umount", str(d)], capture_output=True)
+
+
+def test_a_read_only_database_is_served_and_written_once_writable(own_file_system, store):
+    """A database on a file system that is read-only at start (a disk remounted read-only
+    after errors): opened anyway (the proxy serves what it holds), writes refused and kept
+    pending, and written once the file system is writable again."""
+    d, remount = own_file_system
+    cfg = config_mod.from_dict({"db": {"url": f"sqlite:///{d}/kampx.db"}})
+    now = time.time()
+    with open_storage(cfg) as st:
+        from kampx.auth.credentials import subscriber_row
+        st.subscribers.add(subscriber_row("alice", "kampx.test", "pw"))
+    remount("ro")
+    with open_storage(cfg) as st:
+        assert st.read_only
+        assert st.subscribers.get("alice", "kampx.test") is not None
+        assert list(st.locations.load_all(now)) == []
+    w = LocationWriter(store, cfg)
+    store.apply("alice", now, [_op("sip:a@127.0.0.1:5070", now + 600)])
+    w.drain()
+    assert not w.healthy and store.pending_changes(), "refused, not acknowledged"
+    assert w.storage is None, "the read-only connection is let go: it could never write"
+    remount("rw")
+    w.drain()
+    assert w.healthy and store.pending_changes() == []
+    assert {r["aor"] for r in _rows(cfg).values()} == {"alice"}
