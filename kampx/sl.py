@@ -38,6 +38,12 @@ def to_tag(prefix: str, msg) -> str:
     return f"{prefix}.{h}"
 
 
+def own_tag_start(prefix: str) -> str:
+    """What every to_tag(prefix, ...) starts with: an ACK whose To-tag starts so acknowledges
+    a reply sent here statelessly, and ends before the script (Kamailio's sl ACK filter)."""
+    return f"{prefix}."
+
+
 def stateless_reply(worker, msg, code: int, reason: str, extra=None, body=b"") -> bool:
     """Reply to request `msg` without a transaction (sl_send_reply). ACKs are never
     answered."""

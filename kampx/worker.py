@@ -154,7 +154,7 @@ class Worker:
         )
         self.server_header = f"Server: kampx ({__version__})"
         self.sl_tag_prefix = ctx.instance_tag
-        self.sl_ack_prefix = self.sl_tag_prefix + "."
+        self.sl_ack_prefix = sl.own_tag_start(self.sl_tag_prefix)
         self._logged_errors: set[tuple] = set()  # the keys of _log_once and _log_once_text
         tm = cfg.tm
         self.dialogs = Dialogs(
@@ -409,7 +409,7 @@ class Worker:
 
     def _acks_own_reply(self, msg) -> bool:
         """An ACK (no transaction of ours) for a reply this proxy sent statelessly: its
-        To-tag is one sl made (sl.to_tag). The script would only drop it, at a script
+        To-tag is one sl made (sl.own_tag_start). The script would only drop it, at a script
         run's cost, which matters most when every refused call under overload brings one."""
         tag = msg.to_tag
         return tag is not None and tag.startswith(self.sl_ack_prefix)
