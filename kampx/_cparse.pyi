@@ -141,6 +141,9 @@ class Message:
     auth_outcome: Any  # what auth_check() found
     peer_tag: Optional[str]  # the tag of the address row allow_*() matched
     error_reply: Optional[tuple[int, str, tuple[str, ...]]]  # for sl_reply_error()
+    on_failure: Any  # t_on_failure(): the failure route armed for its transaction (tm)
+    fr_timers: Optional[tuple[float, float]]  # t_set_fr(): (fr_inv, fr) seconds, 0 = default
+    ds_next: Any  # dispatcher: the destinations ds_next_dst() moves on to
     def sanity_clean(self) -> bool: ...
     def header(self, name: str) -> Optional[str]: ...
     def header_all(self, name: str) -> list[str]: ...

@@ -1036,6 +1036,9 @@ cdef class Message:
     cdef public object auth_outcome  # what auth_check() found (auth)
     cdef public object peer_tag      # the tag of the address row allow_*() matched
     cdef public object error_reply   # (code, reason, headers) for sl_reply_error()
+    cdef public object on_failure    # t_on_failure(): the failure route armed (tm)
+    cdef public object fr_timers     # t_set_fr(): (fr_inv, fr) seconds, 0 = default (tm)
+    cdef public object ds_next       # dispatcher: what ds_next_dst() moves on to
     # anything a route script attaches of its own
     cdef dict __dict__
 
