@@ -185,6 +185,10 @@ class TmConfig:
     max_memory_mb: int = 1024
     # branches of one request (Kamailio's max_branches): bounds what one INVITE can fan out
     max_branches: int = 12
+    # a branch that has another destination after it (the next of its name's RFC 3263
+    # targets, or of its dispatcher set) waits this long for a first reply, instead of
+    # fr_timer, before it counts as dead (408) and the failure route moves on; 0 = fr_timer
+    fr_failover_ms: int = 3000
 
 
 @dataclass(frozen=True)
@@ -243,6 +247,21 @@ class OverloadConfig:
 
 
 @dataclass(frozen=True)
+class DnsConfig:
+    """Resolving the names requests are relayed to (kampx/dns, docs/routing.md)."""
+
+    # "IP" or "IP:PORT" each, asked in turn; empty: the nameservers of /etc/resolv.conf
+    nameservers: tuple = ()
+    # RFC 3263 NAPTR first when a URI gives neither port nor transport (Kamailio's
+    # dns_try_naptr, off there by default: on here, as the RFC has it; the answer is cached)
+    naptr: bool = True
+    # how long a request waits for its name to resolve (every query of the lookup)
+    timeout: float = 2.0
+    cache_max_ttl: int = 3600  # seconds an answer is kept at most, whatever its TTL
+    cache_size: int = 4096  # answers the shared cache holds (512 bytes each)
+
+
+@dataclass(frozen=True)
 class Config:
     core: CoreConfig = field(default_factory=CoreConfig)
     db: DbConfig = field(default_factory=DbConfig)
@@ -256,6 +275,7 @@ class Config:
     registrar: RegistrarConfig = field(default_factory=RegistrarConfig)
     usrloc: UsrlocConfig = field(default_factory=UsrlocConfig)
     overload: OverloadConfig = field(default_factory=OverloadConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
     path: str | None = None  # the file it came from; None = embedded default
 
     @property
@@ -375,6 +395,20 @@ def _semantic_checks(cfg: Config) -> None:
             raise ConfigError(f"bad value for [{section}] {key}: must be at least 1")
     _db_checks(cfg)
     _overload_checks(cfg.overload)
+    _dns_checks(cfg.dns)
+
+
+def _dns_checks(dns: DnsConfig) -> None:
+    from kampx.dns.client import parse_nameservers
+
+    try:
+        parse_nameservers(dns.nameservers)
+    except ValueError as e:
+        raise ConfigError(f"bad value for [dns] nameservers: {e}") from None
+    if not 0.1 <= dns.timeout <= 60:
+        raise ConfigError("bad value for [dns] timeout: 0.1 to 60 seconds")
+    if dns.cache_size < 1:
+        raise ConfigError("bad value for [dns] cache_size: must be at least 1")
 
 
 def _overload_checks(ov: OverloadConfig) -> None:

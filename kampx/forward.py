@@ -1,15 +1,17 @@
 """Where things go, and sending what has no transaction (Kamailio's core forwarding).
 
 One Forwarder per worker knows the proxy's own addresses (is_myself: `uri == myself` in a
-Kamailio config), picks the listen socket to send from, resolves a destination (a name is
-resolved here and only here, when a route relays a request to it: kampx never resolves a
-name to check or answer one), and sends the two things that go out without a transaction:
-an ACK for a 2xx (a new branch of ours on top) and a reply that matches no transaction.
+Kamailio config), picks the listen socket to send from, works out a relayed request's
+destination (an address, or a name that tm has kampx.dns resolve: only there, when a route
+relays a request to it, is a name ever resolved, never to check or answer one), and sends the
+two things that go out without a transaction: an ACK for a 2xx (a new branch of ours on top)
+and a reply that matches no transaction.
 """
 
 from __future__ import annotations
 
 import socket
+from typing import NamedTuple
 
 from kampx._cparse import SipParseError, parse_uri
 from kampx.stats.core import DROP_REPLIES, FWD_REPLIES, FWD_REQUESTS, SEND_ERRORS
@@ -21,6 +23,28 @@ def is_ip(host: str) -> bool:
         return True
     except OSError:
         return False
+
+
+def _is_dns_name(host: str) -> bool:
+    """A name a DNS query can carry: ASCII letters, digits, '-', '_' and dots, labels of
+    1-63 bytes, 253 at most (IDNs arrive in their xn-- form)."""
+    name = host[:-1] if host.endswith(".") else host
+    if not name or len(name) > 253 or not name.isascii():
+        return False
+    for label in name.split("."):
+        if not 0 < len(label) <= 63 or not label.replace("-", "").replace("_", "").isalnum():
+            return False
+    return True
+
+
+class Unresolved(NamedTuple):
+    """A destination that is a host name: what RFC 3263 starts from (port 0: none given;
+    transport None: no transport parameter; secure: a sips: URI)."""
+
+    host: str
+    port: int
+    transport: str | None
+    secure: bool
 
 
 class Forwarder:
@@ -57,24 +81,24 @@ class Forwarder:
                 return ls
         return self.sockets[0]
 
-    def resolve(self, host: str, port: int):
-        """An (ip, port) to send to, None when there is none (not a port, a name that does
-        not resolve or that IDNA cannot encode)."""
+    @staticmethod
+    def resolve(host: str, port: int, transport=None, secure: bool = False):
+        """The (ip, port) to send to for an IP host, an Unresolved for a name, None when
+        there is none (not a port; a name no DNS query could carry)."""
         if host.startswith("["):
             host = host[1:-1]
         if not 0 <= port < 65536:
             return None  # not a port (0 = none given: 5060)
         if is_ip(host):
             return (host, port or 5060)
-        try:
-            info = socket.getaddrinfo(host, port or 5060, type=socket.SOCK_DGRAM)
-        except (OSError, UnicodeError, ValueError):
+        if not _is_dns_name(host):
             return None
-        return info[0][4][:2] if info else None
+        return Unresolved(host, port, transport, secure)
 
     def destination(self, msg, host=None, port=None):
         """Where a relayed request goes: `host:port` when given, else $du, else the
-        Request-URI (its maddr first); None when that is not a sip/sips URI or unusable."""
+        Request-URI (its maddr first); None when that is not a sip/sips URI or unusable.
+        An (ip, port), or an Unresolved when the host is a name."""
         if host is not None:
             return self.resolve(host, int(port or 0))
         try:
@@ -83,7 +107,10 @@ class Forwarder:
             return None
         if u.scheme not in ("sip", "sips"):
             return None
-        return self.resolve(u.params.get("maddr") or u.host, u.port)
+        params = u.params
+        return self.resolve(
+            params.get("maddr") or u.host, u.port, params.get("transport"), u.scheme == "sips"
+        )
 
     @staticmethod
     def reply_destination(msg, src) -> tuple:

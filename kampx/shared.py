@@ -11,6 +11,7 @@ import secrets
 from kampx import stats as S
 from kampx._shm import CounterRows, KeyIndex, NonceCounts, RateTable
 from kampx.dialog import journal_pipe
+from kampx.dns.cache import DnsCache
 
 MAX_WORKER_IDS = 256  # worker ids are one byte in our branches
 TXN_COUNT, TXN_BYTES = 0, 1  # the columns of SharedState.txn_load
@@ -34,6 +35,7 @@ class SharedState:
         self.pike = RateTable(65536, seed ^ 0x1)
         self.auth_bans = RateTable(65536, seed ^ 0x2)
         self.nonces = NonceCounts(1 << 20)
+        self.dns_cache = DnsCache(cfg.dns.cache_size, cfg.dns.cache_max_ttl)
         self.location = None  # usrloc store (kampx.usrloc), set by attach_state()
         self.permissions = None  # address table (kampx.permissions), set by attach_state()
 
@@ -47,6 +49,7 @@ class SharedState:
             self.pike,
             self.auth_bans,
             self.nonces,
+            self.dns_cache,
             self.location,
             self.permissions,
         ):

@@ -24,6 +24,7 @@ import logging
 import os
 import select
 import signal
+import socket
 import time
 import traceback
 from typing import Any
@@ -33,6 +34,9 @@ from kampx import methods as M
 from kampx import stats as S
 from kampx._cparse import BadFraming, SipParseError, parse
 from kampx.dialog import Dialogs, Journal
+from kampx.dns.resolver import Resolver
+from kampx.dns.rfc3263 import AAAA
+from kampx.dns.rfc3263 import A as A_RECORD
 from kampx.forward import Forwarder
 from kampx.overload import OverloadControl
 from kampx.routing.context import ctx as script_ctx
@@ -122,6 +126,8 @@ class Worker:
         setproctitle(self.title())
         self.stopping = False
         self.stop_deadline = 0.0  # set when the loop stops reading
+        self.ep = select.epoll()
+        self._io: dict[int, Any] = {}  # fd -> callback: what watch() added (DNS queries)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self.stop_bound = self.cfg.core.shutdown_timeout_s
@@ -167,6 +173,7 @@ class Worker:
         self.forwarder = Forwarder(
             self.sockets, cfg.auth.realm, self.stats, self.dialogs, cfg.core.forward_stray_replies
         )
+        self.resolver = self.make_resolver()
         self.hooks = Hooks(self.script, self, self.stats, self._log_once)
         self.overload = OverloadControl(cfg.overload, self)
         self.tm = TransactionManager(
@@ -175,6 +182,7 @@ class Worker:
             stats=self.stats,
             timers=self.timers,
             forwarder=self.forwarder,
+            resolver=self.resolver,
             hooks=self.hooks,
             dialogs=self.dialogs,
             handoff_to=self.handoff_to,
@@ -190,6 +198,32 @@ class Worker:
         init = getattr(self.script.module, "child_init", None)
         if init is not None:
             init(self.worker_id)
+
+    def make_resolver(self) -> Resolver:
+        """RFC 3263 for relays to names, its queries on this worker's loop; AAAA records
+        only when the proxy has an IPv6 socket to send from."""
+        v6 = any(ls.family == socket.AF_INET6 for ls in self.sockets)
+        return Resolver(
+            self.cfg.dns,
+            self.ctx.shared.dns_cache,
+            self.stats,
+            self.timers,
+            self.watch,
+            self.unwatch,
+            families=(A_RECORD, AAAA) if v6 else (A_RECORD,),
+        )
+
+    def watch(self, fd: int, callback) -> None:
+        """Call `callback()` from the loop whenever fd is readable."""
+        self._io[fd] = callback
+        self.ep.register(fd, select.EPOLLIN)
+
+    def unwatch(self, fd: int) -> None:
+        if self._io.pop(fd, None) is not None:
+            try:
+                self.ep.unregister(fd)
+            except OSError:
+                pass
 
     def _on_stop_signal(self, signum, frame) -> None:
         # only note it; the loop does the work. SIGUSR1 retires a worker after a reload:
@@ -207,7 +241,8 @@ class Worker:
     # ------------------------------------------------------------------ the loop --------
 
     def _loop(self) -> None:
-        ep = select.epoll()
+        ep = self.ep
+        io = self._io
         by_fd = {}
         mine = self.sockets[self.listen_index]
         ep.register(mine.fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
@@ -286,6 +321,12 @@ class Worker:
                 else:
                     ls = by_fd.get(fd)
                     if ls is None:
+                        handler = io.get(fd)
+                        if handler is not None:
+                            try:
+                                handler()
+                            except Exception as e:
+                                self._internal_error(e)
                         continue
                     try:
                         got = receivers[fd].recv()  # all it holds (up to RECV_BATCH), one call

@@ -16,6 +16,8 @@ from kampx.tm.stats import RETRANS_ABSORBED, TIMEOUTS, TXN_REFUSED, UAC_TRANSACT
 from kampx._cparse import parse
 from kampx._shm import CounterRows, KeyIndex
 from kampx.dialog import Dialogs, Journal, journal_pipe
+from kampx.dns.cache import DnsCache
+from kampx.dns.resolver import Resolver
 from kampx.forward import Forwarder
 from kampx.sandbox import RecordingSocket
 from kampx.tm import timers
@@ -51,18 +53,23 @@ class Harness:
         self.jw = jw
         self.dialogs = Dialogs(KeyIndex(1024, 1), Journal(jw, self.stats), self.cfg.dialog, 60,
                                self.stats)
-        self.hooks = SimpleNamespace(reply_route=None, failure_route=None, branch_route=None)
+        self.hooks = SimpleNamespace(reply_route=None, failure_route=None, branch_route=None,
+                                     run_failure_route=lambda route, t, req: route(req))
         self.handed, self.errors = [], []
         self.index = KeyIndex(1024, 2)
+        self.timers = TimerHeap()
+        self.dns_cache = DnsCache(64)
         self.tm = TransactionManager(
-            self.cfg, worker_id=0, stats=self.stats, timers=TimerHeap(),
+            self.cfg, worker_id=0, stats=self.stats, timers=self.timers,
             forwarder=Forwarder([self.ls], "kampx.test", self.stats, self.dialogs, False),
+            resolver=Resolver(self.cfg.dns, self.dns_cache, self.stats, self.timers, offline=True),
             hooks=self.hooks, dialogs=self.dialogs,
             handoff_to=lambda owner, msg: self.handed.append((owner, msg)) or True,
             txn_index=self.index, load=CounterRows(1, 2), tag_prefix="f" * 32,
             server_header="Server: test", report=lambda where, e: self.errors.append(e))
 
     def close(self):
+        self.dns_cache.close()
         os.close(self.jr)
         os.close(self.jw)
 

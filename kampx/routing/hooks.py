@@ -77,11 +77,16 @@ class Hooks:
             ctx.msg = saved
 
     def _run_failure_route(self, t, request) -> None:
+        self.run_failure_route(self._script.failure_route, t, request)
+
+    def run_failure_route(self, route, t, request) -> None:
+        """`route(request)`: the failure route t_on_failure() armed, or the script's
+        failure_route, for transaction t whose branches all failed."""
         ctx = _ctx
         saved = ctx.msg, ctx.txn
         ctx.msg, ctx.txn = request, t
         try:
-            self._script.failure_route(request)
+            route(request)
         except ScriptExit:
             pass
         except Exception as e:

@@ -9,9 +9,12 @@ non-2xx finals retransmitted (timer G) until the ACK (absorbed) or timer H; afte
 INVITE transaction lingers (RFC 6026 Accepted) so retransmitted INVITEs get the 2xx again.
 Client side (downstream): retransmissions (timers A/E), fr_timer / fr_inv_timer (Kamailio's
 names for B/F and C), hop-by-hop ACK for non-2xx finals, CANCEL on the same branch.
+A branch to a name waits (state C_RESOLVING) while kampx.dns resolves it, without holding up
+anything else; it then goes to the first RFC 3263 target, the others kept for t_next_dst().
 Reply selection per RFC 3261 16.7: provisional (not 100) and 2xx relayed at once, the best
 final otherwise (6xx, then the lowest class), 503 turned into 500 with its reason kept, a
-failure_route hook before a negative final goes upstream.
+failure route before a negative final goes upstream: the one t_on_failure() armed for the
+transaction (re-armed each time, as in Kamailio), else the script's failure_route.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from kampx import dset
 from kampx import methods as M
 from kampx._cparse import SipParseError, build_reply, parse
 from kampx.dialog import CONFIRMED
+from kampx.dns.resolver import FAILED_RELAYS
+from kampx.dns.rfc3263 import UNAVAILABLE
+from kampx.forward import Unresolved
 from kampx.overload import overload_reply
 from kampx.routing.flow import HandedOff, ScriptExit
 from kampx.shared import TXN_BYTES, TXN_COUNT
@@ -58,8 +64,11 @@ LIMIT_LOG_EVERY_S = 10.0
 
 # server transaction states
 S_PROCEEDING, S_COMPLETED, S_ACCEPTED, S_CONFIRMED, S_TERMINATED = range(1, 6)
-# client transaction states
-C_TRYING, C_PROCEEDING, C_COMPLETED, C_ACCEPTED, C_TERMINATED = range(1, 6)
+# client transaction states (C_RESOLVING: its name is being resolved, nothing sent yet)
+C_RESOLVING, C_TRYING, C_PROCEEDING, C_COMPLETED, C_ACCEPTED, C_TERMINATED = range(6)
+# what a request whose destination does not resolve gets
+UNRESOLVABLE_REPLY = (500, "Unresolvable destination", ())
+DNS_UNAVAILABLE_REPLY = (503, "Service Unavailable", ())
 # CANCEL progress of a branch
 CANCEL_NONE, CANCEL_PENDING, CANCEL_SENT = range(3)
 
@@ -94,6 +103,8 @@ class ServerTxn:
         "charged",
         "dialog",
         "dialog_state",
+        "next_targets",
+        "next_dst",
     )
 
     def __init__(self, key, msg, lsock, reply_dest, label):
@@ -123,6 +134,10 @@ class ServerTxn:
         self.charged = 0  # bytes counted against [tm] max_memory_mb
         self.dialog = None  # key of the dialog this request started (kampx.dialog)
         self.dialog_state = 0
+        # the RFC 3263 targets after the one the last branch to a name went to
+        # (t_next_dst() takes them in order), and the $du t_next_dst() last set
+        self.next_targets = ()
+        self.next_dst = None
 
 
 class ClientTxn:
@@ -181,6 +196,7 @@ class TransactionManager:
 
     - `forwarder` (kampx.forward.Forwarder): destinations, listen sockets, sending what
       has no transaction;
+    - `resolver` (kampx.dns.resolver.Resolver): RFC 3263 for a destination that is a name;
     - `hooks` (kampx.routing.hooks.Hooks): the script's reply, failure and branch routes;
     - `dialogs` (kampx.dialog.Dialogs): the dialogs a relayed request starts, the check of
       in-dialog requests;
@@ -199,6 +215,7 @@ class TransactionManager:
         stats,
         timers: TimerHeap,
         forwarder,
+        resolver,
         hooks,
         dialogs,
         handoff_to,
@@ -214,6 +231,7 @@ class TransactionManager:
         self.t4 = tm.t4_ms / 1000.0
         self.fr = tm.fr_timer_ms / 1000.0
         self.fr_inv = tm.fr_inv_timer_ms / 1000.0
+        self.fr_failover = tm.fr_failover_ms / 1000.0
         self.wait = min(5.0, 64 * self.t1)  # Kamailio's wt_timer: how long finished ones linger
         self.max_transactions = tm.max_transactions
         self.overload_reply = overload_reply(cfg.overload)
@@ -223,6 +241,7 @@ class TransactionManager:
         self.stats = stats
         self.timers = timers
         self.fwd = forwarder
+        self.resolver = resolver
         self.hooks = hooks
         self.dialogs = dialogs
         self.handoff_to = handoff_to
@@ -319,9 +338,109 @@ class TransactionManager:
         dest = self.fwd.destination(msg, host, port)
         if dest is None:
             return False
+        if type(dest) is Unresolved:
+            return self._relay_to_name(msg, dest)
         if mid == M.ACK:
             return self.fwd.forward_stateless(msg, dest, self.branch_prefix)
-        return self.relay(msg, msg.lsock, msg.src, dest, self.fwd.socket_for(dest))
+        if not self.relay(msg, msg.lsock, msg.src, dest, self.fwd.socket_for(dest)):
+            return False
+        t = msg.txn
+        if t.next_dst is not None:
+            # the targets after this one stay for the next t_next_dst() only when this
+            # branch went where t_next_dst() pointed
+            if msg.dst != t.next_dst:
+                t.next_targets = ()
+            t.next_dst = None
+        return True
+
+    def _relay_to_name(self, msg, name: Unresolved) -> bool:
+        """t_relay() to a host name: at once when the resolver has the answers cached,
+        else the branch waits in C_RESOLVING while the worker goes on."""
+        pending: list = []
+        lookup = self.resolver.resolve(
+            name.host,
+            name.port,
+            name.transport,
+            name.secure,
+            lambda found: self._resolved(pending[0], found) if pending else None,
+        )
+        if msg.method_id == M.ACK:  # a 2xx's ACK: stateless, to the first target
+            if lookup is None:
+                pending.append(_StatelessAck(msg))
+                return True
+            return bool(lookup.targets) and self._send_ack(msg, lookup.targets[0])
+        if lookup is not None:
+            if not lookup.targets:
+                self.stats.inc(FAILED_RELAYS.base)
+                msg.error_reply = (
+                    DNS_UNAVAILABLE_REPLY if lookup.failure == UNAVAILABLE else UNRESOLVABLE_REPLY
+                )
+                return False
+            first = lookup.targets[0]
+            dest = (first.ip, first.port)
+            if not self.relay(msg, msg.lsock, msg.src, dest, self.fwd.socket_for(dest)):
+                return False
+            msg.txn.next_targets = lookup.targets[1:]
+            msg.txn.next_dst = None
+            return True
+        # waiting for the nameserver: the branch is made now (the request as it is now,
+        # from the first listen socket of the family its name will most likely resolve to)
+        lsock = self.fwd.socket_for(("0.0.0.0", 0))
+        if not self.relay(msg, msg.lsock, msg.src, None, lsock):
+            return False
+        pending.append(msg.txn.branches[-1])
+        return True
+
+    def _resolved(self, c, lookup) -> None:
+        """The resolver's answer for branch `c` (C_RESOLVING), or for a stateless ACK."""
+        if type(c) is _StatelessAck:
+            if lookup.targets:
+                self._send_ack(c.msg, lookup.targets[0])
+            return
+        if c.state != C_RESOLVING:
+            return  # the transaction ended meanwhile
+        t = c.server
+        if t.state != S_PROCEEDING or t.cancelled or not lookup.targets:
+            c.state = C_TERMINATED
+            self._drop_branch(c)
+            if t.cancelled:
+                self._branch_final(t, 487, None, "Request Terminated")
+                return
+            code, reason, _ = UNRESOLVABLE_REPLY
+            if lookup.failure == UNAVAILABLE:
+                code, reason, _ = DNS_UNAVAILABLE_REPLY
+            if t.state == S_PROCEEDING:
+                self.stats.inc(FAILED_RELAYS.base)
+            self._branch_final(t, code, None, reason)
+            return
+        first = lookup.targets[0]
+        dest = (first.ip, first.port)
+        lsock = self.fwd.socket_for(dest)
+        if lsock is not c.lsock:  # another address family: our Via names its socket
+            c.data = c.data.replace(c.lsock.via_prefix, lsock.via_prefix, 1)
+            c.lsock = lsock
+        c.dest = dest
+        t.next_targets = lookup.targets[1:]
+        t.next_dst = None
+        c.state = C_TRYING
+        self._start_branch(c)
+
+    def _send_ack(self, msg, target) -> bool:
+        return self.fwd.forward_stateless(msg, (target.ip, target.port), self.branch_prefix)
+
+    def next_target(self, t: ServerTxn):
+        """t_next_dst(): the $du of the next RFC 3263 target of the last name relayed to,
+        None when there is none left."""
+        if not t.next_targets:
+            return None
+        target = t.next_targets[0]
+        t.next_targets = t.next_targets[1:]
+        host = f"[{target.ip}]" if ":" in target.ip else target.ip
+        uri = f"sip:{host}:{target.port}"
+        if target.transport != "udp":
+            uri += f";transport={target.transport}"
+        t.next_dst = uri
+        return uri
 
     # ---------------------------------------------------------------- server side ---------
 
@@ -527,7 +646,8 @@ class TransactionManager:
 
     def relay(self, msg, lsock, src, dest, send_lsock) -> bool:
         """t_relay(): create (or reuse) the server transaction and send one branch to
-        `dest` (ip, port) from `send_lsock`. False when the request could not be relayed."""
+        `dest` (ip, port) from `send_lsock` (dest None: a branch that waits for its name to
+        resolve, sent by _resolved()). False when the request could not be relayed."""
         t = msg.txn
         if t is None:
             t = self.new_server(msg, lsock, src)
@@ -558,11 +678,38 @@ class TransactionManager:
         t.pending += 1
         self.client[branch] = c
         self.stats.inc(UAC_TRANSACTIONS.base)
+        if dest is None:
+            c.state = C_RESOLVING
+            return True
+        self._start_branch(c)
+        return True
+
+    def _start_branch(self, c: ClientTxn) -> None:
         self._send_branch(c)
         c.interval = self.t1
         c.timer_retx = self.timers.call_later(self.t1, self._retransmit, c)
-        c.timer_fr = self.timers.call_later(self.fr, self._branch_timeout, c)
-        return True
+        c.timer_fr = self.timers.call_later(
+            self._first_reply_timeout(c.server), self._branch_timeout, c
+        )
+
+    def _first_reply_timeout(self, t: ServerTxn) -> float:
+        """fr_timer: [tm] fr_timer_ms or the transaction's t_set_fr(); shortened to
+        [tm] fr_failover_ms when another destination waits after this branch."""
+        fr = self.fr
+        req = t.request
+        if req is not None:
+            if req.fr_timers is not None and req.fr_timers[1]:
+                fr = req.fr_timers[1]
+            if self.fr_failover and (t.next_targets or req.ds_next):
+                fr = min(fr, self.fr_failover)
+        return fr
+
+    def _final_reply_timeout(self, t: ServerTxn) -> float:
+        """fr_inv_timer (after a provisional): [tm] fr_inv_timer_ms or t_set_fr()'s."""
+        req = t.request
+        if req is not None and req.fr_timers is not None and req.fr_timers[0]:
+            return req.fr_timers[0]
+        return self.fr_inv
 
     def _send_branch(self, c: ClientTxn) -> None:
         if c.lsock.sendto(c.data, c.dest):
@@ -628,7 +775,7 @@ class TransactionManager:
         for c in invite_t.branches:
             if c.state == C_PROCEEDING and c.cancel == CANCEL_NONE:
                 self._send_cancel(c)
-            elif c.state == C_TRYING and c.cancel == CANCEL_NONE:
+            elif c.state in (C_TRYING, C_RESOLVING) and c.cancel == CANCEL_NONE:
                 c.cancel = CANCEL_PENDING  # RFC 3261 9.1: wait for a provisional
         return True
 
@@ -680,7 +827,9 @@ class TransactionManager:
                         c.timer_retx = None
                     if c.timer_fr is not None:
                         c.timer_fr.cancel()
-                    c.timer_fr = self.timers.call_later(self.fr_inv, self._branch_timeout, c)
+                    c.timer_fr = self.timers.call_later(
+                        self._final_reply_timeout(t), self._branch_timeout, c
+                    )
             if c.cancel == CANCEL_PENDING:
                 self._send_cancel(c)
             if code == 100 or t.state != S_PROCEEDING or t.last_code >= 200:
@@ -753,10 +902,16 @@ class TransactionManager:
             t.best_local_reason = local_reason
         if t.pending > 0:
             return
-        if self.hooks.failure_route is not None and not t.failure_done and t.request is not None:
-            t.failure_done = True
+        request = t.request
+        if request is not None:
             before = len(t.branches)
-            self.hooks.failure_route(t, t.request)
+            armed = request.on_failure
+            if armed is not None:
+                request.on_failure = None  # armed once: the route re-arms it to be called again
+                self.hooks.run_failure_route(armed, t, request)
+            elif self.hooks.failure_route is not None and not t.failure_done:
+                t.failure_done = True
+                self.hooks.failure_route(t, request)
             if t.state != S_PROCEEDING or len(t.branches) > before:
                 return  # the script replied or relayed to a new branch
         self._send_best(t)
@@ -788,6 +943,15 @@ class TransactionManager:
         """Drop every transaction (process exit): release their index entries."""
         for t in list(self.server.values()):
             self._terminate(t)
+
+
+class _StatelessAck:
+    """A 2xx's ACK waiting for its destination's name to resolve."""
+
+    __slots__ = ("msg",)
+
+    def __init__(self, msg):
+        self.msg = msg
 
 
 def _build_cancel(invite: bytes) -> bytes:

@@ -1,0 +1,165 @@
+"""One process's resolver: RFC 3263 (kampx.dns.rfc3263) over the shared cache, and over
+non-blocking queries (kampx.dns.client) for what the cache does not hold.
+
+`resolve(...)` returns the Lookup at once when every answer the procedure needs is cached
+(the usual case: a carrier's name is asked once per TTL by the whole proxy). Otherwise it
+returns None, the procedure waits for its answer while the process serves other traffic,
+and `on_done(lookup)` is called later, always, exactly once, from the event loop (never from
+inside resolve()): with the targets, or empty after [dns] timeout at most.
+"""
+
+from __future__ import annotations
+
+from kampx import stats as S
+from kampx.dns import rfc3263
+from kampx.dns.client import DnsClient, parse_nameservers, system_nameservers
+from kampx.dns.rfc3263 import FAILED, UNAVAILABLE, Answer, Lookup
+
+QUERIES = S.family("dns", "queries", S.KIND_COUNTER, "DNS queries sent (retries included)")
+CACHE_HITS = S.family("dns", "cache_hits", S.KIND_COUNTER, "Questions answered from the DNS cache")
+CACHE_MISSES = S.family(
+    "dns", "cache_misses", S.KIND_COUNTER, "Questions the DNS cache could not answer"
+)
+TIMEOUTS = S.family(
+    "dns", "timeouts", S.KIND_COUNTER, "Questions no nameserver answered within [dns] timeout"
+)
+ERRORS = S.family(
+    "dns",
+    "errors",
+    S.KIND_COUNTER,
+    "Nameserver answers of no use (SERVFAIL, REFUSED, truncated, malformed)",
+)
+FAILED_RELAYS = S.family(
+    "dns",
+    "failed_relays",
+    S.KIND_COUNTER,
+    "Requests answered with an error because their destination did not resolve",
+)
+STATISTICS = (QUERIES, CACHE_HITS, CACHE_MISSES, TIMEOUTS, ERRORS, FAILED_RELAYS)
+
+
+class _Counts:
+    __slots__ = ("_stats",)
+
+    def __init__(self, stats):
+        self._stats = stats
+
+    def sent(self) -> None:
+        self._stats.inc(QUERIES.base)
+
+    def timed_out(self) -> None:
+        self._stats.inc(TIMEOUTS.base)
+
+    def error(self) -> None:
+        self._stats.inc(ERRORS.base)
+
+
+class _Resolution:
+    __slots__ = ("procedure", "on_done", "timer", "done")
+
+    def __init__(self, procedure, on_done):
+        self.procedure = procedure
+        self.on_done = on_done
+        self.timer = None
+        self.done = False
+
+
+class Resolver:
+    """`cfg`: the [dns] section; `cache`: the shared DnsCache; `timers`: the process's
+    TimerHeap; `watch(fd, callback)` / `unwatch(fd)`: the process's event loop. With
+    `offline`, nothing is ever sent: what the cache lacks fails (kampx.sandbox: a datagram
+    must not make a test ask a nameserver about a name it made up)."""
+
+    def __init__(
+        self,
+        cfg,
+        cache,
+        stats,
+        timers,
+        watch=None,
+        unwatch=None,
+        *,
+        families: tuple = (rfc3263.A,),
+        supported: tuple = ("udp",),
+        offline: bool = False,
+    ):
+        self.cache = cache
+        self.stats = stats
+        self.timers = timers
+        self.timeout = cfg.timeout
+        self.naptr = cfg.naptr
+        self.families = families
+        self.supported = supported
+        self.client: DnsClient | None = None
+        if not offline:
+            servers = (
+                parse_nameservers(cfg.nameservers) if cfg.nameservers else system_nameservers()
+            )
+            self.client = DnsClient(
+                servers, cfg.timeout, timers, watch, unwatch, self._store, _Counts(stats)
+            )
+
+    def resolve(self, host: str, port: int, transport, secure: bool, on_done) -> Lookup | None:
+        procedure = rfc3263.resolve(
+            host,
+            port,
+            transport,
+            secure,
+            naptr=self.naptr,
+            families=self.families,
+            supported=self.supported,
+        )
+        r = _Resolution(procedure, on_done)
+        return self._advance(r, None)
+
+    def _advance(self, r: _Resolution, answer: Answer | None) -> Lookup | None:
+        """Run the procedure as far as the cache answers; the Lookup when it ends, None when
+        it waits for a nameserver."""
+        cache, stats = self.cache, self.stats
+        try:
+            question = r.procedure.send(answer)  # the first send(None) starts it
+            while True:
+                cached = cache.get(question.name, question.qtype)
+                if cached is None:
+                    break
+                stats.inc(CACHE_HITS.base)
+                question = r.procedure.send(cached)
+        except StopIteration as end:
+            return end.value
+        stats.inc(CACHE_MISSES.base)
+        if r.timer is None:
+            r.timer = self.timers.call_later(self.timeout, self._expire, r)
+        if self.client is None:
+            self.timers.call_later(0, self._answered, r, Answer(FAILED))
+        else:
+            self.client.ask(question.name, question.qtype, lambda a: self._answered(r, a))
+        return None
+
+    def _answered(self, r: _Resolution, answer: Answer) -> None:
+        if r.done:
+            return
+        lookup = self._advance(r, answer)
+        if lookup is not None:
+            self._done(r, lookup)
+
+    def _expire(self, r: _Resolution) -> None:
+        r.timer = None
+        if not r.done:
+            self._done(r, Lookup((), UNAVAILABLE))
+
+    def _done(self, r: _Resolution, lookup: Lookup) -> None:
+        r.done = True
+        if r.timer is not None:
+            r.timer.cancel()
+            r.timer = None
+        r.procedure.close()
+        r.on_done(lookup)
+
+    def _store(self, name: str, qtype: str, answer: Answer, extra) -> None:
+        self.cache.put(name, qtype, answer)
+        for ename, etype, eanswer in extra:
+            self.cache.put(ename, etype, eanswer)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
