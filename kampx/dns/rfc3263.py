@@ -111,6 +111,7 @@ def resolve(
         t = transport or "udp"
         return Lookup((Target(host, port or _default_port(t), t),))
     name = normalize(host)
+    found: list | None
     if port:
         t = transport or "udp"
         found = yield from _addresses(name, port, t, families, tried)
@@ -119,7 +120,7 @@ def resolve(
         if transport not in SERVICES:
             return Lookup((), NOT_FOUND)
         found = yield from _srv(SERVICES[transport][1] + name, transport, families, tried, rng)
-        if not found:
+        if found is None:
             found = yield from _addresses(
                 name, _default_port(transport), transport, families, tried
             )
@@ -130,7 +131,7 @@ def resolve(
             return _finish(found, tried)
     for t in supported:
         found = yield from _srv(SERVICES[t][1] + name, t, families, tried, rng)
-        if found:
+        if found is not None:  # SRV records, even if they lead nowhere: no A fallback
             return _finish(found, tried)
     t = supported[0]
     found = yield from _addresses(name, _default_port(t), t, families, tried)
@@ -154,7 +155,7 @@ def _ask(name: str, qtype: str, tried: _Tried) -> Generator[Question, Answer, tu
     return answer.records if answer.status == OK else ()
 
 
-def _finish(found: list, tried: _Tried) -> Lookup:
+def _finish(found: list | None, tried: _Tried) -> Lookup:
     if found:
         return Lookup(tuple(found[:MAX_TARGETS]))
     return Lookup((), UNAVAILABLE if tried.failed else NOT_FOUND)
@@ -192,8 +193,13 @@ def _naptr(name, families, supported, tried, rng) -> Generator[Question, Answer,
     return []
 
 
-def _srv(name, transport, families, tried, rng) -> Generator[Question, Answer, list]:
+def _srv(name, transport, families, tried, rng) -> Generator[Question, Answer, list | None]:
+    """The addresses of the SRV targets, in order; None when there are no SRV records (the
+    caller falls back to A/AAAA), [] when there are but none leads anywhere (a lone "."
+    target: RFC 2782's "decidedly not available")."""
     records = yield from _ask(name, SRV, tried)
+    if not records:
+        return None
     found: list = []
     for _prio, _weight, port, target in order_srv(records, rng):
         if target in ("", "."):
