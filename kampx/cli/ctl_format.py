@@ -48,6 +48,26 @@ def address_rows(rows: list[dict], with_id: bool) -> list[str]:
     return _table(header, [tuple(r.get(k, "") for k in keys) for r in rows], right)
 
 
+def dns_rows(entries: list[dict]) -> list[str]:
+    """`dns show`: one line per record (a negative answer: one line saying so)."""
+    rows = []
+    for e in entries:
+        records = e.get("records") or [f"({e.get('status', '?')})"]
+        for i, rec in enumerate(records):
+            first = i == 0
+            rows.append(
+                (
+                    e.get("name", "") if first else "",
+                    e.get("type", "") if first else "",
+                    e.get("ttl", "") if first else "",
+                    rec,
+                )
+            )
+    if not rows:
+        return ["(the DNS cache is empty)"]
+    return _table(("name", "type", "ttl", "record"), rows, {2})
+
+
 def contact_lines(c: dict, now: float | None = None) -> list[str]:
     """One binding, kamctl `ul show`-style: the fields an operator checks first, then the rest
     when they are set."""

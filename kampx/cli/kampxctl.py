@@ -228,6 +228,23 @@ def cmd_address_reload(ctx: Ctx, args) -> None:
     ctx.emit(result, _reloaded_line(result))
 
 
+# -- DNS cache (live) ------------------------------------------------------------------------
+
+
+def cmd_dns_show(ctx: Ctx, args) -> None:
+    result = ctx.client().call("dns.view")
+    if not isinstance(result, dict) or not isinstance(result.get("entries"), list):
+        raise Failure("dns.view: malformed result")
+    ctx.emit(result, *ctl_format.dns_rows(result["entries"]))
+
+
+def cmd_dns_clear(ctx: Ctx, args) -> None:
+    result = ctx.client().call("dns.delete_all")
+    if not isinstance(result, dict):
+        raise Failure("dns.delete_all: malformed result")
+    ctx.emit(result, f"DNS cache cleared: {result.get('removed', '?')} answers removed")
+
+
 # -- usrloc (live) ---------------------------------------------------------------------------
 
 
@@ -461,6 +478,10 @@ def build_parser() -> argparse.ArgumentParser:
     _command(addr, "show", cmd_address_show, "the table in the database")
     _command(addr, "dump", cmd_address_dump, "the table the running proxy holds")
     _command(addr, "reload", cmd_address_reload, "load the database table into the proxy")
+
+    dns = _group(subs, "dns", "the running proxy's DNS cache")
+    _command(dns, "show", cmd_dns_show, "the answers it holds, with the seconds they have left")
+    _command(dns, "clear", cmd_dns_clear, "forget them all (the next request asks again)")
 
     p = _command(subs, "stats", cmd_stats, "statistics of the running proxy")
     p.add_argument(

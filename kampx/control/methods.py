@@ -1,6 +1,6 @@
 """The control methods (docs/control.md), served by the ctl process over the shared tables.
 
-Each module's methods are its own (rpc_usrloc, rpc_permissions, rpc_stats); this file has
+Each module's methods are its own (rpc_usrloc, rpc_permissions, rpc_stats, rpc_dns); this file has
 the core's (core.*, cfg.reload, system.listMethods) and puts the table together. Nothing here
 talks to a worker: the location table, the address table and the counters are in shared
 memory, the process list comes from /proc, and a route-script reload is the supervisor's
@@ -17,6 +17,7 @@ import time
 from kampx import __version__, procinfo
 from kampx import config as config_mod
 from kampx.control.params import FAILED
+from kampx.control.rpc_dns import DnsRpc
 from kampx.control.rpc_permissions import PermissionsRpc
 from kampx.control.rpc_stats import StatsRpc
 from kampx.control.rpc_usrloc import UsrlocRpc, aor_key, contact_object  # noqa: F401
@@ -37,6 +38,7 @@ class Methods:
         self.usrloc = UsrlocRpc(shared, cfg)
         self.permissions = PermissionsRpc(shared, cfg)
         self.stats = StatsRpc(stats_view, self.usrloc.gauges)
+        self.dns = DnsRpc(shared)
         self.cfg = cfg
 
     @property
@@ -52,6 +54,7 @@ class Methods:
         return {
             **self.usrloc.table(),
             **self.permissions.table(),
+            **self.dns.table(),
             "core.uptime": self.core_uptime,
             "core.psx": self.core_psx,
             "core.version": self.core_version,

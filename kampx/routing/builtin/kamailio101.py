@@ -129,12 +129,28 @@ def ONNETINVITE(from_carrier):
 
 
 def TOCARRIER():
-    """Out to the carrier: Request-URI host and port become the [routing] carrier's."""
-    carrier = cfg_get("routing", "carrier")  # "sip:IP[:PORT]"
+    """Out to the carrier: Request-URI host and port become the [routing] carrier's. A
+    carrier given by name ("sip:carrier.example") is resolved per RFC 3263 (NAPTR, SRV by
+    priority and weight, A); when its switch answers 503 or nothing, CARRIER_FAILED moves the
+    call to the next one."""
+    carrier = cfg_get("routing", "carrier")  # "sip:HOST[:PORT]"
     hostport = carrier.split(":", 1)[1].split(";", 1)[0].rpartition("@")[2]
     rewritehostport(hostport)
     record_route()
+    t_on_failure(CARRIER_FAILED)
     RELAY()
+
+
+def CARRIER_FAILED(msg):
+    """Failure route of a call to the carrier: a switch that answered 503, or nothing at
+    all (408: [tm] fr_failover_ms without a reply while another switch was left), is
+    passed over for the next, until none is left; then the best reply goes to the caller
+    (a 503 as 500)."""
+    if t_is_canceled():
+        exit()
+    if t_check_status("503|408") and t_next_dst():
+        t_on_failure(CARRIER_FAILED)
+        t_relay()
 
 
 def RELAY():
