@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from carrierkit import SDP, CarrierRig
+from carrierkit import PASSWORD, REALM, SDP, USER, CarrierRig
 from dnsserver import wait_until
 from proxyctl import ping
-from sipclient import UAS, Behaviour, SipClient, in_dialog
+from sipclient import UAS, Behaviour, SipClient, ack_for, authorize, cancel_for, in_dialog
 
 pytestmark = [pytest.mark.wire, pytest.mark.timeout(120)]
 
@@ -182,3 +182,27 @@ def test_a_dead_dns_server_delays_only_its_calls(carrier):
     print(f"served in (ms) without DNS trouble: median {statistics.median(baseline) * 1000:.1f} "
           f"max {max(baseline) * 1000:.1f}; with the DNS server silent: median "
           f"{statistics.median(during) * 1000:.1f} max {max(during) * 1000:.1f}")
+
+
+def test_cancel_while_the_name_is_resolving(carrier):
+    """A call CANCELed before its carrier's name resolved: 200 to the CANCEL, 487 to the
+    INVITE, and no switch ever sees it; a retransmitted INVITE meanwhile gets 100 again."""
+    carrier.dns.delay = 0.6
+    c = carrier.client
+    req = c.request("INVITE", f"sip:15550002000@{REALM}", body=SDP)
+    c.send(req)
+    ch = c.final(req)
+    c.send(ack_for(req, ch))
+    inv = authorize(req, ch, USER, PASSWORD)
+    c.send(inv)
+    assert c.expect_response(inv, timeout=0.5).status == 100
+    c.send(inv)  # retransmitted while the lookup runs
+    assert c.expect_response(inv, timeout=0.5).status == 100
+    cancel = cancel_for(inv)
+    c.send(cancel)
+    assert c.expect_response(cancel, timeout=1).status == 200
+    final = c.final(inv, 3)
+    assert final.status == 487
+    c.send(ack_for(inv, final))
+    time.sleep(0.8)  # the answer has come by now: still nothing may go out
+    assert carrier.sw1.requests() == [] and carrier.sw2.requests() == []
