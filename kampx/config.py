@@ -259,6 +259,9 @@ class DnsConfig:
     timeout: float = 2.0
     cache_max_ttl: int = 3600  # seconds an answer is kept at most, whatever its TTL
     cache_size: int = 4096  # answers the shared cache holds (512 bytes each)
+    # when no nameserver answers, an answer that expired at most this long ago is used
+    # (RFC 8767 serve-stale: a DNS outage does not cut the carrier off); 0 = never
+    serve_stale: int = 86400
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,9 @@ style, and take a torn or half-written slot for a miss. Writers (a worker that g
 the ctl process clearing) serialise on a POSIX record lock of the memfd; one that dies in a
 slot leaves its sequence odd, which the next writer, holding the lock, simply overwrites.
 
+An answer stays in its slot after it expires until the slot is taken for another: when no
+nameserver answers, the resolver may use it (`get_stale`, RFC 8767's serve-stale).
+
 Each process also keeps the answers it used in a plain dict (`_memo`) until they expire or
 the clear count moves: the answer a call needs costs a dict lookup, not a slot copy.
 """
@@ -107,21 +110,33 @@ class DnsCache:
             if memo[0] > now:
                 return memo[1]._replace(ttl=int(memo[0] - now))
             del self._memo[key]
-        found = self._find(key, _hash(key), now)
-        if found is None:
+        found = self._find(key, _hash(key))
+        if found is None or found[0] <= now:
             return None
         expires, answer = found
         self._remember(key, expires, answer)
         return answer._replace(ttl=int(expires - now))
 
-    def _find(self, key: bytes, h: int, now: float):
+    def get_stale(self, name: str, qtype: str, max_stale: float, now: float | None = None):
+        """An answer with records that expired less than `max_stale` seconds ago and is still
+        in its slot (RFC 8767, serve-stale: what to use when no nameserver answers), with a
+        TTL of 0; None when there is none."""
+        if now is None:
+            now = time.monotonic()
+        found = self._find(_key(name, qtype), _hash(_key(name, qtype)))
+        if found is None or found[1].status != OK or found[0] + max_stale <= now:
+            return None
+        return found[1]._replace(ttl=0)
+
+    def _find(self, key: bytes, h: int):
+        """(expires, answer) of key's slot, live or expired; None when it has none."""
         base = _HEADER + (h % self.buckets) * WAYS * SLOT_SIZE
         for way in range(WAYS):
             slot = self._read_slot(base + way * SLOT_SIZE)
             if slot is None:
                 continue
             sh, expires, _stored, skey, data = slot
-            if sh == h and skey == key and expires > now:
+            if sh == h and skey == key:
                 try:
                     return expires, Answer(*marshal.loads(data))
                 except (ValueError, EOFError, TypeError):

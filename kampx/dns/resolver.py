@@ -6,6 +6,11 @@ non-blocking queries (kampx.dns.client) for what the cache does not hold.
 returns None, the procedure waits for its answer while the process serves other traffic,
 and `on_done(lookup)` is called later, always, exactly once, from the event loop (never from
 inside resolve()): with the targets, or empty after [dns] timeout at most.
+
+When no nameserver answers in time (or every one fails), the lookup goes on with what the
+cache still holds past its TTL, up to [dns] serve_stale seconds old (RFC 8767): a carrier's
+switches stay reachable through a DNS outage. Such an answer is cached again for STALE_TTL,
+so the nameservers are tried again that often, not on every call.
 """
 
 from __future__ import annotations
@@ -29,13 +34,20 @@ ERRORS = S.family(
     S.KIND_COUNTER,
     "Nameserver answers of no use (SERVFAIL, REFUSED, truncated, malformed)",
 )
+STALE_ANSWERS = S.family(
+    "dns",
+    "stale_answers",
+    S.KIND_COUNTER,
+    "Expired answers used because no nameserver answered (RFC 8767 serve-stale)",
+)
 FAILED_RELAYS = S.family(
     "dns",
     "failed_relays",
     S.KIND_COUNTER,
     "Requests answered with an error because their destination did not resolve",
 )
-STATISTICS = (QUERIES, CACHE_HITS, CACHE_MISSES, TIMEOUTS, ERRORS, FAILED_RELAYS)
+STATISTICS = (QUERIES, CACHE_HITS, CACHE_MISSES, TIMEOUTS, ERRORS, STALE_ANSWERS, FAILED_RELAYS)
+STALE_TTL = 30  # seconds a stale answer is reused before the nameservers are asked again
 
 
 class _Counts:
@@ -55,13 +67,15 @@ class _Counts:
 
 
 class _Resolution:
-    __slots__ = ("procedure", "on_done", "timer", "done")
+    __slots__ = ("procedure", "on_done", "timer", "done", "question", "degraded")
 
     def __init__(self, procedure, on_done):
         self.procedure = procedure
         self.on_done = on_done
         self.timer = None
         self.done = False
+        self.question = None  # the one it waits for
+        self.degraded = False  # the nameservers failed it: no more waiting, stale or nothing
 
 
 class Resolver:
@@ -88,6 +102,7 @@ class Resolver:
         self.timers = timers
         self.timeout = cfg.timeout
         self.naptr = cfg.naptr
+        self.serve_stale = cfg.serve_stale
         self.families = families
         self.supported = supported
         self.client: DnsClient | None = None
@@ -121,11 +136,15 @@ class Resolver:
             while True:
                 cached = cache.get(question.name, question.qtype)
                 if cached is None:
-                    break
-                stats.inc(CACHE_HITS.base)
+                    if not r.degraded:
+                        break
+                    cached = self._stale_or_failed(question)
+                else:
+                    stats.inc(CACHE_HITS.base)
                 question = r.procedure.send(cached)
         except StopIteration as end:
             return end.value
+        r.question = question
         stats.inc(CACHE_MISSES.base)
         if r.timer is None:
             r.timer = self.timers.call_later(self.timeout, self._expire, r)
@@ -138,14 +157,30 @@ class Resolver:
     def _answered(self, r: _Resolution, answer: Answer) -> None:
         if r.done:
             return
+        if answer.status == FAILED:
+            r.degraded = True
+            answer = self._stale_or_failed(r.question)
         lookup = self._advance(r, answer)
         if lookup is not None:
             self._done(r, lookup)
 
     def _expire(self, r: _Resolution) -> None:
+        """[dns] timeout is over: what is still missing comes from stale answers or not
+        at all, now."""
         r.timer = None
         if not r.done:
-            self._done(r, Lookup((), UNAVAILABLE))
+            self._answered(r, Answer(FAILED))
+            if not r.done:  # cannot happen: degraded lookups never wait
+                self._done(r, Lookup((), UNAVAILABLE))
+
+    def _stale_or_failed(self, question) -> Answer:
+        if self.serve_stale:
+            stale = self.cache.get_stale(question.name, question.qtype, self.serve_stale)
+            if stale is not None:
+                self.stats.inc(STALE_ANSWERS.base)
+                self.cache.put(question.name, question.qtype, stale._replace(ttl=STALE_TTL))
+                return stale
+        return Answer(FAILED)
 
     def _done(self, r: _Resolution, lookup: Lookup) -> None:
         r.done = True

@@ -14,25 +14,28 @@ from dnsserver import DnsServer
 from kampx import stats as S
 from kampx._shm import CounterRows
 from kampx.dns.cache import DnsCache
-from kampx.dns.resolver import CACHE_HITS, ERRORS, QUERIES, TIMEOUTS, Resolver
+from kampx.dns.resolver import CACHE_HITS, ERRORS, QUERIES, STALE_ANSWERS, TIMEOUTS, Resolver
 from kampx.dns.rfc3263 import NOT_FOUND, OK, UNAVAILABLE, Answer, Target
 from loopkit import Loop
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def cfg(*servers, timeout=1.0, naptr=True):
-    return SimpleNamespace(nameservers=tuple(servers), timeout=timeout, naptr=naptr)
+def cfg(*servers, timeout=1.0, naptr=True, serve_stale=86400):
+    return SimpleNamespace(nameservers=tuple(servers), timeout=timeout, naptr=naptr,
+                           serve_stale=serve_stale)
 
 
 class Rig:
     """A resolver on a Loop over its own cache; `lookup(host)` waits for the answer."""
 
-    def __init__(self, *servers, timeout=1.0, naptr=True, cache=None, max_ttl=3600):
+    def __init__(self, *servers, timeout=1.0, naptr=True, cache=None, max_ttl=3600,
+                 serve_stale=86400):
         self.loop = Loop()
         self.rows = CounterRows(1, S.ncols())
         self.cache = cache or DnsCache(256, max_ttl)
-        self.resolver = Resolver(cfg(*servers, timeout=timeout, naptr=naptr), self.cache,
+        self.resolver = Resolver(cfg(*servers, timeout=timeout, naptr=naptr,
+                                     serve_stale=serve_stale), self.cache,
                                  S.Stats(self.rows, 0), self.loop.timers, self.loop.watch,
                                  self.loop.unwatch)
 
@@ -262,3 +265,33 @@ def test_a_ttl_of_zero_and_failures_are_not_cached():
         assert cache.entries() == []
     finally:
         cache.close()
+
+
+@pytest.mark.parametrize("serve_stale", [86400, 0])
+def test_a_dns_outage_serves_expired_answers(server, serve_stale):
+    """RFC 8767: the carrier's records expired while its DNS server is down: the lookup
+    waits [dns] timeout, then goes on with the expired answers (unless serve_stale = 0), and
+    reuses them for STALE_TTL without asking again."""
+    for name, qtype, data in (("carrier.example", "NAPTR",
+                               '10 50 "s" "SIP+D2U" "" _sip._udp.carrier.example.'),
+                              ("_sip._udp.carrier.example", "SRV", "10 50 5061 sw1.carrier.example."),
+                              ("sw1.carrier.example", "A", "127.0.0.21")):
+        server.add(name, qtype, 1, data)
+    rig = Rig(server.nameserver, timeout=0.5, serve_stale=serve_stale)
+    try:
+        fresh, _ = rig.lookup("carrier.example")
+        time.sleep(1.1)
+        server.silent = True
+        t0 = time.monotonic()
+        lookup, cached = rig.lookup("carrier.example")
+        assert not cached and 0.45 <= time.monotonic() - t0 < 1.0
+        if not serve_stale:
+            assert lookup.failure == UNAVAILABLE and rig.count(STALE_ANSWERS) == 0
+            return
+        assert lookup.targets == fresh.targets == (Target("127.0.0.21", 5061, "udp"),)
+        assert rig.count(STALE_ANSWERS) >= 1
+        asked = server.total_asked()
+        again, cached = rig.lookup("carrier.example")
+        assert cached and again.targets == fresh.targets and server.total_asked() == asked
+    finally:
+        rig.close()
