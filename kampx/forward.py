@@ -107,6 +107,8 @@ class Forwarder:
             return None
         if u.scheme not in ("sip", "sips"):
             return None
+        if not u.params_raw:  # the common case: no maddr, no transport
+            return self.resolve(u.host, u.port, None, u.scheme == "sips")
         params = u.params
         return self.resolve(
             params.get("maddr") or u.host, u.port, params.get("transport"), u.scheme == "sips"

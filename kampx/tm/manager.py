@@ -423,7 +423,7 @@ class TransactionManager:
         t.next_targets = lookup.targets[1:]
         t.next_dst = None
         c.state = C_TRYING
-        self._start_branch(c)
+        self._start_branch(c, self._first_reply_timeout(t))
 
     def _send_ack(self, msg, target) -> bool:
         return self.fwd.forward_stateless(msg, (target.ip, target.port), self.branch_prefix)
@@ -681,16 +681,17 @@ class TransactionManager:
         if dest is None:
             c.state = C_RESOLVING
             return True
-        self._start_branch(c)
+        if msg.fr_timers is None and not msg.ds_next and not t.next_targets:
+            self._start_branch(c, self.fr)  # the common case, without a call to find it
+        else:
+            self._start_branch(c, self._first_reply_timeout(t))
         return True
 
-    def _start_branch(self, c: ClientTxn) -> None:
+    def _start_branch(self, c: ClientTxn, fr: float) -> None:
         self._send_branch(c)
         c.interval = self.t1
         c.timer_retx = self.timers.call_later(self.t1, self._retransmit, c)
-        c.timer_fr = self.timers.call_later(
-            self._first_reply_timeout(c.server), self._branch_timeout, c
-        )
+        c.timer_fr = self.timers.call_later(fr, self._branch_timeout, c)
 
     def _first_reply_timeout(self, t: ServerTxn) -> float:
         """fr_timer: [tm] fr_timer_ms or the transaction's t_set_fr(); shortened to
@@ -827,9 +828,13 @@ class TransactionManager:
                         c.timer_retx = None
                     if c.timer_fr is not None:
                         c.timer_fr.cancel()
-                    c.timer_fr = self.timers.call_later(
-                        self._final_reply_timeout(t), self._branch_timeout, c
+                    req = t.request
+                    fr_inv = (
+                        self.fr_inv
+                        if req is None or req.fr_timers is None
+                        else self._final_reply_timeout(t)
                     )
+                    c.timer_fr = self.timers.call_later(fr_inv, self._branch_timeout, c)
             if c.cancel == CANCEL_PENDING:
                 self._send_cancel(c)
             if code == 100 or t.state != S_PROCEEDING or t.last_code >= 200:
