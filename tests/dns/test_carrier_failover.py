@@ -98,6 +98,8 @@ def test_dns_show_and_clear(carrier):
             ("sw1.carrier.example", "A")} <= names
     srv = next(e for e in shown["entries"] if e["type"] == "SRV")
     assert 0 < srv["ttl"] <= 300 and len(srv["records"]) == 2
+    assert carrier.px.metric("kampx_dns_queries_total") >= 2  # NAPTR, SRV (A: its glue)
+    assert carrier.px.metric("kampx_dns_cache_hits_total") >= 1
     text = carrier.ctl("dns", "show").stdout
     assert "sw1.carrier.example" in text and "SRV" in text
     cleared = carrier.ctl_json("dns", "clear")
