@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import socket
 import tomllib
 from dataclasses import dataclass, field
 
@@ -74,6 +75,17 @@ def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
     if not host:
         raise ValueError(f"'{text}': no host")
     return host, int(port) if port else default_port
+
+
+def parse_ip_port(text: str, default_port: int) -> tuple[str, int]:
+    """parse_hostport() for an address that must be an IP literal (a nameserver, the HEP
+    collector: kampx never resolves a name to reach its own infrastructure)."""
+    host, port = parse_hostport(text.strip(), default_port)
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+    except OSError:
+        raise ValueError(f"'{text}' is not IP[:PORT]") from None
+    return host, port
 
 
 def _cpu_count() -> int:
@@ -265,6 +277,15 @@ class DnsConfig:
 
 
 @dataclass(frozen=True)
+class HepConfig:
+    """HEPv3 export of every SIP message to a Homer collector (kampx/hep.py)."""
+
+    collector: str = ""  # "IP:PORT" (port default 9060); empty: off
+    capture_id: int = 1  # Kamailio's hep_capture_id
+    auth_key: str = ""  # sent in each packet when set (HEP's authentication key chunk)
+
+
+@dataclass(frozen=True)
 class Config:
     core: CoreConfig = field(default_factory=CoreConfig)
     db: DbConfig = field(default_factory=DbConfig)
@@ -279,6 +300,7 @@ class Config:
     usrloc: UsrlocConfig = field(default_factory=UsrlocConfig)
     overload: OverloadConfig = field(default_factory=OverloadConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
+    hep: HepConfig = field(default_factory=HepConfig)
     path: str | None = None  # the file it came from; None = embedded default
 
     @property
@@ -399,13 +421,19 @@ def _semantic_checks(cfg: Config) -> None:
     _db_checks(cfg)
     _overload_checks(cfg.overload)
     _dns_checks(cfg.dns)
+    if cfg.hep.collector:
+        try:
+            parse_ip_port(cfg.hep.collector, 9060)
+        except ValueError as e:
+            raise ConfigError(f"bad value for [hep] collector: {e}") from None
+    if cfg.hep.capture_id > 0xFFFFFFFF:
+        raise ConfigError("bad value for [hep] capture_id: at most 4294967295")
 
 
 def _dns_checks(dns: DnsConfig) -> None:
-    from kampx.dns.client import parse_nameservers
-
     try:
-        parse_nameservers(dns.nameservers)
+        for entry in dns.nameservers:
+            parse_ip_port(entry, 53)
     except ValueError as e:
         raise ConfigError(f"bad value for [dns] nameservers: {e}") from None
     if not 0.1 <= dns.timeout <= 60:

@@ -38,6 +38,7 @@ from kampx.dns.resolver import Resolver
 from kampx.dns.rfc3263 import AAAA
 from kampx.dns.rfc3263 import A as A_RECORD
 from kampx.forward import Forwarder
+from kampx.hep import HepExporter
 from kampx.overload import OverloadControl
 from kampx.routing.context import ctx as script_ctx
 from kampx.routing.hooks import Hooks
@@ -174,6 +175,11 @@ class Worker:
             self.sockets, cfg.auth.realm, self.stats, self.dialogs, cfg.core.forward_stray_replies
         )
         self.resolver = self.make_resolver()
+        self.hep = None
+        if cfg.hep.collector:  # every datagram read and sent, to the Homer collector
+            self.hep = HepExporter(cfg.hep, self.stats)
+            for ls in self.sockets:
+                ls.tap = self.hep.sent
         self.hooks = Hooks(self.script, self, self.stats, self._log_once)
         self.overload = OverloadControl(cfg.overload, self)
         self.tm = TransactionManager(
@@ -265,6 +271,8 @@ class Worker:
         handoff_fds: set[int] = set()
         ep.register(self._wake_r, select.EPOLLIN)
         process = self.process
+        if self.hep is not None:
+            process = self._tapped(process, self.hep.received)
         rotate = self.cfg.core.children > 1
         timers = self.timers
         overload = self.overload
@@ -363,6 +371,18 @@ class Worker:
                 if os.getppid() != self.supervisor_pid:
                     log.warning("supervisor gone; worker %d exits", self.worker_id)
                     return
+
+    @staticmethod
+    def _tapped(process, tap):
+        """process() that first shows each datagram read here to `tap` (a handed-off one
+        was shown by the worker that read it)."""
+
+        def tapped(data, src, lsock, handed_off):
+            if not handed_off:
+                tap(data, src, lsock)
+            process(data, src, lsock, handed_off)
+
+        return tapped
 
     def _handoff_rejected(self, reason: str) -> None:
         self.stats.inc(HANDOFF_REJECTED.base)

@@ -29,7 +29,19 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 
-from kampx.dns.rfc3263 import AAAA, FAILED, NAPTR, NODATA, NXDOMAIN, OK, SRV, A, Answer, normalize
+from kampx.dns.rfc3263 import (
+    AAAA,
+    FAILED,
+    NAPTR,
+    NODATA,
+    NXDOMAIN,
+    OK,
+    SRV,
+    A,
+    Answer,
+    is_ip,
+    normalize,
+)
 
 log = logging.getLogger("kampx.dns")
 
@@ -42,25 +54,9 @@ _RECV = 65535
 
 def parse_nameservers(entries) -> list[tuple[str, int]]:
     """["IP", "IP:PORT", "[IPv6]:PORT"] -> [(ip, port)]; ValueError naming a bad one."""
-    out = []
-    for entry in entries:
-        text = entry.strip()
-        host, port = text, 53
-        if text.startswith("["):
-            host, _, rest = text[1:].partition("]")
-            if rest:
-                port = int(rest.lstrip(":"))
-        elif text.count(":") == 1:
-            host, _, p = text.partition(":")
-            port = int(p)
-        try:
-            socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
-        except OSError:
-            raise ValueError(f"'{entry}' is not IP[:PORT]") from None
-        if not 0 < port < 65536:
-            raise ValueError(f"'{entry}': port out of range")
-        out.append((host, port))
-    return out
+    from kampx.config import parse_ip_port
+
+    return [parse_ip_port(entry, 53) for entry in entries]
 
 
 def system_nameservers() -> list[tuple[str, int]]:
@@ -71,16 +67,8 @@ def system_nameservers() -> list[tuple[str, int]]:
         found = dns.resolver.Resolver(configure=True).nameservers
     except (dns.exception.DNSException, OSError):
         found = []
-    servers = [(str(ns), 53) for ns in found if _is_ip(str(ns))]
+    servers = [(str(ns), 53) for ns in found if is_ip(str(ns))]
     return servers or [("127.0.0.1", 53)]
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        socket.inet_pton(socket.AF_INET6 if ":" in text else socket.AF_INET, text)
-        return True
-    except OSError:
-        return False
 
 
 class _Question:

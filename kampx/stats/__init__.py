@@ -42,6 +42,7 @@ CATALOGUE = (
     "kampx.security.guard",
     "kampx.cluster",
     "kampx.dns.resolver",
+    "kampx.hep",
 )
 
 

@@ -46,6 +46,7 @@ class ListenSocket:
         "rr_value",
         "family",
         "reply_socks",
+        "tap",
     )
 
     def __init__(self, index: int, addr: ListenAddr, sock: socket.socket):
@@ -64,6 +65,8 @@ class ListenSocket:
         # one per worker slot, same address and port: replies steered to their owner
         # (transport/steering.py); empty when the kernel does not steer
         self.reply_socks: list[socket.socket] = []
+        # tap(data, dest, self) sees every datagram sent (HEP export); None: nothing to see
+        self.tap = None
 
     def close(self) -> None:
         for s in [self.sock, *self.reply_socks]:
@@ -74,6 +77,8 @@ class ListenSocket:
         refuses it, or `dest` is not a usable address (a port outside 0-65535 raises
         OverflowError, a bad host ValueError/UnicodeError): destinations are built from what
         senders wrote, and no input may take a worker down."""
+        if self.tap is not None:
+            self.tap(data, dest, self)
         try:
             self.sock.sendto(data, dest)
             return True
