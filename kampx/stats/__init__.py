@@ -41,6 +41,7 @@ CATALOGUE = (
     "kampx.auth.authenticator",
     "kampx.security.guard",
     "kampx.cluster",
+    "kampx.dispatcher.stats",
 )
 
 
