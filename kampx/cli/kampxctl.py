@@ -221,14 +221,21 @@ def cmd_address_show(ctx: Ctx, args) -> None:
     ctx.emit({"rows": rows}, *ctl_format.address_rows(rows, with_id=True))
 
 
+def _emit_dump(ctx: Ctx, method: str, key: str, lines) -> None:
+    """A table the running proxy holds: its generation, then result[key] as `lines` puts
+    it."""
+    result = ctx.client().call(method)
+    if not isinstance(result, dict) or not isinstance(result.get(key), list):
+        raise Failure(f"{method}: malformed result")
+    ctx.emit(result, f"generation {result.get('generation', '?')}", *lines(result[key]))
+
+
 def cmd_address_dump(ctx: Ctx, args) -> None:
-    result = ctx.client().call("permissions.addressDump")
-    if not isinstance(result, dict) or not isinstance(result.get("rows"), list):
-        raise Failure("permissions.addressDump: malformed result")
-    ctx.emit(
-        result,
-        f"generation {result.get('generation', '?')}",
-        *ctl_format.address_rows(result["rows"], with_id=False),
+    _emit_dump(
+        ctx,
+        "permissions.addressDump",
+        "rows",
+        lambda rows: ctl_format.address_rows(rows, with_id=False),
     )
 
 
@@ -284,14 +291,7 @@ def cmd_dispatcher_show(ctx: Ctx, args) -> None:
 
 
 def cmd_dispatcher_dump(ctx: Ctx, args) -> None:
-    result = ctx.client().call("dispatcher.list")
-    if not isinstance(result, dict) or not isinstance(result.get("destinations"), list):
-        raise Failure("dispatcher.list: malformed result")
-    ctx.emit(
-        result,
-        f"generation {result.get('generation', '?')}",
-        *ctl_format.dispatcher_dump(result["destinations"]),
-    )
+    _emit_dump(ctx, "dispatcher.list", "destinations", ctl_format.dispatcher_dump)
 
 
 def cmd_dispatcher_reload(ctx: Ctx, args) -> None:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import logging
 
 import pytest
+from sipclient import UAS, Behaviour
 
 from kampx.config import DispatcherConfig
 from kampx.db import DispatcherRow
 from kampx.dispatcher.probe import Prober, parse_reply_codes, probe_socket
 from kampx.dispatcher.table import DispatcherTable
-from sipclient import UAS, Behaviour
 
 PROBER_IP = "127.0.20.1"
 

@@ -10,10 +10,10 @@ import signal
 import time
 
 import pytest
-
-from kampx.cli import kampxctl
 from kampxproc import KampxProcess
 from sipclient import UAS, Behaviour, SipClient
+
+from kampx.cli import kampxctl
 
 pytestmark = pytest.mark.wire
 
@@ -145,7 +145,7 @@ def test_kampxctl_dispatcher_commands_end_to_end(capsys):
         assert code == 1 and err == "no dispatcher entry with id 1\n"
         code, out, _ = ctl(px, "dispatcher", "reload", capsys=capsys)
         assert code == 0 and out.startswith("dispatcher reloaded: 1 destinations")
-        roles = collections.Counter(title.split("kampx: ", 1)[-1] for title in px.children().values())
+        roles = collections.Counter(t.split("kampx: ", 1)[-1] for t in px.children().values())
         assert "dispatcher prober" not in roles  # ping_interval = 0: no prober
 
 
