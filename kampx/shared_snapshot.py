@@ -68,12 +68,20 @@ class SharedBlob:
         self._words = memoryview(self._mm)[:_HEADER].cast("Q")
         self._words[0] = _MAGIC
         self._words[1] = capacity
+        self._forked()
+
+    def _forked(self) -> None:
+        """This process's writer bookkeeping, new: a child forked while its parent held the
+        lock inherits the bookkeeping but not the POSIX lock."""
+        self._pid = os.getpid()
         self._thread_lock = threading.RLock()
         self._depth = 0  # writer() nesting in this process (POSIX locks do not nest)
 
     @contextmanager
     def writer(self) -> Iterator[None]:
         """Exclusive against every other writer, in any process or thread; re-entrant."""
+        if self._pid != os.getpid():
+            self._forked()
         with self._thread_lock:  # POSIX locks do not exclude threads of one process
             if self._depth == 0:
                 fcntl.lockf(self._fd, fcntl.LOCK_EX)

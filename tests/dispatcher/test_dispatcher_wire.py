@@ -25,6 +25,14 @@ def proxy(**dispatcher) -> KampxProcess:
         else KampxProcess(script=SCRIPT, config={"dispatcher": {"ping_interval": 0}})
 
 
+def wait_ctl(px, capsys, timeout: float = 5.0) -> None:
+    """The control socket answers (the ctl process binds it once the workers are up)."""
+    deadline = time.monotonic() + timeout
+    while ctl(px, "uptime", capsys=capsys)[0] != 0:
+        assert time.monotonic() < deadline, "the control socket did not come up"
+        time.sleep(0.05)
+
+
 def ctl(px, *args, capsys) -> tuple[int, str, str]:
     code = kampxctl.main(["--config", px.config_path, *args])
     out, err = capsys.readouterr()
@@ -72,6 +80,7 @@ def test_probing_takes_a_silent_gateway_out_and_brings_it_back(capsys):
         for uri in (good_uri, bad_uri):
             assert ctl(px, "dispatcher", "add", "1", uri, capsys=capsys)[0] == 0
         with px, SipClient(px.addrs.client, 0, proxy=px.addr) as caller:
+            wait_ctl(px, capsys)
             wait_state(px, capsys, bad_uri, "IP")
             assert dump(px, capsys)[good_uri]["state"] == "AX"
             assert gateway_up(px, bad_uri) == 0 and gateway_up(px, good_uri) == 1
@@ -95,6 +104,7 @@ def test_kampxctl_dispatcher_commands_end_to_end(capsys):
     px = proxy()
     with px, UAS(px.addrs.carrier, 0) as gw, SipClient(px.addrs.client, 0, proxy=px.addr) as caller:
         gw_uri = f"sip:{gw.ip}:{gw.port}"
+        wait_ctl(px, capsys)
         assert calls(px, caller, 1) == [503]  # no set 1 yet
         code, out, _ = ctl(px, "dispatcher", "add", "1", gw_uri, "8", "5", "weight=50", "gw1",
                            "--reload", capsys=capsys)
