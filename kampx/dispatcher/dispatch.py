@@ -69,9 +69,10 @@ def _use(msg, selection: Selection) -> None:
     if not selection.domain:
         msg.dst = uri
         return
-    from kampx.routing.core import rewritehostport
+    from kampx.routing.core import rebuild_ruri
 
-    rewritehostport(parse_uri(uri).hostport)
+    target = parse_uri(uri)
+    rebuild_ruri(msg, host=target.host, port=target.port)
 
 
 def next_dst(worker, msg) -> int:

@@ -59,7 +59,6 @@ def order(
     key: Callable[[], str | None],
     round_robin: Callable[[], int],
     weight: Callable[[int], int],
-    rng: random.Random | None = None,
 ) -> list[int]:
     """The set's usable slots in the order `alg` wants them (empty: none usable).
     `slots` is the set in its own order; `key` gives the hashed text (algs 0-3),
@@ -77,7 +76,7 @@ def order(
     elif alg == WEIGHT:
         weights = [weight(slots[i]) for i in alive]
         if sum(weights) > 0:
-            start = (rng or random).choices(alive, weights)[0]
+            start = random.choices(alive, weights)[0]
         else:
             start = alive[0]
     else:

@@ -152,7 +152,8 @@ def test_stalled_client_does_not_block_others(ctl):
 def test_list_methods(ctl):
     assert rpc(ctl, "system.listMethods") == sorted([
         "ul.dump", "ul.lookup", "ul.rm", "ul.rm_contact", "ul.add",
-        "permissions.addressReload", "permissions.addressDump", "core.uptime", "core.psx",
+        "permissions.addressReload", "permissions.addressDump", "dispatcher.reload",
+        "dispatcher.list", "dispatcher.set_state", "core.uptime", "core.psx",
         "core.version", "stats.get_statistics", "stats.reset_statistics", "cfg.reload",
         "system.listMethods"])
 
