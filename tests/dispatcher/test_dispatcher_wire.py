@@ -98,6 +98,9 @@ def test_probing_takes_a_silent_gateway_out_and_brings_it_back(capsys):
             assert lines[bad_uri][2] == "AP" and lines[good_uri][2] == "AX"
             assert px.metric("kampx_dispatcher_probes_failed_total") >= 1
             assert px.metric("kampx_dispatcher_selected_total") == 8
+            # the prober notices a stop between its rounds: nobody is killed for being late
+            assert px.stop() == 0
+            assert "did not stop in time" not in px.log_tail(200)
 
 
 def test_kampxctl_dispatcher_commands_end_to_end(capsys):
@@ -166,3 +169,16 @@ def test_a_stopped_proxy_is_reported(capsys):
         assert code == 3 and err.startswith("kampx is not running at ")
     finally:
         px.close()
+
+
+def test_the_prober_stops_at_once_between_long_intervals():
+    """A prober waiting out a long ping_interval still stops with the proxy (within the
+    contract's 5 s, without being killed)."""
+    px = proxy(ping_interval=60, ping_timeout_ms=400)
+    with px:
+        assert any("dispatcher prober" in t for t in px.children().values())
+        time.sleep(0.5)  # its first round is done: it waits for the next
+        started = time.monotonic()
+        assert px.stop() == 0
+        assert time.monotonic() - started < 3
+        assert "did not stop in time" not in px.log_tail(200)
