@@ -145,18 +145,20 @@ class SharedBlob:
 
 class ParsedSnapshot(Generic[T]):
     """This process's parsed view of a SharedBlob: `parse(generation, blob)` runs again only
-    when a publication moved the generation."""
+    when a publication moved the generation. Safe in a threaded process (the ctl's RPC and
+    metrics threads): the generation and its parse are replaced as one pair."""
 
-    __slots__ = ("blob", "_parse", "_seq", "_value")
+    __slots__ = ("blob", "_parse", "_current")
 
     def __init__(self, blob: SharedBlob, parse: Callable[[int, bytes], T]):
         self.blob = blob
         self._parse = parse
-        self._seq = 0
-        self._value = parse(0, b"")  # zeroed memory is an empty blob at generation 0
+        self._current = (0, parse(0, b""))  # zeroed memory is an empty blob at generation 0
 
     def get(self) -> T:
-        if self.blob.generation != self._seq:
-            self._seq, data = self.blob.read()
-            self._value = self._parse(self._seq, data)
-        return self._value
+        seq, value = self._current
+        if self.blob.generation != seq:
+            seq, data = self.blob.read()
+            value = self._parse(seq, data)
+            self._current = (seq, value)
+        return value
