@@ -3,12 +3,12 @@
 
     0 hash over the Call-ID      1 hash over the From URI     2 hash over the To URI
     3 hash over the Request-URI  4 round-robin (shared by every worker)
-    8 by priority (highest first, then the order the rows were loaded)
+    6 random                     8 by priority (highest first, then the rows' load order)
     9 by weight (attrs weight=N: chance proportional to N; absent = 1)
 
-The hashed and round-robin algorithms pick a position over the whole set, so a call keeps
-its destination when another one goes down; when the position's destination is unusable
-(inactive or disabled), the next usable one after it is taken. After the first choice the
+The hashed, round-robin and random algorithms pick a position over the whole set, so a call
+keeps its destination when another one goes down; when the position's destination is
+unusable (inactive or disabled), the next usable one after it is taken. After the first choice the
 failover order is the set's own, going on from it and wrapping around, usable destinations
 only. Hashes are CRC-32: the same on every worker and after a restart.
 """
@@ -19,8 +19,9 @@ import random
 import zlib
 from collections.abc import Callable
 
-HASH_CALLID, HASH_FROM, HASH_TO, HASH_RURI, ROUND_ROBIN, PRIORITY, WEIGHT = 0, 1, 2, 3, 4, 8, 9
-ALGORITHMS = (HASH_CALLID, HASH_FROM, HASH_TO, HASH_RURI, ROUND_ROBIN, PRIORITY, WEIGHT)
+HASH_CALLID, HASH_FROM, HASH_TO, HASH_RURI, ROUND_ROBIN = 0, 1, 2, 3, 4
+RANDOM, PRIORITY, WEIGHT = 6, 8, 9
+ALGORITHMS = (HASH_CALLID, HASH_FROM, HASH_TO, HASH_RURI, ROUND_ROBIN, RANDOM, PRIORITY, WEIGHT)
 
 
 class Selection:
@@ -71,6 +72,8 @@ def order(
         start = hash_text(key()) % n
     elif alg == ROUND_ROBIN:
         start = round_robin() % n
+    elif alg == RANDOM:
+        start = random.randrange(n)
     elif alg == PRIORITY:
         start = 0
     elif alg == WEIGHT:

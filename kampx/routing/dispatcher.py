@@ -33,7 +33,7 @@ __all__ = [
 
 def ds_select_dst(setid: int, alg: int, limit: int = 0) -> Result:
     """Set $du to a usable destination of set `setid` chosen by algorithm `alg` (0 Call-ID
-    hash, 1 From, 2 To, 3 R-URI hash, 4 round-robin, 8 priority, 9 weight) and keep up to
+    hash, 1 From, 2 To, 3 R-URI hash, 4 round-robin, 6 random, 8 priority, 9 weight) and keep up to
     `limit` (0: all) for ds_next_dst(). -1 when the set does not exist or has no usable
     destination."""
     return Result(_ds.select_dst(ctx.worker, ctx.msg, int(setid), int(alg), int(limit)))

@@ -134,6 +134,12 @@ def test_round_robin_is_shared_with_another_process(box):
     assert counts == {g: 100 for g in GW}
 
 
+def test_random_reaches_every_gateway(box):
+    load(box, *((1, g) for g in GW))
+    counts = collections.Counter(select(box, 1, 6, n=n)[1].dst for n in range(2000))
+    assert set(counts) == set(GW) and min(counts.values()) > 400, counts
+
+
 def test_priority_highest_first_then_load_order(box):
     load(box, (1, GW[0], 0, 1), (1, GW[1], 0, 10), (1, GW[2], 0, 5), (1, GW[3], 0, 10))
     r, msg = select(box, 1, 8)
@@ -157,7 +163,7 @@ def test_inactive_and_disabled_are_skipped_by_every_algorithm(box):
     load(box, *((1, g) for g in GW))
     box.shared.dispatcher.set_state(1, GW[0], 9)  # IP
     box.shared.dispatcher.set_state(1, GW[2], 4)  # DX
-    for alg in (0, 1, 2, 3, 4, 8, 9):
+    for alg in (0, 1, 2, 3, 4, 6, 8, 9):
         for n in range(30):
             r, msg = select(box, 1, alg, n=n, from_user=f"u{n}")
             assert r == 1 and set(chain(box, msg)) == {GW[1], GW[3]}, alg
