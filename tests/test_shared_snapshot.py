@@ -7,6 +7,8 @@ import pytest
 
 from kampx import shared_snapshot as ss
 
+pytestmark = pytest.mark.timeout(30)
+
 
 @pytest.fixture
 def blob():

@@ -13,6 +13,8 @@ from kampx.db import DispatcherRow
 from kampx.dispatcher.probe import Prober, parse_reply_codes, probe_socket
 from kampx.dispatcher.table import DispatcherTable
 
+pytestmark = pytest.mark.timeout(30)
+
 PROBER_IP = "127.0.20.1"
 
 

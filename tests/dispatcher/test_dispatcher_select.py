@@ -16,6 +16,8 @@ from kampx.routing import dispatcher as script_api
 from kampx.routing.context import ctx
 from kampx.sandbox import Sandbox
 
+pytestmark = pytest.mark.timeout(30)
+
 GW = [f"sip:127.0.20.{i}:5060" for i in range(1, 5)]
 
 

@@ -15,7 +15,7 @@ from sipclient import UAS, Behaviour, SipClient
 
 from kampx.cli import kampxctl
 
-pytestmark = pytest.mark.wire
+pytestmark = [pytest.mark.wire, pytest.mark.timeout(60)]
 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripts", "ds_relay.py")
 
