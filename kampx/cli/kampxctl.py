@@ -35,10 +35,15 @@ DISPATCHER_RELOAD_HINT = (
 )
 # a shared PostgreSQL database notifies every node, which reloads by itself (kampx/cluster.py)
 SHARED_RELOAD_HINT = "** INFO: every node reloads its address table from the shared database"
+SHARED_DISPATCHER_HINT = "** INFO: every node reloads its dispatcher sets from the shared database"
 
 
 def _reload_hint(ctx) -> str:
     return SHARED_RELOAD_HINT if ctx.cfg.db.shared else RELOAD_HINT
+
+
+def _dispatcher_reload_hint(ctx) -> str:
+    return SHARED_DISPATCHER_HINT if ctx.cfg.db.shared else DISPATCHER_RELOAD_HINT
 
 
 class Failure(Exception):
@@ -260,7 +265,7 @@ def _dispatcher_reloaded_line(result: dict) -> str:
 
 def _dispatcher_done(ctx: Ctx, args, data: dict, line: str) -> None:
     reloaded = _dispatcher_reload(ctx) if args.reload else None
-    hint = _dispatcher_reloaded_line(reloaded) if reloaded else DISPATCHER_RELOAD_HINT
+    hint = _dispatcher_reloaded_line(reloaded) if reloaded else _dispatcher_reload_hint(ctx)
     ctx.emit({**data, "reloaded": reloaded}, line, hint)
 
 

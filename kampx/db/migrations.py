@@ -322,8 +322,13 @@ _PG_V1 = Migration(
 
 _PG_V2 = Migration(
     2,
-    "dispatcher table (carrier gateway sets)",
-    (_DISPATCHER_TABLE.format(serial="SERIAL"),),
+    "dispatcher table (carrier gateway sets), its changes notified to the nodes",
+    (
+        _DISPATCHER_TABLE.format(serial="SERIAL"),
+        "INSERT INTO kampx_changes (name, counter) VALUES ('dispatcher', 0)",
+        """CREATE TRIGGER dispatcher_changed AFTER INSERT OR UPDATE OR DELETE ON dispatcher
+            FOR EACH STATEMENT EXECUTE FUNCTION kampx_changed('dispatcher')""",
+    ),
     {"dispatcher": 4},
 )
 

@@ -62,7 +62,7 @@ RECONNECT_MAX_S = 10.0
 STATEMENT_TIMEOUT_MS = 30000
 TCP_USER_TIMEOUT_MS = 8000
 SCHEMA_LOCK = 0x6B78_7363_6865  # advisory lock key while migrating ("kxsche")
-CHANNELS = ("kampx_location", "kampx_subscriber", "kampx_address")
+CHANNELS = ("kampx_location", "kampx_subscriber", "kampx_address", "kampx_dispatcher")
 
 
 class _Pg:
