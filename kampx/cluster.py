@@ -5,7 +5,8 @@ INVITE's lookup never waits on the network) and writes through to PostgreSQL as 
 db writer commits the location table's unacknowledged changes every FLUSH_INTERVAL. This
 module is the way back. In the same db writer process, between its write rounds:
 
-- It LISTENs on kampx_location, kampx_subscriber and kampx_address (the schema's triggers
+- It LISTENs on kampx_location, kampx_subscriber, kampx_address and kampx_dispatcher (the
+  schema's triggers
   NOTIFY them at every commit) and wakes as soon as another node commits; without a
   notification it still looks every POLL_S, so a lost one costs at most that.
 - Location: it reads the changes after the last seq it applied (kampx/db/postgres.py: the seq
@@ -19,8 +20,9 @@ module is the way back. In the same db writer process, between its write rounds:
   and ours that it no longer has are dropped; then it follows from the snapshot's seq.
 - Subscribers: the node's SQLite file holds a replica (NodeSubscribers reads it; so do the
   workers' auth caches) brought level with PostgreSQL on each kampx_subscriber notification
-  and at every (re)connect. Addresses: the shared-memory permissions table is reloaded from
-  PostgreSQL on each kampx_address notification and at every (re)connect.
+  and at every (re)connect. Addresses and dispatcher sets: the shared-memory tables are
+  reloaded from PostgreSQL on each kampx_address (kampx_dispatcher) notification and at every
+  (re)connect; a table with a bad row is logged and left as it was until the next change.
 
 Why in the db writer and not a process of its own: applying a remote change only if the
 local binding is clean, and writing a local change, must not interleave (a write committed
@@ -47,6 +49,7 @@ _FOLLOW = (
     ("resyncs", "Full reloads of the location table from the shared database"),
     ("subscriber_syncs", "Copies of the subscriber table taken into this node's replica"),
     ("address_reloads", "Address table reloads after another node changed it"),
+    ("dispatcher_reloads", "Dispatcher set reloads after another node changed them"),
 )
 CLUSTER = {name: S.family("cluster", name, S.KIND_COUNTER, text) for name, text in _FOLLOW}
 STATISTICS = tuple(CLUSTER.values())
@@ -64,17 +67,34 @@ class ClusterSync:
     """One node's follower of the shared database; `storage` is a callable returning the db
     writer's open PostgresStorage (or None when it cannot be opened)."""
 
-    def __init__(self, store, permissions, storage, stats=None) -> None:
+    def __init__(self, store, permissions, storage, stats=None, dispatcher=None) -> None:
         self.store = store
         self.stats = stats
         self.permissions = permissions
         self._storage = storage
+        # the shared-memory tables reloaded whole when another node changes them:
+        # (table, its channel, its count, the log line)
+        self._tables = [
+            t
+            for t in (
+                (permissions, "kampx_address", "address_reloads", "address table: %d entries"),
+                (
+                    dispatcher,
+                    "kampx_dispatcher",
+                    "dispatcher_reloads",
+                    "dispatcher: %d destinations",
+                ),
+            )
+            if t[0] is not None
+        ]
         self.seq: int | None = None  # last change applied; None = full resync due
         self._generation = 0  # connection we LISTEN on
         self._heard: set[str] = set()
         self._next_poll = 0.0
         self._next_purge = 0.0
-        self._subscribers_due = self._addresses_due = True
+        self._subscribers_due = True
+        self._channels = {channel for _, channel, _, _ in self._tables}
+        self._tables_due = set(self._channels)
         # this follower's own totals (the log, the tests); the shared ones are STATISTICS
         self.counts = {
             "applied": 0,
@@ -83,12 +103,23 @@ class ClusterSync:
             "resyncs": 0,
             "subscriber_syncs": 0,
             "address_reloads": 0,
+            "dispatcher_reloads": 0,
         }
 
     def _count(self, name: str) -> None:
         self.counts[name] += 1
         if self.stats is not None:
             self.stats.inc(CLUSTER[name].base)
+
+    def _reload(self, table, channel: str, count: str, line: str, storage) -> None:
+        try:
+            n = table.reload_from(storage)
+        except ValueError as e:  # a bad row (PermissionsError, DispatcherError): wait for a fix
+            log.error("%s not reloaded from the shared database: %s", channel, e)
+        else:
+            self._count(count)
+            log.info(line + " (reloaded from the shared database)", n)
+        self._tables_due.discard(channel)
 
     def wait(self, timeout: float) -> None:
         """Sleep up to `timeout`, returning early when another node commits."""
@@ -113,7 +144,8 @@ class ClusterSync:
         if storage.generation != self._generation:
             self._generation = storage.listen()
             self.seq = None
-            self._subscribers_due = self._addresses_due = True
+            self._subscribers_due = True
+            self._tables_due = set(self._channels)
         heard, self._heard = self._heard, set()
         now = time.monotonic()
         if self.seq is None:
@@ -129,12 +161,10 @@ class ClusterSync:
             self._count("subscriber_syncs")
             if n:
                 log.info("subscriber replica: %d changes from the database", n)
-        if self.permissions is not None and (self._addresses_due or "kampx_address" in heard):
-            self._addresses_due = True
-            n = self.permissions.reload_from(storage)
-            self._addresses_due = False
-            self._count("address_reloads")
-            log.info("address table: %d entries (reloaded from the shared database)", n)
+        self._tables_due |= heard & self._channels
+        for table, channel, count, line in self._tables:
+            if channel in self._tables_due:  # stays due until it is read (StorageError)
+                self._reload(table, channel, count, line, storage)
         if now >= self._next_purge:
             self._next_purge = now + PURGE_EVERY_S
             storage.locations.purge_tombstones(time.time() - TOMBSTONE_TTL_S)

@@ -168,6 +168,9 @@ class RoutingConfig:
     script: str = "builtin:kamailio101"
     carrier_group: int = 200
     carrier: str = "sip:127.0.0.3:5060"
+    # N > 0: the built-in script sends outbound calls to dispatcher set N instead of
+    # `carrier` (kampx/dispatcher); 0 = not used
+    carrier_set: int = 0
 
 
 @dataclass(frozen=True)
@@ -286,6 +289,24 @@ class HepConfig:
 
 
 @dataclass(frozen=True)
+class DispatcherConfig:
+    """Kamailio's dispatcher probing parameters (ds_ping_interval, ds_probing_threshold,
+    ds_inactive_threshold, ds_probing_mode, ds_ping_reply_codes, ds_ping_from), kampx/dispatcher.
+    Read by the prober at start: a change needs a restart."""
+
+    ping_interval: int = 10  # seconds between two OPTIONS rounds; 0 = no probing
+    # a probe with no accepted reply within this long failed (retransmitted per RFC 3261
+    # timer E meanwhile); at most ping_interval
+    ping_timeout_ms: int = 2000
+    probing_threshold: int = 1  # consecutive failed probes that make a destination inactive
+    inactive_threshold: int = 1  # consecutive good probes that make it active again
+    probing_mode: int = 0  # 0: probe destinations flagged probing (8) or inactive; 1: all
+    # replies that count as success: Kamailio's "class=2;code=403;code=404" (any 2xx, 403, 404)
+    ping_reply_codes: str = "class=2"
+    ping_from: str = "sip:dispatcher@localhost"
+
+
+@dataclass(frozen=True)
 class Config:
     core: CoreConfig = field(default_factory=CoreConfig)
     db: DbConfig = field(default_factory=DbConfig)
@@ -301,6 +322,7 @@ class Config:
     overload: OverloadConfig = field(default_factory=OverloadConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
     hep: HepConfig = field(default_factory=HepConfig)
+    dispatcher: DispatcherConfig = field(default_factory=DispatcherConfig)
     path: str | None = None  # the file it came from; None = embedded default
 
     @property
@@ -428,6 +450,7 @@ def _semantic_checks(cfg: Config) -> None:
             raise ConfigError(f"bad value for [hep] collector: {e}") from None
     if cfg.hep.capture_id > 0xFFFFFFFF:
         raise ConfigError("bad value for [hep] capture_id: at most 4294967295")
+    _dispatcher_checks(cfg.dispatcher)
 
 
 def _dns_checks(dns: DnsConfig) -> None:
@@ -440,6 +463,29 @@ def _dns_checks(dns: DnsConfig) -> None:
         raise ConfigError("bad value for [dns] timeout: 0.1 to 60 seconds")
     if dns.cache_size < 1:
         raise ConfigError("bad value for [dns] cache_size: must be at least 1")
+
+
+def _dispatcher_checks(ds: DispatcherConfig) -> None:
+    from kampx.dispatcher.probe import parse_reply_codes
+
+    if ds.ping_interval and not 1 <= ds.ping_timeout_ms <= ds.ping_interval * 1000:
+        raise ConfigError("bad value for [dispatcher] ping_timeout_ms: 1 .. ping_interval * 1000")
+    for key in ("probing_threshold", "inactive_threshold"):
+        if getattr(ds, key) < 1:
+            raise ConfigError(f"bad value for [dispatcher] {key}: must be at least 1")
+    if ds.probing_mode not in (0, 1):
+        raise ConfigError(
+            "bad value for [dispatcher] probing_mode: 0 (flagged and inactive destinations) "
+            "or 1 (all)"
+        )
+    try:
+        parse_reply_codes(ds.ping_reply_codes)
+    except ValueError as e:
+        raise ConfigError(f"bad value for [dispatcher] ping_reply_codes: {e}") from None
+    if not ds.ping_from.lower().startswith(("sip:", "sips:")):
+        raise ConfigError(
+            f"bad value for [dispatcher] ping_from: '{ds.ping_from}' is not a sip: URI"
+        )
 
 
 def _overload_checks(ov: OverloadConfig) -> None:

@@ -67,7 +67,11 @@ class DbWriterProcess(HelperProcess):
             from kampx.cluster import ClusterSync
 
             self.sync = ClusterSync(
-                self.shared.location, self.shared.permissions, self.writer.open, stats
+                self.shared.location,
+                self.shared.permissions,
+                self.writer.open,
+                stats,
+                self.shared.dispatcher,
             )
         self._loop()
 

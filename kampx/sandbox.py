@@ -176,6 +176,7 @@ class Sandbox:
                 close()
         for fd in (self.shared.dialog_journal_r, self.shared.dialog_journal_w):
             os.close(fd)
+        self.shared.dispatcher.close()  # its memfd: a fuzz run makes many sandboxes
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> "Sandbox":

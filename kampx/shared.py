@@ -15,7 +15,13 @@ from kampx.dns.cache import DnsCache
 
 MAX_WORKER_IDS = 256  # worker ids are one byte in our branches
 TXN_COUNT, TXN_BYTES = 0, 1  # the columns of SharedState.txn_load
-HELPER_ROWS = {"supervisor": 256, "timer": 257, "db writer": 258, "ctl": 259}
+HELPER_ROWS = {
+    "supervisor": 256,
+    "timer": 257,
+    "db writer": 258,
+    "ctl": 259,
+    "dispatcher prober": 260,
+}
 COUNTER_ROWS = 264
 
 
@@ -38,6 +44,7 @@ class SharedState:
         self.dns_cache = DnsCache(cfg.dns.cache_size, cfg.dns.cache_max_ttl)
         self.location = None  # usrloc store (kampx.usrloc), set by attach_state()
         self.permissions = None  # address table (kampx.permissions), set by attach_state()
+        self.dispatcher = None  # dispatcher sets (kampx.dispatcher), set by attach_state()
 
     def nbytes(self) -> int:
         total = 0
@@ -52,6 +59,7 @@ class SharedState:
             self.dns_cache,
             self.location,
             self.permissions,
+            self.dispatcher,
         ):
             total += getattr(x, "nbytes", 0) or 0
         return total

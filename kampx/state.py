@@ -1,6 +1,7 @@
 """The proxy's state outside the packet path: the shared tables (location, permissions,
-dialogs) attached to the SharedState, loaded from the database at start and on reload (the
-supervisor runs the helper processes that keep them: timer, db writer, ctl).
+dispatcher, dialogs) attached to the SharedState, loaded from the database at start and on
+reload (the supervisor runs the helper processes that keep them: timer, db writer, ctl,
+dispatcher prober).
 
 With a shared PostgreSQL database (several nodes, docs/scale-out.md) the start also creates
 the node's own SQLite file and brings its subscriber replica level with PostgreSQL before the
@@ -31,10 +32,12 @@ def _storage(cfg):
 
 def attach(shared, cfg) -> None:
     """Create the shared tables and fill them from the database (supervisor, before fork)."""
+    from kampx.dispatcher.table import DispatcherTable
     from kampx.permissions import AddressTable, PermissionsError
     from kampx.usrloc import LocationStore
 
     shared.permissions = AddressTable()
+    shared.dispatcher = DispatcherTable()
     try:
         shared.location = LocationStore(
             cfg.usrloc.capacity, int.from_bytes(os.urandom(8), "little")
@@ -51,9 +54,11 @@ def attach(shared, cfg) -> None:
             n = shared.permissions.reload_from(storage)
         except PermissionsError as e:
             raise StateError(f"address table: {e}") from None
+        destinations = _load_dispatcher(shared.dispatcher, storage)
         loaded, stored = _load_location(shared.location, storage)
         dialogs = _load_dialogs(shared.dialogs, storage)
     log.info("address table: %d entries", n)
+    log.info("dispatcher: %d destinations", destinations)
     if dialogs:
         log.info("dialogs: %d established dialogs loaded", dialogs)
     if loaded < stored:
@@ -85,6 +90,16 @@ def _prepare_node(storage) -> None:
         storage.open_local().where,
         n,
     )
+
+
+def _load_dispatcher(table, storage) -> int:
+    from kampx.db import StorageError
+    from kampx.dispatcher.destinations import DispatcherError
+
+    try:
+        return table.reload_from(storage)
+    except (DispatcherError, StorageError) as e:
+        raise StateError(f"dispatcher table: {e}") from None
 
 
 def _load_location(store, storage) -> tuple[int, int]:
@@ -128,3 +143,10 @@ def reload(shared, cfg) -> int:
             return shared.permissions.reload_from(storage)
         except PermissionsError as e:
             raise StateError(str(e)) from None
+
+
+def reload_dispatcher(shared, cfg) -> int:
+    """SIGHUP / dispatcher.reload: the dispatcher sets from the database (all or nothing);
+    returns the number of destinations."""
+    with _storage(cfg) as storage:
+        return _load_dispatcher(shared.dispatcher, storage)

@@ -8,7 +8,8 @@ and stops the proxy with one line when a worker cannot boot.
                     within [core] shutdown_timeout_s, the supervisor exits 0 within 5 s
   SIGHUP            reload: config and route script are read again; new workers start and
                     boot before the old ones are retired (SIGUSR1), so no request is dropped;
-                    the permissions address table is reloaded from the database
+                    the permissions address table and the dispatcher sets are reloaded
+                    from the database
   SIGCHLD           reap
 """
 
@@ -119,13 +120,17 @@ class Supervisor:
         """The helpers the supervisor runs beside its workers (each respawned when it dies)."""
         from kampx.control.ctlproc import CtlProcess
         from kampx.dbwriter import DbWriterProcess
+        from kampx.dispatcher.probe import ProberProcess
         from kampx.timer import TimerProcess
 
-        return [
+        helpers = [
             TimerProcess(self.shared, self.cfg),
             DbWriterProcess(self.shared, self.cfg),
             CtlProcess(self.shared, self.cfg, self),
         ]
+        if self.cfg.dispatcher.ping_interval:
+            helpers.append(ProberProcess(self.shared, self.cfg))
+        return helpers
 
     def worker_slots(self):
         """(listen socket index, child number) for every worker the config asks for."""
@@ -357,6 +362,11 @@ class Supervisor:
             log.info("address table reloaded: %d entries", n)
         except state.StateError as e:
             log.error("address table not reloaded: %s", e)
+        try:
+            n = state.reload_dispatcher(self.shared, cfg)
+            log.info("dispatcher reloaded: %d destinations", n)
+        except state.StateError as e:
+            log.error("dispatcher not reloaded: %s", e)
         _set_log_level(cfg.core.log_level)
         self.cfg, self.script = cfg, script
         old = [pid for pid, w in self.workers.items() if not w.retiring]

@@ -68,6 +68,34 @@ def dns_rows(entries: list[dict]) -> list[str]:
     return _table(("name", "type", "ttl", "record"), rows, {2})
 
 
+def dispatcher_rows(rows: list[dict]) -> list[str]:
+    """kamctl's `dispatcher show` columns."""
+    header = ("id", "setid", "destination", "flags", "priority", "attrs", "description")
+    return _table(header, [tuple(r.get(k, "") for k in header) for r in rows], {0, 1, 3, 4})
+
+
+def dispatcher_dump(destinations: list[dict]) -> list[str]:
+    """The running sets, Kamailio's `dispatcher.list` state letters (AP, IP, DX...) with
+    each destination's probe results."""
+    rows = []
+    for d in destinations:
+        probes = d.get("probes", 0)
+        last = d.get("last_code", 0) or "-"
+        rows.append(
+            (
+                d.get("setid", ""),
+                d.get("uri", ""),
+                d.get("state", ""),
+                d.get("priority", ""),
+                d.get("attrs", ""),
+                f"{probes - d.get('probes_failed', 0)}/{probes}",
+                last,
+            )
+        )
+    header = ("setid", "uri", "state", "priority", "attrs", "probes_ok", "last_code")
+    return _table(header, rows, {0, 3, 5, 6})
+
+
 def contact_lines(c: dict, now: float | None = None) -> list[str]:
     """One binding, kamctl `ul show`-style: the fields an operator checks first, then the rest
     when they are set."""

@@ -20,7 +20,9 @@ from kampx import config as kconfig
 from kampx.auth.credentials import parse_user, subscriber_row
 from kampx.cli import ctl_completion, ctl_format
 from kampx.control.client import ControlClient, ControlError, NotRunning, RpcError, socket_path
-from kampx.db import StorageError, open_storage
+from kampx.db import DispatcherRow, StorageError, open_storage
+from kampx.dispatcher.destinations import DispatcherError
+from kampx.dispatcher.destinations import check_row as check_dispatcher_row
 from kampx.permissions import PermissionsError, check_row
 
 PROG = "kampxctl"
@@ -28,12 +30,20 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3
 RELOAD_HINT = f"** INFO: execute '{PROG} address reload' to synchronize cache and database"
+DISPATCHER_RELOAD_HINT = (
+    f"** INFO: execute '{PROG} dispatcher reload' to synchronize cache and database"
+)
 # a shared PostgreSQL database notifies every node, which reloads by itself (kampx/cluster.py)
 SHARED_RELOAD_HINT = "** INFO: every node reloads its address table from the shared database"
+SHARED_DISPATCHER_HINT = "** INFO: every node reloads its dispatcher sets from the shared database"
 
 
 def _reload_hint(ctx) -> str:
     return SHARED_RELOAD_HINT if ctx.cfg.db.shared else RELOAD_HINT
+
+
+def _dispatcher_reload_hint(ctx) -> str:
+    return SHARED_DISPATCHER_HINT if ctx.cfg.db.shared else DISPATCHER_RELOAD_HINT
 
 
 class Failure(Exception):
@@ -145,10 +155,10 @@ def cmd_rm(ctx: Ctx, args) -> None:
 # -- permissions address table ---------------------------------------------------------------
 
 
-def _address_reload(ctx: Ctx) -> dict:
+def _reload(ctx: Ctx, method: str) -> dict:
     client = ctx.client()
     try:
-        result = client.call("permissions.addressReload")
+        result = client.call(method)
     except RpcError as e:
         # rate-limited (Kamailio's reload_delta): wait as told, once, so that two quick
         # `address add --reload` in a script both succeed
@@ -156,10 +166,14 @@ def _address_reload(ctx: Ctx) -> dict:
         if e.code != 503 or not isinstance(retry, (int, float)) or not 0 <= retry <= 10:
             raise
         time.sleep(retry)
-        result = client.call("permissions.addressReload")
+        result = client.call(method)
     if not isinstance(result, dict):
-        raise Failure("permissions.addressReload: malformed result")
+        raise Failure(f"{method}: malformed result")
     return result
+
+
+def _address_reload(ctx: Ctx) -> dict:
+    return _reload(ctx, "permissions.addressReload")
 
 
 def _reloaded_line(result: dict) -> str:
@@ -212,14 +226,21 @@ def cmd_address_show(ctx: Ctx, args) -> None:
     ctx.emit({"rows": rows}, *ctl_format.address_rows(rows, with_id=True))
 
 
+def _emit_dump(ctx: Ctx, method: str, key: str, lines) -> None:
+    """A table the running proxy holds: its generation, then result[key] as `lines` puts
+    it."""
+    result = ctx.client().call(method)
+    if not isinstance(result, dict) or not isinstance(result.get(key), list):
+        raise Failure(f"{method}: malformed result")
+    ctx.emit(result, f"generation {result.get('generation', '?')}", *lines(result[key]))
+
+
 def cmd_address_dump(ctx: Ctx, args) -> None:
-    result = ctx.client().call("permissions.addressDump")
-    if not isinstance(result, dict) or not isinstance(result.get("rows"), list):
-        raise Failure("permissions.addressDump: malformed result")
-    ctx.emit(
-        result,
-        f"generation {result.get('generation', '?')}",
-        *ctl_format.address_rows(result["rows"], with_id=False),
+    _emit_dump(
+        ctx,
+        "permissions.addressDump",
+        "rows",
+        lambda rows: ctl_format.address_rows(rows, with_id=False),
     )
 
 
@@ -243,6 +264,61 @@ def cmd_dns_clear(ctx: Ctx, args) -> None:
     if not isinstance(result, dict):
         raise Failure("dns.delete_all: malformed result")
     ctx.emit(result, f"DNS cache cleared: {result.get('removed', '?')} answers removed")
+
+
+# -- dispatcher sets -------------------------------------------------------------------------
+
+
+def _dispatcher_reload(ctx: Ctx) -> dict:
+    return _reload(ctx, "dispatcher.reload")
+
+
+def _dispatcher_reloaded_line(result: dict) -> str:
+    return (
+        f"dispatcher reloaded: {result.get('destinations', '?')} destinations "
+        f"(generation {result.get('generation', '?')})"
+    )
+
+
+def _dispatcher_done(ctx: Ctx, args, data: dict, line: str) -> None:
+    reloaded = _dispatcher_reload(ctx) if args.reload else None
+    hint = _dispatcher_reloaded_line(reloaded) if reloaded else _dispatcher_reload_hint(ctx)
+    ctx.emit({**data, "reloaded": reloaded}, line, hint)
+
+
+def cmd_dispatcher_add(ctx: Ctx, args) -> None:
+    row = DispatcherRow(
+        args.setid, args.uri, args.flags, args.priority, args.attrs, args.description
+    )
+    try:
+        check_dispatcher_row(row, "dispatcher")
+    except DispatcherError as err:
+        raise Failure(str(err)) from None
+    with ctx.storage() as st:
+        row_id = st.dispatcher.add(row)
+    added = {**row._asdict(), "id": row_id}
+    _dispatcher_done(ctx, args, {"added": added}, f"{args.uri} added to set {args.setid}")
+
+
+def cmd_dispatcher_rm(ctx: Ctx, args) -> None:
+    with ctx.storage() as st:
+        st.dispatcher.remove(args.id)
+    _dispatcher_done(ctx, args, {"removed": args.id}, f"dispatcher entry {args.id} removed")
+
+
+def cmd_dispatcher_show(ctx: Ctx, args) -> None:
+    with ctx.storage() as st:
+        rows = [r._asdict() for r in st.dispatcher.list()]
+    ctx.emit({"rows": rows}, *ctl_format.dispatcher_rows(rows))
+
+
+def cmd_dispatcher_dump(ctx: Ctx, args) -> None:
+    _emit_dump(ctx, "dispatcher.list", "destinations", ctl_format.dispatcher_dump)
+
+
+def cmd_dispatcher_reload(ctx: Ctx, args) -> None:
+    result = _dispatcher_reload(ctx)
+    ctx.emit(result, _dispatcher_reloaded_line(result))
 
 
 # -- usrloc (live) ---------------------------------------------------------------------------
@@ -414,7 +490,9 @@ def _group(subs, name: str, help: str):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
-        description="Control kampx: subscribers, address table, registrations, statistics.",
+        description=(
+            "Control kampx: subscribers, address table, dispatcher sets, registrations, statistics."
+        ),
     )
     parser.add_argument(
         "--config",
@@ -482,6 +560,29 @@ def build_parser() -> argparse.ArgumentParser:
     dns = _group(subs, "dns", "the running proxy's DNS cache")
     _command(dns, "show", cmd_dns_show, "the answers it holds, with the seconds they have left")
     _command(dns, "clear", cmd_dns_clear, "forget them all (the next request asks again)")
+
+    ds = _group(subs, "dispatcher", "the dispatcher sets (carrier gateways)")
+    p = _command(ds, "add", cmd_dispatcher_add, "add a destination to the database")
+    p.add_argument("setid", metavar="SETID", type=int)
+    p.add_argument("uri", metavar="URI", help="sip:IP[:PORT] or sip:HOST[:PORT]")
+    p.add_argument(
+        "flags",
+        metavar="FLAGS",
+        nargs="?",
+        type=int,
+        default=0,
+        help="1 inactive, 2 trying, 4 disabled, 8 probing (default 0)",
+    )
+    p.add_argument("priority", metavar="PRIORITY", nargs="?", type=int, default=0)
+    p.add_argument("attrs", metavar="ATTRS", nargs="?", default="", help='e.g. "weight=50"')
+    p.add_argument("description", metavar="DESCRIPTION", nargs="?", default="")
+    p.add_argument("--reload", action="store_true", help="then reload the running proxy")
+    p = _command(ds, "rm", cmd_dispatcher_rm, "remove the destination with id ID")
+    p.add_argument("id", metavar="ID", type=int)
+    p.add_argument("--reload", action="store_true", help="then reload the running proxy")
+    _command(ds, "show", cmd_dispatcher_show, "the table in the database")
+    _command(ds, "dump", cmd_dispatcher_dump, "the sets the running proxy holds, with state")
+    _command(ds, "reload", cmd_dispatcher_reload, "load the database table into the proxy")
 
     p = _command(subs, "stats", cmd_stats, "statistics of the running proxy")
     p.add_argument(

@@ -1,10 +1,10 @@
 """The control methods (docs/control.md), served by the ctl process over the shared tables.
 
-Each module's methods are its own (rpc_usrloc, rpc_permissions, rpc_stats, rpc_dns); this file has
-the core's (core.*, cfg.reload, system.listMethods) and puts the table together. Nothing here
-talks to a worker: the location table, the address table and the counters are in shared
-memory, the process list comes from /proc, and a route-script reload is the supervisor's
-SIGHUP. Names and results follow Kamailio's RPC where Kamailio has the method.
+Each module's methods are its own (rpc_usrloc, rpc_permissions, rpc_dispatcher, rpc_dns,
+rpc_stats); this file has the core's (core.*, cfg.reload, system.listMethods) and puts the
+table together. Nothing here talks to a worker: the location table, the address table, the
+dispatcher sets, the DNS cache and the counters are in shared memory, the process list comes
+from /proc, and a route-script reload is the supervisor's SIGHUP. Names and results follow Kamailio's RPC where Kamailio has the method.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import time
 from kampx import __version__, procinfo
 from kampx import config as config_mod
 from kampx.control.params import FAILED
+from kampx.control.rpc_dispatcher import DispatcherRpc
 from kampx.control.rpc_dns import DnsRpc
 from kampx.control.rpc_permissions import PermissionsRpc
 from kampx.control.rpc_stats import StatsRpc
@@ -37,6 +38,7 @@ class Methods:
         self.started = started
         self.usrloc = UsrlocRpc(shared, cfg)
         self.permissions = PermissionsRpc(shared, cfg)
+        self.dispatcher = DispatcherRpc(shared, cfg)
         self.stats = StatsRpc(stats_view, self.usrloc.gauges)
         self.dns = DnsRpc(shared)
         self.cfg = cfg
@@ -48,13 +50,14 @@ class Methods:
     @cfg.setter
     def cfg(self, cfg) -> None:
         """The running config, the same for every module's methods (cfg.reload swaps it)."""
-        self._cfg = self.usrloc.cfg = self.permissions.cfg = cfg
+        self._cfg = self.usrloc.cfg = self.permissions.cfg = self.dispatcher.cfg = cfg
 
     def table(self) -> dict:
         return {
             **self.usrloc.table(),
             **self.permissions.table(),
             **self.dns.table(),
+            **self.dispatcher.table(),
             "core.uptime": self.core_uptime,
             "core.psx": self.core_psx,
             "core.version": self.core_version,

@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
-from kampx.control.server import InvalidParams
+import math
+import time
+
+from kampx.control.server import InvalidParams, RpcFault
 
 NOT_FOUND = 404
 FAILED = 500
 BUSY = 503
+RELOAD_DELTA = 1.0  # seconds between two reloads of a table (Kamailio's reload_delta)
+
+
+class ReloadDelta:
+    """Kamailio's reload_delta: a table is reloaded at most every RELOAD_DELTA seconds; a
+    reload asked sooner is refused BUSY with data {"retry_after": seconds}."""
+
+    def __init__(self, delta: float = RELOAD_DELTA):
+        self.delta = delta
+        self._last = -math.inf
+
+    def check(self) -> None:
+        wait = self._last + self.delta - time.monotonic()
+        if wait > 0:
+            wait = math.ceil(wait * 10) / 10
+            raise RpcFault(BUSY, f"reload too soon, try again in {wait:g} s", {"retry_after": wait})
+        self._last = time.monotonic()
 
 
 def int_param(params: dict, name: str, default: int, lo: int, hi: int | None) -> int:

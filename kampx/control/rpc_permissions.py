@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import math
-import time
-
 from kampx import state
-from kampx.control.params import BUSY, FAILED
+from kampx.control.params import FAILED, ReloadDelta
 from kampx.control.server import RpcFault, check_params
-
-RELOAD_DELTA = 1.0  # seconds between two address reloads (Kamailio's reload_delta)
 
 
 class PermissionsRpc:
     def __init__(self, shared, cfg):
         self.shared = shared
         self.cfg = cfg
-        self._last_address_reload = -math.inf
+        self._address_reload_delta = ReloadDelta()
 
     def table(self) -> dict:
         return {
@@ -26,11 +21,7 @@ class PermissionsRpc:
 
     def address_reload(self, params: dict) -> dict:
         check_params(params, ())
-        wait = self._last_address_reload + RELOAD_DELTA - time.monotonic()
-        if wait > 0:
-            wait = math.ceil(wait * 10) / 10
-            raise RpcFault(BUSY, f"reload too soon, try again in {wait:g} s", {"retry_after": wait})
-        self._last_address_reload = time.monotonic()
+        self._address_reload_delta.check()
         try:
             n = state.reload(self.shared, self.cfg)
         except state.StateError as e:

@@ -1,4 +1,5 @@
-"""kampx's database: subscribers, the permissions address table and persisted locations.
+"""kampx's database: subscribers, the permissions address table, the dispatcher sets and
+persisted locations.
 
 storage = open_storage(cfg)          # in the process that uses it (after fork)
 storage.subscribers.add(...)         # see kampx/db/base.py for the interface
@@ -10,6 +11,8 @@ from kampx.db.base import (
     LOCATION_FIELDS,
     Addresses,
     AddressRow,
+    Dispatcher,
+    DispatcherRow,
     Locations,
     Storage,
     StorageError,
@@ -26,6 +29,8 @@ __all__ = [
     "AddressRow",
     "Subscribers",
     "Addresses",
+    "Dispatcher",
+    "DispatcherRow",
     "Locations",
     "LOCATION_FIELDS",
     "binding_values",

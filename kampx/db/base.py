@@ -44,6 +44,24 @@ class AddressRow(NamedTuple):
     id: int | None = None
 
 
+class DispatcherRow(NamedTuple):
+    """One row of Kamailio's dispatcher table: a gateway `destination` (a SIP URI) of set
+    `setid`; flags are Kamailio's ds flags (1 inactive, 2 trying, 4 disabled, 8 probing),
+    attrs its "weight=50;duid=gw1" string."""
+
+    setid: int
+    destination: str
+    flags: int = 0
+    priority: int = 0
+    attrs: str = ""
+    description: str = ""
+    id: int | None = None
+
+
+# DispatcherRow's fields but the id, as the dispatcher table's columns are named
+DISPATCHER_COLUMNS = "setid, destination, flags, priority, attrs, description"
+
+
 # The fields of kampx.usrloc.Binding, in this order, as the location table stores them.
 # q is q*1000 (-1: the contact gave none); expires and last_modified are epoch seconds,
 # expires 0 is a permanent binding (Kamailio's convention for `ul add` without expires).
@@ -143,6 +161,21 @@ class Addresses(ABC):
         """Every row, ordered by id (the order a reload sees them in)."""
 
 
+class Dispatcher(ABC):
+    @abstractmethod
+    def add(self, row: DispatcherRow) -> int:
+        """Insert a row (the caller has validated it; its id is ignored) and return its id."""
+
+    @abstractmethod
+    def remove(self, row_id: int) -> None:
+        """Remove the row with that id (kamctl's `dispatcher rm`); StorageError when there
+        is none."""
+
+    @abstractmethod
+    def list(self) -> list[DispatcherRow]:
+        """Every row, ordered by id (the order a reload sees them in)."""
+
+
 class Locations(ABC):
     @abstractmethod
     def upsert_many(self, bindings: Iterable[Any]) -> int:
@@ -212,11 +245,12 @@ class Dialogs(ABC):
 
 
 class Storage(ABC):
-    """One open database: `subscribers`, `addresses`, `locations`, `dialogs` and the schema
-    version."""
+    """One open database: `subscribers`, `addresses`, `dispatcher`, `locations`, `dialogs`
+    and the schema version."""
 
     subscribers: Subscribers
     addresses: Addresses
+    dispatcher: Dispatcher
     locations: Locations
 
     # read-only: PostgreSQL storage picks the node's SQLite file when it has one

@@ -119,7 +119,24 @@ _V3 = Migration(
     {"dialog": 1},
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
+# Kamailio's dispatcher table (version 4 of its schema), columns and defaults as Kamailio's.
+_DISPATCHER_TABLE = """CREATE TABLE dispatcher (
+            id {serial} PRIMARY KEY NOT NULL,
+            setid INTEGER DEFAULT 0 NOT NULL,
+            destination VARCHAR(192) DEFAULT '' NOT NULL,
+            flags INTEGER DEFAULT 0 NOT NULL,
+            priority INTEGER DEFAULT 0 NOT NULL,
+            attrs VARCHAR(128) DEFAULT '' NOT NULL,
+            description VARCHAR(64) DEFAULT '' NOT NULL)"""
+
+_V4 = Migration(
+    4,
+    "dispatcher table (carrier gateway sets)",
+    (_DISPATCHER_TABLE.format(serial="INTEGER"),),
+    {"dispatcher": 4},
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4)
 
 
 def check_sequence(migrations: Sequence[Migration]) -> None:
@@ -303,7 +320,19 @@ _PG_V1 = Migration(
     },
 )
 
-PG_MIGRATIONS: tuple[Migration, ...] = (_PG_V1,)
+_PG_V2 = Migration(
+    2,
+    "dispatcher table (carrier gateway sets), its changes notified to the nodes",
+    (
+        _DISPATCHER_TABLE.format(serial="SERIAL"),
+        "INSERT INTO kampx_changes (name, counter) VALUES ('dispatcher', 0)",
+        """CREATE TRIGGER dispatcher_changed AFTER INSERT OR UPDATE OR DELETE ON dispatcher
+            FOR EACH STATEMENT EXECUTE FUNCTION kampx_changed('dispatcher')""",
+    ),
+    {"dispatcher": 4},
+)
+
+PG_MIGRATIONS: tuple[Migration, ...] = (_PG_V1, _PG_V2)
 
 
 def version_rows(m: Migration) -> list[tuple[str, int]]:

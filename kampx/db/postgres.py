@@ -34,10 +34,13 @@ import psycopg
 from psycopg import errors as pgerr
 
 from kampx.db.base import (
+    DISPATCHER_COLUMNS,
     LOCATION_FIELDS,
     Addresses,
     AddressRow,
     Dialogs,
+    Dispatcher,
+    DispatcherRow,
     LocationFeed,
     Locations,
     Storage,
@@ -59,7 +62,7 @@ RECONNECT_MAX_S = 10.0
 STATEMENT_TIMEOUT_MS = 30000
 TCP_USER_TIMEOUT_MS = 8000
 SCHEMA_LOCK = 0x6B78_7363_6865  # advisory lock key while migrating ("kxsche")
-CHANNELS = ("kampx_location", "kampx_subscriber", "kampx_address")
+CHANNELS = ("kampx_location", "kampx_subscriber", "kampx_address", "kampx_dispatcher")
 
 
 class _Pg:
@@ -400,6 +403,36 @@ class PgAddresses(Addresses):
         return [AddressRow(g, ip, m, p, t or "", i) for g, ip, m, p, t, i in rows]
 
 
+# -- dispatcher ----------------------------------------------------------------------------------
+
+
+class PgDispatcher(Dispatcher):
+    def __init__(self, db: _Pg):
+        self._db = db
+
+    def add(self, row: DispatcherRow) -> int:
+        with self._db.write() as conn:
+            return _scalar(
+                conn.execute(
+                    f"INSERT INTO dispatcher ({DISPATCHER_COLUMNS}) "
+                    "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+                    tuple(row)[:6],
+                )
+            )
+
+    def remove(self, row_id: int) -> None:
+        with self._db.write() as conn:
+            if conn.execute("DELETE FROM dispatcher WHERE id = %s", (row_id,)).rowcount == 0:
+                raise StorageError(f"no dispatcher entry with id {row_id}")
+
+    def list(self) -> list[DispatcherRow]:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                f"SELECT {DISPATCHER_COLUMNS}, id FROM dispatcher ORDER BY id"
+            ).fetchall()
+        return [DispatcherRow(*r) for r in rows]
+
+
 # -- location ------------------------------------------------------------------------------------
 
 _LOC_COLUMNS = ("ruid", "username", "domain") + LOCATION_FIELDS[2:]
@@ -579,6 +612,7 @@ class PostgresStorage(Storage):
         self._heard: set[str] = set()
         self.subscribers = NodeSubscribers(PgSubscribers(self.db), self.local)
         self.addresses = PgAddresses(self.db)
+        self.dispatcher = PgDispatcher(self.db)
         self.locations = PgLocations(self.db)
         self._pg_dialogs = PgDialogs(self.db)
 

@@ -22,10 +22,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from kampx.db.base import (
+    DISPATCHER_COLUMNS,
     LOCATION_FIELDS,
     Addresses,
     AddressRow,
     Dialogs,
+    Dispatcher,
+    DispatcherRow,
     Locations,
     Storage,
     StorageError,
@@ -274,6 +277,32 @@ class SqliteAddresses(Addresses):
         return [AddressRow(g, ip, m, p, t or "", i) for g, ip, m, p, t, i in rows]
 
 
+class SqliteDispatcher(Dispatcher):
+    def __init__(self, db: _Db):
+        self._db = db
+
+    def add(self, row: DispatcherRow) -> int:
+        with self._db.write() as conn:
+            cur = conn.execute(
+                f"INSERT INTO dispatcher ({DISPATCHER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                tuple(row)[:6],
+            )
+            assert cur.lastrowid is not None  # set by every INSERT that succeeded
+            return cur.lastrowid
+
+    def remove(self, row_id: int) -> None:
+        with self._db.write() as conn:
+            if conn.execute("DELETE FROM dispatcher WHERE id = ?", (row_id,)).rowcount == 0:
+                raise StorageError(f"no dispatcher entry with id {row_id}")
+
+    def list(self) -> list[DispatcherRow]:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                f"SELECT {DISPATCHER_COLUMNS}, id FROM dispatcher ORDER BY id"
+            ).fetchall()
+        return [DispatcherRow(*r) for r in rows]
+
+
 class SqliteLocations(Locations):
     # LOCATION_FIELDS with aor stored as username + domain
     _COLUMNS = ("ruid", "username", "domain") + LOCATION_FIELDS[2:]
@@ -417,6 +446,7 @@ class SqliteStorage(Storage):
             raise
         self.subscribers = SqliteSubscribers(self._db)
         self.addresses = SqliteAddresses(self._db)
+        self.dispatcher = SqliteDispatcher(self._db)
         self.locations = SqliteLocations(self._db)
         self._dialogs = SqliteDialogs(self._db)
 

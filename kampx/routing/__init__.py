@@ -12,6 +12,7 @@ below, one file per Kamailio module):
     permissions  allow_source_address, allow_address ...
     auth         auth_check, www_challenge, proxy_challenge, consume_credentials ...
     security     is_scanner, pike_check_req, auth_banned
+    dispatcher   ds_select_dst, ds_next_dst, ds_mark_dst, ds_is_from_list ...
 
 A route script is a Python module:
 
@@ -30,10 +31,22 @@ route block's `exit`. The route functions a script may define: request_route(msg
 (required), reply_route(msg), failure_route(msg), branch_route(msg).
 """
 
-from kampx.routing import auth, core, maxfwd, permissions, registrar, rr, sanity, security, sl, tm
+from kampx.routing import (
+    auth,
+    core,
+    dispatcher,
+    maxfwd,
+    permissions,
+    registrar,
+    rr,
+    sanity,
+    security,
+    sl,
+    tm,
+)
 from kampx.routing.context import Result
 
-MODULES = (core, sl, maxfwd, sanity, rr, tm, registrar, permissions, auth, security)
+MODULES = (core, sl, maxfwd, sanity, rr, tm, registrar, permissions, auth, security, dispatcher)
 
 
 def _exports() -> dict:

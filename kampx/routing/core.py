@@ -183,8 +183,9 @@ def rewriteuri(uri: str) -> bool:
     return True
 
 
-def _rebuild_ruri(user=..., host=None, port=None) -> bool:
-    msg = ctx.msg
+def rebuild_ruri(msg, user=..., host=None, port=None) -> bool:
+    """Replace parts of `msg`'s Request-URI, keeping the others (the rewrite* functions;
+    also the dispatcher's ds_select_domain). Port 0: none."""
     u = msg.uri
     if u is None:
         return False
@@ -203,7 +204,7 @@ def _rebuild_ruri(user=..., host=None, port=None) -> bool:
 
 def rewritehost(host: str) -> bool:
     """Replace the Request-URI's host, keeping user, port and parameters."""
-    return _rebuild_ruri(host=host)
+    return rebuild_ruri(ctx.msg, host=host)
 
 
 def rewritehostport(hostport: str) -> bool:
@@ -211,15 +212,15 @@ def rewritehostport(hostport: str) -> bool:
     host, sep, port = hostport.rpartition(":") if not hostport.endswith("]") else (hostport, "", "")
     if not sep or not port.isdigit():
         host, port = hostport, "0"
-    return _rebuild_ruri(host=host, port=int(port))
+    return rebuild_ruri(ctx.msg, host=host, port=int(port))
 
 
 def rewriteport(port: int) -> bool:
-    return _rebuild_ruri(port=int(port))
+    return rebuild_ruri(ctx.msg, port=int(port))
 
 
 def rewriteuser(user: str) -> bool:
-    return _rebuild_ruri(user=user)
+    return rebuild_ruri(ctx.msg, user=user)
 
 
 def setdsturi(uri: str) -> bool:

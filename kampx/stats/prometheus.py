@@ -44,6 +44,7 @@ from prometheus_client.utils import floatToGoString
 from kampx import __version__, procinfo
 from kampx import stats as S
 from kampx.config import METRICS_PORT, parse_hostport
+from kampx.dispatcher.destinations import UNUSABLE
 
 log = logging.getLogger("kampx.metrics")  # the name operators filter on
 
@@ -98,6 +99,7 @@ class KampxCollector:
             else:
                 yield self._counter_family(fam, totals)
         yield from self._usrloc()
+        yield from self._dispatcher()
         yield from self._security()
         yield from self._processes()
         yield from self._core()
@@ -156,6 +158,40 @@ class KampxCollector:
         )
         cts.add_metric(self._values([]), contacts)
         yield cts
+
+    def _dispatcher(self):
+        """Per destination of the running sets: up (usable by ds_select_dst) and its probes."""
+        table = getattr(self.shared, "dispatcher", None)
+        if table is None:
+            return
+        labels = ["setid", "uri"]
+        up = self._family(
+            GaugeMetricFamily,
+            "kampx_dispatcher_destination_up",
+            "1 when the destination is usable by ds_select_dst (not inactive, not disabled)",
+            labels,
+        )
+        probes = self._family(
+            CounterMetricFamily,
+            "kampx_dispatcher_destination_probes",
+            "OPTIONS probes sent to the destination",
+            labels,
+        )
+        failed = self._family(
+            CounterMetricFamily,
+            "kampx_dispatcher_destination_probes_failed",
+            "OPTIONS probes of the destination with no accepted reply in time",
+            labels,
+        )
+        _, destinations = table.dump()
+        for d in destinations:
+            values = self._values([str(d["setid"]), d["uri"]])
+            up.add_metric(values, 0 if d["flags"] & UNUSABLE else 1)
+            probes.add_metric(values, d["probes"])
+            failed.add_metric(values, d["probes_failed"])
+        yield up
+        yield probes
+        yield failed
 
     def _security(self):
         now = time.monotonic()

@@ -123,6 +123,21 @@ def test_address_added_on_one_node_is_trusted_on_every_node(cluster):
         assert ok, "node B still challenges the address added on node A"
 
 
+def test_dispatcher_row_added_on_one_node_reaches_every_node(cluster):
+    """kampxctl dispatcher add on node A, no reload asked for: the shared table's
+    notification reloads node B's dispatcher sets."""
+    a, b = cluster[0], cluster[1]
+    gateway = f"sip:{b.addrs.phone}:5099"
+
+    def listed():
+        return [d["uri"] for d in b.rpc("dispatcher.list")["destinations"]]
+
+    assert listed() == []
+    a.ctl("dispatcher", "add", "1", gateway, "0", "0", "weight=50", "gw-b")
+    ok, took = wait_for(lambda: listed() == [gateway], BOUND, step=0.1)
+    assert ok, "node B does not hold the dispatcher row added on node A"
+
+
 def test_subscriber_added_on_a_registers_on_b(cluster):
     a, b = cluster[0], cluster[1]
     new = proxyctl.Subscriber("31337", "fresh-pw")

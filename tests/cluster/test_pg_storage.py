@@ -55,6 +55,21 @@ def test_schema_is_created_once_and_versioned(pg, tmp_path):
     assert versions["location"] == 1 and versions["location_tombstone"] == 1
 
 
+def test_dispatcher(st):
+    """The dispatcher table (migration 2): the same interface and errors as SQLite's."""
+    from kampx.db import DispatcherRow
+
+    first = st.dispatcher.add(DispatcherRow(1, "sip:127.0.0.21:5060", 8, 5, "weight=50", "gw1"))
+    st.dispatcher.add(DispatcherRow(2, "sip:gw.example.net"))
+    rows = st.dispatcher.list()
+    assert rows[0] == DispatcherRow(1, "sip:127.0.0.21:5060", 8, 5, "weight=50", "gw1", first)
+    assert [r.setid for r in rows] == [1, 2]
+    st.dispatcher.remove(first)
+    with pytest.raises(StorageError, match=f"no dispatcher entry with id {first}"):
+        st.dispatcher.remove(first)
+    assert [r.destination for r in st.dispatcher.list()] == ["sip:gw.example.net"]
+
+
 def test_a_newer_schema_is_refused(pg, tmp_path):
     with open_storage(cfg_for(pg, tmp_path)) as s:
         s.connect()

@@ -153,7 +153,7 @@ def test_list_methods(ctl):
     assert rpc(ctl, "system.listMethods") == sorted([
         "ul.dump", "ul.lookup", "ul.rm", "ul.rm_contact", "ul.add",
         "permissions.addressReload", "permissions.addressDump", "dns.view", "dns.delete_all",
-        "core.uptime", "core.psx",
+        "dispatcher.reload", "dispatcher.list", "dispatcher.set_state", "core.uptime", "core.psx",
         "core.version", "stats.get_statistics", "stats.reset_statistics", "cfg.reload",
         "system.listMethods"])
 

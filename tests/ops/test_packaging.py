@@ -19,6 +19,7 @@ import pytest
 from kampx import config as kconfig
 from kampx import stats as S
 from kampx._shm import CounterRows, RateTable
+from kampx.dispatcher.table import DispatcherTable
 from kampx.stats.prometheus import KampxCollector
 from kampx.shared import COUNTER_ROWS
 from kampx.usrloc import LocationStore
@@ -89,9 +90,12 @@ def test_default_config_matches_the_unit():
 
 def exported_names() -> set[str]:
     """Every sample name /metrics can carry, from the real collector over real tables."""
+    dispatcher = DispatcherTable(4)
+    dispatcher.load([(1, "sip:127.0.0.21")])
     shared = SimpleNamespace(counters=CounterRows(COUNTER_ROWS, S.ncols()),
                              location=LocationStore(16, 1, track_changes=False),
-                             pike=RateTable(64, 1), auth_bans=RateTable(64, 2))
+                             pike=RateTable(64, 1), auth_bans=RateTable(64, 2),
+                             dispatcher=dispatcher)
     for fam in S.families():          # every labelled series present (reply codes appear once seen)
         for col in range(fam.base, fam.base + fam.size):
             shared.counters.add(0, col, 1)
