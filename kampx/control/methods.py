@@ -4,7 +4,8 @@ Each module's methods are its own (rpc_usrloc, rpc_permissions, rpc_dispatcher, 
 rpc_stats); this file has the core's (core.*, cfg.reload, system.listMethods) and puts the
 table together. Nothing here talks to a worker: the location table, the address table, the
 dispatcher sets, the DNS cache and the counters are in shared memory, the process list comes
-from /proc, and a route-script reload is the supervisor's SIGHUP. Names and results follow Kamailio's RPC where Kamailio has the method.
+from /proc, and a route-script reload is the supervisor's SIGHUP. Names and results follow
+Kamailio's RPC where Kamailio has the method.
 """
 
 from __future__ import annotations

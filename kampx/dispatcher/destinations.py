@@ -107,9 +107,8 @@ def _target_of(uri: str, where: str) -> tuple[str, int]:
 
 
 def addresses_of(host: str) -> list[str]:
-    """The IPs a destination's host stands for: itself when an IP literal, [] for a name.
-    The hook for name resolution (RFC 3263, kampx's DNS): a name's destination matches no
-    source in ds_is_from_list() until it is resolved here."""
+    """The IPs a destination's host stands for: itself when an IP literal, [] for a name
+    (ds_is_from_list() matches a name through the DNS cache, kampx/dispatcher/dispatch.py)."""
     return [ipaddress.ip_address(host).compressed] if is_ip(host) else []
 
 

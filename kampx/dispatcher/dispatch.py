@@ -107,5 +107,24 @@ def mark_dst(worker, msg, state: str = "ip") -> int:
 def is_from_list(worker, msg, setid: int = -1) -> int:
     """1 when the request's source is a destination of set `setid` (-1: of any set): its IP,
     and its port when the destination's URI names one other than 5060."""
-    found = _table(worker).sets().source_sets(msg.src[0], msg.src[1])
+    sets = _table(worker).sets()
+    ip, port = msg.src
+    found = sets.source_sets(ip, port)
+    if sets.named and not (found and (setid == -1 or setid in found)):
+        found = found | _named_sources(worker.resolver.cache, sets.named, ip, port)
     return DONE if found and (setid == -1 or setid in found) else NOT
+
+
+def _named_sources(cache, named, ip: str, port: int) -> set[int]:
+    """The sets with a destination given by a name whose cached A/AAAA records hold `ip`:
+    the addresses kampx resolved relaying to it or probing it. Never a query here: kampx
+    resolves a name to reach it, not to check who is calling."""
+    found: set[int] = set()
+    for name, dport, setid in named:
+        if dport and dport != port:
+            continue
+        for qtype in ("A", "AAAA"):
+            answer = cache.get(name, qtype)
+            if answer is not None and ip in answer.records:
+                found.add(setid)
+    return found

@@ -18,10 +18,11 @@ come from the proxy's IP but another port than its calls: a carrier ACL on the p
 accepts them, one on IP and port 5060 drops them and the gateway looks dead (open it to the
 proxy's IP, or set ping_interval = 0).
 
-Destination hosts are resolved by a pluggable `resolve(host, port) -> (ip, port) or None`;
-the default takes IP literals only (kampx's DNS resolver plugs in here). A destination
-whose host does not resolve is not probed, and its state does not change; that is logged
-once per host.
+Destination hosts are resolved by a pluggable `resolve(host, port) -> (ip, port) or None`:
+in the prober process, kampx's DNS (RFC 3263 over the shared cache, the first target, at
+most [dns] timeout of waiting: the prober has no other traffic to hold up); a Prober made
+without one takes IP literals only. A destination whose host does not resolve is not
+probed, and its state does not change; that is logged once per host.
 """
 
 from __future__ import annotations
@@ -246,20 +247,24 @@ class ProberProcess(HelperProcess):
 
     role = "dispatcher prober"
 
-    def __init__(self, shared, cfg, resolve: Resolver = resolve_ip_literal):
+    def __init__(self, shared, cfg, resolve: Resolver | None = None):
         super().__init__(shared, cfg)
-        self.resolve = resolve
+        self.resolve = resolve  # None: kampx's DNS resolver, made in the process
 
     def serve(self) -> None:
         cfg = self.cfg
         stats = S.Stats(self.shared.counters, HELPER_ROWS["dispatcher prober"])
+        if self.resolve is None:  # names through kampx's DNS (RFC 3263, the shared cache)
+            from kampx.dns.resolver import BlockingResolver
+
+            self.resolve = BlockingResolver(cfg.dns, self.shared.dns_cache, stats).address
         sock = probe_socket(cfg.core.listen_addrs()[0].host)
         prober = Prober(
             self.shared.dispatcher,
             cfg.dispatcher,
             sock,
             stats,
-            self.resolve,
+            self.resolve or resolve_ip_literal,
             cfg.tm.t1_ms / 1000,
             cfg.tm.t2_ms / 1000,
         )

@@ -38,6 +38,11 @@ class Selection:
         self.remaining = uris[1:]
         self.domain = domain
 
+    def __len__(self) -> int:
+        """The failover destinations left (tm gives a branch with some after it
+        [tm] fr_failover_ms instead of fr_timer)."""
+        return len(self.remaining)
+
     def advance(self) -> str | None:
         """The next failover URI, now current; None when there is none left."""
         if not self.remaining:

@@ -50,7 +50,7 @@ class Sets:
     order (priority descending, then load order), and the sources ds_is_from_list()
     matches."""
 
-    __slots__ = ("generation", "destinations", "sets", "ordinal", "sources")
+    __slots__ = ("generation", "destinations", "sets", "ordinal", "sources", "named")
 
     def __init__(self, generation: int, destinations: list[Destination]):
         self.generation = generation
@@ -65,10 +65,15 @@ class Sets:
         self.ordinal = {setid: i for i, setid in enumerate(self.sets)}
         # (ip, port) -> setids; port 0 when the URI gives none or the default 5060
         self.sources: dict[tuple[str, int], set[int]] = {}
+        # destinations given by name: (name, port, setid), matched through the DNS cache
+        self.named: list[tuple[str, int, int]] = []
         for d in destinations:
             port = d.port if d.port not in (0, 5060) else 0
-            for ip in addresses_of(d.host):
+            ips = addresses_of(d.host)
+            for ip in ips:
                 self.sources.setdefault((ip, port), set()).add(d.setid)
+            if not ips:
+                self.named.append((d.host.rstrip(".").lower(), port, d.setid))
 
     def source_sets(self, ip: str, port: int) -> set[int]:
         """The sets with a destination at ip:port (or at ip, for a URI without a port)."""

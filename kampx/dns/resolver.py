@@ -15,6 +15,9 @@ so the nameservers are tried again that often, not on every call.
 
 from __future__ import annotations
 
+import select
+import time
+
 from kampx import stats as S
 from kampx.dns import rfc3263
 from kampx.dns.client import DnsClient, parse_nameservers, system_nameservers
@@ -198,3 +201,46 @@ class Resolver:
     def close(self) -> None:
         if self.client is not None:
             self.client.close()
+
+
+class BlockingResolver:
+    """RFC 3263 for a helper process that has no event loop of its own (the dispatcher
+    prober): the same cache and queries as a worker's, and the caller waits, [dns] timeout
+    at most. Never in a worker."""
+
+    def __init__(self, cfg, cache, stats):
+        from kampx.tm.timers import TimerHeap
+
+        self._ep = select.epoll()
+        self._io: dict = {}
+        self._timers = TimerHeap()
+        self._timeout = cfg.timeout
+        self.resolver = Resolver(cfg, cache, stats, self._timers, self._watch, self._unwatch)
+
+    def _watch(self, fd: int, callback) -> None:
+        self._io[fd] = callback
+        self._ep.register(fd, select.EPOLLIN)
+
+    def _unwatch(self, fd: int) -> None:
+        if self._io.pop(fd, None) is not None:
+            self._ep.unregister(fd)
+
+    def lookup(self, host: str, port: int = 0, transport=None) -> Lookup:
+        got: list = []
+        found = self.resolver.resolve(host, port, transport, False, got.append)
+        if found is not None:
+            return found
+        deadline = time.monotonic() + self._timeout + 1.0
+        while not got and time.monotonic() < deadline:
+            for fd, _ in self._ep.poll(self._timers.timeout(0.1)):
+                callback = self._io.get(fd)
+                if callback is not None:
+                    callback()
+            self._timers.run()
+        return got[0] if got else Lookup((), UNAVAILABLE)
+
+    def address(self, host: str, port: int):
+        """(ip, port) of the first RFC 3263 target, None when there is none: the prober's
+        resolve hook."""
+        targets = self.lookup(host, port).targets
+        return (targets[0].ip, targets[0].port) if targets else None

@@ -12,6 +12,7 @@ from kampx.db import DispatcherRow
 from kampx.dispatcher import dispatch
 from kampx.dispatcher.destinations import DispatcherError
 from kampx.dispatcher.select import Selection
+from kampx.dns.rfc3263 import OK, Answer
 from kampx.routing import dispatcher as script_api
 from kampx.routing.context import ctx
 from kampx.sandbox import Sandbox
@@ -237,7 +238,13 @@ def test_is_from_list(box):
     assert from_("127.0.20.2", 5060) == -1  # the URI names 5080
     assert from_("::1", 5090, 3) == 1
     assert from_("127.0.20.3", 5060) == -1
-    assert from_("127.0.20.1", 5060, 4) == -1  # a host name matches nothing (no resolver)
+    assert from_("127.0.20.1", 5060, 4) == -1  # a name not resolved matches nothing
+    # once kampx resolved the name (relaying to it, probing it), its addresses match: from
+    # the DNS cache only, never a query to check a source
+    box.shared.dns_cache.put("gw.example.net", "A", Answer(OK, ("127.0.20.7",), 300))
+    assert from_("127.0.20.7", 5060, 4) == 1
+    assert from_("127.0.20.7", 5060, 1) == -1
+    assert from_("127.0.20.8", 5060, 4) == -1
 
 
 def test_reload_keeps_the_state_of_unchanged_destinations(box):

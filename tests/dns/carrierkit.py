@@ -19,17 +19,24 @@ SDP = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\
 
 class CarrierRig:
     def __init__(self, children: int = 2, dns_timeout: float = 1.0, fr_failover_ms: int = 1000,
-                 carrier: str = "sip:carrier.example"):
+                 carrier: str = "sip:carrier.example", carrier_set: int = 0,
+                 config: dict | None = None):
         self.dns = DnsServer("127.0.0.1")
-        self.px = KampxProcess(script="builtin:kamailio101", children=children, config={
-            "routing": {"carrier": carrier},
+        sections = {
+            "routing": {"carrier": carrier, "carrier_set": carrier_set},
             "dns": {"nameservers": [self.dns.nameserver], "timeout": dns_timeout},
             "tm": {"fr_failover_ms": fr_failover_ms},
-        })
+        }
+        for name, keys in (config or {}).items():
+            sections.setdefault(name, {}).update(keys)
+        self.px = KampxProcess(script="builtin:kamailio101", children=children, config=sections)
         self.ctl("add", USER, PASSWORD)
         self.sw1 = UAS(self.px.addrs.carrier, 0, user="sw1").start()
         self.sw2 = UAS(self.px.addrs.phone, 0, user="sw2").start()
         self.zone(((10, self.sw1), (20, self.sw2)))
+        if carrier_set:  # the two switches as the set's gateways, by address
+            for uas in (self.sw1, self.sw2):
+                self.ctl("dispatcher", "add", str(carrier_set), f"sip:{uas.ip}:{uas.port}")
         self.px.start()
         self.client = SipClient(self.px.addrs.client, 0, proxy=self.px.addr, user=USER, domain=REALM)
 

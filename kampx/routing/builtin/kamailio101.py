@@ -129,13 +129,20 @@ def ONNETINVITE(from_carrier):
 
 
 def TOCARRIER():
-    """Out to the carrier: Request-URI host and port become the [routing] carrier's. A
-    carrier given by name ("sip:carrier.example") is resolved per RFC 3263 (NAPTR, SRV by
-    priority and weight, A); when its switch answers 503 or nothing, CARRIER_FAILED moves the
-    call to the next one."""
-    carrier = cfg_get("routing", "carrier")  # "sip:HOST[:PORT]"
-    hostport = carrier.split(":", 1)[1].split(";", 1)[0].rpartition("@")[2]
-    rewritehostport(hostport)
+    """Out to the carrier. With [routing] carrier_set, to a gateway of that dispatcher set
+    (round-robin over the active ones); else the Request-URI host and port become
+    [routing] carrier's, which may be a name ("sip:carrier.example"), resolved per RFC 3263
+    (NAPTR, SRV by priority and weight, A). When a switch answers 503 or nothing,
+    CARRIER_FAILED moves the call on to the next one."""
+    carrier_set = cfg_get("routing", "carrier_set")
+    if carrier_set:
+        if not ds_select_dst(carrier_set, 4):
+            sl_send_reply(503, "Service Unavailable")  # every gateway of the set is down
+            exit()
+    else:
+        carrier = cfg_get("routing", "carrier")  # "sip:HOST[:PORT]"
+        hostport = carrier.split(":", 1)[1].split(";", 1)[0].rpartition("@")[2]
+        rewritehostport(hostport)
     record_route()
     t_on_failure(CARRIER_FAILED)
     RELAY()
@@ -144,13 +151,22 @@ def TOCARRIER():
 def CARRIER_FAILED(msg):
     """Failure route of a call to the carrier: a switch that answered 503, or nothing at
     all (408: [tm] fr_failover_ms without a reply while another switch was left), is
-    passed over for the next, until none is left; then the best reply goes to the caller
-    (a 503 as 500)."""
+    passed over for the next address of its name, then for the next gateway of the set (a
+    gateway that did not answer at all is marked inactive: the prober brings it back),
+    until none is left; then the best reply goes to the caller (a 503 as 500)."""
     if t_is_canceled():
         exit()
-    if t_check_status("503|408") and t_next_dst():
-        t_on_failure(CARRIER_FAILED)
-        t_relay()
+    if not t_check_status("503|408"):
+        exit()
+    if not t_next_dst():
+        if not cfg_get("routing", "carrier_set"):
+            exit()
+        if t_check_status("408"):
+            ds_mark_dst("ip")
+        if not ds_next_dst():
+            exit()
+    t_on_failure(CARRIER_FAILED)
+    t_relay()
 
 
 def RELAY():
