@@ -115,6 +115,8 @@ class Worker:
             try:
                 self.tm.clear()
                 self.dialogs.journal.flush()
+                if self.hep is not None:
+                    self.hep.flush()
             except Exception:
                 pass
             logging.shutdown()
@@ -277,6 +279,7 @@ class Worker:
         timers = self.timers
         overload = self.overload
         journal = self.dialogs.journal
+        hep = self.hep
         on_timer_error = self._timer_error
         rotated = 0.0
         next_check = time.monotonic() + 1.0
@@ -297,6 +300,8 @@ class Worker:
                     # retiring: also keep answering retransmissions for a while
                     self.stop_deadline = min(self.stop_deadline, now + self.tm.wait)
             journal.flush()  # this round's dialog records: one write
+            if hep is not None:
+                hep.flush()  # this round's HEP copies: one sendmmsg
             try:
                 events = ep.poll(timers.timeout(0.5))
             except InterruptedError:

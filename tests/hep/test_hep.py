@@ -128,3 +128,45 @@ def test_every_message_of_a_call_reaches_the_collector():
         px.close()
         uas.stop()
         collector.close()
+
+
+def test_send_batch_sends_every_packet_in_order():
+    from kampx.transport._send import send_batch
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(1)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx.connect(rx.getsockname())
+    try:
+        packets = [b"p%03d" % i + b"x" * i for i in range(100)]
+        assert send_batch(tx.fileno(), packets) == 100
+        assert [rx.recv(2048) for _ in range(100)] == packets
+        assert send_batch(tx.fileno(), []) == 0
+    finally:
+        rx.close()
+        tx.close()
+
+
+def test_a_collector_that_is_gone_loses_packets_and_counts_them():
+    from types import SimpleNamespace
+    from kampx import stats as S
+    from kampx._shm import CounterRows
+    from kampx.hep import PACKETS, SEND_ERRORS, HepExporter
+    gone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    gone.bind(("127.0.0.1", 0))
+    port = gone.getsockname()[1]
+    gone.close()  # nothing listens there: ICMP port unreachable
+    rows = CounterRows(1, S.ncols())
+    hep = HepExporter(SimpleNamespace(collector=f"127.0.0.1:{port}", capture_id=1, auth_key=""),
+                      S.Stats(rows, 0))
+    ls = SimpleNamespace(addr=SimpleNamespace(host="127.0.0.1"), port=5060)
+    try:
+        for _ in range(3):
+            for _ in range(10):
+                hep.received(INVITE, ("192.0.2.1", 5061), ls)
+            hep.flush()  # never raises
+            time.sleep(0.05)
+        assert rows.get(0, PACKETS.base) + rows.get(0, SEND_ERRORS.base) == 30
+        assert rows.get(0, SEND_ERRORS.base) >= 1
+    finally:
+        hep.close()
