@@ -86,7 +86,9 @@ class _SandboxWorker(Worker):
 class Sandbox:
     """One worker with `config` (sections of the TOML config as dicts) listening on
     `listen` (an IP literal; port 5060). `subscribers` {user: password} (in the [auth]
-    realm) and `addresses` [(group, ip, mask, port, tag)] go into the database first."""
+    realm) and `addresses` [(group, ip, mask, port, tag)] go into the database first.
+    `script`, a loaded kampx.routing.loader.Script, runs instead of [routing] script
+    (kampx.testing hands over its instrumented copy)."""
 
     def __init__(
         self,
@@ -94,6 +96,7 @@ class Sandbox:
         listen: str = "127.0.0.1",
         subscribers: dict | None = None,
         addresses: list | None = None,
+        script: loader.Script | None = None,
     ):
         from kampx import state
         from kampx.auth.credentials import subscriber_row
@@ -122,7 +125,8 @@ class Sandbox:
         self.socket = RecordingSocket(addr.family)
         # duck-typed: ListenSocket calls fileno(), family and sendto() of a worker's socket
         ls = ListenSocket(0, addr, cast(socket.socket, self.socket))
-        script = loader.load(self.cfg.routing.script)
+        if script is None:
+            script = loader.load(self.cfg.routing.script)
         self.worker = _SandboxWorker(
             _Context(self.shared), SANDBOX_WORKER_ID, 1, [ls], 0, script, self.cfg
         )
