@@ -103,8 +103,9 @@ class Sandbox:
         from kampx.db import open_storage
 
         self.dir = tempfile.mkdtemp(prefix="kampx-sandbox-")
+        host = f"[{listen}]" if ":" in listen else listen
         sections: dict[str, dict[str, Any]] = {
-            "core": {"listen": [f"udp:{listen}:5060"], "children": 1},
+            "core": {"listen": [f"udp:{host}:5060"], "children": 1},
             "db": {"url": "sqlite:///" + os.path.join(self.dir, "kampx.db").lstrip("/")},
             "usrloc": {"capacity": 1024},
             "tm": {"max_transactions": 4096},

@@ -10,25 +10,31 @@ from __future__ import annotations
 
 from collections import Counter
 
-from kampx._cparse import Message, parse
+from kampx._cparse import Message, SipParseError, parse
 
 
 class Sent:
-    """One datagram the proxy sent: `destination` (ip, port), `raw` bytes, `message` parsed,
-    `headers` [(name, value)] in order."""
+    """One datagram the proxy sent: `destination` (ip, port), `raw` bytes, `message` (the
+    parsed kampx Message, None when the proxy passed on something its own parser refuses,
+    such as a reply echoing a broken From), `headers` [(name, value)] in order."""
 
     def __init__(self, raw: bytes, destination: tuple[str, int]):
         self.raw = raw
         self.destination = destination
-        self.message: Message = parse(raw)
-        self.headers: list[tuple[str, str]] = list(self.message.headers)
+        self.message: Message | None = _parsed(raw)
+        self.start_line = raw.split(b"\r\n", 1)[0].decode("utf-8", "replace")
+        self.headers = _headers(raw, self.message)
 
     def header(self, name: str) -> str | None:
         """The first value of header `name` (any case), None when absent."""
-        return self.message.header(name)
+        found = self.header_all(name)
+        return found[0] if found else None
 
     def header_all(self, name: str) -> list[str]:
-        return self.message.header_all(name)
+        if self.message is not None:
+            return self.message.header_all(name)
+        name = name.lower()
+        return [v for n, v in self.headers if n.lower() == name]
 
 
 class Reply(Sent):
@@ -36,8 +42,9 @@ class Reply(Sent):
 
     def __init__(self, raw: bytes, destination: tuple[str, int]):
         super().__init__(raw, destination)
-        self.code = self.message.status
-        self.reason = self.message.reason or ""
+        _version, code, reason = (self.start_line.split(" ", 2) + ["", ""])[:3]
+        self.code = int(code) if code.isdigit() else 0
+        self.reason = reason
 
     def __repr__(self) -> str:
         return f"<Reply {self.code} {self.reason} -> {_hostport(self.destination)}>"
@@ -52,9 +59,8 @@ class Relayed(Sent):
     def __init__(self, raw: bytes, destination: tuple[str, int], origin: bytes):
         super().__init__(raw, destination)
         self.origin = origin
-        self.method = self.message.method
-        self.ruri = self.message.ruri or ""
-        before = Counter(parse(origin).headers) if origin else Counter()
+        self.method, self.ruri = (self.start_line.split(" ", 2) + ["", ""])[:2]
+        before = Counter(_headers(origin, _parsed(origin))) if origin else Counter()
         after = Counter(self.headers)
         self.added = list((after - before).elements())
         self.removed = list((before - after).elements())
@@ -63,6 +69,23 @@ class Relayed(Sent):
 
     def __repr__(self) -> str:
         return f"<Relayed {self.method} {self.ruri} -> {_hostport(self.destination)}>"
+
+
+def _parsed(raw: bytes) -> Message | None:
+    try:
+        return parse(raw)
+    except SipParseError:
+        return None
+
+
+def _headers(raw: bytes, message: Message | None) -> list[tuple[str, str]]:
+    """The header lines in order: the parser's (compact names expanded), or for what it
+    refuses, the lines as written."""
+    if message is not None:
+        return list(message.headers)
+    head = raw.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace").split("\r\n")[1:]
+    pairs = (line.partition(":") for line in head)
+    return [(name.strip(), value.strip()) for name, sep, value in pairs if sep]
 
 
 def _hostport(dest: tuple[str, int]) -> str:

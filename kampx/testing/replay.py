@@ -1,0 +1,261 @@
+"""kampx replay: a capture's requests run through a route script, offline.
+
+Every request the capture shows arriving at the proxy goes through a ScriptHarness at its
+captured time (the harness clock follows the capture), and comes out as one Decision: what
+kampx would have replied or relayed. With two scripts, both see the same requests and the
+requests they decide differently are the result.
+
+A replay cannot know what the live proxy knew, so it assumes what the traffic implies:
+- Credentials answer nonces only the live proxy could check: a request carrying Digest
+  credentials for the realm is taken as authenticated (TRUSTED_AUTH, the script's
+  auth_check and friends); one without is challenged as usual. The REGISTERs of the capture
+  thus fill the location table for the calls after them.
+- Dialogs may have started before the capture: [dialog] enforce is off, so in-dialog
+  requests are judged by the script alone.
+- Nothing answers the relayed requests (the downstream replies of the capture are not fed
+  back), so a transaction ends in its timeout, as the clock follows the capture.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from typing import NamedTuple
+
+from kampx._cparse import SipParseError, parse
+from kampx.auth.authenticator import kind_for
+from kampx.routing import auth as routing_auth
+from kampx.routing.context import Result, ctx
+from kampx.testing.capture import CaptureStats, Datagram, datagrams
+from kampx.testing.clock import MONOTONIC_START, Clock
+from kampx.testing.harness import ScriptHarness
+from kampx.testing.outcome import Outcome
+
+_REQUEST_LINE = re.compile(rb"[A-Za-z]+ \S+ SIP/2\.0\r?\n")
+
+# the keys of a config file the replay's own sandbox decides (no listen socket, its own
+# temporary database, small tables)
+SANDBOX_KEYS = {
+    "core": ("listen", "children"),
+    "db": None,
+    "metrics": None,
+    "control": None,
+    "usrloc": ("capacity",),
+    "tm": ("max_transactions",),
+}
+
+
+def _trusting(check: Callable) -> Callable:
+    """`check` (auth_check, www_authorize, proxy_authorize) answering 1 for a request that
+    carries Digest credentials for the realm."""
+
+    @functools.wraps(check)
+    def trusted(realm, *args):
+        if routing_auth.has_credentials(realm):
+            return Result(1)
+        return check(realm, *args)
+
+    return trusted
+
+
+def _consume_trusted() -> bool:
+    """consume_credentials() for credentials taken on trust: their header is removed."""
+    return ctx.msg.remove_header(kind_for(ctx.msg).credentials) > 0
+
+
+TRUSTED_AUTH: dict[str, Callable] = {
+    "auth_check": _trusting(routing_auth.auth_check),
+    "www_authorize": _trusting(routing_auth.www_authorize),
+    "proxy_authorize": _trusting(routing_auth.proxy_authorize),
+    "consume_credentials": functools.wraps(routing_auth.consume_credentials)(_consume_trusted),
+}
+
+
+class Request(NamedTuple):
+    """One request of the capture, addressed to the proxy."""
+
+    time: float
+    src: tuple[str, int]
+    data: bytes
+
+    def summary(self) -> str:
+        """'HH:MM:SS.mmm IP:PORT METHOD R-URI' (UTC), as the replay prints it."""
+        clock = time.strftime("%H:%M:%S", time.gmtime(self.time))
+        millis = int(self.time * 1000) % 1000
+        method, ruri = _request_line(self.data)
+        return f"{clock}.{millis:03d} {_hostport(self.src)} {method} {ruri}"
+
+
+def _request_line(data: bytes) -> tuple[str, str]:
+    try:
+        msg = parse(data)
+        return msg.method, msg.ruri or "?"
+    except SipParseError:
+        words = data.split(b"\r\n", 1)[0].decode("utf-8", "replace").split()
+        return (words[0], words[1]) if len(words) >= 2 else ("?", "?")
+
+
+def _hostport(addr: tuple[str, int]) -> str:
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def is_sip_request(payload: bytes) -> bool:
+    return _REQUEST_LINE.match(payload) is not None
+
+
+def proxy_address(packets: Iterable[Datagram]) -> str | None:
+    """The address most requests went to: on a capture of SIP traffic through a proxy,
+    the proxy's."""
+    seen = Counter(d.dst[0] for d in packets if is_sip_request(d.payload))
+    return seen.most_common(1)[0][0] if seen else None
+
+
+class Skipped:
+    """Datagrams of the capture that were not replayed, by reason."""
+
+    def __init__(self) -> None:
+        self.replies = 0
+        self.not_sip = 0
+        self.elsewhere = 0  # requests not addressed to the proxy (the proxy's own relays)
+
+    def describe(self, stats: CaptureStats) -> str:
+        parts = [
+            (self.replies, "replies"),
+            (self.elsewhere, "requests not to the proxy"),
+            (self.not_sip, "UDP datagrams that are not SIP"),
+            (stats.fragments, "IP fragments"),
+            (stats.not_udp, "packets that are not UDP"),
+        ]
+        return ", ".join(f"{n} {what}" for n, what in parts if n)
+
+
+def requests_to(packets: Iterable[Datagram], proxy: str, skipped: Skipped) -> Iterator[Request]:
+    for d in packets:
+        payload = d.payload
+        if is_sip_request(payload):
+            if d.dst[0] == proxy and d.src[0] != proxy:
+                yield Request(d.time, d.src, payload)
+            else:
+                skipped.elsewhere += 1
+        elif payload.startswith(b"SIP/2.0 "):
+            skipped.replies += 1
+        else:
+            skipped.not_sip += 1
+
+
+def harness_config(sections: dict) -> dict:
+    """A config file's sections without the keys the replay's sandbox sets itself, and
+    with [dialog] enforce off (see the module docstring)."""
+    out = copy.deepcopy(sections)
+    for name, keys in SANDBOX_KEYS.items():
+        if keys is None:
+            out.pop(name, None)
+        elif name in out:
+            for key in keys:
+                out[name].pop(key, None)
+    out.setdefault("dialog", {})["enforce"] = False
+    return out
+
+
+class Replayer:
+    """One script over a capture's requests, in order: decide(request) -> Outcome."""
+
+    def __init__(self, script: str, sections: dict, addresses: list, proxy: str):
+        self._setup = (script, harness_config(sections), addresses, proxy)
+        self._harness: ScriptHarness | None = None
+        self._start = 0.0
+
+    def decide(self, request: Request) -> Outcome:
+        px = self._harness
+        if px is None:  # the clock starts at the first request's captured time
+            script, config, addresses, proxy = self._setup
+            px = self._harness = ScriptHarness(
+                script,
+                config=config,
+                addresses=addresses,
+                listen=proxy,
+                overrides=TRUSTED_AUTH,
+                clock=Clock(wall=request.time),
+            )
+            self._start = request.time
+        ahead = (request.time - self._start) - (px.clock.monotonic() - MONOTONIC_START)
+        if ahead > 0:
+            px.advance(ahead)
+        return px.send_guarded(request.data, request.src)
+
+    def close(self) -> None:
+        if self._harness is not None:
+            self._harness.close()
+
+
+def decision_line(outcome: Outcome) -> str:
+    text = outcome.decision
+    if outcome.errors:
+        where, e = outcome.errors[0]
+        text += f" [{where} raised {type(e).__name__}: {e}]"
+    return text
+
+
+def summary(kinds: Counter, total: int) -> str:
+    """'12 requests: 5 relay, 3 reply 404, ...' (most frequent first)."""
+    ranked = sorted(kinds.items(), key=lambda item: (-item[1], item[0]))
+    return f"{total} requests: " + ", ".join(f"{n} {kind}" for kind, n in ranked)
+
+
+def script_label(spec: str) -> str:
+    return spec if spec.startswith("builtin:") else os.path.basename(spec)
+
+
+def replay(
+    path: str,
+    script: str,
+    sections: dict,
+    addresses: list,
+    proxy: str | None,
+    out: Callable[[str], None],
+    other: str | None = None,
+) -> int:
+    """Print the decisions for the capture at `path` (or, with `other`, only the requests
+    on which `script` and `other` differ); the number of requests that differed."""
+    stats = CaptureStats()
+    packets = list(datagrams(path, stats))
+    proxy = proxy or proxy_address(packets)
+    skipped = Skipped()
+    if proxy is None:
+        out("0 requests: no SIP request in the capture")
+        return 0
+    runs = [Replayer(s, sections, addresses, proxy) for s in (script, other) if s]
+    labels = [script_label(s) for s in (script, other) if s]
+    width = max(len(label) for label in labels)
+    kinds: Counter = Counter()
+    total = differ = 0
+    try:
+        for request in requests_to(packets, proxy, skipped):
+            total += 1
+            outcomes = [run.decide(request) for run in runs]
+            kinds[outcomes[0].kind] += 1
+            if other is None:
+                out(f"{request.summary()} -> {decision_line(outcomes[0])}")
+                continue
+            lines = [decision_line(o) for o in outcomes]
+            if lines[0] != lines[1]:
+                differ += 1
+                out(request.summary())
+                for label, line in zip(labels, lines):
+                    out(f"    {label:<{width}}  {line}")
+    finally:
+        for run in runs:
+            run.close()
+    out(summary(kinds, total) + f" (proxy {proxy}, script {labels[0]})")
+    if other is not None:
+        out(f"{differ} of {total} requests decided differently by {labels[0]} and {labels[1]}")
+    left_out = skipped.describe(stats)
+    if left_out:
+        out(f"not replayed: {left_out}")
+    return differ
