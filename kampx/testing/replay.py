@@ -12,8 +12,10 @@ A replay cannot know what the live proxy knew, so it assumes what the traffic im
   thus fill the location table for the calls after them.
 - Dialogs may have started before the capture: [dialog] enforce is off, so in-dialog
   requests are judged by the script alone.
-- Nothing answers the relayed requests (the downstream replies of the capture are not fed
-  back), so a transaction ends in its timeout, as the clock follows the capture.
+- The next hops answer as they did: a reply the capture shows reaching the proxy is fed
+  back to the request the script relayed with the same Call-ID and CSeq, wherever the
+  script sent it. A relayed request the capture has no reply for runs into its timeout, as
+  the clock follows the capture.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from kampx.routing.context import Result, ctx
 from kampx.testing.capture import CaptureStats, Datagram, datagrams
 from kampx.testing.clock import MONOTONIC_START, Clock
 from kampx.testing.harness import ScriptHarness
-from kampx.testing.outcome import Outcome
+from kampx.testing.outcome import Outcome, Relayed
 
 _REQUEST_LINE = re.compile(rb"[A-Za-z]+ \S+ SIP/2\.0\r?\n")
 
@@ -76,12 +78,13 @@ TRUSTED_AUTH: dict[str, Callable] = {
 }
 
 
-class Request(NamedTuple):
-    """One request of the capture, addressed to the proxy."""
+class Captured(NamedTuple):
+    """A request or a reply of the capture, addressed to the proxy."""
 
     time: float
     src: tuple[str, int]
     data: bytes
+    is_request: bool
 
     def summary(self) -> str:
         """'HH:MM:SS.mmm IP:PORT METHOD R-URI' (UTC), as the replay prints it."""
@@ -116,17 +119,20 @@ def proxy_address(packets: Iterable[Datagram]) -> str | None:
     return seen.most_common(1)[0][0] if seen else None
 
 
-class Skipped:
-    """Datagrams of the capture that were not replayed, by reason."""
+class Tally:
+    """What became of the capture's datagrams besides the requests replayed."""
 
     def __init__(self) -> None:
-        self.replies = 0
-        self.not_sip = 0
+        self.fed_back = 0  # downstream replies to a request the script relayed
+        self.unmatched = 0  # downstream replies to nothing the script relayed
+        self.from_proxy = 0  # replies the proxy sent
         self.elsewhere = 0  # requests not addressed to the proxy (the proxy's own relays)
+        self.not_sip = 0
 
     def describe(self, stats: CaptureStats) -> str:
         parts = [
-            (self.replies, "replies"),
+            (self.from_proxy, "replies from the proxy"),
+            (self.unmatched, "replies to nothing relayed"),
             (self.elsewhere, "requests not to the proxy"),
             (self.not_sip, "UDP datagrams that are not SIP"),
             (stats.fragments, "IP fragments"),
@@ -135,18 +141,19 @@ class Skipped:
         return ", ".join(f"{n} {what}" for n, what in parts if n)
 
 
-def requests_to(packets: Iterable[Datagram], proxy: str, skipped: Skipped) -> Iterator[Request]:
+def to_proxy(packets: Iterable[Datagram], proxy: str, tally: Tally) -> Iterator[Captured]:
+    """The requests and replies the proxy received, in capture order."""
     for d in packets:
         payload = d.payload
-        if is_sip_request(payload):
-            if d.dst[0] == proxy and d.src[0] != proxy:
-                yield Request(d.time, d.src, payload)
-            else:
-                skipped.elsewhere += 1
-        elif payload.startswith(b"SIP/2.0 "):
-            skipped.replies += 1
+        is_request = is_sip_request(payload)
+        if not is_request and not payload.startswith(b"SIP/2.0 "):
+            tally.not_sip += 1
+        elif d.dst[0] == proxy and d.src[0] != proxy:
+            yield Captured(d.time, d.src, payload, is_request)
+        elif is_request:
+            tally.elsewhere += 1
         else:
-            skipped.not_sip += 1
+            tally.from_proxy += 1
 
 
 def harness_config(sections: dict) -> dict:
@@ -164,16 +171,22 @@ def harness_config(sections: dict) -> dict:
 
 
 class Replayer:
-    """One script over a capture's requests, in order: decide(request) -> Outcome."""
+    """One script over a capture, in order: decide(request) -> Outcome; answer(reply)
+    feeds a downstream reply back to the request the script relayed with the same Call-ID
+    and CSeq (wherever the script sent it), with the reply's code, reason, To-tag, Contact
+    and Record-Route."""
 
     def __init__(self, script: str, sections: dict, addresses: list, proxy: str):
         self._setup = (script, harness_config(sections), addresses, proxy)
         self._harness: ScriptHarness | None = None
         self._start = 0.0
+        self._relayed: dict[tuple, Relayed] = {}  # (Call-ID, CSeq number, method) -> last
 
-    def decide(self, request: Request) -> Outcome:
+    def _at(self, when: float) -> ScriptHarness:
+        """The harness, its clock moved on to capture time `when` (it starts at the first
+        datagram's time)."""
         px = self._harness
-        if px is None:  # the clock starts at the first request's captured time
+        if px is None:
             script, config, addresses, proxy = self._setup
             px = self._harness = ScriptHarness(
                 script,
@@ -181,13 +194,39 @@ class Replayer:
                 addresses=addresses,
                 listen=proxy,
                 overrides=TRUSTED_AUTH,
-                clock=Clock(wall=request.time),
+                clock=Clock(wall=when),
             )
-            self._start = request.time
-        ahead = (request.time - self._start) - (px.clock.monotonic() - MONOTONIC_START)
+            self._start = when
+        ahead = (when - self._start) - (px.clock.monotonic() - MONOTONIC_START)
         if ahead > 0:
-            px.advance(ahead)
-        return px.send_guarded(request.data, request.src)
+            self._remember(px.advance(ahead))
+        return px
+
+    def _remember(self, outcome: Outcome) -> Outcome:
+        for r in outcome.relayed:
+            m = r.message
+            if m is not None and m.cseq is not None:
+                self._relayed[(m.call_id, m.cseq.number, m.cseq.method)] = r
+        return outcome
+
+    def decide(self, request: Captured) -> Outcome:
+        px = self._at(request.time)
+        return self._remember(px.send_guarded(request.data, request.src))
+
+    def answer(self, reply: Captured) -> Outcome | None:
+        """None when the reply does not parse or answers nothing the script relayed."""
+        px = self._at(reply.time)
+        try:
+            msg = parse(reply.data)
+        except SipParseError:
+            return None
+        cseq = msg.cseq
+        relayed = self._relayed.get((msg.call_id, cseq.number, cseq.method)) if cseq else None
+        if relayed is None or relayed.message is None:
+            return None
+        kept = [f"{n}: {v}" for n, v in msg.headers if n.lower() in ("contact", "record-route")]
+        outcome = px.reply_to(relayed, msg.status, msg.reason, kept, to_tag=msg.to_tag)
+        return self._remember(outcome)
 
     def close(self) -> None:
         if self._harness is not None:
@@ -226,7 +265,7 @@ def replay(
     stats = CaptureStats()
     packets = list(datagrams(path, stats))
     proxy = proxy or proxy_address(packets)
-    skipped = Skipped()
+    tally = Tally()
     if proxy is None:
         out("0 requests: no SIP request in the capture")
         return 0
@@ -236,17 +275,24 @@ def replay(
     kinds: Counter = Counter()
     total = differ = 0
     try:
-        for request in requests_to(packets, proxy, skipped):
+        for captured in to_proxy(packets, proxy, tally):
+            if not captured.is_request:
+                answered = [run.answer(captured) for run in runs]
+                if answered[0] is None:
+                    tally.unmatched += 1
+                else:
+                    tally.fed_back += 1
+                continue
             total += 1
-            outcomes = [run.decide(request) for run in runs]
+            outcomes = [run.decide(captured) for run in runs]
             kinds[outcomes[0].kind] += 1
             if other is None:
-                out(f"{request.summary()} -> {decision_line(outcomes[0])}")
+                out(f"{captured.summary()} -> {decision_line(outcomes[0])}")
                 continue
             lines = [decision_line(o) for o in outcomes]
             if lines[0] != lines[1]:
                 differ += 1
-                out(request.summary())
+                out(captured.summary())
                 for label, line in zip(labels, lines):
                     out(f"    {label:<{width}}  {line}")
     finally:
@@ -255,7 +301,9 @@ def replay(
     out(summary(kinds, total) + f" (proxy {proxy}, script {labels[0]})")
     if other is not None:
         out(f"{differ} of {total} requests decided differently by {labels[0]} and {labels[1]}")
-    left_out = skipped.describe(stats)
+    if tally.fed_back:
+        out(f"{tally.fed_back} downstream replies fed back to the requests relayed")
+    left_out = tally.describe(stats)
     if left_out:
         out(f"not replayed: {left_out}")
     return differ

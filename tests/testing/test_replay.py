@@ -84,7 +84,7 @@ EXPECTED = [
     "08:00:03.000 198.51.100.11:5060 INVITE sip:+15550100@kampx.test -> "
     "reply 407 Proxy Authentication Required",
     "4 requests: 1 relay, 1 reply 200, 1 reply 404, 1 reply 407 (proxy 10.0.0.1, script builtin:kamailio101)",
-    "not replayed: 1 replies, 1 requests not to the proxy, 1 UDP datagrams that are not SIP",
+    "not replayed: 1 replies from the proxy, 1 requests not to the proxy, 1 UDP datagrams that are not SIP",
 ]
 
 
@@ -183,3 +183,41 @@ def test_a_bad_address_option(tmp_path, capsys):
     cap = write_capture(tmp_path / "morning.pcap", traffic())
     assert main(["replay", cap, "--address", "carrier:203.0.113.10"]) == 2
     assert "--address carrier:203.0.113.10: expected GROUP:IP[/MASK]" in capsys.readouterr().err
+
+
+def test_downstream_replies_are_fed_back_to_the_relayed_request(tmp_path):
+    from kampx.testing.capture import CaptureStats
+    from kampx.testing.replay import Captured, Replayer
+
+    carrier_gw = ("192.0.2.50", 5060)
+    run = Replayer("builtin:kamailio101", {"routing": {"carrier": "sip:192.0.2.50:5060"}}, [],
+                   PROXY)
+    try:
+        bob = request("INVITE", "sip:+15550100@kampx.test", BOB, 1, from_uri="sip:bob@kampx.test",
+                      headers=["Proxy-Authorization: Digest username=\"bob\", realm=\"kampx.test\", "
+                               "nonce=\"n\", uri=\"sip:+15550100@kampx.test\", "
+                               "response=\"0123456789abcdef0123456789abcdef\""])
+        out = run.decide(Captured(T0, BOB, bob, True))
+        assert out.relayed[0].destination == carrier_gw
+        # the carrier's 503, as captured: its Via names the live proxy's branch, not ours
+        busy = (b"SIP/2.0 503 Service Unavailable\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKlive\r\n"
+                b"From: <sip:bob@kampx.test>;tag=t1\r\nTo: <sip:+15550100@kampx.test>;tag=gw1\r\n"
+                b"Call-ID: cap-1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n")
+        fed = run.answer(Captured(T0 + 0.5, carrier_gw, busy, False))
+        assert "route CARRIER_FAILED" in fed.calls
+        assert (fed.reply.code, fed.reply.destination) == (500, BOB)
+        stray = busy.replace(b"cap-1", b"cap-other")
+        assert run.answer(Captured(T0 + 0.6, carrier_gw, stray, False)) is None
+    finally:
+        run.close()
+
+
+def test_the_summary_counts_replies_fed_back(tmp_path, capsys):
+    phone_ok = (b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKlive\r\n"
+                b"From: <sip:u@203.0.113.10>;tag=t3\r\nTo: <sip:alice@kampx.test>;tag=ph\r\n"
+                b"Call-ID: cap-3\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@198.51.100.10>\r\n"
+                b"Content-Length: 0\r\n\r\n")
+    answered = sorted(traffic() + [(T0 + 2.5, ALICE, (PROXY, 5060), phone_ok)], key=lambda p: p[0])
+    cap = write_capture(tmp_path / "answered.pcap", answered)
+    code, lines = replay(capsys, cap, "--address", "200:203.0.113.10")
+    assert "1 downstream replies fed back to the requests relayed" in lines
