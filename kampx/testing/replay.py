@@ -1,9 +1,9 @@
 """kampx replay: a capture's requests run through a route script, offline.
 
 Every request the capture shows arriving at the proxy goes through a ScriptHarness at its
-captured time (the harness clock follows the capture), and comes out as one Decision: what
-kampx would have replied or relayed. With two scripts, both see the same requests and the
-requests they decide differently are the result.
+captured time (the harness clock follows the capture) and comes out as an Outcome whose
+decision line says what kampx would have replied or relayed. With two scripts, both see the
+same traffic and the requests they decide differently are the result.
 
 A replay cannot know what the live proxy knew, so it assumes what the traffic implies:
 - Credentials answer nonces only the live proxy could check: a request carrying Digest

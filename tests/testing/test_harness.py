@@ -1,6 +1,7 @@
 """kampx.testing itself: the private instrumented copy, the clock, scripts from files,
 raw messages, overrides, errors, determinism."""
 import time
+import types
 
 import pytest
 
@@ -81,7 +82,9 @@ def test_the_clock_moves_only_with_advance_and_is_put_back():
     clock = Clock()
     with ScriptHarness(clock=clock) as px:
         px.register("alice", password="x")
-        assert time.monotonic is not clock.monotonic and timers._now is time.monotonic
+        # outside harness calls the process keeps the real clocks
+        assert isinstance(time.monotonic, types.BuiltinFunctionType)
+        assert isinstance(time.time, types.BuiltinFunctionType) and timers._now is time.monotonic
         seen = []
         with clock.installed():
             seen.append((time.monotonic(), time.time()))
@@ -89,7 +92,7 @@ def test_the_clock_moves_only_with_advance_and_is_put_back():
             seen.append((time.monotonic(), time.time()))
         assert seen[1][0] - seen[0][0] == pytest.approx(2.5)
         assert seen[1][1] - seen[0][1] == pytest.approx(2.5)
-    assert time.time() > 1.7e9 and time.monotonic() != clock.monotonic()
+    assert isinstance(time.monotonic, types.BuiltinFunctionType) and time.time() != clock.time()
 
 
 def test_runs_are_deterministic():
