@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 
 from kampx._cparse import Message, SipParseError, parse
+from kampx.testing.calls import ROUTE
 
 
 class Sent:
@@ -133,6 +134,12 @@ class Outcome:
         """The decision without its details: "relay", "reply 404", "drop"."""
         d = self.decision
         return " ".join(d.split()[:2]) if d.startswith("reply") else d.split()[0]
+
+    @property
+    def routes(self) -> list[str]:
+        """The script's own functions that ran, in order: the route blocks taken
+        (request_route, REQINIT, ..., branch_route, a failure route)."""
+        return [c.name for c in self.calls if c.kind == ROUTE]
 
     def called(self, name: str) -> list:
         """The calls of function `name`, in order."""

@@ -46,6 +46,7 @@ def test_a_script_file_with_its_branch_route(static_script):
         assert leg.ruri == "sip:bob@192.0.2.10:5080" and leg.destination == ("192.0.2.10", 5080)
         assert ("X-Routed", "static") in leg.added and ("X-Branch", "1") in leg.added
         assert "route branch_route" in out.calls
+        assert out.routes == ["request_route", "branch_route"]
         assert out.decision == "relay INVITE sip:bob@192.0.2.10:5080 -> 192.0.2.10:5080"
         assert out.kind == "relay"
 

@@ -221,3 +221,29 @@ def test_the_summary_counts_replies_fed_back(tmp_path, capsys):
     cap = write_capture(tmp_path / "answered.pcap", answered)
     code, lines = replay(capsys, cap, "--address", "200:203.0.113.10")
     assert "1 downstream replies fed back to the requests relayed" in lines
+
+
+def _sll(ip):
+    return dpkt.sll.SLL(type=dpkt.ethernet.ETH_TYPE_IP, hlen=6, hdr=b"\x02\x00\x00\x00\x00\x01",
+                        data=ip)
+
+
+def _sll2(ip):
+    return dpkt.sll2.SLL2(ethtype=dpkt.ethernet.ETH_TYPE_IP, intindex=1,
+                          hdr=b"\x02\x00\x00\x00\x00\x01", data=ip)
+
+
+@pytest.mark.parametrize("linktype, frame", [
+    (dpkt.pcap.DLT_LINUX_SLL, _sll),
+    (dpkt.pcap.DLT_LINUX_SLL2, _sll2),
+    (dpkt.pcap.DLT_NULL, lambda ip: dpkt.loopback.Loopback(family=socket.AF_INET, data=ip)),
+    (101, lambda ip: ip),
+])
+def test_link_layers(tmp_path, linktype, frame):
+    payload = request("OPTIONS", "sip:10.0.0.1", CARRIER, 1)
+    path = tmp_path / "link.pcap"
+    with open(path, "wb") as f:
+        dpkt.pcap.Writer(f, linktype=linktype).writepkt(
+            bytes(frame(ip_packet(CARRIER, (PROXY, 5060), payload))), ts=T0)
+    (d,) = datagrams(str(path))
+    assert (d.time, d.src, d.dst, d.payload) == (T0, CARRIER, (PROXY, 5060), payload)
