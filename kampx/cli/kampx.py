@@ -155,12 +155,16 @@ def main(argv=None) -> int:
         help="run a capture's requests through a route script and print what kampx would do",
     )
     rep.add_argument("capture", help="pcap or pcapng of SIP over UDP")
-    rep.add_argument("--script", help="route script (default: the config's [routing] script)")
+    rep.add_argument(
+        "--script", metavar="FILE", help="route script (default: the config's [routing] script)"
+    )
     rep.add_argument(
         "--diff", metavar="OTHER_SCRIPT", help="show only where OTHER decides otherwise"
     )
-    rep.add_argument("--config", help="realm, carrier and timers from this file")
-    rep.add_argument("--proxy", help="the proxy's IP in the capture (default: inferred)")
+    rep.add_argument("--config", metavar="FILE", help="realm, carrier and timers from this file")
+    rep.add_argument(
+        "--proxy", metavar="IP", help="the proxy's IP in the capture (default: inferred)"
+    )
     rep.add_argument(
         "--address",
         action="append",

@@ -169,6 +169,9 @@ def test_unreadable_captures(tmp_path, capsys):
     assert main(["replay", str(junk)]) == 2
     assert main(["replay", str(tmp_path / "missing.pcap")]) == 2
     assert "missing.pcap" in capsys.readouterr().err
+    cap = write_capture(tmp_path / "morning.pcap", traffic())
+    assert main(["replay", cap, "--script", str(tmp_path / "nope.py")]) == 2
+    assert "route script" in capsys.readouterr().err
 
 
 def test_a_broken_request_is_replayed_not_fatal(tmp_path, capsys):
