@@ -85,7 +85,7 @@ class _SandboxWorker(Worker):
 
 class Sandbox:
     """One worker with `config` (sections of the TOML config as dicts) listening on
-    `listen` (an IP literal; port 5060). `subscribers` {user: password} (in the [auth]
+    `listen` (an IP literal) and `port`. `subscribers` {user: password} (in the [auth]
     realm) and `addresses` [(group, ip, mask, port, tag)] go into the database first.
     `script`, a loaded kampx.routing.loader.Script, runs instead of [routing] script
     (kampx.testing hands over its instrumented copy)."""
@@ -94,6 +94,7 @@ class Sandbox:
         self,
         config: dict | None = None,
         listen: str = "127.0.0.1",
+        port: int = 5060,
         subscribers: dict | None = None,
         addresses: list | None = None,
         script: loader.Script | None = None,
@@ -105,7 +106,7 @@ class Sandbox:
         self.dir = tempfile.mkdtemp(prefix="kampx-sandbox-")
         host = f"[{listen}]" if ":" in listen else listen
         sections: dict[str, dict[str, Any]] = {
-            "core": {"listen": [f"udp:{host}:5060"], "children": 1},
+            "core": {"listen": [f"udp:{host}:{port}"], "children": 1},
             "db": {"url": "sqlite:///" + os.path.join(self.dir, "kampx.db").lstrip("/")},
             "usrloc": {"capacity": 1024},
             "tm": {"max_transactions": 4096},

@@ -56,7 +56,8 @@ _ANSWERS = {
 class ScriptHarness:
     """The proxy running `script` ("builtin:NAME" or a file) with `config` (sections of the
     TOML config as dicts), `subscribers` {user: password} in the [auth] realm and
-    `addresses` [(group, ip, mask, port, tag)] (the permissions table). `overrides`
+    `addresses` [(group, ip, mask, port, tag)] (the permissions table), listening on
+    `listen`:`port`. `overrides`
     {api-name: function} replace script-API functions in the script's copy."""
 
     def __init__(
@@ -66,6 +67,7 @@ class ScriptHarness:
         subscribers: dict[str, str] | None = None,
         addresses: Iterable[tuple] = (),
         listen: str = "127.0.0.1",
+        port: int = 5060,
         overrides: dict[str, Callable] | None = None,
         clock: Clock | None = None,
     ):
@@ -80,6 +82,7 @@ class ScriptHarness:
             self.box = Sandbox(
                 config=sections,
                 listen=listen,
+                port=port,
                 subscribers=self.passwords,
                 addresses=list(addresses),
                 script=loaded,

@@ -112,11 +112,15 @@ def is_sip_request(payload: bytes) -> bool:
     return _REQUEST_LINE.match(payload) is not None
 
 
-def proxy_address(packets: Iterable[Datagram]) -> str | None:
-    """The address most requests went to: on a capture of SIP traffic through a proxy,
-    the proxy's."""
-    seen = Counter(d.dst[0] for d in packets if is_sip_request(d.payload))
-    return seen.most_common(1)[0][0] if seen else None
+def proxy_address(packets: Iterable[Datagram], ip: str | None = None) -> tuple[str, int] | None:
+    """Where most requests went (of those to `ip`, when given): on a capture of SIP traffic
+    through a proxy, the proxy's address and port."""
+    seen = Counter(
+        d.dst for d in packets if is_sip_request(d.payload) and (ip is None or d.dst[0] == ip)
+    )
+    if seen:
+        return seen.most_common(1)[0][0]
+    return (ip, 5060) if ip else None
 
 
 class Tally:
@@ -142,7 +146,7 @@ class Tally:
 
 
 def to_proxy(packets: Iterable[Datagram], proxy: str, tally: Tally) -> Iterator[Captured]:
-    """The requests and replies the proxy received, in capture order."""
+    """The requests and replies the proxy (at IP `proxy`) received, in capture order."""
     for d in packets:
         payload = d.payload
         is_request = is_sip_request(payload)
@@ -176,7 +180,7 @@ class Replayer:
     and CSeq (wherever the script sent it), with the reply's code, reason, To-tag, Contact
     and Record-Route."""
 
-    def __init__(self, script: str, sections: dict, addresses: list, proxy: str):
+    def __init__(self, script: str, sections: dict, addresses: list, proxy: tuple[str, int]):
         self._setup = (script, harness_config(sections), addresses, proxy)
         self._harness: ScriptHarness | None = None
         self._start = 0.0
@@ -192,7 +196,8 @@ class Replayer:
                 script,
                 config=config,
                 addresses=addresses,
-                listen=proxy,
+                listen=proxy[0],
+                port=proxy[1],
                 overrides=TRUSTED_AUTH,
                 clock=Clock(wall=when),
             )
@@ -261,21 +266,22 @@ def replay(
     other: str | None = None,
 ) -> int:
     """Print the decisions for the capture at `path` (or, with `other`, only the requests
-    on which `script` and `other` differ); the number of requests that differed."""
+    on which `script` and `other` differ); the number of requests that differed. `proxy`
+    is the proxy's IP, None to take the address most requests went to."""
     stats = CaptureStats()
     packets = list(datagrams(path, stats))
-    proxy = proxy or proxy_address(packets)
+    found = proxy_address(packets, proxy)
     tally = Tally()
-    if proxy is None:
+    if found is None:
         out("0 requests: no SIP request in the capture")
         return 0
-    runs = [Replayer(s, sections, addresses, proxy) for s in (script, other) if s]
+    runs = [Replayer(s, sections, addresses, found) for s in (script, other) if s]
     labels = [script_label(s) for s in (script, other) if s]
     width = max(len(label) for label in labels)
     kinds: Counter = Counter()
     total = differ = 0
     try:
-        for captured in to_proxy(packets, proxy, tally):
+        for captured in to_proxy(packets, found[0], tally):
             if not captured.is_request:
                 answered = [run.answer(captured) for run in runs]
                 if answered[0] is None:
@@ -298,7 +304,7 @@ def replay(
     finally:
         for run in runs:
             run.close()
-    out(summary(kinds, total) + f" (proxy {proxy}, script {labels[0]})")
+    out(summary(kinds, total) + f" (proxy {_hostport(found)}, script {labels[0]})")
     if other is not None:
         out(f"{differ} of {total} requests decided differently by {labels[0]} and {labels[1]}")
     if tally.fed_back:

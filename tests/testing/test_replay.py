@@ -83,7 +83,7 @@ EXPECTED = [
     "relay INVITE sip:alice@198.51.100.10:5060 -> 198.51.100.10:5060",
     "08:00:03.000 198.51.100.11:5060 INVITE sip:+15550100@kampx.test -> "
     "reply 407 Proxy Authentication Required",
-    "4 requests: 1 relay, 1 reply 200, 1 reply 404, 1 reply 407 (proxy 10.0.0.1, script builtin:kamailio101)",
+    "4 requests: 1 relay, 1 reply 200, 1 reply 404, 1 reply 407 (proxy 10.0.0.1:5060, script builtin:kamailio101)",
     "not replayed: 1 replies from the proxy, 1 requests not to the proxy, 1 UDP datagrams that are not SIP",
 ]
 
@@ -194,7 +194,7 @@ def test_downstream_replies_are_fed_back_to_the_relayed_request(tmp_path):
 
     carrier_gw = ("192.0.2.50", 5060)
     run = Replayer("builtin:kamailio101", {"routing": {"carrier": "sip:192.0.2.50:5060"}}, [],
-                   PROXY)
+                   (PROXY, 5060))
     try:
         bob = request("INVITE", "sip:+15550100@kampx.test", BOB, 1, from_uri="sip:bob@kampx.test",
                       headers=["Proxy-Authorization: Digest username=\"bob\", realm=\"kampx.test\", "
@@ -250,3 +250,11 @@ def test_link_layers(tmp_path, linktype, frame):
             bytes(frame(ip_packet(CARRIER, (PROXY, 5060), payload))), ts=T0)
     (d,) = datagrams(str(path))
     assert (d.time, d.src, d.dst, d.payload) == (T0, CARRIER, (PROXY, 5060), payload)
+
+
+def test_the_proxy_port_comes_from_the_capture(tmp_path, capsys):
+    ping = request("OPTIONS", "sip:10.0.0.1:5080", CARRIER, 1)
+    cap = write_capture(tmp_path / "port.pcap", [(T0, CARRIER, (PROXY, 5080), ping)])
+    code, lines = replay(capsys, cap)
+    assert lines[0].endswith("OPTIONS sip:10.0.0.1:5080 -> reply 200 Keepalive")
+    assert "(proxy 10.0.0.1:5080," in lines[1]
