@@ -267,12 +267,12 @@ class ScriptHarness:
             ),
             src,
         )
-        password = password or (self.passwords.get(user) if user else None)
-        challenge = first.reply.code if first.reply is not None else 0
-        if challenge not in _ANSWERS or password is None or user is None:
+        reply = first.reply
+        password = password or self.passwords.get(user or "")
+        if reply is None or reply.code not in _ANSWERS or user is None or password is None:
             return first
-        asked, answer = _ANSWERS[challenge]
-        offered = first.reply.header(asked) if first.reply is not None else None
+        asked, answer = _ANSWERS[reply.code]
+        offered = reply.header(asked)
         if offered is None:
             return first
         credentials = digest_authorization(offered, user, password, method, ruri)
