@@ -85,23 +85,28 @@ class _SandboxWorker(Worker):
 
 class Sandbox:
     """One worker with `config` (sections of the TOML config as dicts) listening on
-    `listen` (an IP literal; port 5060). `subscribers` {user: password} (in the [auth]
-    realm) and `addresses` [(group, ip, mask, port, tag)] go into the database first."""
+    `listen` (an IP literal) and `port`. `subscribers` {user: password} (in the [auth]
+    realm) and `addresses` [(group, ip, mask, port, tag)] go into the database first.
+    `script`, a loaded kampx.routing.loader.Script, runs instead of [routing] script
+    (kampx.testing hands over its instrumented copy)."""
 
     def __init__(
         self,
         config: dict | None = None,
         listen: str = "127.0.0.1",
+        port: int = 5060,
         subscribers: dict | None = None,
         addresses: list | None = None,
+        script: loader.Script | None = None,
     ):
         from kampx import state
         from kampx.auth.credentials import subscriber_row
         from kampx.db import open_storage
 
         self.dir = tempfile.mkdtemp(prefix="kampx-sandbox-")
+        host = f"[{listen}]" if ":" in listen else listen
         sections: dict[str, dict[str, Any]] = {
-            "core": {"listen": [f"udp:{listen}:5060"], "children": 1},
+            "core": {"listen": [f"udp:{host}:{port}"], "children": 1},
             "db": {"url": "sqlite:///" + os.path.join(self.dir, "kampx.db").lstrip("/")},
             "usrloc": {"capacity": 1024},
             "tm": {"max_transactions": 4096},
@@ -122,7 +127,8 @@ class Sandbox:
         self.socket = RecordingSocket(addr.family)
         # duck-typed: ListenSocket calls fileno(), family and sendto() of a worker's socket
         ls = ListenSocket(0, addr, cast(socket.socket, self.socket))
-        script = loader.load(self.cfg.routing.script)
+        if script is None:
+            script = loader.load(self.cfg.routing.script)
         self.worker = _SandboxWorker(
             _Context(self.shared), SANDBOX_WORKER_ID, 1, [ls], 0, script, self.cfg
         )

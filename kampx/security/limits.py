@@ -5,7 +5,9 @@
   AuthBans    fail2ban-like: `failures` failed authentications from one IP within a window
               ban it for `ban_s`.
 
-Times are CLOCK_MONOTONIC seconds, the same in every process.
+Times are CLOCK_MONOTONIC seconds, the same in every process. Without a `clock`, the
+limiters read time.monotonic as it is when they are built (kampx.testing builds them on its
+own clock).
 """
 
 from __future__ import annotations
@@ -55,12 +57,12 @@ class _BanLog:
 
 
 class FloodGuard:
-    def __init__(self, table, window_s: float, limit: int, ban_s: float, clock=time.monotonic):
+    def __init__(self, table, window_s: float, limit: int, ban_s: float, clock=None):
         self._hit = table.hit
         self.window_s = window_s
         self.limit = limit
         self.ban_s = ban_s
-        self._clock = clock
+        self._clock = clock or time.monotonic
         self._log = _BanLog()
 
     def check(self, ip: str) -> int:
@@ -84,12 +86,12 @@ class FloodGuard:
 
 
 class AuthBans:
-    def __init__(self, table, failures: int, window_s: float, ban_s: float, clock=time.monotonic):
+    def __init__(self, table, failures: int, window_s: float, ban_s: float, clock=None):
         self._table = table
         self.failures = failures
         self.window_s = window_s
         self.ban_s = ban_s
-        self._clock = clock
+        self._clock = clock or time.monotonic
 
     def banned(self, ip: str) -> bool:
         key = ip_key(ip)
