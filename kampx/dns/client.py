@@ -161,7 +161,7 @@ class DnsClient:
             return
         try:
             reply = dns.message.from_wire(wire)
-        except dns.exception.DNSException:
+        except Exception:  # anything may arrive: dnspython raises more than DNSException
             self.counts.error()
             return  # not an answer; the attempt's timer goes on
         if not query.is_response(reply):
