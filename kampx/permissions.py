@@ -14,23 +14,20 @@ and rebuilds it only when the sequence word changes, so a per-request check cost
 plus a few dict lookups.
 
 Writers (the ctl process; the supervisor on SIGHUP) serialise on a POSIX record lock of the
-memfd backing the mapping; a writer killed mid-load releases it and leaves the published copy
-untouched, since publication is its last step.
+memfd backing the mapping (kampx/memfd.py); a writer killed mid-load releases it and leaves
+the published copy untouched, since publication is its last step.
 """
 
 from __future__ import annotations
 
-import fcntl
 import ipaddress
-import mmap
-import os
 import socket
 import struct
-import threading
 import time
 import zlib
-from contextlib import contextmanager
 from typing import Any, NamedTuple
+
+from kampx.memfd import SharedMemory
 
 DEFAULT_CAPACITY = 65536
 MAX_TAG_BYTES = 64  # Kamailio's address.tag is VARCHAR(64)
@@ -180,33 +177,14 @@ class AddressTable:
         self.capacity = capacity
         self._copy_size = _COPY_HEADER_SIZE + capacity * _RECORD.size
         self.nbytes = _HEADER + 2 * self._copy_size
-        # A memfd is anonymous shared memory (no name in any filesystem, gone with the last
-        # process) that, unlike mmap(-1), has an fd to put the writers' lock on.
-        self._fd = os.memfd_create("kampx-permissions", os.MFD_CLOEXEC)
-        try:
-            os.ftruncate(self._fd, self.nbytes)
-            self._mm = mmap.mmap(
-                self._fd, self.nbytes, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
-            )
-        except BaseException:
-            os.close(self._fd)
-            raise
-        self._words = memoryview(self._mm)[:_HEADER].cast("Q")
+        self._shm = SharedMemory("permissions", self.nbytes)
+        self._fd, self._mm = self._shm.fd, self._shm.mm
+        self._words = self._shm.words(_HEADER)
         struct.pack_into("<IIII", self._mm, 0, _MAGIC, 1, capacity, _RECORD.size)
-        self._thread_lock = threading.Lock()
         # zeroed memory is a valid empty table at sequence 0
         self._snap = _Snapshot(0, [])
 
     # -- writer ---------------------------------------------------------------------------
-
-    @contextmanager
-    def _writer(self):
-        with self._thread_lock:  # POSIX locks do not exclude threads of one process
-            fcntl.lockf(self._fd, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.lockf(self._fd, fcntl.LOCK_UN)
 
     def load(self, rows) -> int:
         """Validate every row, then publish them as the new table (all or nothing: a bad row
@@ -217,7 +195,7 @@ class AddressTable:
                 f"{len(entries)} address rows do not fit the table (capacity {self.capacity})"
             )
         records = b"".join(self._pack(e) for e in entries)
-        with self._writer():
+        with self._shm.writer():
             seq = self._words[_SEQ_WORD]
             off = self._copy_offset(seq + 1)
             start = off + _COPY_HEADER_SIZE
@@ -300,5 +278,4 @@ class AddressTable:
     def close(self) -> None:
         """Unmap (tests; a proxy keeps the table for its lifetime)."""
         self._words.release()
-        self._mm.close()
-        os.close(self._fd)
+        self._shm.close()

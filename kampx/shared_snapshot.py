@@ -20,16 +20,13 @@ untouched, since publication is its last step.
 
 from __future__ import annotations
 
-import fcntl
-import mmap
-import os
 import struct
-import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Generic, TypeVar
+
+from kampx.memfd import SharedMemory
 
 T = TypeVar("T")
 
@@ -54,44 +51,12 @@ class SharedBlob:
         self.capacity = capacity
         self._copy_size = _COPY_HEADER_SIZE + capacity
         self.nbytes = _HEADER + 2 * self._copy_size
-        # a memfd is anonymous shared memory (no name in any filesystem, gone with the last
-        # process) that, unlike mmap(-1), has an fd to put the writers' lock on
-        self._fd = os.memfd_create(f"kampx-{name}", os.MFD_CLOEXEC)
-        try:
-            os.ftruncate(self._fd, self.nbytes)
-            self._mm = mmap.mmap(
-                self._fd, self.nbytes, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
-            )
-        except BaseException:
-            os.close(self._fd)
-            raise
-        self._words = memoryview(self._mm)[:_HEADER].cast("Q")
+        self._shm = SharedMemory(name, self.nbytes)
+        self._mm = self._shm.mm
+        self._words = self._shm.words(_HEADER)
         self._words[0] = _MAGIC
         self._words[1] = capacity
-        self._forked()
-
-    def _forked(self) -> None:
-        """This process's writer bookkeeping, new: a child forked while its parent held the
-        lock inherits the bookkeeping but not the POSIX lock."""
-        self._pid = os.getpid()
-        self._thread_lock = threading.RLock()
-        self._depth = 0  # writer() nesting in this process (POSIX locks do not nest)
-
-    @contextmanager
-    def writer(self) -> Iterator[None]:
-        """Exclusive against every other writer, in any process or thread; re-entrant."""
-        if self._pid != os.getpid():
-            self._forked()
-        with self._thread_lock:  # POSIX locks do not exclude threads of one process
-            if self._depth == 0:
-                fcntl.lockf(self._fd, fcntl.LOCK_EX)
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-                if self._depth == 0:
-                    fcntl.lockf(self._fd, fcntl.LOCK_UN)
+        self.writer = self._shm.writer  # exclusive against every other writer; re-entrant
 
     def publish(self, blob: bytes) -> int:
         """Make `blob` the current content; returns its generation (1 for the first)."""
@@ -139,8 +104,7 @@ class SharedBlob:
     def close(self) -> None:
         """Unmap (tests; a proxy keeps it for its lifetime)."""
         self._words.release()
-        self._mm.close()
-        os.close(self._fd)
+        self._shm.close()
 
 
 class ParsedSnapshot(Generic[T]):

@@ -22,17 +22,13 @@ the clear count moves: the answer a call needs costs a dict lookup, not a slot c
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import marshal
-import mmap
-import os
 import struct
-import threading
 import time
-from contextlib import contextmanager
 
 from kampx.dns.rfc3263 import NODATA, NXDOMAIN, OK, Answer
+from kampx.memfd import SharedMemory
 
 SLOT_SIZE = 512
 WAYS = 4
@@ -74,18 +70,10 @@ class DnsCache:
         self.buckets = max(1, (entries + WAYS - 1) // WAYS)
         self.max_ttl = max_ttl
         self.nbytes = _HEADER + self.buckets * WAYS * SLOT_SIZE
-        self._fd = os.memfd_create("kampx-dns-cache", os.MFD_CLOEXEC)
-        try:
-            os.ftruncate(self._fd, self.nbytes)
-            self._mm = mmap.mmap(
-                self._fd, self.nbytes, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
-            )
-        except BaseException:
-            os.close(self._fd)
-            raise
-        self._words = memoryview(self._mm)[:_HEADER].cast("Q")
+        self._shm = SharedMemory("dns-cache", self.nbytes)
+        self._mm = self._shm.mm
+        self._words = self._shm.words(_HEADER)
         struct.pack_into("<IIII", self._mm, 0, _MAGIC, 1, self.buckets, SLOT_SIZE)
-        self._thread_lock = threading.Lock()
         self._memo: dict[bytes, tuple[float, Answer]] = {}
         self._memo_clears = 0
 
@@ -173,15 +161,6 @@ class DnsCache:
 
     # -- writers ------------------------------------------------------------------------
 
-    @contextmanager
-    def _writer(self):
-        with self._thread_lock:  # POSIX locks do not exclude threads of one process
-            fcntl.lockf(self._fd, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.lockf(self._fd, fcntl.LOCK_UN)
-
     def put(self, name: str, qtype: str, answer: Answer, now: float | None = None) -> bool:
         """Cache `answer` for its TTL (capped at max_ttl). False when it is not cached: a
         TTL of 0, a failure (time-outs are not remembered: the next request asks again), or
@@ -199,7 +178,7 @@ class DnsCache:
             return False
         h = _hash(key)
         base = _HEADER + (h % self.buckets) * WAYS * SLOT_SIZE
-        with self._writer():
+        with self._shm.writer():
             off = self._pick_slot(base, h, key, now)
             (seq,) = _SEQ.unpack_from(self._mm, off)
             seq |= 1  # odd: a writer is in it (already odd if one died here)
@@ -227,7 +206,7 @@ class DnsCache:
     def clear(self) -> int:
         """Forget every answer (dns.delete_all), in every process; returns how many were live."""
         now = time.monotonic()
-        with self._writer():
+        with self._shm.writer():
             live = len(self.entries(now))
             for i in range(self.buckets * WAYS):
                 off = _HEADER + i * SLOT_SIZE
@@ -264,5 +243,4 @@ class DnsCache:
     def close(self) -> None:
         """Unmap (tests; a proxy keeps the cache for its lifetime)."""
         self._words.release()
-        self._mm.close()
-        os.close(self._fd)
+        self._shm.close()

@@ -20,9 +20,10 @@ in the order the server gave them. The whole list is the failover order of a tra
 from __future__ import annotations
 
 import random
-import socket
 from collections.abc import Generator
 from typing import NamedTuple
+
+from kampx.forward import is_ip
 
 NAPTR, SRV, A, AAAA = "NAPTR", "SRV", "A", "AAAA"
 
@@ -69,14 +70,6 @@ class Lookup(NamedTuple):
 
     targets: tuple
     failure: str | None = None
-
-
-def is_ip(host: str) -> bool:
-    try:
-        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
-        return True
-    except OSError:
-        return False
 
 
 def normalize(name: str) -> str:
