@@ -8,7 +8,8 @@ an ICMP "port unreachable" ends the attempt at once), watched by the loop throug
 
 A question is sent to the nameservers in turn, each attempt waiting `timeout / (2 * number of
 nameservers)` (at least MIN_ATTEMPT_S), until one answers or `timeout` is over. Questions
-asked again while one is in flight wait for the same answer. An attempt's socket stays open
+asked again while one is in flight wait for the same answer (unless its last attempt is under
+way: then a new question has the whole `timeout`). An attempt's socket stays open
 until the question is answered: a slow nameserver's late answer still counts. SERVFAIL,
 REFUSED, a truncated or malformed answer move on to the next nameserver; when every attempt
 is spent the answer is FAILED, which is never cached.
@@ -104,7 +105,9 @@ class DnsClient:
         """Ask (name, qtype); `callback(answer)` later, always, exactly once."""
         key = (name, qtype)
         q = self.in_flight.get(key)
-        if q is None:
+        # A question whose last attempt is under way is not joined: a request arriving as
+        # the nameserver comes back deserves a fresh question, not the old one's failure.
+        if q is None or q.deadline - time.monotonic() < self.attempt_s:
             if len(self.in_flight) >= MAX_IN_FLIGHT or not self.nameservers:
                 self.timers.call_later(0, callback, Answer(FAILED))  # never from inside ask()
                 return

@@ -172,6 +172,25 @@ def test_a_silent_server_fails_the_lookup_after_the_timeout(server):
         rig.close()
 
 
+def test_a_request_during_the_last_attempt_asks_afresh_when_the_server_is_back(server):
+    """A question in its last attempt is not joined: its failure would reach a request that
+    arrived after the nameserver came back."""
+    server.silent = True
+    rig = Rig(server.nameserver, timeout=0.6)  # attempts at 0 and 0.3 s, gives up at 0.6 s
+    try:
+        _, first = rig.start("carrier.example")
+        rig.loop.run_until(lambda: False, 0.42)
+        assert not first and server.total_asked() == 2
+        server.silent = False
+        lookup, cached = rig.lookup("carrier.example")
+        assert not cached and len(lookup.targets) == 2
+        # the first one's question fails at its timeout; it takes what the cache now holds
+        assert rig.loop.run_until(lambda: first, 1.0)
+        assert first[0].targets == lookup.targets
+    finally:
+        rig.close()
+
+
 def test_the_second_nameserver_answers_when_the_first_is_dead(server):
     with DnsServer("127.0.0.1") as dead:
         dead.silent = True
