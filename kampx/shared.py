@@ -12,6 +12,8 @@ from kampx import stats as S
 from kampx._shm import CounterRows, KeyIndex, NonceCounts, RateTable
 from kampx.dialog import journal_pipe
 from kampx.dns.cache import DnsCache
+from kampx.shared_snapshot import SharedBlob
+from kampx.trace import SPEC_CAPACITY
 
 MAX_WORKER_IDS = 256  # worker ids are one byte in our branches
 TXN_COUNT, TXN_BYTES = 0, 1  # the columns of SharedState.txn_load
@@ -42,6 +44,7 @@ class SharedState:
         self.auth_bans = RateTable(65536, seed ^ 0x2)
         self.nonces = NonceCounts(1 << 20)
         self.dns_cache = DnsCache(cfg.dns.cache_size, cfg.dns.cache_max_ttl)
+        self.trace_spec = SharedBlob("trace", SPEC_CAPACITY)  # kampxctl trace's filter
         self.location = None  # usrloc store (kampx.usrloc), set by attach_state()
         self.permissions = None  # address table (kampx.permissions), set by attach_state()
         self.dispatcher = None  # dispatcher sets (kampx.dispatcher), set by attach_state()
@@ -57,6 +60,7 @@ class SharedState:
             self.auth_bans,
             self.nonces,
             self.dns_cache,
+            self.trace_spec,
             self.location,
             self.permissions,
             self.dispatcher,

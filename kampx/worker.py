@@ -56,6 +56,7 @@ from kampx.stats.core import (
 )
 from kampx.tm.manager import TransactionManager
 from kampx.tm.timers import TimerHeap
+from kampx.trace import Tracer
 from kampx.transport._recv import Receiver
 from kampx.transport.handoff import Handoff
 
@@ -180,8 +181,15 @@ class Worker:
         self.hep = None
         if cfg.hep.collector:  # every datagram read and sent, to the Homer collector
             self.hep = HepExporter(cfg.hep, self.stats)
-            for ls in self.sockets:
-                ls.tap = self.hep.sent
+        self.tracer = Tracer(
+            shared.trace_spec,
+            ctx.instance,
+            self.worker_id,
+            self.stats,
+            self.script.module,
+            HANDOFFS.base,
+        )
+        self.pipeline()
         self.hooks = Hooks(self.script, self, self.stats, self._log_once)
         self.overload = OverloadControl(cfg.overload, self)
         self.tm = TransactionManager(
@@ -272,9 +280,8 @@ class Worker:
         ep.register(hfd, select.EPOLLIN)
         handoff_fds: set[int] = set()
         ep.register(self._wake_r, select.EPOLLIN)
-        process = self.process
-        if self.hep is not None:
-            process = self._tapped(process, self.hep.received)
+        process = self.pipeline()
+        tracer = self.tracer
         rotate = self.cfg.core.children > 1
         timers = self.timers
         overload = self.overload
@@ -302,6 +309,10 @@ class Worker:
             journal.flush()  # this round's dialog records: one write
             if hep is not None:
                 hep.flush()  # this round's HEP copies: one sendmmsg
+            if tracer.changed():  # one word read per round: what a trace costs untraced
+                process = self.pipeline()
+            elif tracer.spec is not None:
+                tracer.flush()
             try:
                 events = ep.poll(timers.timeout(0.5))
             except InterruptedError:
@@ -373,9 +384,32 @@ class Worker:
             if now >= next_check:
                 next_check = now + 1.0
                 overload.tick(now)
+                if tracer.expired(time.time()):  # a trace ends by itself, ctl or not
+                    tracer.stop()
+                    process = self.pipeline()
                 if os.getppid() != self.supervisor_pid:
                     log.warning("supervisor gone; worker %d exits", self.worker_id)
                     return
+
+    def pipeline(self):
+        """process() with the taps of whatever watches the traffic now (HEP export, a live
+        trace), and every socket's send tap to match. Called at boot and whenever a trace
+        starts or ends."""
+        process = self.process
+        tracer = self.tracer
+        if tracer.changed():
+            tracer.refresh()
+        taps = []
+        if tracer.active:
+            process = tracer.wrap(process)
+            taps.append(tracer.sent)
+        if self.hep is not None:
+            process = self._tapped(process, self.hep.received)
+            taps.append(self.hep.sent)
+        tap = taps[0] if len(taps) == 1 else _each(taps) if taps else None
+        for ls in self.sockets:
+            ls.tap = tap
+        return process
 
     @staticmethod
     def _tapped(process, tap):
@@ -517,3 +551,11 @@ class Worker:
             type(e).__name__,
             "".join(traceback.format_exception(type(e), e, e.__traceback__)).rstrip(),
         )
+
+
+def _each(taps):
+    def tap(data, dest, lsock):
+        for t in taps:
+            t(data, dest, lsock)
+
+    return tap

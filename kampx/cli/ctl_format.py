@@ -165,3 +165,51 @@ def uptime_lines(result: dict) -> list[str]:
         f"up since: {when(result['up_since'])}",
         f"uptime: {int(result['uptime'])} s ({duration(result['uptime'])})",
     ]
+
+
+# the route-script calls a trace line names by default: those that answer, relay, redirect
+# or end the request (-v lists every call)
+DECISIVE_CALLS = frozenset(
+    {
+        "lookup", "save", "unregister", "t_relay", "t_reply", "send_reply", "sl_send_reply",
+        "sl_reply", "sl_reply_error", "auth_challenge", "www_challenge", "proxy_challenge",
+        "auth_check", "www_authorize", "proxy_authorize", "allow_source_address",
+        "ds_select_dst", "ds_select_domain", "ds_next_dst", "ds_next_domain", "t_next_dst",
+        "rewritehost", "rewritehostport", "rewriteuri", "rewriteuser", "setdsturi",
+    }
+)  # fmt: skip
+_DIRECTIONS = {"in": "IN ", "out": "OUT", "timer": "TMR"}
+
+
+def trace_lines(record: dict, verbose: bool) -> list[str]:
+    """One line per message (time, worker, direction, addresses, first line, Call-ID), then
+    what the script did with a received one: the routes it went through and its decisive
+    calls; with `verbose` every call (indented by nesting) and the whole message."""
+    stamp = datetime.datetime.fromtimestamp(record.get("t", 0)).strftime("%H:%M:%S.%f")[:-3]
+    direction = _DIRECTIONS.get(record.get("dir", ""), "?  ")
+    where = f"{record.get('src', '')} -> {record.get('dst', '')}" if record.get("dst") else ""
+    head = f"{stamp} w{record.get('worker', '?')} {direction} {where:47} {record.get('line', '')}"
+    if record.get("call_id"):
+        head += f"  [{record['call_id']}]"
+    if record.get("problem"):
+        head += f"  (unparsable: {record['problem']})"
+    lines = [head]
+    calls = record.get("calls") or []
+    if verbose:
+        lines.extend(f"      {c}" for c in calls)
+        if record.get("data"):
+            lines.extend("      | " + line for line in record["data"].rstrip("\r\n").split("\r\n"))
+    elif calls:
+        lines.append("      " + _decisions(calls))
+    return lines
+
+
+def _decisions(calls: list[str]) -> str:
+    routes, acts = [], []
+    for text in calls:
+        text = text.strip()
+        if text.startswith("route "):
+            routes.append(text[6:])
+        elif text.split("(", 1)[0] in DECISIVE_CALLS or text.endswith(("-> 'exit'", "-> 'drop'")):
+            acts.append(text)
+    return " > ".join(routes) + (": " if routes and acts else "") + ", ".join(acts)

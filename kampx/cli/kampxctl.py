@@ -433,6 +433,49 @@ def cmd_version(ctx: Ctx, args) -> None:
     ctx.emit({"kampxctl": __version__, "kampx": server}, f"{PROG} {__version__}", note)
 
 
+# -- live trace ------------------------------------------------------------------------------
+
+
+def cmd_trace(ctx: Ctx, args) -> None:
+    """Stream what the running proxy receives and sends, with its script's decisions, until
+    COUNT messages, DURATION seconds, or Ctrl-C."""
+    client = ctx.client()
+    params: dict[str, Any] = {
+        "count": args.count,
+        "duration": args.duration,
+        "verbose": args.verbose,
+    }
+    for name in ("method", "user", "ip"):
+        if getattr(args, name) is not None:
+            params[name] = getattr(args, name)
+    started = client.call("trace.start", params)
+    if not isinstance(started, dict) or "id" not in started:
+        raise Failure("trace.start: malformed result")
+    trace_id, after, reason = started["id"], 0, "stopped"
+    sys.stderr.write(
+        f"tracing: {args.count} messages or {args.duration:g} s at most; Ctrl-C ends it\n"
+    )
+    try:
+        while True:
+            got = client.call("trace.read", {"id": trace_id, "after": after, "wait": 2.0})
+            for record in got["records"]:
+                if ctx.json:  # one JSON object per line, as they come
+                    ctx.out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                else:
+                    ctx.print(*ctl_format.trace_lines(record, args.verbose))
+            ctx.out.flush()
+            after = got["next"]
+            if got["done"]:
+                reason = got.get("reason") or "ended"
+                break
+    except KeyboardInterrupt:
+        try:
+            client.call("trace.stop", {"id": trace_id})
+        except ControlError:
+            pass
+    sys.stderr.write(f"trace ended ({reason}): {after} records\n")
+
+
 def cmd_rpc(ctx: Ctx, args) -> None:
     params = None
     if args.params is not None:
@@ -596,6 +639,22 @@ def build_parser() -> argparse.ArgumentParser:
     _command(subs, "uptime", cmd_uptime, "when the proxy started")
     _command(subs, "reload", cmd_reload, "reload the route script")
     _command(subs, "version", cmd_version, "versions of kampxctl and the running proxy")
+    p = _command(
+        subs,
+        "trace",
+        cmd_trace,
+        "stream the messages the proxy receives and sends, with its script's decisions",
+    )
+    p.add_argument("--method", metavar="M", help="requests with this method, and their replies")
+    p.add_argument("--user", metavar="U", help="user part of the Request-URI, From or To")
+    p.add_argument("--ip", metavar="IP", help="messages from or to this address")
+    p.add_argument("--count", metavar="N", type=int, default=100, help="stop after N (100)")
+    p.add_argument(
+        "--duration", metavar="S", type=float, default=60.0, help="stop after S seconds (60)"
+    )
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="every script call and the whole messages"
+    )
     p = _command(subs, "rpc", cmd_rpc, "call a control method (system.listMethods lists them)")
     p.add_argument("method", metavar="METHOD")
     p.add_argument("params", metavar="PARAMS", nargs="?", help="JSON object or array")

@@ -22,6 +22,7 @@ from kampx.control.rpc_dispatcher import DispatcherRpc
 from kampx.control.rpc_dns import DnsRpc
 from kampx.control.rpc_permissions import PermissionsRpc
 from kampx.control.rpc_stats import StatsRpc
+from kampx.control.rpc_trace import TraceRpc
 from kampx.control.rpc_usrloc import UsrlocRpc, aor_key, contact_object  # noqa: F401
 from kampx.control.server import RpcFault, check_params
 from kampx.stats.kamctl import StatsView
@@ -42,6 +43,7 @@ class Methods:
         self.dispatcher = DispatcherRpc(shared, cfg)
         self.stats = StatsRpc(stats_view, self.usrloc.gauges)
         self.dns = DnsRpc(shared)
+        self.trace = TraceRpc(shared)
         self.cfg = cfg
 
     @property
@@ -59,6 +61,7 @@ class Methods:
             **self.permissions.table(),
             **self.dns.table(),
             **self.dispatcher.table(),
+            **self.trace.table(),
             "core.uptime": self.core_uptime,
             "core.psx": self.core_psx,
             "core.version": self.core_version,

@@ -37,6 +37,19 @@ def int_param(params: dict, name: str, default: int, lo: int, hi: int | None) ->
     return v
 
 
+def seconds_param(params: dict, name: str, default: float, hi: float, zero: bool = False) -> float:
+    """A number of seconds up to `hi`, more than 0 (or 0 too with `zero`)."""
+    v = params.get(name, default)
+    if (
+        isinstance(v, bool)
+        or not isinstance(v, (int, float))
+        or not (0 < v <= hi or zero and v == 0)
+    ):
+        low = "0 <=" if zero else "0 <"
+        raise InvalidParams(f"'{name}' must be a number of seconds, {low} s <= {hi:g}")
+    return float(v)
+
+
 def str_param(params: dict, name: str, default: str | None = None) -> str:
     v = params.get(name, default)
     if not isinstance(v, str):

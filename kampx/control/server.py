@@ -4,7 +4,8 @@ socket, one request per connection, one newline-terminated JSON response.
 This module is the transport and the envelope only: reading a request, checking it, mapping
 failures to JSON-RPC error objects. The methods themselves are kampx/control/methods.py.
 Each connection gets a thread, so a client that stalls never blocks another; the methods
-run one at a time (they share per-process scratch state of the shared tables).
+run one at a time (they share per-process scratch state of the shared tables), except those
+marked `unlocked` (a long poll such as trace.read), which guard their own state.
 """
 
 from __future__ import annotations
@@ -199,6 +200,8 @@ class RpcServer:
         elif not isinstance(params, dict):
             return InvalidParams("'params' must be an object of named parameters")
         try:
+            if getattr(fn, "unlocked", False):  # it locks what it needs itself (long polls)
+                return fn(params)
             with self._run_lock:
                 return fn(params)
         except RpcFault as e:

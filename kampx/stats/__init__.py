@@ -43,6 +43,7 @@ CATALOGUE = (
     "kampx.cluster",
     "kampx.dns.resolver",
     "kampx.hep",
+    "kampx.trace",
     "kampx.dispatcher.stats",
 )
 

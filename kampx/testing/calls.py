@@ -7,6 +7,11 @@ Call to `log`. The route API itself, the worker's script and any other copy are 
 the wrappers live in the copy's globals, which is where the script's code looks its
 functions up. `overrides` {name: function} replace API functions in the copy first (kampx
 replay trusts captured credentials that way); they are recorded like the rest.
+
+`record_calls(module, log)` does the same to a script already loaded, in place, and returns
+what it replaced (the live trace, kampx.trace, wraps the worker's own script while someone
+traces, so the script's module state stays the one the worker built). A log whose
+`recording` is False makes the wrappers plain calls through.
 """
 
 from __future__ import annotations
@@ -71,16 +76,20 @@ def _show(value: object) -> str:
 
 
 class CallLog(list):
-    """The calls of one harness, oldest first; `depth` tracks the nesting while recording."""
+    """The calls of one harness, oldest first; `depth` tracks the nesting while recording;
+    nothing is recorded while `recording` is False."""
 
     def __init__(self) -> None:
         super().__init__()
         self.depth = 0
+        self.recording = True
 
 
 def _recorded(kind: str, name: str, fn: Callable, log: CallLog) -> Callable:
     @functools.wraps(fn)
     def call(*args, **kwargs):
+        if not log.recording:
+            return fn(*args, **kwargs)
         entry = Call(kind, name, args, kwargs, log.depth)
         log.append(entry)
         log.depth += 1
@@ -116,10 +125,22 @@ def instrumented(
             raise ValueError(f"override {name}: not a function of the route-script API")
         if name in namespace:  # a script that never imported it has nothing to override
             namespace[name] = fn
-    own = script.module.__name__
+    record_calls(script.module, log, extra=overrides)
+    return loader.Script(script.name, script.path, script.module)
+
+
+def record_calls(module: types.ModuleType, log: CallLog, extra=()) -> dict[str, object]:
+    """Wrap, in `module`'s namespace, its own functions and the route API functions it
+    imported (and the names in `extra`) so each call goes to `log`. Returns the replaced
+    {name: original}: `module.__dict__.update(originals)` undoes it."""
+    namespace = module.__dict__
+    own = module.__name__
+    originals: dict[str, object] = {}
     for name, value in list(namespace.items()):
         if isinstance(value, types.FunctionType) and value.__module__ == own:
+            originals[name] = value
             namespace[name] = _recorded(ROUTE, name, value, log)
-        elif id(value) in _API_FUNCTIONS or name in overrides:
+        elif id(value) in _API_FUNCTIONS or name in extra:
+            originals[name] = value
             namespace[name] = _recorded(API, name, value, log)
-    return loader.Script(script.name, script.path, script.module)
+    return originals

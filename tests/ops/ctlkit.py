@@ -3,6 +3,7 @@ kampxctl as a subprocess, and /metrics scraped over HTTP."""
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,9 @@ from kampx.control.methods import Methods
 from kampx.control.server import RpcServer, bind_unix
 from kampx.permissions import AddressTable
 from kampx.shared import COUNTER_ROWS
+from kampx.shared_snapshot import SharedBlob
 from kampx.stats.kamctl import StatsView
+from kampx.trace import SPEC_CAPACITY
 from kampx.usrloc import LocationStore
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -73,7 +76,8 @@ class InProcessCtl:
             location=LocationStore(capacity, 7, track_changes=False),
             permissions=AddressTable(256),
             counters=CounterRows(COUNTER_ROWS, S.ncols()),
-            pike=RateTable(1024, 1), auth_bans=RateTable(1024, 2))
+            pike=RateTable(1024, 1), auth_bans=RateTable(1024, 2),
+            trace_spec=SharedBlob("trace", SPEC_CAPACITY), instance=secrets.token_hex(4))
         self.started = time.time() - 5
         self.methods = Methods(self.shared, self.cfg, os.getpid(), self.started,
                                StatsView(self.shared.counters))

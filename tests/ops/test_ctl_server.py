@@ -5,6 +5,7 @@ import json
 import os
 import socket
 import stat
+import threading
 import time
 from types import SimpleNamespace
 
@@ -155,7 +156,38 @@ def test_list_methods(ctl):
         "permissions.addressReload", "permissions.addressDump", "dns.view", "dns.delete_all",
         "dispatcher.reload", "dispatcher.list", "dispatcher.set_state", "core.uptime", "core.psx",
         "core.version", "stats.get_statistics", "stats.reset_statistics", "cfg.reload",
-        "system.listMethods"])
+        "trace.start", "trace.read", "trace.stop", "system.listMethods"])
+
+
+# -- trace ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("params, name", [
+    ({"count": 0}, "count"), ({"count": "5"}, "count"), ({"duration": 0}, "duration"),
+    ({"duration": 4000}, "duration"), ({"duration": True}, "duration"), ({"method": ""}, "method"),
+    ({"user": 3}, "user"), ({"verbose": "yes"}, "verbose"), ({"bogus": 1}, "bogus"),
+])
+def test_trace_start_invalid(ctl, params, name):
+    e = rpc_error(ctl, "trace.start", params)
+    assert e.code == -32602 and f"'{name}'" in e.message
+
+
+def test_trace_long_poll_holds_no_other_method_and_stop_ends_it(ctl):
+    started = rpc(ctl, "trace.start", {"duration": 30})
+    assert rpc_error(ctl, "trace.read", {"id": started["id"] + 1}).message == (
+        f"no trace {started['id'] + 1}")
+    got = {}
+    poll = threading.Thread(target=lambda: got.update(
+        rpc(ctl, "trace.read", {"id": started["id"], "wait": 3})))
+    t0 = time.monotonic()
+    poll.start()
+    time.sleep(0.2)
+    assert rpc(ctl, "core.version")["name"] == "kampx"  # not behind the long poll
+    assert time.monotonic() - t0 < 1.0
+    assert rpc(ctl, "trace.stop", {"id": started["id"]}) == {"id": started["id"], "messages": 0}
+    poll.join(5)
+    assert got == {"records": [], "next": 0, "done": True, "reason": "stopped"}
+    assert time.monotonic() - t0 < 2.0  # the stop woke the poll
+    assert ctl.shared.trace_spec.read()[1] == b""  # the workers' filter is taken back
 
 
 # -- usrloc ---------------------------------------------------------------------------------
