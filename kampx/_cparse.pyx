@@ -1039,6 +1039,8 @@ cdef class Message:
     cdef public object on_failure    # t_on_failure(): the failure route armed (tm)
     cdef public object fr_timers     # t_set_fr(): (fr_inv, fr) seconds, 0 = default (tm)
     cdef public object ds_next       # dispatcher: what ds_next_dst() moves on to
+    cdef public int flags            # setflag()/isflagset(): the message flags (acc)
+    cdef public bint dlg_manage      # dlg_manage(): its dialog is tracked (dialog)
     # anything a route script attaches of its own
     cdef dict __dict__
 

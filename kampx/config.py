@@ -240,6 +240,24 @@ class DialogConfig:
     # the calls in progress plus those whose BYE never came, kept for lifetime_s. Past it a
     # new call gets 503 (evicting a live call would make its BYE a forgery)
     capacity: int = 1000000
+    # dialogs tracked with dlg_manage() at once (2 kB of shared memory each, touched only
+    # when used): their details for `kampxctl dlg`, their CDRs and call metrics. Past it a
+    # call still goes through, untracked (counted in dialog:tracked_full)
+    tracked_capacity: int = 20000
+
+
+@dataclass(frozen=True)
+class AccConfig:
+    """Accounting (kampx/acc.py): Kamailio's acc module flags, and where records go."""
+
+    log_flag: int = 1  # a flagged transaction's 2xx final: a row in `acc`
+    log_missed_flag: int = 2  # a flagged INVITE's negative final: a row in `missed_calls`
+    failed_transaction_flag: int = 3  # a flagged transaction's negative final: `acc` too
+    inbound_flag: int = 4  # the call came in from the carrier (direction "inbound")
+    outbound_flag: int = 5  # the call goes out to the carrier ("outbound"; neither: "local")
+    db: bool = True  # rows into the database's acc, missed_calls and acc_cdrs tables
+    log: str = ""  # also each record as a line: "syslog", or a file path (JSON lines)
+    cdr_on_failed: bool = True  # a tracked call that failed gets a CDR too (duration 0)
 
 
 @dataclass(frozen=True)
@@ -317,6 +335,7 @@ class Config:
     control: ControlConfig = field(default_factory=ControlConfig)
     tm: TmConfig = field(default_factory=TmConfig)
     dialog: DialogConfig = field(default_factory=DialogConfig)
+    acc: AccConfig = field(default_factory=AccConfig)
     registrar: RegistrarConfig = field(default_factory=RegistrarConfig)
     usrloc: UsrlocConfig = field(default_factory=UsrlocConfig)
     overload: OverloadConfig = field(default_factory=OverloadConfig)
@@ -451,6 +470,18 @@ def _semantic_checks(cfg: Config) -> None:
     if cfg.hep.capture_id > 0xFFFFFFFF:
         raise ConfigError("bad value for [hep] capture_id: at most 4294967295")
     _dispatcher_checks(cfg.dispatcher)
+    _acc_checks(cfg.acc)
+
+
+def _acc_checks(acc: AccConfig) -> None:
+    flags = {}
+    for key in ("log_flag", "log_missed_flag", "failed_transaction_flag", "inbound_flag", "outbound_flag"):
+        value = getattr(acc, key)
+        if value > 31:
+            raise ConfigError(f"bad value for [acc] {key}: a message flag is 0..31")
+        if value in flags:
+            raise ConfigError(f"bad value for [acc] {key}: flag {value} is also {flags[value]}")
+        flags[value] = key
 
 
 def _dns_checks(dns: DnsConfig) -> None:

@@ -31,6 +31,7 @@ import time
 from typing import TYPE_CHECKING
 
 from kampx import stats as S
+from kampx.acc import AccSink
 from kampx.dialog import JournalWriter
 from kampx.process import HelperProcess
 from kampx.shared import HELPER_ROWS
@@ -60,7 +61,9 @@ class DbWriterProcess(HelperProcess):
             self.shared.location,
             self.cfg,
             stats=stats,
-            dialogs=JournalWriter(self.shared.dialog_journal_r, stats),
+            dialogs=JournalWriter(
+                self.shared.dialog_journal_r, stats, acc_sink=AccSink(self.cfg.acc, stats)
+            ),
         )
         self.sync = None
         if self.cfg.db.shared:
@@ -89,7 +92,8 @@ class DbWriterProcess(HelperProcess):
                     self.writer.drain()
                 self._follow(sync)
                 sync.wait(CLUSTER_TICK)
-        # last changes: workers stopping alongside us may still finish a REGISTER or two
+        # last changes: the supervisor stops us once the workers are gone, so what the
+        # journal holds now is all there is (accounting records included)
         deadline = time.monotonic() + STOP_DRAIN_S
         while True:
             n = self.writer.drain()
@@ -219,5 +223,7 @@ class LocationWriter:
             self._last_error = error
 
     def close(self) -> None:
+        if self.dialogs is not None and self.dialogs.acc_sink is not None:
+            self.dialogs.acc_sink.close()
         if self.storage is not None:
             self.storage.close()

@@ -38,6 +38,7 @@ import os
 import select
 import struct
 import time
+from collections import deque
 
 from kampx import stats as S
 
@@ -67,6 +68,12 @@ DIALOG_TABLE_FULL = S.family(
     S.KIND_COUNTER,
     "Dialog-creating requests refused with 503: the dialog index is full",
 )
+DIALOGS_UNTRACKED = S.family(
+    "dialog",
+    "tracked_full",
+    S.KIND_COUNTER,
+    "Dialogs dlg_manage() could not track: [dialog] tracked_capacity reached",
+)
 DIALOG_JOURNAL_DROPPED = S.family(
     "dialog",
     "journal_dropped",
@@ -81,6 +88,7 @@ STATISTICS = (
     DIALOG_REJECTED,
     DIALOG_TABLE_FULL,
     DIALOG_JOURNAL_DROPPED,
+    DIALOGS_UNTRACKED,
 )
 
 log = logging.getLogger("kampx.dialog")
@@ -89,13 +97,25 @@ log = logging.getLogger("kampx.dialog")
 PENDING, EARLY, CONFIRMED, ENDED = 1, 2, 3, 4
 CREATING = {"INVITE": PENDING, "SUBSCRIBE": EARLY, "REFER": EARLY}
 
-OP_PUT, OP_DELETE = 1, 2
+TRACKED = 8  # in an index value: the dialog's details are in the DialogTable (dlg_manage())
+STATE = 7  # an index value's state bits
+
+OP_PUT, OP_DELETE, OP_ACC = 1, 2, 3  # OP_ACC: an accounting record (kampx/acc.py), JSON
 _RECORD = struct.Struct("!BBdH")  # op, state, timeout (epoch seconds), key length
 MAX_KEY = 2048  # longer Call-ID + tag pairs are not journaled
 PIPE_BUF = select.PIPE_BUF  # a pipe write up to this size is atomic
+MAX_DATA = PIPE_BUF - _RECORD.size  # the largest accounting record
+MAX_HELD = 4000  # chunks a process keeps while the pipe is full (16 MB at worst)
 PIPE_SIZE = 1 << 20  # ~14 000 records while the db writer restarts
 FULL_LOG_EVERY_S = 10.0
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+
+def setup_ttl(cfg) -> float:
+    """How long a dialog may stay in setup (PENDING, EARLY): as long as an INVITE
+    transaction can live, and a little more."""
+    tm = cfg.tm
+    return (tm.fr_inv_timer_ms + 64 * tm.t1_ms) / 1000 + 10
 
 
 def key(call_id: str, tag: str) -> bytes:
@@ -149,50 +169,78 @@ def read_journal(
 
 
 class Journal:
-    """A worker's end of the journal. Records are kept until `flush()`, which the worker
+    """A process's end of the journal. Records are kept until `flush()`, which the worker
     loop calls once per round of datagrams: one write() per PIPE_BUF bytes of records
     instead of one per record (a pipe write of at most PIPE_BUF is atomic, so records of
-    several workers never interleave)."""
+    several processes never interleave). A full pipe (the db writer busy or restarting)
+    keeps the chunks here for the next flush, up to MAX_HELD; past it the oldest go
+    (counted as dialog.journal_dropped)."""
 
-    __slots__ = ("fd", "stats", "pending", "size")
+    __slots__ = ("fd", "stats", "pending", "size", "held")
 
     def __init__(self, fd: int, stats):
         self.fd = fd
         self.stats = stats
         self.pending: list[bytes] = []
         self.size = 0
+        self.held: deque[tuple[bytes, int]] = deque()  # (chunk, records) the pipe refused
 
-    def write(self, op: int, k: bytes, state: int = 0, timeout: float = 0.0) -> None:
-        if len(k) > MAX_KEY:
-            return
+    def write(self, op: int, k: bytes, state: int = 0, timeout: float = 0.0) -> bool:
+        """Queue a record; False when it is too large to journal."""
+        if len(k) > (MAX_DATA if op == OP_ACC else MAX_KEY):
+            return False
         rec = _RECORD.pack(op, state, timeout, len(k)) + k
         if self.size + len(rec) > PIPE_BUF:
-            self.flush()
+            self._seal()
         self.pending.append(rec)
         self.size += len(rec)
+        return True
+
+    def _seal(self) -> None:
+        if self.pending:
+            self.held.append((b"".join(self.pending), len(self.pending)))
+            self.pending.clear()
+            self.size = 0
 
     def flush(self) -> None:
-        if not self.pending:
+        if not self.pending and not self.held:
             return
-        chunk, n = b"".join(self.pending), len(self.pending)
-        self.pending.clear()
-        self.size = 0
-        try:
-            os.write(self.fd, chunk)
-        except OSError as e:
-            if e.errno not in (errno.EAGAIN, errno.EPIPE, errno.EBADF):
-                raise
-            self.stats.add(DIALOG_JOURNAL_DROPPED.base, n)
+        self._seal()
+        held = self.held
+        while held:
+            chunk, n = held[0]
+            try:
+                os.write(self.fd, chunk)
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EPIPE, errno.EBADF):
+                    raise
+                if e.errno != errno.EAGAIN:
+                    held.clear()  # nobody will ever read it
+                    self.stats.add(DIALOG_JOURNAL_DROPPED.base, n)
+                break
+            held.popleft()
+        while len(held) > MAX_HELD:
+            self.stats.add(DIALOG_JOURNAL_DROPPED.base, held.popleft()[1])
+
+    def drain(self, timeout: float) -> None:
+        """Flush until everything is in the pipe or `timeout` passed (a process exiting)."""
+        deadline = time.monotonic() + timeout
+        self.flush()
+        while self.held and time.monotonic() < deadline:
+            time.sleep(0.01)
+            self.flush()
 
 
 # -------------------------------------------------------------------------- the check --
 
 
 class Dialogs:
-    """One worker's view of the shared dialog index. `ttl_setup` bounds a PENDING or EARLY
+    """One process's view of the shared dialog index, and of the details of the dialogs
+    tracked with dlg_manage() (`table`, kampx/dialog_table.py; None: no tracking) whose
+    ends make CDRs through `acc` (kampx/acc.py). `ttl_setup` bounds a PENDING or EARLY
     entry (as long as an INVITE transaction can live)."""
 
-    def __init__(self, index, journal: Journal, cfg, ttl_setup: float, stats):
+    def __init__(self, index, journal: Journal, cfg, ttl_setup: float, stats, table=None, acc=None):
         self.index = index
         self.journal = journal
         self.enforce = cfg.enforce
@@ -200,7 +248,25 @@ class Dialogs:
         self.linger = float(cfg.linger_s)
         self.ttl_setup = ttl_setup
         self.stats = stats
+        self.table = table
+        self.acc = acc
         self._full_logged = -FULL_LOG_EVERY_S
+
+    @classmethod
+    def of(cls, shared, cfg, stats) -> Dialogs:
+        """A process's handle on the shared dialogs, with its own journal and accounting."""
+        from kampx.acc import Accounting
+
+        journal = Journal(shared.dialog_journal_w, stats)
+        return cls(
+            shared.dialogs,
+            journal,
+            cfg.dialog,
+            setup_ttl(cfg),
+            stats,
+            table=shared.dialog_table,
+            acc=Accounting(cfg.acc, journal, stats),
+        )
 
     # -- the dialog-creating side (tm calls these for its server transactions) --
 
@@ -208,7 +274,8 @@ class Dialogs:
         """Record the dialog a relay of `msg` starts: (key, state); None when it starts
         none (not a dialog-creating method, no Record-Route of ours, already in a dialog);
         (None, 0) when the index is full (the request must not be relayed: its in-dialog
-        requests could not be told from forged ones)."""
+        requests could not be told from forged ones). A dialog-creating request marked
+        with dlg_manage() is tracked too (state | TRACKED)."""
         if not msg.rr_added or msg.has_to_tag:
             return None
         state = CREATING.get(msg.method)
@@ -216,7 +283,11 @@ class Dialogs:
             return None
         k = f"{msg.call_id}\0{msg.from_tag or ''}".encode("utf-8", "surrogateescape")
         now = time.monotonic()
+        if msg.dlg_manage and self.table is not None and self._track(k, msg, state):
+            state |= TRACKED
         if not self.index.put(k, state, now, now + self.ttl_setup):
+            if state & TRACKED:
+                self.table.remove(k)
             self.stats.inc(DIALOG_TABLE_FULL.base)
             if now >= self._full_logged + FULL_LOG_EVERY_S:
                 self._full_logged = now
@@ -225,31 +296,102 @@ class Dialogs:
         self.stats.inc(DIALOGS_PROCESSED.base)
         return k, state
 
-    def on_reply(self, k: bytes, state: int, code: int, reply_has_tag: bool) -> int:
-        """A reply relayed upstream for the transaction that started dialog `k` (in
-        `state`); returns the dialog's new state. Called before the reply is sent, so the
-        caller's ACK or PRACK always finds the dialog."""
+    def _track(self, k: bytes, msg, state: int) -> bool:
+        now = time.time()
+        contacts = msg.contacts
+        info = {
+            "callid": msg.call_id,
+            "from_tag": msg.from_tag or "",
+            "to_tag": "",
+            "from": msg.header("from"),
+            "to": msg.header("to"),
+            "ruri": msg.original_ruri,
+            "caller_contact": contacts[0].uri if contacts else None,
+            "caller_addr": list(msg.src),
+            "socket": msg.lsock.index,
+            "caller_cseq": msg.cseq_num or 0,
+            "callee_cseq": 0,
+            "setup": now,
+        }
+        if self.acc is not None:
+            info.update(self.acc.parties(msg))
+        if self.table.create(k, state, now + self.ttl_setup, info):
+            return True
+        self.stats.inc(DIALOGS_UNTRACKED.base)
+        return False
+
+    def on_reply(self, k: bytes, state: int, code: int, reply) -> int:
+        """Reply `reply` (code `code`) relayed upstream for the transaction that started
+        dialog `k` (in `state`); returns the dialog's new state. Called before the reply is
+        sent, so the caller's ACK or PRACK always finds the dialog."""
+        tracked = state & TRACKED
         if code < 200:
-            if code > 100 and reply_has_tag and state == PENDING:
+            if code > 100 and reply.has_to_tag and state & STATE == PENDING:
                 now = time.monotonic()
-                self.index.put(k, EARLY, now, now + self.ttl_setup)
-                return EARLY
+                self.index.put(k, EARLY | tracked, now, now + self.ttl_setup)
+                if tracked:
+                    self.table.update(k, lambda _s, _i: (EARLY, time.time() + self.ttl_setup))
+                return EARLY | tracked
             return state
         if code < 300:
-            if state != CONFIRMED:
-                self._confirm(k, time.monotonic())
+            if state & STATE != CONFIRMED:
+                self._confirm(k, time.monotonic(), tracked)
                 self.stats.inc(DIALOGS_CONFIRMED.base)
-            return CONFIRMED
+                if tracked:
+                    self._answered(k, code, reply)
+            return CONFIRMED | tracked
         return state
 
-    def failed(self, k: bytes, state: int) -> None:
-        """The transaction that started dialog `k` ended without a 2xx."""
-        if state != CONFIRMED:
+    def _answered(self, k: bytes, code: int, reply) -> None:
+        now = time.time()
+        contacts = reply.contacts
+        rrs = [r.raw for r in reply.record_routes]
+        mine = [i for i, r in enumerate(rrs) if r == reply.lsock.rr_value] if rrs else []
+        at = mine[0] if mine else -1
+        fields = {
+            "to_tag": reply.to_tag or "",
+            "to": reply.header("to"),
+            "callee_contact": contacts[0].uri if contacts else None,
+            "callee_addr": list(reply.src),
+            # RFC 3261 12.1: the callee's side of us is the Record-Routes above ours,
+            # nearest first; the caller's side those below
+            "callee_route": rrs[:at][::-1] if at >= 0 else [],
+            "caller_route": rrs[at + 1 :] if at >= 0 else [],
+            "answered": now,
+            "code": code,
+            "reason": reply.reason or "",
+        }
+
+        def confirm(_state, info):
+            info.update(fields)
+            return CONFIRMED, now + self.lifetime
+
+        self.table.update(k, confirm)
+
+    def failed(self, k: bytes, state: int, code: int = 0, reason: str = "") -> None:
+        """The transaction that started dialog `k` ended without a 2xx (final `code`)."""
+        if state & STATE != CONFIRMED:
             self.index.discard(k)
             self.stats.inc(DIALOGS_FAILED.base)
+            if state & TRACKED:
+                self.end(k, "canceled" if code == 487 else "failed", code, reason)
 
-    def _confirm(self, k: bytes, now: float) -> None:
-        self.index.put(k, CONFIRMED, now, now + self.lifetime)
+    def end(self, k: bytes, why: str, code: int = 0, reason: str = ""):
+        """Stop tracking dialog `k` and write its CDR (`why`: caller, callee, timeout,
+        ended, failed, canceled); returns its details, None when it was not tracked (or
+        another process ended it first)."""
+        removed = self.table.remove(k) if self.table is not None else None
+        if removed is None:
+            return None
+        _, info = removed
+        if code:
+            info["code"], info["reason"] = code, reason
+        if self.acc is not None:
+            self.acc.cdr(info, why)
+        return info
+
+    def _confirm(self, k: bytes, now: float, tracked: int = 0) -> None:
+        self.index.put(k, CONFIRMED | tracked, now, now + self.lifetime)
         self.journal.write(OP_PUT, k, CONFIRMED, time.time() + self.lifetime)
 
     # -- the in-dialog side --
@@ -258,32 +400,77 @@ class Dialogs:
         """Whether in-dialog request `msg` belongs to a dialog kampx established (see the
         module docstring); a BYE ends it, other requests (not ACK) refresh its lifetime.
         A refused request is counted. Always True with [dialog] enforce = false."""
-        if not self.enforce or msg.dialog_admitted:
+        if msg.dialog_admitted:
+            return True
+        if not self.enforce:
+            if self.table is not None and msg.method == "BYE":
+                self._bye_untracked(msg)
             return True
         now = time.monotonic()
         call_id = msg.call_id or ""
         k = f"{call_id}\0{msg.from_tag or ''}".encode("utf-8", "surrogateescape")
-        state = self.index.lookup(k, now)
-        if state < EARLY:
+        value = self.index.lookup(k, now)
+        if value < 0 or value & STATE < EARLY:
             k = f"{call_id}\0{msg.to_tag or ''}".encode("utf-8", "surrogateescape")
-            state = self.index.lookup(k, now)
-            if state < EARLY:
+            value = self.index.lookup(k, now)
+            if value < 0 or value & STATE < EARLY:
                 self.stats.inc(DIALOG_REJECTED.base)
                 return False
         msg.dialog_admitted = True
+        state, tracked = value & STATE, value & TRACKED
         method = msg.method
         if method == "BYE":
             if state != ENDED:
                 self.index.put(k, ENDED, now, now + self.linger)
                 self.journal.write(OP_DELETE, k)
                 self.stats.inc(DIALOGS_ENDED.base)
+                if tracked:
+                    self.end(k, self._side(msg, k))
         elif state == CONFIRMED and method != "ACK":
-            self._confirm(k, now)  # Kamailio resets a dialog's timeout likewise
+            self._confirm(k, now, tracked)  # Kamailio resets a dialog's timeout likewise
+            if tracked:
+                self._refresh(k, msg)
         return True
+
+    def _bye_untracked(self, msg) -> None:
+        """[dialog] enforce = false: a BYE still ends the tracked dialog it names."""
+        for tag in (msg.from_tag, msg.to_tag):
+            k = key(msg.call_id or "", tag or "")
+            if self.end(k, self._side(msg, k)) is not None:
+                return
+
+    @staticmethod
+    def _side(msg, k: bytes) -> str:
+        """Who sent in-dialog request `msg` of dialog `k`: "caller" or "callee"."""
+        return "caller" if split_key(k)[1] == (msg.from_tag or "") else "callee"
+
+    def _refresh(self, k: bytes, msg) -> None:
+        """An in-dialog request of tracked dialog `k`: its lifetime starts again, and the
+        sender's CSeq is remembered (a BYE kampx sends must be above it)."""
+        side = "caller_cseq" if self._side(msg, k) == "caller" else "callee_cseq"
+        cseq = msg.cseq_num or 0
+        expires = time.time() + self.lifetime
+
+        def refresh(state, info):
+            info[side] = max(info.get(side, 0), cseq)
+            return state, expires
+
+        self.table.update(k, refresh)
 
     def known(self, call_id: str | None, tag: str | None) -> bool:
         """Whether (Call-ID, caller tag) is a dialog past its setup (for stray 2xx)."""
-        return self.index.lookup(key(call_id or "", tag or ""), time.monotonic()) >= EARLY
+        value = self.index.lookup(key(call_id or "", tag or ""), time.monotonic())
+        return value >= 0 and value & STATE >= EARLY
+
+    def expire(self) -> int:
+        """End every tracked dialog whose lifetime (or setup time) ran out: a CDR each
+        ("timeout"; "lost" for one whose setup never finished: its worker died). The
+        timer process calls this."""
+        ended = self.table.expire(time.time()) if self.table is not None else []
+        for state, info in ended:
+            if self.acc is not None:
+                self.acc.cdr(info, "timeout" if state == CONFIRMED else "lost")
+        return len(ended)
 
 
 # -------------------------------------------------------------------------- start-up --
@@ -307,9 +494,10 @@ class JournalWriter:
 
     MAX_PENDING = 500_000
 
-    def __init__(self, fd: int, stats=None):
+    def __init__(self, fd: int, stats=None, acc_sink=None):
         self.fd = fd
         self.stats = stats
+        self.acc_sink = acc_sink  # kampx.acc.AccSink: where OP_ACC records go
         self.leftover = b""
         self.pending: dict[bytes, tuple[int, int, float]] = {}  # key -> (op, state, timeout)
         self.written = 0
@@ -318,6 +506,10 @@ class JournalWriter:
         """Read what the pipe holds into `pending`; returns how many records came."""
         records, self.leftover = read_journal(self.fd, self.leftover)
         for op, k, state, timeout in records:
+            if op == OP_ACC:
+                if self.acc_sink is not None:
+                    self.acc_sink.add(k)
+                continue
             self.pending.pop(k, None)  # re-inserted last: dict order = arrival order
             self.pending[k] = (op, state, timeout)
         while len(self.pending) > self.MAX_PENDING:  # a database down for a long time
@@ -327,7 +519,14 @@ class JournalWriter:
         return len(records)
 
     def write(self, storage) -> int:
-        """Write `pending` in one transaction; raises StorageError (pending kept)."""
+        """Write `pending` in one transaction, then the accounting records; raises
+        StorageError (what was not written is kept)."""
+        n = self._write_dialogs(storage)
+        if self.acc_sink is not None:
+            n += self.acc_sink.write(storage)
+        return n
+
+    def _write_dialogs(self, storage) -> int:
         if not self.pending:
             return 0
         puts, deletes = [], []

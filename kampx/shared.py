@@ -11,6 +11,7 @@ import secrets
 from kampx import stats as S
 from kampx._shm import CounterRows, KeyIndex, NonceCounts, RateTable
 from kampx.dialog import journal_pipe
+from kampx.dialog_table import DialogTable
 from kampx.dns.cache import DnsCache
 from kampx.shared_snapshot import SharedBlob
 from kampx.trace import SPEC_CAPACITY
@@ -40,6 +41,7 @@ class SharedState:
         self.txn_load = CounterRows(1, 2)
         self.dialogs = KeyIndex(max(1024, cfg.dialog.capacity), seed ^ 0x3)
         self.dialog_journal_r, self.dialog_journal_w = journal_pipe()
+        self.dialog_table = DialogTable(cfg.dialog.tracked_capacity)  # dlg_manage()'s dialogs
         self.pike = RateTable(65536, seed ^ 0x1)
         self.auth_bans = RateTable(65536, seed ^ 0x2)
         self.nonces = NonceCounts(1 << 20)
@@ -56,6 +58,7 @@ class SharedState:
             self.txn_index,
             self.txn_load,
             self.dialogs,
+            self.dialog_table,
             self.pike,
             self.auth_bans,
             self.nonces,

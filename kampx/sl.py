@@ -51,14 +51,8 @@ def stateless_reply(worker, msg, code: int, reason: str, extra=None, body=b"") -
         return False
     headers = list(extra) if extra else []
     headers.append(worker.server_header)
-    data = build_reply(
-        msg,
-        code,
-        reason,
-        to_tag=to_tag(worker.sl_tag_prefix, msg) if code > 100 else None,
-        extra=headers,
-        body=body,
-    )
+    tag = to_tag(worker.sl_tag_prefix, msg) if code > 100 else None
+    data = build_reply(msg, code, reason, to_tag=tag, extra=headers, body=body)
     ok = msg.lsock.sendto(data, Forwarder.reply_destination(msg, msg.src))
     stats = worker.stats
     if ok:
@@ -66,6 +60,10 @@ def stateless_reply(worker, msg, code: int, reason: str, extra=None, body=b"") -
             stats.inc(SL_REPLIES.base + code - 100)
     else:
         stats.inc(SEND_ERRORS.base)
+    if code >= 200 and msg.flags:
+        acc = worker.dialogs.acc  # a flagged request's final, as Kamailio's acc sees sl's
+        if acc is not None and msg.flags & acc.mask:
+            acc.final(msg, code, reason, tag)
     return ok
 
 

@@ -30,6 +30,7 @@ from kampx.worker import BOOT_ERROR_EXIT, Worker
 log = logging.getLogger("kampx.supervisor")
 
 STOP_TIMEOUT = 4.5  # the contract: exit within 5 s of SIGTERM
+DB_WRITER_LAST_S = 1.5  # the db writer's time to drain, after the others stopped
 BOOT_TIMEOUT = 10.0  # a reload gives the new workers this long to boot
 RESPAWN_WINDOW = 10.0  # deaths closer together than this back off
 
@@ -395,10 +396,21 @@ class Supervisor:
         self.stopping = True
         systemd.notify("STOPPING=1")
         log.info("stopping")
+        # the db writer goes last: what the others journal as they stop (dialogs, accounting
+        # records) must still find a reader
+        last = {pid for pid, h in self.helpers.items() if getattr(h, "role", "") == "db writer"}
         for pid in list(self.workers) + list(self.helpers):
-            _kill(pid, signal.SIGTERM)
+            if pid not in last:
+                _kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT
         while (self.workers or self.helpers) and time.monotonic() < deadline:
+            if last and (
+                not (self.workers.keys() | self.helpers.keys()) - last
+                or time.monotonic() >= deadline - DB_WRITER_LAST_S
+            ):
+                for pid in last:
+                    _kill(pid, signal.SIGTERM)
+                last = set()
             try:
                 pid, _ = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:

@@ -1,6 +1,6 @@
 """The timer process: periodic upkeep of shared tables, off the workers' packet loops
 (Kamailio's timer processes): flood-protection and ban tables age out, expired location
-bindings are removed on time."""
+bindings are removed on time, tracked dialogs whose lifetime ran out end with their CDR."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import logging
 import time
 
 from kampx import stats as S
+from kampx.dialog import Dialogs
 from kampx.process import HelperProcess
 from kampx.shared import HELPER_ROWS
 from kampx.usrloc import EXPIRED_CONTACTS
@@ -15,6 +16,7 @@ from kampx.usrloc import EXPIRED_CONTACTS
 log = logging.getLogger("kampx.timer")
 
 TICK = 0.5
+DIALOG_SWEEP_S = 1.0  # how late a dialog's timeout may end it
 
 
 class TimerProcess(HelperProcess):
@@ -22,7 +24,12 @@ class TimerProcess(HelperProcess):
 
     def serve(self) -> None:
         self.stats = S.Stats(self.shared.counters, HELPER_ROWS["timer"])
-        self.every(TICK, self._tick_safely)
+        self.dialogs = Dialogs.of(self.shared, self.cfg, self.stats)
+        self._next_sweep = 0.0
+        try:
+            self.every(TICK, self._tick_safely)
+        finally:
+            self.dialogs.journal.drain(1.0)
 
     def _tick_safely(self) -> None:
         try:
@@ -39,3 +46,8 @@ class TimerProcess(HelperProcess):
             n = loc.expire(time.time())
             if n:
                 self.stats.add(EXPIRED_CONTACTS.base, n)
+        if now >= self._next_sweep:
+            self._next_sweep = now + DIALOG_SWEEP_S
+            self.dialogs.expire()
+            self.dialogs.journal.flush()
+

@@ -33,7 +33,7 @@ from kampx import __version__, sl
 from kampx import methods as M
 from kampx import stats as S
 from kampx._cparse import BadFraming, SipParseError, parse
-from kampx.dialog import Dialogs, Journal
+from kampx.dialog import Dialogs
 from kampx.dns.resolver import Resolver
 from kampx.dns.rfc3263 import AAAA
 from kampx.dns.rfc3263 import A as A_RECORD
@@ -115,7 +115,7 @@ class Worker:
         finally:
             try:
                 self.tm.clear()
-                self.dialogs.journal.flush()
+                self.dialogs.journal.drain(1.0)  # accounting records are not to be lost
                 if self.hep is not None:
                     self.hep.flush()
             except Exception:
@@ -166,14 +166,7 @@ class Worker:
         self.sl_tag_prefix = ctx.instance_tag
         self.sl_ack_prefix = sl.own_tag_start(self.sl_tag_prefix)
         self._logged_errors: set[tuple] = set()  # the keys of _log_once and _log_once_text
-        tm = cfg.tm
-        self.dialogs = Dialogs(
-            shared.dialogs,
-            Journal(shared.dialog_journal_w, self.stats),
-            cfg.dialog,
-            (tm.fr_inv_timer_ms + 64 * tm.t1_ms) / 1000 + 10,
-            self.stats,
-        )
+        self.dialogs = Dialogs.of(shared, cfg, self.stats)
         self.forwarder = Forwarder(
             self.sockets, cfg.auth.realm, self.stats, self.dialogs, cfg.core.forward_stray_replies
         )

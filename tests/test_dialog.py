@@ -19,7 +19,11 @@ class Msg(SimpleNamespace):
 
     def __init__(self, method="INVITE", call_id="c1", from_tag="ft", to_tag=None, rr=True):
         super().__init__(method=method, call_id=call_id, from_tag=from_tag, to_tag=to_tag,
-                         has_to_tag=to_tag is not None, rr_added=rr, dialog_admitted=False)
+                         has_to_tag=to_tag is not None, rr_added=rr, dialog_admitted=False,
+                         dlg_manage=False)
+
+
+TAGGED = SimpleNamespace(has_to_tag=True)  # a reply with a To-tag
 
 
 @pytest.fixture
@@ -37,8 +41,8 @@ def env():
 
 def _establish(d, code=200, call_id="c1", from_tag="ft"):
     k, state = d.start(Msg(call_id=call_id, from_tag=from_tag))
-    state = d.on_reply(k, state, 180, True)
-    return k, d.on_reply(k, state, code, True)
+    state = d.on_reply(k, state, 180, TAGGED)
+    return k, d.on_reply(k, state, code, TAGGED)
 
 
 def test_only_record_routed_dialog_creating_requests_start_dialogs(env):
@@ -63,9 +67,9 @@ def test_admitted_in_both_directions_only_once_a_reply_set_up_the_dialog(env):
     d = env.dialogs
     k, _ = d.start(Msg())
     assert not d.admit(Msg("PRACK", to_tag="callee"))       # pending: no reply yet
-    d.on_reply(k, D.PENDING, 183, True)
+    d.on_reply(k, D.PENDING, 183, TAGGED)
     assert d.admit(Msg("PRACK", to_tag="callee"))           # early dialog
-    d.on_reply(k, D.EARLY, 200, True)
+    d.on_reply(k, D.EARLY, 200, TAGGED)
     assert d.admit(Msg("ACK", to_tag="callee"))             # the caller's side
     assert d.admit(Msg("BYE", from_tag="callee", to_tag="ft"))   # the callee's side
     assert env.count(DIALOG_REJECTED) == 1

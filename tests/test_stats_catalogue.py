@@ -52,4 +52,4 @@ def test_histogram_bucket_is_the_first_with_le_at_least_the_value():
     assert rows.get(0, col[100000]) == 1
     assert rows.get(0, col["+Inf"]) == 1
     assert rows.get(0, col["count"]) == 5
-    assert rows.get(0, col["sum_us"]) == 0 + 25 + 26 + 100000 + 100001
+    assert rows.get(0, col["sum"]) == 0 + 25 + 26 + 100000 + 100001

@@ -13,6 +13,7 @@ below, one file per Kamailio module):
     auth         auth_check, www_challenge, proxy_challenge, consume_credentials ...
     security     is_scanner, pike_check_req, auth_banned
     dispatcher   ds_select_dst, ds_next_dst, ds_mark_dst, ds_is_from_list ...
+    dialog       dlg_manage, is_known_dlg (accounting: setflag in core, [acc] flags)
 
 A route script is a Python module:
 
@@ -34,6 +35,7 @@ route block's `exit`. The route functions a script may define: request_route(msg
 from kampx.routing import (
     auth,
     core,
+    dialog,
     dispatcher,
     maxfwd,
     permissions,
@@ -46,7 +48,20 @@ from kampx.routing import (
 )
 from kampx.routing.context import Result
 
-MODULES = (core, sl, maxfwd, sanity, rr, tm, registrar, permissions, auth, security, dispatcher)
+MODULES = (
+    core,
+    sl,
+    maxfwd,
+    sanity,
+    rr,
+    tm,
+    registrar,
+    permissions,
+    auth,
+    security,
+    dispatcher,
+    dialog,
+)
 
 
 def _exports() -> dict:

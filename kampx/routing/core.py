@@ -38,6 +38,9 @@ __all__ = [
     "setdsturi",
     "resetdsturi",
     "xlog",
+    "setflag",
+    "resetflag",
+    "isflagset",
 ]
 
 
@@ -254,3 +257,28 @@ def xlog(level: str, text: str | None = None) -> bool:
         level, text = "L_INFO", level
     _log.log(_LEVELS.get(level, logging.INFO), "%s", text.rstrip("\n"))
     return True
+
+
+# ----------------------------------------------------------------- message flags ----------
+
+
+def _flag_bit(flag: int) -> int:
+    if not 0 <= flag <= 31:
+        raise ValueError(f"flag must be 0..31, not {flag}")
+    return 1 << flag
+
+
+def setflag(flag: int) -> bool:
+    """Set message flag 0..31 (Kamailio's setflag): the flags a request carries when it is
+    relayed are its transaction's, which accounting reads ([acc] log_flag ...)."""
+    ctx.msg.flags |= _flag_bit(flag)
+    return True
+
+
+def resetflag(flag: int) -> bool:
+    ctx.msg.flags &= ~_flag_bit(flag)
+    return True
+
+
+def isflagset(flag: int) -> bool:
+    return bool(ctx.msg.flags & _flag_bit(flag))

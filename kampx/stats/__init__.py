@@ -45,6 +45,7 @@ CATALOGUE = (
     "kampx.hep",
     "kampx.trace",
     "kampx.dispatcher.stats",
+    "kampx.acc",
 )
 
 
@@ -54,13 +55,21 @@ class Family:
     name: str
     kind: str
     help: str
-    label: str | None = None  # label name when the family has one label
+    # the label name when the family has one label; a tuple of names when it has several
+    # (its values are then tuples, one value per name)
+    label: str | tuple[str, ...] | None = None
     values: tuple = ()  # the label values, one column each
     base: int = field(default=-1)  # first column, set by families(); -1 until then
+    # histograms: bucket bounds (in the stored unit), stored units per exported unit, and a
+    # label whose every value has its own buckets (series)
+    buckets: tuple = ()
+    scale: float = 1e6
+    series_label: str | None = None
+    series: tuple = ()
 
     @property
     def size(self) -> int:
-        return len(self.values) if self.label else 1
+        return (len(self.values) if self.label else 1) * max(1, len(self.series))
 
     def col(self, value=None) -> int:
         if self.label is None:
@@ -73,13 +82,40 @@ METHODS = METHOD_NAMES  # index = method id; "OTHER" first
 HIST_BUCKETS_US = (25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 100000)
 
 
-def family(group, name, kind, help, label=None, values=()) -> Family:
-    """Declare a statistic; list it in the module's STATISTICS so the catalogue lays it out."""
-    if kind == KIND_HISTOGRAM:  # buckets (microseconds), then +Inf, the sum and the count
-        label, values = "le", HIST_BUCKETS_US + ("+Inf", "sum_us", "count")
-    fam = Family(group, name, kind, help, label, tuple(values))
+def family(
+    group, name, kind, help, label=None, values=(), buckets=HIST_BUCKETS_US, scale=1e6
+) -> Family:
+    """Declare a statistic; list it in the module's STATISTICS so the catalogue lays it out.
+    A histogram stores, per value of its optional label, its buckets (in 1/scale of the
+    exported unit: microseconds by default), then +Inf, the sum and the count."""
+    if kind == KIND_HISTOGRAM:
+        fam = Family(
+            group,
+            name,
+            kind,
+            help,
+            "le",
+            tuple(buckets) + ("+Inf", "sum", "count"),
+            buckets=tuple(buckets),
+            scale=scale,
+            series_label=label,
+            series=tuple(values),
+        )
+    else:
+        fam = Family(group, name, kind, help, label, tuple(values))
     _declared.append(fam)
     return fam
+
+
+def observe(stats: Stats, fam: Family, series, value: float) -> None:
+    """One observation (in the exported unit, e.g. seconds) into histogram `fam`, in the
+    buckets of label value `series` (None when it has no label)."""
+    stored = int(value * fam.scale)
+    n = len(fam.buckets)
+    base = fam.base + (fam.series.index(series) * (n + 3) if fam.series else 0)
+    stats.add(base + bisect_left(fam.buckets, value * fam.scale), 1)
+    stats.add(base + n + 1, stored)
+    stats.add(base + n + 2, 1)
 
 
 _declared: list[Family] = []

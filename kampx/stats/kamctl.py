@@ -45,11 +45,15 @@ def _catalogue() -> list[Stat]:
     for fam in S.families():
         cols = tuple(range(fam.base, fam.base + fam.size))
         if fam.kind == "histogram":
-            # the processing-time histogram: its count and sum (microseconds)
-            n = len(S.HIST_BUCKETS_US)
+            # a histogram: its count and sum (in the stored unit), per series
+            n = len(fam.buckets)
             stem = fam.name.removesuffix("_seconds")
-            out.append(Stat(fam.group, stem + "_count", S.KIND_COUNTER, (fam.base + n + 2,)))
-            out.append(Stat(fam.group, stem + "_sum_us", S.KIND_COUNTER, (fam.base + n + 1,)))
+            unit = {1e6: "us", 1000: "ms"}.get(fam.scale, "units")
+            for k, value in enumerate(fam.series or (None,)):
+                base = fam.base + k * (n + 3)
+                name = f"{stem}_{value}" if value is not None else stem
+                out.append(Stat(fam.group, name + "_count", S.KIND_COUNTER, (base + n + 2,)))
+                out.append(Stat(fam.group, f"{name}_sum_{unit}", S.KIND_COUNTER, (base + n + 1,)))
             continue
         if fam.label is None:
             out.append(Stat(fam.group, fam.name, fam.kind, cols))

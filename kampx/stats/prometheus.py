@@ -119,24 +119,34 @@ class KampxCollector:
                 if v:
                     m.add_metric(self._values([REPLY_CLASSES[code // 100 - 1], str(code)]), v)
             return m
+        if isinstance(fam.label, tuple):  # several labels: each value is a tuple
+            m = self._family(cls, name, fam.help, list(fam.label))
+            for i, value in enumerate(fam.values):
+                m.add_metric(self._values([str(v) for v in value]), totals[fam.base + i])
+            return m
         m = self._family(cls, name, fam.help, [fam.label])
         for i, value in enumerate(fam.values):
             m.add_metric(self._values([str(value)]), totals[fam.base + i])
         return m
 
     def _histogram(self, fam: S.Family, totals: list[int]):
-        """Stored as non-cumulative buckets in microseconds + sum_us + count; exported as a
-        Prometheus histogram in seconds (cumulative buckets, +Inf = count)."""
-        n = len(S.HIST_BUCKETS_US)
-        buckets = []
-        running = 0
-        for i, le_us in enumerate(S.HIST_BUCKETS_US):
-            running += totals[fam.base + i]
-            buckets.append((floatToGoString(le_us / 1e6), running))
-        running += totals[fam.base + n]
-        buckets.append(("+Inf", running))
-        m = self._family(HistogramMetricFamily, metric_name(fam.group, fam.name), fam.help)
-        m.add_metric(self._values([]), buckets, totals[fam.base + n + 1] / 1e6)
+        """Stored as non-cumulative buckets in 1/scale units + sum + count (per value of its
+        label, if any); exported as a Prometheus histogram (cumulative buckets, +Inf =
+        count) in the exported unit (seconds)."""
+        n = len(fam.buckets)
+        labels = [fam.series_label] if fam.series_label else []
+        m = self._family(HistogramMetricFamily, metric_name(fam.group, fam.name), fam.help, labels)
+        for k, value in enumerate(fam.series or (None,)):
+            base = fam.base + k * (n + 3)
+            buckets = []
+            running = 0
+            for i, le in enumerate(fam.buckets):
+                running += totals[base + i]
+                buckets.append((floatToGoString(le / fam.scale), running))
+            running += totals[base + n]
+            buckets.append(("+Inf", running))
+            values = [str(value)] if fam.series_label else []
+            m.add_metric(self._values(values), buckets, totals[base + n + 1] / fam.scale)
         return m
 
     def _usrloc(self):

@@ -26,7 +26,7 @@ import time
 from kampx import dset
 from kampx import methods as M
 from kampx._cparse import SipParseError, build_reply, parse
-from kampx.dialog import CONFIRMED
+from kampx.dialog import CONFIRMED, STATE
 from kampx.dns.resolver import FAILED_RELAYS
 from kampx.dns.rfc3263 import UNAVAILABLE
 from kampx.forward import Unresolved
@@ -244,6 +244,8 @@ class TransactionManager:
         self.resolver = resolver
         self.hooks = hooks
         self.dialogs = dialogs
+        self.acc = dialogs.acc  # kampx.acc.Accounting: finals of flagged requests
+        self.acc_mask = self.acc.mask if self.acc is not None else 0
         self.handoff_to = handoff_to
         self.txn_index = txn_index
         self.load = load
@@ -574,7 +576,7 @@ class TransactionManager:
             body=body,
         )
         self.stats.inc(RPL_GENERATED.base)
-        self._reply(t, code, data)
+        self._reply(t, code, data, reason, t.to_tag)
 
     def reply(self, t: ServerTxn, code: int, reason: str, extra=None, body=b"") -> bool:
         """t_reply(): a stateful reply from the route script."""
@@ -586,16 +588,20 @@ class TransactionManager:
         self._send_local(t, code, reason, extra, body)
         return True
 
-    def _reply(self, t: ServerTxn, code: int, data: bytes) -> None:
-        """Send a reply upstream and move the server transaction on."""
+    def _reply(self, t: ServerTxn, code: int, data: bytes, reason: str = "", to_tag=None) -> None:
+        """Send a reply upstream and move the server transaction on (`reason` and `to_tag`:
+        the reply's, for the dialog and accounting records of a final)."""
         t.last_reply = data
         t.last_code = code
         if code >= 300 and t.dialog_state:
-            self.dialogs.failed(t.dialog, t.dialog_state)
+            self.dialogs.failed(t.dialog, t.dialog_state, code, reason)
             t.dialog_state = 0
         self._send_upstream(t, data)
         if code < 200:
             return
+        req = t.request
+        if req is not None and req.flags & self.acc_mask:
+            self.acc.final(req, code, reason, to_tag)
         self.stats.inc(FINAL_REPLIES.base + min(code // 100, 6) - 1)
         if t.is_invite:
             if code < 300:
@@ -884,16 +890,16 @@ class TransactionManager:
         except (ValueError, SipParseError):
             self.stats.inc(DROP_REPLIES.base)
             return
-        if t.dialog is not None and t.dialog_state != CONFIRMED:
+        if t.dialog is not None and t.dialog_state & STATE != CONFIRMED:
             # before it leaves: the caller's ACK (or PRACK) must find the dialog
-            t.dialog_state = self.dialogs.on_reply(t.dialog, t.dialog_state, code, msg.has_to_tag)
+            t.dialog_state = self.dialogs.on_reply(t.dialog, t.dialog_state, code, msg)
         data = msg.serialize()
         self.stats.inc(RPL_RELAYED.base)
         self.stats.inc(FWD_REPLIES.base)
         if stateless:
             self._send_upstream(t, data)
             return
-        self._reply(t, code, data)
+        self._reply(t, code, data, msg.reason or "", msg.to_tag)
 
     def _branch_final(self, t: ServerTxn, code: int, msg, local_reason) -> None:
         """A branch ended with a negative final (or timed out): keep the best, and when no
@@ -940,7 +946,7 @@ class TransactionManager:
         data = msg.serialize()
         self.stats.inc(RPL_RELAYED.base)
         self.stats.inc(FWD_REPLIES.base)
-        self._reply(t, code, data)
+        self._reply(t, code, data, msg.reason or "", msg.to_tag)
 
     # ---------------------------------------------------------------- shutdown ------------
 

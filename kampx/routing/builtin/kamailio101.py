@@ -5,6 +5,9 @@ in-dialog requests stay on the proxy, and Kamailio's default REQINIT checks. Use
 with digest authentication; calls from the carrier's trunk (its addresses are permissions
 address group [routing] carrier_group) go to the registered user or get 404; calls from
 users are authenticated and go to the registered user, else out to [routing] carrier.
+Every call is accounted (ACCOUNT: Kamailio's acc flags and dlg_manage()): a row in `acc`
+when answered, in `missed_calls` when not, a CDR in `acc_cdrs` when it ends, with its
+direction (inbound from the carrier, outbound to it, local between users).
 
 Each route block of the Kamailio config is a function here, called where the config says
 `route(NAME)`; every block ends the request (exit) unless it returns to its caller on
@@ -47,8 +50,10 @@ def request_route(msg):
 
     if is_method("INVITE"):
         if allow_source_address(cfg_get("routing", "carrier_group")):
+            ACCOUNT("inbound")
             ONNETINVITE(from_carrier=True)  # the carrier's trunk: no authentication
         AUTH()
+        ACCOUNT()
         ONNETINVITE(from_carrier=False)
 
     sl_send_reply(501, "Not Implemented")
@@ -81,6 +86,9 @@ def WITHINDLG():
     if not has_totag():
         return
     if loose_route():
+        if is_method("BYE"):
+            setflag(cfg_get("acc", "log_flag"))  # Kamailio's default: BYEs are accounted
+            setflag(cfg_get("acc", "failed_transaction_flag"))
         RELAY()
     if is_method("ACK"):
         # an ACK for a non-2xx final of ours is absorbed by its transaction
@@ -143,6 +151,7 @@ def TOCARRIER():
         carrier = cfg_get("routing", "carrier")  # "sip:HOST[:PORT]"
         hostport = carrier.split(":", 1)[1].split(";", 1)[0].rpartition("@")[2]
         rewritehostport(hostport)
+    setflag(cfg_get("acc", "outbound_flag"))
     record_route()
     t_on_failure(CARRIER_FAILED)
     RELAY()
@@ -167,6 +176,18 @@ def CARRIER_FAILED(msg):
             exit()
     t_on_failure(CARRIER_FAILED)
     t_relay()
+
+
+def ACCOUNT(direction=None):
+    """Account this call: a row in acc when it is answered, in missed_calls when not
+    (including the 404 to an unregistered user), its dialog tracked for its CDR and
+    `kampxctl dlg`. `direction` "inbound" (from the carrier) sets [acc] inbound_flag;
+    TOCARRIER sets outbound_flag; a call with neither is local."""
+    setflag(cfg_get("acc", "log_flag"))
+    setflag(cfg_get("acc", "log_missed_flag"))
+    if direction is not None:
+        setflag(cfg_get("acc", direction + "_flag"))
+    dlg_manage()
 
 
 def RELAY():

@@ -1,0 +1,353 @@
+"""Accounting (Kamailio's acc module): a record per flagged transaction, missed calls, CDRs,
+and the call counters behind ASR and ACD.
+
+What makes a record (flags are the message flags setflag() sets, numbers in [acc]):
+- a transaction whose request carries log_flag gets a row in `acc` at its 2xx final, and at
+  a negative final too when it carries failed_transaction_flag;
+- an INVITE (outside a dialog) carrying log_missed_flag gets a row in `missed_calls` at a
+  negative final (486, 404, 487 after a CANCEL, 408 ...);
+- a dialog tracked with dlg_manage() gets one row in `acc_cdrs` when it ends: by a BYE from
+  either side, by its timeout, by `kampxctl dlg end`, or by failing ([acc] cdr_on_failed).
+Stateless replies (sl_send_reply) count as finals, as Kamailio's acc does with sl's
+callbacks: the built-in script's "404 User not Registered" to the carrier is a missed call.
+
+The call counters count INVITEs the script accounts (any [acc] flag, the direction flags
+included): attempted at their final reply, then answered or failed by class; the duration
+of each answered call that ended goes into a histogram. ASR = answered / attempted, ACD =
+duration sum / count, per direction (inbound_flag: from the carrier, outbound_flag: to it,
+neither: local).
+
+Where records go: the process that makes one (a worker, the timer, the control process)
+writes it as one JSON record into the journal pipe (kampx/dialog.py's, records of at most
+PIPE_BUF bytes written whole, never blocking: a full pipe keeps them in the process until
+the next round); the db writer reads them and inserts them in batches into the database
+([acc] db) and writes them to [acc] log. Nothing is written to a database on the packet
+path, and a clean stop loses nothing: the supervisor stops the db writer last, and it
+drains the pipe before it exits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import syslog
+import time
+
+from kampx import methods as M
+from kampx import stats as S
+from kampx._cparse import SipParseError
+
+log = logging.getLogger("kampx.acc")
+TABLES = ("acc", "missed_calls", "acc_cdrs")
+
+DIRECTIONS = ("inbound", "outbound", "local")
+FAIL_CLASSES = ("3xx", "4xx", "5xx", "6xx")
+# histogram buckets of call durations, seconds
+DURATION_BUCKETS_S = (5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
+
+CALLS_ATTEMPTED = S.family(
+    "acc",
+    "calls_attempted",
+    S.KIND_COUNTER,
+    "Accounted INVITEs that got a final reply, by direction",
+    "direction",
+    DIRECTIONS,
+)
+CALLS_ANSWERED = S.family(
+    "acc",
+    "calls_answered",
+    S.KIND_COUNTER,
+    "Accounted INVITEs answered with a 2xx, by direction",
+    "direction",
+    DIRECTIONS,
+)
+CALLS_FAILED = S.family(
+    "acc",
+    "calls_failed",
+    S.KIND_COUNTER,
+    "Accounted INVITEs that ended with a negative final, by direction and class",
+    ("direction", "class"),
+    tuple((d, c) for d in DIRECTIONS for c in FAIL_CLASSES),
+)
+CALL_DURATION = S.family(
+    "acc",
+    "call_duration_seconds",
+    S.KIND_HISTOGRAM,
+    "Duration of answered tracked calls that ended (answer to end), by direction",
+    "direction",
+    DIRECTIONS,
+    buckets=tuple(b * 1000 for b in DURATION_BUCKETS_S),
+    scale=1000,  # stored in milliseconds
+)
+RECORDS_WRITTEN = S.family(
+    "acc",
+    "records_written",
+    S.KIND_COUNTER,
+    "Accounting records in the database (or the log when [acc] db is off), by table",
+    "table",
+    TABLES,
+)
+RECORDS_DROPPED = S.family(
+    "acc",
+    "records_dropped",
+    S.KIND_COUNTER,
+    "Accounting records lost: too large for the journal, or held back too long",
+)
+STATISTICS = (
+    CALLS_ATTEMPTED,
+    CALLS_ANSWERED,
+    CALLS_FAILED,
+    CALL_DURATION,
+    RECORDS_WRITTEN,
+    RECORDS_DROPPED,
+)
+
+
+def flag_bits(cfg) -> tuple[int, int, int, int, int]:
+    """(log, missed, failed, inbound, outbound) flag masks of an [acc] section."""
+    return (
+        1 << cfg.log_flag,
+        1 << cfg.log_missed_flag,
+        1 << cfg.failed_transaction_flag,
+        1 << cfg.inbound_flag,
+        1 << cfg.outbound_flag,
+    )
+
+
+def _uri_parts(uri) -> tuple[str, str]:
+    if uri is None:
+        return "", ""
+    return uri.user or "", uri.host or ""
+
+
+def _from_parts(req) -> tuple[str, str]:
+    a = req.from_
+    if a is None:
+        return "", ""
+    try:
+        return _uri_parts(a.parsed_uri)
+    except (ValueError, SipParseError):
+        return "", ""
+
+
+def _to_user(req) -> str:
+    a = req.to
+    if a is None:
+        return ""
+    try:
+        return a.parsed_uri.user or ""
+    except (ValueError, SipParseError):
+        return ""
+
+
+class Accounting:
+    """One process's accounting: `final()` for replies, `cdr()` for ended dialogs; records
+    go out through `journal` (kampx.dialog.Journal, flushed by the process's loop)."""
+
+    def __init__(self, cfg, journal, stats):
+        self.log_bit, self.missed_bit, self.failed_bit, self.in_bit, self.out_bit = flag_bits(
+            cfg
+        )
+        self.mask = self.log_bit | self.missed_bit | self.failed_bit | self.in_bit | self.out_bit
+        self.cdr_on_failed = cfg.cdr_on_failed
+        self.journal = journal
+        self.stats = stats
+
+    def direction(self, flags: int) -> str:
+        if flags & self.in_bit:
+            return "inbound"
+        if flags & self.out_bit:
+            return "outbound"
+        return "local"
+
+    # -- the party columns (Kamailio's default log_extra) --
+
+    def parties(self, req) -> dict:
+        """src_user=$fU, src_domain=$fd, src_ip=$si, dst_ouser=$tU, dst_user=$rU,
+        dst_domain=$rd (the Request-URI as relayed), direction."""
+        src_user, src_domain = _from_parts(req)
+        dst_user, dst_domain = _uri_parts(req.uri)
+        return {
+            "src_user": src_user,
+            "src_domain": src_domain,
+            "src_ip": req.src[0] if req.src else "",
+            "dst_ouser": _to_user(req),
+            "dst_user": dst_user,
+            "dst_domain": dst_domain,
+            "direction": self.direction(req.flags),
+        }
+
+    # -- transactions --
+
+    def final(self, req, code: int, reason: str, to_tag) -> None:
+        """The final reply `code` to request `req` left (a stateful or stateless one).
+        Call only when req.flags & self.mask (the caller's test keeps this off the path of
+        unaccounted requests)."""
+        flags = req.flags
+        call = req.method_id == M.INVITE and not req.has_to_tag
+        if call:
+            self._count_call(self.direction(flags), code)
+        if code < 300:
+            if flags & self.log_bit:
+                self.emit(self._row("acc", req, code, reason, to_tag))
+            return
+        if flags & self.failed_bit:
+            self.emit(self._row("acc", req, code, reason, to_tag))
+        if call and flags & self.missed_bit:
+            self.emit(self._row("missed_calls", req, code, reason, to_tag))
+
+    def _count_call(self, direction: str, code: int) -> None:
+        stats = self.stats
+        stats.inc(CALLS_ATTEMPTED.col(direction))
+        if code < 300:
+            stats.inc(CALLS_ANSWERED.col(direction))
+        else:
+            stats.inc(CALLS_FAILED.col((direction, FAIL_CLASSES[min(code // 100, 6) - 3])))
+
+    def _row(self, table: str, req, code: int, reason: str, to_tag) -> dict:
+        row = {
+            "t": table,
+            "method": req.method,
+            "from_tag": req.from_tag or "",
+            "to_tag": to_tag or req.to_tag or "",
+            "callid": req.call_id or "",
+            "sip_code": code,
+            "sip_reason": reason,
+            "time": time.time(),
+        }
+        row.update(self.parties(req))
+        return row
+
+    # -- dialogs --
+
+    def cdr(self, info: dict, end_reason: str, now: float | None = None) -> None:
+        """The CDR of tracked dialog `info` (kampx/dialog.py's record), which just ended."""
+        end = time.time() if now is None else now
+        answered = info.get("answered")
+        if answered is None and not self.cdr_on_failed:
+            return
+        start = answered if answered is not None else end
+        duration = round(max(0.0, end - start), 3)
+        if answered is not None:
+            S.observe(self.stats, CALL_DURATION, info.get("direction", "local"), duration)
+        row = {
+            "t": "acc_cdrs",
+            "start_time": start,
+            "end_time": end,
+            "duration": duration,
+            "setup_time": info.get("setup", start),
+            "end_reason": end_reason,
+            "sip_code": info.get("code", 0),
+            "sip_reason": info.get("reason", ""),
+        }
+        for name in (
+            "callid",
+            "from_tag",
+            "to_tag",
+            "src_user",
+            "src_domain",
+            "src_ip",
+            "dst_ouser",
+            "dst_user",
+            "dst_domain",
+            "direction",
+        ):
+            row[name] = info.get(name, "")
+        self.emit(row)
+
+    def emit(self, row: dict) -> None:
+        from kampx.dialog import OP_ACC
+
+        data = json.dumps(row, separators=(",", ":")).encode("utf-8", "surrogateescape")
+        if not self.journal.write(OP_ACC, data):
+            self.stats.inc(RECORDS_DROPPED.base)
+
+
+# -------------------------------------------------------------------------- the db writer --
+
+
+class AccSink:
+    """The db writer's side: the records the journal brings, into the database in batches
+    ([acc] db: one transaction per drain, kept and retried while the database fails, up to
+    MAX_PENDING) and, as they arrive, into [acc] log ("syslog", or a JSON-lines file that
+    is reopened when logrotate moved it)."""
+
+    MAX_PENDING = 500_000
+
+    def __init__(self, cfg, stats=None):
+        self.db = cfg.db
+        self.target = cfg.log
+        self.stats = stats
+        self.rows: list[dict] = []
+        self._file = None
+        self._inode = None
+        self._checked = 0.0
+
+    def add(self, data: bytes) -> None:
+        try:
+            row = json.loads(data)
+        except ValueError:
+            self._count(RECORDS_DROPPED.base)
+            return
+        if self.target:
+            self._log(row)
+        if self.db:
+            self.rows.append(row)
+            if len(self.rows) > self.MAX_PENDING:  # a database down for a long time
+                del self.rows[0]
+                self._count(RECORDS_DROPPED.base)
+        elif row.get("t") in TABLES:
+            self._count(RECORDS_WRITTEN.col(row["t"]))
+
+    def write(self, storage) -> int:
+        """Insert the pending rows in one transaction (StorageError: they are kept)."""
+        if not self.rows:
+            return 0
+        storage.acc.insert(self.rows)
+        n = len(self.rows)
+        for row in self.rows:
+            if row.get("t") in TABLES:
+                self._count(RECORDS_WRITTEN.col(row["t"]))
+        self.rows = []
+        return n
+
+    def _count(self, col: int) -> None:
+        if self.stats is not None:
+            self.stats.inc(col)
+
+    def _log(self, row: dict) -> None:
+        line = json.dumps(row, separators=(",", ":"))
+        if self.target == "syslog":
+            syslog.syslog(syslog.LOG_INFO, "ACC: " + line)
+            return
+        try:
+            f = self._open()
+            f.write(line + "\n")
+            f.flush()
+        except OSError as e:
+            self._count(RECORDS_DROPPED.base)
+            log.error("accounting record not logged to %s: %s", self.target, e)
+            self._file = None
+
+    def _open(self):
+        now = time.monotonic()
+        if self._file is not None and now - self._checked >= 1.0:
+            self._checked = now
+            try:
+                moved = os.stat(self.target).st_ino != self._inode
+            except FileNotFoundError:
+                moved = True
+            if moved:  # rotated: a new file under the name
+                self._file.close()
+                self._file = None
+        if self._file is None:
+            self._file = open(self.target, "a", encoding="utf-8")  # noqa: SIM115
+            self._inode = os.fstat(self._file.fileno()).st_ino
+            self._checked = now
+        return self._file
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
