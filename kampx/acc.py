@@ -146,9 +146,7 @@ class Accounting:
     go out through `journal` (kampx.dialog.Journal, flushed by the process's loop)."""
 
     def __init__(self, cfg, journal, stats):
-        self.log_bit, self.missed_bit, self.failed_bit, self.in_bit, self.out_bit = flag_bits(
-            cfg
-        )
+        self.log_bit, self.missed_bit, self.failed_bit, self.in_bit, self.out_bit = flag_bits(cfg)
         self.mask = self.log_bit | self.missed_bit | self.failed_bit | self.in_bit | self.out_bit
         self.cdr_on_failed = cfg.cdr_on_failed
         self.journal = journal

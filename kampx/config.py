@@ -474,8 +474,14 @@ def _semantic_checks(cfg: Config) -> None:
 
 
 def _acc_checks(acc: AccConfig) -> None:
-    flags = {}
-    for key in ("log_flag", "log_missed_flag", "failed_transaction_flag", "inbound_flag", "outbound_flag"):
+    flags: dict[int, str] = {}
+    for key in (
+        "log_flag",
+        "log_missed_flag",
+        "failed_transaction_flag",
+        "inbound_flag",
+        "outbound_flag",
+    ):
         value = getattr(acc, key)
         if value > 31:
             raise ConfigError(f"bad value for [acc] {key}: a message flag is 0..31")

@@ -50,4 +50,3 @@ class TimerProcess(HelperProcess):
             self._next_sweep = now + DIALOG_SWEEP_S
             self.dialogs.expire()
             self.dialogs.journal.flush()
-

@@ -49,7 +49,8 @@ def test_open_creates_dirs_schema_and_wal(tmp_path):
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     versions = dict(conn.execute("SELECT table_name, table_version FROM version"))
     assert versions == {"version": 1, "subscriber": 1, "address": 1, "location": 1,
-                        "kampx_changes": 1, "dialog": 1, "dispatcher": 4, "kampx": LATEST}
+                        "kampx_changes": 1, "dialog": 1, "dispatcher": 4, "kampx": LATEST,
+                        "acc": 5, "missed_calls": 4, "acc_cdrs": 2}
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"subscriber", "address", "location", "version"} <= tables
     cols = {r[1] for r in conn.execute("PRAGMA table_info(subscriber)")}

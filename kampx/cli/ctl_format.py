@@ -213,3 +213,124 @@ def _decisions(calls: list[str]) -> str:
         elif text.split("(", 1)[0] in DECISIVE_CALLS or text.endswith(("-> 'exit'", "-> 'drop'")):
             acts.append(text)
     return " > ".join(routes) + (": " if routes and acts else "") + ", ".join(acts)
+
+
+# -- accounting ------------------------------------------------------------------------------
+
+
+def utc_iso(epoch: float | None) -> str:
+    """An epoch time as UTC ISO 8601 to the second (the accounting tables are UTC)."""
+    if epoch is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+
+
+def _party(user: str, domain: str) -> str:
+    if user and domain:
+        return f"{user}@{domain}"
+    return user or domain or "-"
+
+
+def acc_cdr_rows(rows: list[dict]) -> list[str]:
+    """`acc cdrs`: a line per call, newest first."""
+    if not rows:
+        return ["(no CDRs in that time)"]
+    header = (
+        "start_time", "duration", "direction", "caller", "callee", "code", "end_reason", "callid"
+    )  # fmt: skip
+    table = [
+        (
+            utc_iso(r.get("start_time")),
+            f"{float(r.get('duration') or 0):.3f}",
+            r.get("direction") or "-",
+            _party(r.get("src_user", ""), r.get("src_domain", "")),
+            r.get("dst_ouser") or r.get("dst_user") or "-",
+            r.get("sip_code") or "-",
+            r.get("end_reason") or "-",
+            r.get("callid", ""),
+        )
+        for r in rows
+    ]
+    return _table(header, table, {1, 5})
+
+
+def acc_record_rows(rows: list[dict]) -> list[str]:
+    """`acc list`: a line per accounted transaction (or missed call), newest first."""
+    if not rows:
+        return ["(no records in that time)"]
+    header = ("time", "method", "code", "reason", "direction", "caller", "callee", "callid")
+    table = [
+        (
+            utc_iso(r.get("time")),
+            r.get("method") or "-",
+            r.get("sip_code") or "-",
+            r.get("sip_reason") or "-",
+            r.get("direction") or "-",
+            _party(r.get("src_user", ""), r.get("src_domain", "")),
+            r.get("dst_ouser") or r.get("dst_user") or "-",
+            r.get("callid", ""),
+        )
+        for r in rows
+    ]
+    return _table(header, table, {2})
+
+
+def acc_summary_lines(result: dict) -> list[str]:
+    """`acc summary`: per direction and in all, calls, answered, ASR, ACD and minutes."""
+
+    def row(name: str, f: dict) -> tuple:
+        return (
+            name,
+            f.get("calls", 0),
+            f.get("answered", 0),
+            f"{f.get('asr', 0.0):.1f}%",
+            f"{f.get('acd', 0.0):.1f}",
+            f"{f.get('minutes', 0.0):.1f}",
+        )
+
+    since = result.get("since")
+    rows = [row(d or "-", f) for d, f in sorted(result.get("directions", {}).items())]
+    rows.append(row("total", result.get("total", {})))
+    header = ("direction", "calls", "answered", "ASR", "ACD_s", "minutes")
+    return [f"calls that started since {utc_iso(since)}"] + _table(header, rows, {1, 2, 3, 4, 5})
+
+
+def dlg_rows(result: dict) -> list[str]:
+    """`dlg list`: a line per tracked dialog, oldest first, then the counts."""
+    dialogs = result.get("dialogs", [])
+    counts = (
+        f"{result.get('tracked', len(dialogs))} dialogs: {result.get('confirmed', 0)} "
+        f"confirmed, {result.get('early', 0)} early"
+    )
+    if not dialogs:
+        return ["(no tracked dialogs)", counts]
+    header = ("state", "since", "duration", "direction", "caller", "callee", "callid")
+    table = [
+        (
+            d.get("state", "?"),
+            utc_iso(d.get("answered_time") or d.get("setup_time")),
+            f"{float(d.get('duration') or 0):.1f}",
+            d.get("direction") or "-",
+            _party(d.get("src_user", ""), d.get("src_domain", "")),
+            d.get("dst_ouser") or d.get("dst_user") or "-",
+            d.get("callid", ""),
+        )
+        for d in dialogs
+    ]
+    return _table(header, table, {2}) + [counts]
+
+
+def dlg_show_lines(dialogs: list[dict]) -> list[str]:
+    """`dlg show`: every field of the dialog(s) of one Call-ID, one per line."""
+    out: list[str] = []
+    for d in dialogs:
+        if out:
+            out.append("")
+        for name in sorted(d):
+            value = d[name]
+            if name in ("setup_time", "answered_time") and value:
+                value = utc_iso(value)
+            out.append(f"{name}: {value}")
+    return out

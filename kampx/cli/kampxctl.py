@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from kampx import config as kconfig
 from kampx.auth.credentials import parse_user, subscriber_row
 from kampx.cli import ctl_completion, ctl_format
 from kampx.control.client import ControlClient, ControlError, NotRunning, RpcError, socket_path
+from kampx.control.rpc_acc import QUERIES as ACC_QUERIES
+from kampx.control.server import RpcFault
 from kampx.db import DispatcherRow, StorageError, open_storage
 from kampx.dispatcher.destinations import DispatcherError
 from kampx.dispatcher.destinations import check_row as check_dispatcher_row
@@ -433,6 +436,97 @@ def cmd_version(ctx: Ctx, args) -> None:
     ctx.emit({"kampxctl": __version__, "kampx": server}, f"{PROG} {__version__}", note)
 
 
+# -- dialogs (the running proxy's tracked dialogs) -------------------------------------------
+
+
+def cmd_dlg_list(ctx: Ctx, args) -> None:
+    result = ctx.client().call("dlg.list")
+    if not isinstance(result, dict) or not isinstance(result.get("dialogs"), list):
+        raise Failure("dlg.list: malformed result")
+    ctx.emit(result, *ctl_format.dlg_rows(result))
+
+
+def cmd_dlg_show(ctx: Ctx, args) -> None:
+    result = ctx.client().call("dlg.show", {"callid": args.callid})
+    if not isinstance(result, dict) or not isinstance(result.get("dialogs"), list):
+        raise Failure("dlg.show: malformed result")
+    ctx.emit(result, *ctl_format.dlg_show_lines(result["dialogs"]))
+
+
+def cmd_dlg_end(ctx: Ctx, args) -> None:
+    result = ctx.client().call("dlg.end", {"callid": args.callid})
+    if not isinstance(result, dict) or not isinstance(result.get("ended"), list):
+        raise Failure("dlg.end: malformed result")
+    lines = []
+    for d in result["ended"]:
+        to = ", ".join(d.get("bye_to") or []) or "nobody (the call was not answered)"
+        lines.append(f"ended {d.get('callid')}: BYE sent to {to}")
+    ctx.emit(result, *lines)
+
+
+# -- accounting (the database, through the running proxy) -----------------------------------
+
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SPAN = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
+
+
+def parse_since(text: str) -> float:
+    """--since: SECONDS, or a number with s, m, h, d or w (30m, 1h, 2d)."""
+    m = _SPAN.fullmatch(text.strip().lower())
+    seconds = float(m.group(1)) * _UNITS[m.group(2)] if m else 0.0
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a time span (SECONDS, or N with s, m, h, d or w: 30m, 1h, 2d)"
+        )
+    return seconds
+
+
+def _acc_call(ctx: Ctx, method: str, params: dict) -> dict:
+    """The method's result from the running proxy; when it is not running, the same query
+    on the database here (the records are there whether or not the proxy runs)."""
+    try:
+        result = ctx.client().call(method, params)
+    except NotRunning:
+        with ctx.storage() as st:
+            try:
+                result = ACC_QUERIES[method](st, params)
+            except RpcFault as e:
+                raise Failure(e.message) from None
+    if not isinstance(result, dict):
+        raise Failure(f"{method}: malformed result")
+    return result
+
+
+def _acc_params(args, **extra) -> dict:
+    params: dict[str, Any] = {"since_s": args.since}
+    if getattr(args, "limit", None) is not None:
+        params["limit"] = args.limit
+    params.update({k: v for k, v in extra.items() if v is not None})
+    return params
+
+
+def cmd_acc_cdrs(ctx: Ctx, args) -> None:
+    result = _acc_call(ctx, "acc.cdrs", _acc_params(args, direction=args.direction))
+    if not isinstance(result.get("rows"), list):
+        raise Failure("acc.cdrs: malformed result")
+    ctx.emit(result, *ctl_format.acc_cdr_rows(result["rows"]))
+
+
+def cmd_acc_list(ctx: Ctx, args) -> None:
+    table = "missed_calls" if args.missed else "acc"
+    result = _acc_call(ctx, "acc.list", _acc_params(args, table=table, callid=args.callid))
+    if not isinstance(result.get("rows"), list):
+        raise Failure("acc.list: malformed result")
+    ctx.emit(result, *ctl_format.acc_record_rows(result["rows"]))
+
+
+def cmd_acc_summary(ctx: Ctx, args) -> None:
+    result = _acc_call(ctx, "acc.summary", _acc_params(args))
+    if not isinstance(result.get("directions"), dict) or not isinstance(result.get("total"), dict):
+        raise Failure("acc.summary: malformed result")
+    ctx.emit(result, *ctl_format.acc_summary_lines(result))
+
+
 # -- live trace ------------------------------------------------------------------------------
 
 
@@ -534,7 +628,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         description=(
-            "Control kampx: subscribers, address table, dispatcher sets, registrations, statistics."
+            "Control kampx: subscribers, address table, dispatcher sets, registrations, "
+            "statistics, accounting."
         ),
     )
     parser.add_argument(
@@ -626,6 +721,27 @@ def build_parser() -> argparse.ArgumentParser:
     _command(ds, "show", cmd_dispatcher_show, "the table in the database")
     _command(ds, "dump", cmd_dispatcher_dump, "the sets the running proxy holds, with state")
     _command(ds, "reload", cmd_dispatcher_reload, "load the database table into the proxy")
+
+    dlg = _group(subs, "dlg", "the dialogs the running proxy tracks (dlg_manage)")
+    _command(dlg, "list", cmd_dlg_list, "every tracked dialog: state, caller, callee, duration")
+    p = _command(dlg, "show", cmd_dlg_show, "one dialog, whole (contacts, route sets, CSeqs)")
+    p.add_argument("callid", metavar="CALLID")
+    p = _command(dlg, "end", cmd_dlg_end, "end a call: BYE to both sides, its CDR written")
+    p.add_argument("callid", metavar="CALLID")
+
+    acc = _group(subs, "acc", "accounting: the acc, missed_calls and acc_cdrs tables")
+    since_help = "this far back: SECONDS, or 30m, 1h, 2d (default 1h)"
+    p = _command(acc, "cdrs", cmd_acc_cdrs, "the calls (CDRs) that started lately, newest first")
+    p.add_argument("--since", metavar="SPAN", type=parse_since, default=3600, help=since_help)
+    p.add_argument("--direction", choices=["inbound", "outbound", "local"])
+    p.add_argument("--limit", metavar="N", type=int, default=None, help="at most N rows (100)")
+    p = _command(acc, "list", cmd_acc_list, "the accounted transactions, newest first")
+    p.add_argument("--missed", action="store_true", help="the missed_calls table instead")
+    p.add_argument("--since", metavar="SPAN", type=parse_since, default=3600, help=since_help)
+    p.add_argument("--callid", metavar="CALLID", help="only this Call-ID's")
+    p.add_argument("--limit", metavar="N", type=int, default=None, help="at most N rows (100)")
+    p = _command(acc, "summary", cmd_acc_summary, "calls, answered, ASR, ACD per direction")
+    p.add_argument("--since", metavar="SPAN", type=parse_since, default=3600, help=since_help)
 
     p = _command(subs, "stats", cmd_stats, "statistics of the running proxy")
     p.add_argument(

@@ -45,6 +45,7 @@ class CtlProcess(HelperProcess):
         self.supervisor_pid = getattr(supervisor, "pid", None) or os.getpid()
         self.started = getattr(supervisor, "started", None) or time.time()
         self.baseline = CounterRows(1, S.ncols())
+        self.sockets = getattr(supervisor, "sockets", ())  # the listen sockets (dlg.end)
 
     def serve(self) -> None:
         self._serve()
@@ -60,6 +61,7 @@ class CtlProcess(HelperProcess):
             self.supervisor_pid,
             self.started,
             StatsView(self.shared.counters, self.baseline),
+            self.sockets,
         )
         self.registry = make_registry(
             KampxCollector(

@@ -18,6 +18,8 @@ import time
 from kampx import __version__, procinfo
 from kampx import config as config_mod
 from kampx.control.params import FAILED
+from kampx.control.rpc_acc import AccRpc
+from kampx.control.rpc_dialog import DialogRpc
 from kampx.control.rpc_dispatcher import DispatcherRpc
 from kampx.control.rpc_dns import DnsRpc
 from kampx.control.rpc_permissions import PermissionsRpc
@@ -34,7 +36,15 @@ PSX_WINDOW = 0.2
 class Methods:
     """The method table of one ctl process."""
 
-    def __init__(self, shared, cfg, supervisor_pid: int, started: float, stats_view: StatsView):
+    def __init__(
+        self,
+        shared,
+        cfg,
+        supervisor_pid: int,
+        started: float,
+        stats_view: StatsView,
+        sockets=(),
+    ):
         self.shared = shared
         self.supervisor_pid = supervisor_pid
         self.started = started
@@ -44,6 +54,8 @@ class Methods:
         self.stats = StatsRpc(stats_view, self.usrloc.gauges)
         self.dns = DnsRpc(shared)
         self.trace = TraceRpc(shared)
+        self.acc = AccRpc(lambda: self.cfg)
+        self.dialogs = DialogRpc(shared, cfg, sockets)  # sockets: dlg.end's BYEs leave by them
         self.cfg = cfg
 
     @property
@@ -62,6 +74,8 @@ class Methods:
             **self.dns.table(),
             **self.dispatcher.table(),
             **self.trace.table(),
+            **self.acc.table(),
+            **self.dialogs.table(),
             "core.uptime": self.core_uptime,
             "core.psx": self.core_psx,
             "core.version": self.core_version,

@@ -11,7 +11,7 @@ it (a database connection shared across fork corrupts the file or the protocol s
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 
@@ -244,6 +244,173 @@ class Dialogs(ABC):
     def delete_expired(self, now: float) -> int: ...
 
 
+# -- accounting (Kamailio's acc module tables) -----------------------------------------------
+
+# The tables a record names in its "t" key.
+ACC_TABLES = ("acc", "missed_calls", "acc_cdrs")
+
+# (column, kind, width): kind "text" (NOT NULL DEFAULT '', a missing value is ''; longer
+# values are cut to `width` so that one odd From header never fails a batch on a server that
+# enforces VARCHAR lengths), "code" (a SIP code as Kamailio's char(3); "" when there is none,
+# read back as None), "time" (epoch seconds in a record, a UTC DATETIME in the table, NULL
+# when missing), "real" (0 when missing, rounded to milliseconds).
+_PARTIES = (
+    ("src_user", "text", 64),
+    ("src_domain", "text", 128),
+    ("src_ip", "text", 64),
+    ("dst_ouser", "text", 64),
+    ("dst_user", "text", 64),
+    ("dst_domain", "text", 128),
+    ("direction", "text", 8),
+)
+ACC_COLUMNS: tuple[tuple[str, str, int], ...] = (
+    ("method", "text", 16),
+    ("from_tag", "text", 128),
+    ("to_tag", "text", 128),
+    ("callid", "text", 255),
+    ("sip_code", "code", 3),
+    ("sip_reason", "text", 128),
+    ("time", "time", 0),
+) + _PARTIES
+ACC_CDRS_COLUMNS: tuple[tuple[str, str, int], ...] = (
+    (
+        ("start_time", "time", 0),
+        ("end_time", "time", 0),
+        ("duration", "real", 0),
+        ("setup_time", "time", 0),
+        ("callid", "text", 255),
+        ("from_tag", "text", 128),
+        ("to_tag", "text", 128),
+    )
+    + _PARTIES[:6]
+    + (
+        ("direction", "text", 8),
+        ("sip_code", "code", 3),
+        ("sip_reason", "text", 128),
+        ("end_reason", "text", 16),
+    )
+)
+ACC_TABLE_COLUMNS = {
+    "acc": ACC_COLUMNS,
+    "missed_calls": ACC_COLUMNS,
+    "acc_cdrs": ACC_CDRS_COLUMNS,
+}
+ACC_DIRECTIONS = ("inbound", "outbound", "local")
+
+
+def _acc_text(v: Any, width: int) -> str:
+    if v is None:
+        return ""
+    if not isinstance(v, str):
+        v = str(v)
+    if not v.isascii():
+        try:
+            v.encode()
+        except UnicodeEncodeError:  # a lone surrogate (a header's invalid UTF-8, escaped)
+            v = v.encode("utf-8", "replace").decode()
+    if "\x00" in v:  # PostgreSQL text cannot hold NUL
+        v = v.replace("\x00", "")
+    return v[:width]
+
+
+def _acc_code(v: Any) -> str:
+    if v is None or v == "" or v == 0:
+        return ""
+    code = int(v)
+    if not 0 < code < 1000:
+        raise ValueError(f"{v!r} is not a SIP code")
+    return f"{code:03d}"
+
+
+def acc_params(rows: Iterable[Mapping[str, Any]], stamp) -> dict[str, list[tuple]]:
+    """The records as each table's INSERT parameters, in ACC_TABLE_COLUMNS order: {table:
+    [tuple, ...]} for the tables that have rows. `stamp(epoch seconds)` is the backend's
+    time value. Records of an unknown (or no) "t" are left out. StorageError naming the
+    record and the key for a value that is not what the column holds."""
+    out: dict[str, list[tuple]] = {}
+    for i, row in enumerate(rows):
+        table = row.get("t")
+        if not isinstance(table, str) or table not in ACC_TABLE_COLUMNS:
+            continue
+        columns = ACC_TABLE_COLUMNS[table]
+        values: list[Any] = []
+        for name, kind, width in columns:
+            v = row.get(name)
+            try:
+                if kind == "text":
+                    values.append(_acc_text(v, width))
+                elif kind == "time":
+                    values.append(None if v is None else stamp(float(v)))
+                elif kind == "code":
+                    values.append(_acc_code(v))
+                else:
+                    values.append(0.0 if v is None else round(float(v), 3))
+            except (TypeError, ValueError, OverflowError) as e:
+                raise StorageError(
+                    f"accounting record {i} ({table}): bad {name!r} {v!r} ({e})"
+                ) from None
+        out.setdefault(table, []).append(tuple(values))
+    return out
+
+
+def acc_row(columns: tuple[tuple[str, str, int], ...], row: Sequence, epoch) -> dict:
+    """A stored row (id, then `columns`) as the dict the read side returns: times as epoch
+    seconds (`epoch(stored value)`), sip_code as an int (None when there is none)."""
+    out: dict[str, Any] = {"id": row[0]}
+    for (name, kind, _), v in zip(columns, row[1:]):
+        if kind == "time":
+            out[name] = None if v is None else epoch(v)
+        elif kind == "code":
+            out[name] = int(v) if v and str(v).isdigit() else None
+        elif kind == "real":
+            out[name] = float(v or 0)
+        else:
+            out[name] = "" if v is None else v
+    return out
+
+
+def acc_check_table(table: str) -> None:
+    if table not in ("acc", "missed_calls"):
+        raise ValueError(f"no accounting table {table!r} (acc or missed_calls)")
+
+
+class Accounting(ABC):
+    """Kamailio's acc tables: `acc` (accounted transactions), `missed_calls` (INVITEs with a
+    negative final) and `acc_cdrs` (one row per call, from kampx's dialog tracking), with the
+    extra columns of Kamailio's default kamailio.cfg (src_user... dst_domain) and
+    `direction`. Times are UTC; the read side returns them as epoch seconds."""
+
+    @abstractmethod
+    def insert(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Write the records (dicts with "t": "acc" | "missed_calls" | "acc_cdrs" and that
+        table's columns; a missing key is the column's default, a missing time NULL), all
+        in one transaction, one executemany per table; records of another "t" are skipped.
+        Returns the rows written. StorageError when anything fails: then nothing is written."""
+
+    @abstractmethod
+    def cdrs(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        direction: str | None = None,
+        limit: int = 100,
+    ) -> list[dict]:
+        """acc_cdrs rows with since <= start_time < until (epoch seconds; None: no bound), of
+        one direction if given, newest (start_time) first, at most `limit`."""
+
+    @abstractmethod
+    def records(
+        self, table: str, since: float | None = None, limit: int = 100, callid: str | None = None
+    ) -> list[dict]:
+        """Rows of `acc` or `missed_calls` (ValueError for any other name) with time >= since,
+        of one Call-ID if given, newest first, at most `limit`."""
+
+    @abstractmethod
+    def summary(self, since: float, until: float | None = None) -> dict[str, dict]:
+        """The CDRs with since <= start_time < until, per direction ("" for rows without
+        one): {direction: {"calls": n, "answered": n with a 2xx, "duration": seconds}}."""
+
+
 class Storage(ABC):
     """One open database: `subscribers`, `addresses`, `dispatcher`, `locations`, `dialogs`
     and the schema version."""
@@ -252,6 +419,7 @@ class Storage(ABC):
     addresses: Addresses
     dispatcher: Dispatcher
     locations: Locations
+    acc: Accounting
 
     # read-only: PostgreSQL storage picks the node's SQLite file when it has one
     @property

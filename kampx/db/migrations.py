@@ -136,7 +136,67 @@ _V4 = Migration(
     {"dispatcher": 4},
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4)
+# Kamailio's acc tables (acc version 5, missed_calls 4, acc_cdrs 2 in Kamailio 5.x), with the
+# extra columns its default kamailio.cfg adds for log_extra (src_user... dst_domain) and
+# kampx's `direction`; acc_cdrs with what kampx's dialog tracking knows of a call besides
+# Kamailio's start_time, end_time and duration. Times are UTC: SQLite keeps them as the text
+# 'YYYY-MM-DD HH:MM:SS.mmm' (so that `time >= datetime('now', '-1 hour')` works),
+# PostgreSQL as TIMESTAMP without time zone.
+_ACC_PARTIES = """
+            src_user VARCHAR(64) DEFAULT '' NOT NULL,
+            src_domain VARCHAR(128) DEFAULT '' NOT NULL,
+            src_ip VARCHAR(64) DEFAULT '' NOT NULL,
+            dst_ouser VARCHAR(64) DEFAULT '' NOT NULL,
+            dst_user VARCHAR(64) DEFAULT '' NOT NULL,
+            dst_domain VARCHAR(128) DEFAULT '' NOT NULL,
+            direction VARCHAR(8) DEFAULT '' NOT NULL"""
+
+
+def _acc_tables(serial: str, datetime: str, real: str) -> tuple[str, ...]:
+    out = []
+    for table in ("acc", "missed_calls"):
+        out += [
+            f"""CREATE TABLE {table} (
+            id {serial} PRIMARY KEY NOT NULL,
+            method VARCHAR(16) DEFAULT '' NOT NULL,
+            from_tag VARCHAR(128) DEFAULT '' NOT NULL,
+            to_tag VARCHAR(128) DEFAULT '' NOT NULL,
+            callid VARCHAR(255) DEFAULT '' NOT NULL,
+            sip_code VARCHAR(3) DEFAULT '' NOT NULL,
+            sip_reason VARCHAR(128) DEFAULT '' NOT NULL,
+            time {datetime},{_ACC_PARTIES})""",
+            f"CREATE INDEX {table}_callid_idx ON {table} (callid)",
+            f"CREATE INDEX {table}_time_idx ON {table} (time)",
+        ]
+    out += [
+        f"""CREATE TABLE acc_cdrs (
+            id {serial} PRIMARY KEY NOT NULL,
+            start_time {datetime},
+            end_time {datetime},
+            duration {real} DEFAULT 0 NOT NULL,
+            setup_time {datetime},
+            callid VARCHAR(255) DEFAULT '' NOT NULL,
+            from_tag VARCHAR(128) DEFAULT '' NOT NULL,
+            to_tag VARCHAR(128) DEFAULT '' NOT NULL,{_ACC_PARTIES},
+            sip_code VARCHAR(3) DEFAULT '' NOT NULL,
+            sip_reason VARCHAR(128) DEFAULT '' NOT NULL,
+            end_reason VARCHAR(16) DEFAULT '' NOT NULL)""",
+        "CREATE INDEX acc_cdrs_start_time_idx ON acc_cdrs (start_time)",
+        "CREATE INDEX acc_cdrs_callid_idx ON acc_cdrs (callid)",
+    ]
+    return tuple(out)
+
+
+ACC_TABLE_VERSIONS = {"acc": 5, "missed_calls": 4, "acc_cdrs": 2}
+
+_V5 = Migration(
+    5,
+    "accounting tables acc, missed_calls and acc_cdrs",
+    _acc_tables("INTEGER", "DATETIME", "REAL"),
+    ACC_TABLE_VERSIONS,
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5)
 
 
 def check_sequence(migrations: Sequence[Migration]) -> None:
@@ -332,7 +392,16 @@ _PG_V2 = Migration(
     {"dispatcher": 4},
 )
 
-PG_MIGRATIONS: tuple[Migration, ...] = (_PG_V1, _PG_V2)
+# duration DOUBLE PRECISION, not Kamailio's REAL: PostgreSQL's REAL (float4) loses the
+# milliseconds of a call longer than a few hours
+_PG_V3 = Migration(
+    3,
+    "accounting tables acc, missed_calls and acc_cdrs",
+    _acc_tables("BIGSERIAL", "TIMESTAMP", "DOUBLE PRECISION"),
+    ACC_TABLE_VERSIONS,
+)
+
+PG_MIGRATIONS: tuple[Migration, ...] = (_PG_V1, _PG_V2, _PG_V3)
 
 
 def version_rows(m: Migration) -> list[tuple[str, int]]:

@@ -17,13 +17,18 @@ import random
 import sqlite3
 import time
 import urllib.parse
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from typing import Any
 
 from kampx.db.base import (
+    ACC_CDRS_COLUMNS,
+    ACC_COLUMNS,
+    ACC_TABLE_COLUMNS,
     DISPATCHER_COLUMNS,
     LOCATION_FIELDS,
+    Accounting,
     Addresses,
     AddressRow,
     Dialogs,
@@ -34,6 +39,9 @@ from kampx.db.base import (
     StorageError,
     Subscriber,
     Subscribers,
+    acc_check_table,
+    acc_params,
+    acc_row,
     binding_values,
     distinct_accounts,
     join_aor,
@@ -393,6 +401,101 @@ class SqliteDialogs(Dialogs):
             return conn.execute("DELETE FROM dialog WHERE timeout <= ?", (now,)).rowcount
 
 
+def utc_text(epoch: float) -> str:
+    """Epoch seconds as the UTC text the accounting tables hold: 'YYYY-MM-DD HH:MM:SS.mmm'
+    (SQLite's datetime() form plus milliseconds: the two compare as text in time order)."""
+    seconds, ms = divmod(round(epoch * 1000), 1000)
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}"
+
+
+def utc_epoch(text: Any) -> float | None:
+    """The other way round; also reads Kamailio's form without milliseconds (and a number
+    as epoch seconds). None for a value that is neither."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    try:
+        dt = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return round(dt.timestamp(), 3)
+
+
+class SqliteAccounting(Accounting):
+    _INSERT = {
+        table: f"INSERT INTO {table} ({', '.join(c[0] for c in columns)}) "
+        f"VALUES ({', '.join('?' * len(columns))})"
+        for table, columns in ACC_TABLE_COLUMNS.items()
+    }
+    _CDRS = "SELECT id, " + ", ".join(c[0] for c in ACC_CDRS_COLUMNS) + " FROM acc_cdrs"
+    _RECORDS = "SELECT id, " + ", ".join(c[0] for c in ACC_COLUMNS) + " FROM {table}"
+
+    def __init__(self, db: _Db):
+        self._db = db
+
+    def insert(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        params = acc_params(rows, utc_text)
+        if not params:
+            return 0
+        with self._db.write() as conn:
+            for table, values in params.items():
+                conn.executemany(self._INSERT[table], values)
+        return sum(len(v) for v in params.values())
+
+    def cdrs(self, since=None, until=None, direction=None, limit: int = 100) -> list[dict]:
+        where, args = _time_range("start_time", since, until)
+        if direction is not None:
+            where.append("direction = ?")
+            args.append(direction)
+        sql = self._CDRS + _where(where) + " ORDER BY start_time DESC, id DESC LIMIT ?"
+        with self._db.read() as conn:
+            rows = conn.execute(sql, (*args, limit)).fetchall()
+        return [acc_row(ACC_CDRS_COLUMNS, r, utc_epoch) for r in rows]
+
+    def records(self, table: str, since=None, limit: int = 100, callid=None) -> list[dict]:
+        acc_check_table(table)
+        where, args = _time_range("time", since, None)
+        if callid is not None:
+            where.append("callid = ?")
+            args.append(callid)
+        sql = self._RECORDS.format(table=table) + _where(where)
+        sql += " ORDER BY time DESC, id DESC LIMIT ?"
+        with self._db.read() as conn:
+            rows = conn.execute(sql, (*args, limit)).fetchall()
+        return [acc_row(ACC_COLUMNS, r, utc_epoch) for r in rows]
+
+    def summary(self, since: float, until: float | None = None) -> dict[str, dict]:
+        where, args = _time_range("start_time", since, until)
+        sql = (
+            "SELECT direction, COUNT(*), "
+            "COALESCE(SUM(CASE WHEN sip_code LIKE '2%' THEN 1 ELSE 0 END), 0), "
+            "COALESCE(SUM(duration), 0) FROM acc_cdrs"
+            + _where(where)
+            + " GROUP BY direction ORDER BY direction"
+        )
+        with self._db.read() as conn:
+            rows = conn.execute(sql, args).fetchall()
+        return {
+            d: {"calls": n, "answered": a, "duration": round(float(s), 3)} for d, n, a, s in rows
+        }
+
+
+def _time_range(column: str, since, until) -> tuple[list[str], list]:
+    where, args = [], []
+    if since is not None:
+        where.append(f"{column} >= ?")
+        args.append(utc_text(since))
+    if until is not None:
+        where.append(f"{column} < ?")
+        args.append(utc_text(until))
+    return where, args
+
+
+def _where(conditions: list[str]) -> str:
+    return " WHERE " + " AND ".join(conditions) if conditions else ""
+
+
 def on_read_only_file_system(path: str) -> bool:
     try:
         return os.path.exists(path) and bool(
@@ -449,6 +552,7 @@ class SqliteStorage(Storage):
         self.dispatcher = SqliteDispatcher(self._db)
         self.locations = SqliteLocations(self._db)
         self._dialogs = SqliteDialogs(self._db)
+        self.acc = SqliteAccounting(self._db)
 
     @property
     def dialogs(self) -> SqliteDialogs:

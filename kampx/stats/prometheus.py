@@ -99,6 +99,7 @@ class KampxCollector:
             else:
                 yield self._counter_family(fam, totals)
         yield from self._usrloc()
+        yield from self._dialogs()
         yield from self._dispatcher()
         yield from self._security()
         yield from self._processes()
@@ -168,6 +169,20 @@ class KampxCollector:
         )
         cts.add_metric(self._values([]), contacts)
         yield cts
+
+    def _dialogs(self):
+        """Kamailio's dialog:active_dialogs and early_dialogs, of the tracked dialogs."""
+        table = getattr(self.shared, "dialog_table", None)
+        if table is None:
+            return
+        _, early, confirmed, _ = table.counts()
+        for name, text, value in (
+            ("active_dialogs", "Tracked dialogs (dlg_manage) answered and not ended", confirmed),
+            ("early_dialogs", "Tracked dialogs ringing (a provisional with a To-tag)", early),
+        ):
+            m = self._family(GaugeMetricFamily, f"kampx_dialog_{name}", text)
+            m.add_metric(self._values([]), value)
+            yield m
 
     def _dispatcher(self):
         """Per destination of the running sets: up (usable by ds_select_dst) and its probes."""

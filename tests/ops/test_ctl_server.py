@@ -156,7 +156,8 @@ def test_list_methods(ctl):
         "permissions.addressReload", "permissions.addressDump", "dns.view", "dns.delete_all",
         "dispatcher.reload", "dispatcher.list", "dispatcher.set_state", "core.uptime", "core.psx",
         "core.version", "stats.get_statistics", "stats.reset_statistics", "cfg.reload",
-        "trace.start", "trace.read", "trace.stop", "system.listMethods"])
+        "trace.start", "trace.read", "trace.stop", "acc.cdrs", "acc.list", "acc.summary",
+        "dlg.list", "dlg.show", "dlg.end", "system.listMethods"])
 
 
 # -- trace ----------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import pytest
 from kampx import config as kconfig
 from kampx import stats as S
 from kampx._shm import CounterRows, RateTable
+from kampx.dialog_table import DialogTable
 from kampx.dispatcher.table import DispatcherTable
 from kampx.stats.prometheus import KampxCollector
 from kampx.shared import COUNTER_ROWS
@@ -95,7 +96,7 @@ def exported_names() -> set[str]:
     shared = SimpleNamespace(counters=CounterRows(COUNTER_ROWS, S.ncols()),
                              location=LocationStore(16, 1, track_changes=False),
                              pike=RateTable(64, 1), auth_bans=RateTable(64, 2),
-                             dispatcher=dispatcher)
+                             dispatcher=dispatcher, dialog_table=DialogTable(4))
     for fam in S.families():          # every labelled series present (reply codes appear once seen)
         for col in range(fam.base, fam.base + fam.size):
             shared.counters.add(0, col, 1)
@@ -119,7 +120,9 @@ def test_grafana_dashboard_queries_only_exported_metrics():
                  "kampx_tm_active_transactions", "kampx_usrloc_registered_users",
                  "kampx_core_request_processing_seconds_bucket",
                  "kampx_process_cpu_seconds_total", "kampx_process_resident_memory_bytes",
-                 "kampx_registrar_accepted_regs_total", "kampx_auth_failures_total"):
+                 "kampx_registrar_accepted_regs_total", "kampx_auth_failures_total",
+                 "kampx_acc_calls_answered_total", "kampx_acc_call_duration_seconds_sum",
+                 "kampx_dialog_active_dialogs"):
         assert must in used, must
 
 

@@ -1,0 +1,196 @@
+"""The tracked dialogs' control methods (Kamailio's dlg.list, dlg.list_ctx, dlg.end_dlg).
+
+`dlg.end` ends a call from outside, as Kamailio's dlg.end_dlg does: a BYE to each side,
+in the dialog as that side knows it (the caller's gets the callee's From and the caller's
+route set, and the other way round), sent from the proxy's own socket so that a phone
+behind NAT takes it, to the address each side's last message came from. A BYE is sent
+again after RETRANSMIT_S (UDP may lose it; a UA answers a repeated BYE like the first);
+the 200s come back to the proxy and end there. The dialog's CDR is written at once
+(end_reason "ended").
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from kampx import dialog as D
+from kampx import stats as S
+from kampx.control.params import NOT_FOUND
+from kampx.control.server import RpcFault, check_params
+from kampx.shared import HELPER_ROWS
+
+STATE_NAMES = {D.PENDING: "pending", D.EARLY: "early", D.CONFIRMED: "confirmed"}
+RETRANSMIT_S = (0.5, 1.5)  # after the first BYE: two more, then no more
+# what `dlg list` shows of a dialog (the route sets and contacts: `dlg show`)
+SUMMARY = (
+    "callid",
+    "from_tag",
+    "to_tag",
+    "direction",
+    "src_user",
+    "src_domain",
+    "dst_ouser",
+    "dst_user",
+    "dst_domain",
+)
+
+
+class DialogRpc:
+    def __init__(self, shared, cfg, sockets=()):
+        self.shared = shared
+        self.cfg = cfg
+        self.sockets = list(sockets)
+        self._dialogs = None  # made on first use, in the ctl process (its journal, stats)
+        self._lock = threading.Lock()
+
+    def table(self) -> dict:
+        return {"dlg.list": self.list_dialogs, "dlg.show": self.show, "dlg.end": self.end}
+
+    @property
+    def dialogs(self) -> D.Dialogs:
+        if self._dialogs is None:
+            stats = S.Stats(self.shared.counters, HELPER_ROWS["ctl"])
+            self._dialogs = D.Dialogs.of(self.shared, self.cfg, stats)
+        return self._dialogs
+
+    def list_dialogs(self, params: dict) -> dict:
+        """Every tracked dialog, oldest first: state, who calls whom, since when."""
+        check_params(params, ())
+        now = time.time()
+        table = self.shared.dialog_table
+        rows = [
+            _view(state, expires, info, now, brief=True) for state, expires, info in table.entries()
+        ]
+        rows.sort(key=lambda r: r["setup_time"])
+        tracked, early, confirmed, _ = table.counts()
+        return {"dialogs": rows, "early": early, "confirmed": confirmed, "tracked": tracked}
+
+    def show(self, params: dict) -> dict:
+        """One tracked dialog, whole: params {callid}."""
+        check_params(params, ("callid",), ("callid",))
+        callid = str(params["callid"])
+        found = self._find(callid)
+        if not found:
+            raise RpcFault(NOT_FOUND, f"no tracked dialog with Call-ID {callid}")
+        return {"dialogs": [_view(s, e, info, time.time(), brief=False) for _, s, e, info in found]}
+
+    def end(self, params: dict) -> dict:
+        """End the tracked dialog of Call-ID `callid`: BYE both ways, its CDR written."""
+        check_params(params, ("callid",), ("callid",))
+        callid = str(params["callid"])
+        found = self._find(callid)
+        if not found:
+            raise RpcFault(NOT_FOUND, f"no tracked dialog with Call-ID {callid}")
+        ended = []
+        with self._lock:
+            dialogs = self.dialogs
+            for k, state, _, _ in found:
+                now = time.monotonic()
+                dialogs.index.put(k, D.ENDED, now, now + dialogs.linger)  # the 200s, a late BYE
+                dialogs.journal.write(D.OP_DELETE, k)
+                info = dialogs.end(k, "ended")
+                if info is None:
+                    continue  # it ended meanwhile (a BYE, its timeout)
+                sent = self._bye_both_ways(info) if state == D.CONFIRMED else []
+                ended.append({"callid": callid, "from_tag": info.get("from_tag"), "bye_to": sent})
+            dialogs.journal.flush()
+        if not ended:
+            raise RpcFault(NOT_FOUND, f"no tracked dialog with Call-ID {callid}")
+        return {"ended": ended}
+
+    def _find(self, callid: str) -> list:
+        """(key, state, expiry, info) of the tracked dialogs of `callid`."""
+        return [
+            (D.key(callid, info.get("from_tag", "")), state, expires, info)
+            for state, expires, info in self.shared.dialog_table.entries()
+            if info.get("callid") == callid
+        ]
+
+    # -- the BYEs --
+
+    def _bye_both_ways(self, info: dict) -> list[str]:
+        lsock = self._socket(info.get("socket", 0))
+        if lsock is None or info.get("partial"):
+            return []
+        byes = []
+        callee = _bye(
+            lsock,
+            info.get("callee_contact"),
+            info.get("callee_route") or [],
+            info.get("from"),
+            info.get("to"),
+            info,
+            int(info.get("caller_cseq", 0)) + 1,
+        )
+        if callee is not None and info.get("callee_addr"):
+            byes.append((callee, tuple(info["callee_addr"])))
+        caller = _bye(
+            lsock,
+            info.get("caller_contact"),
+            info.get("caller_route") or [],
+            info.get("to"),
+            info.get("from"),
+            info,
+            int(info.get("callee_cseq", 0)) + 1,
+        )
+        if caller is not None and info.get("caller_addr"):
+            byes.append((caller, tuple(info["caller_addr"])))
+        for data, dest in byes:
+            lsock.sendto(data, dest)
+        if byes:
+            threading.Thread(target=_resend, args=(lsock, byes), daemon=True).start()
+        return [f"{host}:{port}" for _, (host, port) in byes]
+
+    def _socket(self, index: int):
+        for ls in self.sockets:
+            if ls.index == index:
+                return ls
+        return self.sockets[0] if self.sockets else None
+
+
+def _resend(lsock, byes) -> None:
+    started = time.monotonic()
+    for at in RETRANSMIT_S:
+        time.sleep(max(0.0, started + at - time.monotonic()))
+        for data, dest in byes:
+            lsock.sendto(data, dest)
+
+
+def _bye(lsock, contact, route, from_hdr, to_hdr, info, cseq) -> bytes | None:
+    """A BYE within the dialog as one side sees it (RFC 3261 12.2.1.1): its remote target
+    as Request-URI, its route set, the other side as From."""
+    if not contact or not from_hdr or not to_hdr:
+        return None
+    branch = "z9hG4bKkxdlg" + os.urandom(8).hex()
+    lines = [
+        f"BYE {contact} SIP/2.0",
+        f"Via: SIP/2.0/UDP {lsock.hostport};branch={branch};rport",
+        *(f"Route: {r}" for r in route),
+        "Max-Forwards: 70",
+        f"From: {from_hdr}",
+        f"To: {to_hdr}",
+        f"Call-ID: {info['callid']}",
+        f"CSeq: {cseq} BYE",
+        'Reason: SIP;cause=200;text="ended by kampxctl dlg end"',
+        "Content-Length: 0",
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+
+
+def _view(state: int, expires: float, info: dict, now: float, brief: bool) -> dict:
+    """A dialog as the control socket shows it."""
+    answered = info.get("answered")
+    out = {
+        "state": STATE_NAMES.get(state, str(state)),
+        "setup_time": info.get("setup"),
+        "answered_time": answered,
+        "duration": round(now - answered, 3) if answered else 0.0,
+        "expires_in": max(0, round(expires - now)),
+    }
+    if brief:
+        out.update({k: info.get(k, "") for k in SUMMARY})
+    else:
+        out.update({k: v for k, v in info.items() if k not in ("setup", "answered")})
+    return out

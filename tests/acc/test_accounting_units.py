@@ -1,0 +1,312 @@
+"""The tracked-dialog table and the accounting records, without a network: what a dialog's
+life writes (kampx/dialog_table.py, kampx/dialog.py, kampx/acc.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from kampx import dialog as D
+from kampx import stats as S
+from kampx._shm import CounterRows, KeyIndex
+from kampx.acc import (
+    CALL_DURATION,
+    CALLS_ANSWERED,
+    CALLS_ATTEMPTED,
+    CALLS_FAILED,
+    AccSink,
+    Accounting,
+)
+from kampx.config import AccConfig, DialogConfig
+from kampx.dialog_table import PROBE, DialogTable, key_hash
+
+ACC = AccConfig()
+LOG, MISSED, FAILED, INBOUND, OUTBOUND = (1 << f for f in (1, 2, 3, 4, 5))
+
+
+def uri(user, host):
+    return SimpleNamespace(user=user, host=host)
+
+
+class Req(SimpleNamespace):
+    """What accounting and the dialog code read of a parsed request."""
+
+    def __init__(
+        self, method="INVITE", call_id="c1", from_tag="ft", to_tag=None, flags=0, manage=True, **kw
+    ):
+        from kampx import methods as M
+
+        super().__init__(
+            method=method,
+            method_id=getattr(M, method),
+            call_id=call_id,
+            from_tag=from_tag,
+            to_tag=to_tag,
+            has_to_tag=to_tag is not None,
+            rr_added=True,
+            dialog_admitted=False,
+            dlg_manage=manage,
+            flags=flags,
+            src=("203.0.113.10", 5060),
+            from_=SimpleNamespace(parsed_uri=uri("+15550100", "carrier.example")),
+            to=SimpleNamespace(parsed_uri=uri("alice", "kampx.test")),
+            uri=uri("alice", "198.51.100.7"),
+            contacts=[SimpleNamespace(uri="sip:c@203.0.113.10")],
+            original_ruri="sip:alice@kampx.test",
+            lsock=SimpleNamespace(index=0),
+            cseq_num=1,
+            **kw,
+        )
+
+    def header(self, name):
+        return {"from": "<sip:+15550100@carrier.example>;tag=ft", "to": "<sip:alice@kampx.test>"}[
+            name
+        ]
+
+
+class Reply(SimpleNamespace):
+    def __init__(self, code=200, to_tag="tt"):
+        rr = "<sip:127.0.0.1;lr>"
+        super().__init__(
+            has_to_tag=to_tag is not None,
+            to_tag=to_tag,
+            reason="OK",
+            contacts=[SimpleNamespace(uri="sip:alice@198.51.100.7")],
+            record_routes=[SimpleNamespace(raw=rr)],
+            src=("198.51.100.7", 5060),
+            lsock=SimpleNamespace(rr_value=rr),
+        )
+
+    def header(self, name):
+        return "<sip:alice@kampx.test>;tag=tt"
+
+
+@pytest.fixture
+def env():
+    r, w = D.journal_pipe()
+    rows = CounterRows(1, S.ncols())
+    stats = S.Stats(rows, 0)
+    journal = D.Journal(w, stats)
+    table = DialogTable(64)
+    dialogs = D.Dialogs(
+        KeyIndex(1000, 7),
+        journal,
+        DialogConfig(linger_s=30, lifetime_s=100),
+        60.0,
+        stats,
+        table=table,
+        acc=Accounting(ACC, journal, stats),
+    )
+    sink = AccSink(ACC)
+
+    def records():
+        journal.flush()
+        got, _ = D.read_journal(r)
+        return [json.loads(k) for op, k, _, _ in got if op == D.OP_ACC]
+
+    yield SimpleNamespace(
+        dialogs=dialogs,
+        table=table,
+        records=records,
+        sink=sink,
+        r=r,
+        count=lambda col: rows.get(0, col),
+    )
+    os.close(r)
+    os.close(w)
+
+
+def establish(d, flags=LOG | MISSED | INBOUND):
+    req = Req(flags=flags)
+    k, state = d.start(req)
+    assert state & D.TRACKED
+    state = d.on_reply(k, state, 180, Reply(180))
+    state = d.on_reply(k, state, 200, Reply())
+    return req, k, state
+
+
+def test_a_tracked_call_lives_in_the_table_from_invite_to_bye(env):
+    d = env.dialogs
+    req = Req(flags=LOG | INBOUND)
+    k, state = d.start(req)
+    assert state == D.PENDING | D.TRACKED
+    assert env.table.counts()[:3] == (1, 0, 0)
+    state = d.on_reply(k, state, 180, Reply(180))
+    assert state == D.EARLY | D.TRACKED and env.table.counts()[:3] == (1, 1, 0)
+    state = d.on_reply(k, state, 200, Reply())
+    assert state == D.CONFIRMED | D.TRACKED and env.table.counts()[:3] == (1, 0, 1)
+    st, _, info = env.table.get(k)
+    assert (
+        st == D.CONFIRMED
+        and info["to_tag"] == "tt"
+        and info["callee_addr"] == ["198.51.100.7", 5060]
+    )
+    assert info["direction"] == "inbound" and info["dst_ouser"] == "alice"
+    bye = Req("BYE", to_tag="tt", flags=0)
+    assert d.admit(bye)
+    assert env.table.get(k) is None and env.table.counts()[:3] == (0, 0, 0)
+    (cdr,) = env.records()
+    assert cdr["t"] == "acc_cdrs" and cdr["end_reason"] == "caller" and cdr["sip_code"] == 200
+    assert 0 <= cdr["duration"] < 1 and cdr["direction"] == "inbound"
+    assert env.count(CALL_DURATION.base + CALL_DURATION.series.index("inbound") * 14 + 13) == 1
+    # a retransmitted BYE ends nothing twice
+    assert d.admit(Req("BYE", to_tag="tt")) and env.records() == []
+
+
+def test_the_callee_side_bye_is_told_apart(env):
+    d = env.dialogs
+    _, k, _ = establish(d)
+    bye = Req("BYE", from_tag="tt", to_tag="ft")
+    assert d.admit(bye)
+    (cdr,) = env.records()
+    assert cdr["end_reason"] == "callee"
+
+
+def test_a_failed_call_gives_a_failed_cdr_and_a_canceled_one_says_so(env):
+    d = env.dialogs
+    for code, why in ((486, "failed"), (487, "canceled")):
+        k, state = d.start(Req(call_id=f"c{code}", flags=LOG))
+        d.failed(k, state, code, "Busy Here")
+        assert env.table.get(k) is None
+        (cdr,) = env.records()
+        assert (cdr["end_reason"], cdr["sip_code"], cdr["duration"]) == (why, code, 0.0)
+
+
+def test_an_untracked_dialog_uses_no_slot(env):
+    k, state = env.dialogs.start(Req(manage=False))
+    assert state == D.PENDING and env.table.counts()[0] == 0
+
+
+def test_transaction_records_follow_the_flags(env):
+    acc = env.dialogs.acc
+    acc.final(Req(flags=LOG | MISSED), 200, "OK", "tt")
+    acc.final(Req(flags=LOG | MISSED), 486, "Busy Here", "tt")
+    acc.final(Req(flags=LOG | MISSED | FAILED | OUTBOUND), 503, "Service Unavailable", "tt")
+    acc.final(Req("BYE", to_tag="x", flags=LOG | FAILED), 481, "No Such Call", None)
+    got = [(r["t"], r["method"], r["sip_code"], r["direction"]) for r in env.records()]
+    assert got == [
+        ("acc", "INVITE", 200, "local"),
+        ("missed_calls", "INVITE", 486, "local"),
+        ("acc", "INVITE", 503, "outbound"),
+        ("missed_calls", "INVITE", 503, "outbound"),
+        ("acc", "BYE", 481, "local"),
+    ]
+    assert env.count(CALLS_ATTEMPTED.col("local")) == 2
+    assert env.count(CALLS_ANSWERED.col("local")) == 1
+    assert env.count(CALLS_FAILED.col(("outbound", "5xx"))) == 1
+
+
+def test_expired_dialogs_end_with_a_timeout_cdr_and_stuck_setups_as_lost(env):
+    d = env.dialogs
+    _, k, _ = establish(d)
+    k2, _ = d.start(Req(call_id="c2"))
+    d.lifetime = 0.0
+    d.ttl_setup = 0.0
+    env.table.update(k, lambda s, i: (s, time.time() - 1))
+    env.table.update(k2, lambda s, i: (s, time.time() - 1))
+    assert d.expire() == 2
+    reasons = sorted(r["end_reason"] for r in env.records())
+    assert reasons == ["lost", "timeout"]
+    assert env.table.counts()[0] == 0
+
+
+def test_the_table_is_bounded_and_slots_come_back():
+    t = DialogTable(8)
+    for i in range(8):
+        assert t.create(f"k{i}".encode(), D.PENDING, time.time() + 60, {"n": i})
+    assert not t.create(b"k8", D.PENDING, time.time() + 60, {})
+    assert t.counts()[3] == 1
+    assert t.remove(b"k3")[1] == {"n": 3}
+    assert t.remove(b"k3") is None  # exactly one caller gets a dialog's end
+    assert t.create(b"k8", D.PENDING, time.time() + 60, {"n": 8})
+    assert t.get(b"k8")[2] == {"n": 8}
+    assert sorted(i["n"] for _, _, i in t.entries()) == [0, 1, 2, 4, 5, 6, 7, 8]
+
+
+def test_collisions_probe_past_tombstones():
+    t = DialogTable(16)
+    keys = []
+    n = 0
+    while len(keys) < 3:  # three keys with the same home slot
+        k = f"x{n}".encode()
+        n += 1
+        if key_hash(k) % t.nslots == 5:
+            keys.append(k)
+    for k in keys:
+        assert t.create(k, D.CONFIRMED, time.time() + 60, {"k": k.decode()})
+    t.remove(keys[0])  # a tombstone in front of the others
+    assert t.get(keys[2])[2] == {"k": keys[2].decode()}
+    t.expire(time.time())
+    assert t.get(keys[1]) is not None and t.counts()[0] == 2
+    assert PROBE >= 3
+
+
+def test_an_oversized_dialog_sheds_its_route_sets_not_its_cdr_fields():
+    t = DialogTable(4)
+    info = {"callid": "c", "caller_route": ["<sip:x;lr>" * 100] * 3, "src_user": "alice"}
+    assert t.create(b"k", D.CONFIRMED, time.time() + 60, info)
+    got = t.get(b"k")[2]
+    assert got["partial"] and "caller_route" not in got and got["src_user"] == "alice"
+
+
+def test_the_sink_writes_batches_and_logs_json_lines(tmp_path):
+    path = tmp_path / "acc.jsonl"
+    sink = AccSink(AccConfig(log=str(path)))
+    written = []
+    storage = SimpleNamespace(acc=SimpleNamespace(insert=lambda rows: written.extend(rows)))
+    sink.add(json.dumps({"t": "acc", "callid": "a"}).encode())
+    sink.add(b"not json")
+    sink.add(json.dumps({"t": "acc_cdrs", "callid": "b"}).encode())
+    assert sink.write(storage) == 2 and [r["callid"] for r in written] == ["a", "b"]
+    assert sink.write(storage) == 0
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [x["callid"] for x in lines] == ["a", "b"]
+    os.rename(path, tmp_path / "acc.jsonl.1")  # logrotate
+    time.sleep(1.05)
+    sink.add(json.dumps({"t": "acc", "callid": "c"}).encode())
+    assert json.loads(path.read_text())["callid"] == "c"
+    sink.close()
+
+
+def test_a_failing_database_keeps_the_rows_for_the_next_round():
+    from kampx.db import StorageError
+
+    sink = AccSink(AccConfig())
+    calls = []
+
+    def insert(rows):
+        calls.append(len(rows))
+        if len(calls) == 1:
+            raise StorageError("database is locked")
+
+    storage = SimpleNamespace(acc=SimpleNamespace(insert=insert))
+    sink.add(json.dumps({"t": "acc"}).encode())
+    with pytest.raises(StorageError):
+        sink.write(storage)
+    assert sink.write(storage) == 1 and calls == [1, 1]
+
+
+def test_a_full_pipe_holds_records_for_the_next_flush():
+    r, w = D.journal_pipe()
+    try:
+        stats = S.Stats(CounterRows(1, S.ncols()), 0)
+        j = D.Journal(w, stats)
+        big = b"x" * 3000
+        n = 0
+        while True:  # fill the pipe
+            j.write(D.OP_ACC, big)
+            j.flush()
+            n += 1
+            if j.held:
+                break
+        got, left = D.read_journal(r)
+        j.flush()  # room again: what was held goes
+        more, _ = D.read_journal(r, left)
+        assert len(got) + len(more) == n and not j.held
+    finally:
+        os.close(r)
+        os.close(w)
