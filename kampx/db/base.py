@@ -411,6 +411,93 @@ class Accounting(ABC):
         one): {direction: {"calls": n, "answered": n with a 2xx, "duration": seconds}}."""
 
 
+class SqlAccounting(Accounting):
+    """The Accounting queries, written once for both backends: a subclass names its
+    parameter placeholder (PH), how an epoch becomes the database's time and back
+    (to_db, from_db) and how it orders NULL times (NULLS); `db` has read() and write()
+    context managers giving a DB-API connection with execute()."""
+
+    PH = "?"
+    NULLS = ""
+
+    def __init__(self, db):
+        self._db = db
+        cols = {t: ", ".join(c[0] for c in columns) for t, columns in ACC_TABLE_COLUMNS.items()}
+        self._insert = {
+            t: f"INSERT INTO {t} ({cols[t]}) VALUES ({', '.join([self.PH] * len(columns))})"
+            for t, columns in ACC_TABLE_COLUMNS.items()
+        }
+        self._select = {t: f"SELECT id, {cols[t]} FROM {t}" for t in ACC_TABLE_COLUMNS}
+
+    @staticmethod
+    def to_db(epoch: float) -> Any:
+        raise NotImplementedError
+
+    @staticmethod
+    def from_db(value: Any) -> float | None:
+        raise NotImplementedError
+
+    def insert(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        params = acc_params(rows, self.to_db)
+        if not params:
+            return 0
+        with self._db.write() as conn:
+            cur = conn.cursor()
+            for table, values in params.items():
+                cur.executemany(self._insert[table], values)
+        return sum(len(v) for v in params.values())
+
+    def _range(self, column: str, since, until) -> tuple[list[str], list]:
+        where: list[str] = []
+        args: list = []
+        if since is not None:
+            where.append(f"{column} >= {self.PH}")
+            args.append(self.to_db(since))
+        if until is not None:
+            where.append(f"{column} < {self.PH}")
+            args.append(self.to_db(until))
+        return where, args
+
+    def _rows(self, table: str, where: list[str], args: list, order: str, limit: int) -> list:
+        sql = self._select[table] + (" WHERE " + " AND ".join(where) if where else "")
+        sql += f" ORDER BY {order} DESC{self.NULLS}, id DESC LIMIT {self.PH}"
+        with self._db.read() as conn:
+            return conn.execute(sql, (*args, limit)).fetchall()
+
+    def cdrs(self, since=None, until=None, direction=None, limit: int = 100) -> list[dict]:
+        where, args = self._range("start_time", since, until)
+        if direction is not None:
+            where.append(f"direction = {self.PH}")
+            args.append(direction)
+        rows = self._rows("acc_cdrs", where, args, "start_time", limit)
+        return [acc_row(ACC_CDRS_COLUMNS, r, self.from_db) for r in rows]
+
+    def records(self, table: str, since=None, limit: int = 100, callid=None) -> list[dict]:
+        acc_check_table(table)
+        where, args = self._range("time", since, None)
+        if callid is not None:
+            where.append(f"callid = {self.PH}")
+            args.append(callid)
+        rows = self._rows(table, where, args, "time", limit)
+        return [acc_row(ACC_COLUMNS, r, self.from_db) for r in rows]
+
+    def summary(self, since: float, until: float | None = None) -> dict[str, dict]:
+        where, args = self._range("start_time", since, until)
+        sql = (
+            f"SELECT direction, COUNT(*), "
+            f"COALESCE(SUM(CASE WHEN sip_code LIKE {self.PH} THEN 1 ELSE 0 END), 0), "
+            "COALESCE(SUM(duration), 0) FROM acc_cdrs"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " GROUP BY direction ORDER BY direction"
+        )
+        with self._db.read() as conn:
+            rows = conn.execute(sql, ("2%", *args)).fetchall()
+        return {
+            d: {"calls": int(n), "answered": int(a), "duration": round(float(s), 3)}
+            for d, n, a, s in rows
+        }
+
+
 class Storage(ABC):
     """One open database: `subscribers`, `addresses`, `dispatcher`, `locations`, `dialogs`
     and the schema version."""

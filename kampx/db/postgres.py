@@ -26,7 +26,7 @@ import os
 import random
 import select
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,12 +35,8 @@ import psycopg
 from psycopg import errors as pgerr
 
 from kampx.db.base import (
-    ACC_CDRS_COLUMNS,
-    ACC_COLUMNS,
-    ACC_TABLE_COLUMNS,
     DISPATCHER_COLUMNS,
     LOCATION_FIELDS,
-    Accounting,
     Addresses,
     AddressRow,
     Dialogs,
@@ -48,13 +44,11 @@ from kampx.db.base import (
     DispatcherRow,
     LocationFeed,
     Locations,
+    SqlAccounting,
     Storage,
     StorageError,
     Subscriber,
     Subscribers,
-    acc_check_table,
-    acc_params,
-    acc_row,
     binding_values,
     distinct_accounts,
     join_aor,
@@ -614,81 +608,11 @@ def _epoch(ts: Any) -> float | None:
     return None
 
 
-def _pg_range(column: str, since, until) -> tuple[list[str], list]:
-    where, args = [], []
-    if since is not None:
-        where.append(f"{column} >= %s")
-        args.append(_utc(since))
-    if until is not None:
-        where.append(f"{column} < %s")
-        args.append(_utc(until))
-    return where, args
-
-
-def _pg_where(conditions: list[str]) -> str:
-    return " WHERE " + " AND ".join(conditions) if conditions else ""
-
-
-class PgAccounting(Accounting):
-    _INSERT = {
-        table: f"INSERT INTO {table} ({', '.join(c[0] for c in columns)}) "
-        f"VALUES ({', '.join(['%s'] * len(columns))})"
-        for table, columns in ACC_TABLE_COLUMNS.items()
-    }
-    _CDRS = "SELECT id, " + ", ".join(c[0] for c in ACC_CDRS_COLUMNS) + " FROM acc_cdrs"
-    _RECORDS = "SELECT id, " + ", ".join(c[0] for c in ACC_COLUMNS) + " FROM {table}"
-
-    def __init__(self, db: _Pg):
-        self._db = db
-
-    def insert(self, rows: Iterable[Mapping[str, Any]]) -> int:
-        params = acc_params(rows, _utc)
-        if not params:
-            return 0
-        with self._db.write() as conn:
-            with conn.cursor() as cur:
-                for table, values in params.items():
-                    cur.executemany(self._INSERT[table], values)
-        return sum(len(v) for v in params.values())
-
-    def cdrs(self, since=None, until=None, direction=None, limit: int = 100) -> list[dict]:
-        where, args = _pg_range("start_time", since, until)
-        if direction is not None:
-            where.append("direction = %s")
-            args.append(direction)
-        sql = self._CDRS + _pg_where(where)
-        sql += " ORDER BY start_time DESC NULLS LAST, id DESC LIMIT %s"
-        with self._db.read() as conn:
-            rows = conn.execute(sql, (*args, limit)).fetchall()
-        return [acc_row(ACC_CDRS_COLUMNS, r, _epoch) for r in rows]
-
-    def records(self, table: str, since=None, limit: int = 100, callid=None) -> list[dict]:
-        acc_check_table(table)
-        where, args = _pg_range("time", since, None)
-        if callid is not None:
-            where.append("callid = %s")
-            args.append(callid)
-        sql = self._RECORDS.format(table=table) + _pg_where(where)
-        sql += " ORDER BY time DESC NULLS LAST, id DESC LIMIT %s"
-        with self._db.read() as conn:
-            rows = conn.execute(sql, (*args, limit)).fetchall()
-        return [acc_row(ACC_COLUMNS, r, _epoch) for r in rows]
-
-    def summary(self, since: float, until: float | None = None) -> dict[str, dict]:
-        where, args = _pg_range("start_time", since, until)
-        sql = (
-            "SELECT direction, COUNT(*), "
-            "COALESCE(SUM(CASE WHEN sip_code LIKE '2%%' THEN 1 ELSE 0 END), 0), "
-            "COALESCE(SUM(duration), 0) FROM acc_cdrs"
-            + _pg_where(where)
-            + " GROUP BY direction ORDER BY direction"
-        )
-        with self._db.read() as conn:
-            rows = conn.execute(sql, args).fetchall()
-        return {
-            d: {"calls": int(n), "answered": int(a), "duration": round(float(s), 3)}
-            for d, n, a, s in rows
-        }
+class PgAccounting(SqlAccounting):
+    PH = "%s"
+    NULLS = " NULLS LAST"
+    to_db = staticmethod(_utc)
+    from_db = staticmethod(_epoch)
 
 
 # -- the storage ---------------------------------------------------------------------------------

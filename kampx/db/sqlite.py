@@ -17,31 +17,25 @@ import random
 import sqlite3
 import time
 import urllib.parse
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
 from kampx.db.base import (
-    ACC_CDRS_COLUMNS,
-    ACC_COLUMNS,
-    ACC_TABLE_COLUMNS,
     DISPATCHER_COLUMNS,
     LOCATION_FIELDS,
-    Accounting,
     Addresses,
     AddressRow,
     Dialogs,
     Dispatcher,
     DispatcherRow,
     Locations,
+    SqlAccounting,
     Storage,
     StorageError,
     Subscriber,
     Subscribers,
-    acc_check_table,
-    acc_params,
-    acc_row,
     binding_values,
     distinct_accounts,
     join_aor,
@@ -422,78 +416,9 @@ def utc_epoch(text: Any) -> float | None:
     return round(dt.timestamp(), 3)
 
 
-class SqliteAccounting(Accounting):
-    _INSERT = {
-        table: f"INSERT INTO {table} ({', '.join(c[0] for c in columns)}) "
-        f"VALUES ({', '.join('?' * len(columns))})"
-        for table, columns in ACC_TABLE_COLUMNS.items()
-    }
-    _CDRS = "SELECT id, " + ", ".join(c[0] for c in ACC_CDRS_COLUMNS) + " FROM acc_cdrs"
-    _RECORDS = "SELECT id, " + ", ".join(c[0] for c in ACC_COLUMNS) + " FROM {table}"
-
-    def __init__(self, db: _Db):
-        self._db = db
-
-    def insert(self, rows: Iterable[Mapping[str, Any]]) -> int:
-        params = acc_params(rows, utc_text)
-        if not params:
-            return 0
-        with self._db.write() as conn:
-            for table, values in params.items():
-                conn.executemany(self._INSERT[table], values)
-        return sum(len(v) for v in params.values())
-
-    def cdrs(self, since=None, until=None, direction=None, limit: int = 100) -> list[dict]:
-        where, args = _time_range("start_time", since, until)
-        if direction is not None:
-            where.append("direction = ?")
-            args.append(direction)
-        sql = self._CDRS + _where(where) + " ORDER BY start_time DESC, id DESC LIMIT ?"
-        with self._db.read() as conn:
-            rows = conn.execute(sql, (*args, limit)).fetchall()
-        return [acc_row(ACC_CDRS_COLUMNS, r, utc_epoch) for r in rows]
-
-    def records(self, table: str, since=None, limit: int = 100, callid=None) -> list[dict]:
-        acc_check_table(table)
-        where, args = _time_range("time", since, None)
-        if callid is not None:
-            where.append("callid = ?")
-            args.append(callid)
-        sql = self._RECORDS.format(table=table) + _where(where)
-        sql += " ORDER BY time DESC, id DESC LIMIT ?"
-        with self._db.read() as conn:
-            rows = conn.execute(sql, (*args, limit)).fetchall()
-        return [acc_row(ACC_COLUMNS, r, utc_epoch) for r in rows]
-
-    def summary(self, since: float, until: float | None = None) -> dict[str, dict]:
-        where, args = _time_range("start_time", since, until)
-        sql = (
-            "SELECT direction, COUNT(*), "
-            "COALESCE(SUM(CASE WHEN sip_code LIKE '2%' THEN 1 ELSE 0 END), 0), "
-            "COALESCE(SUM(duration), 0) FROM acc_cdrs"
-            + _where(where)
-            + " GROUP BY direction ORDER BY direction"
-        )
-        with self._db.read() as conn:
-            rows = conn.execute(sql, args).fetchall()
-        return {
-            d: {"calls": n, "answered": a, "duration": round(float(s), 3)} for d, n, a, s in rows
-        }
-
-
-def _time_range(column: str, since, until) -> tuple[list[str], list]:
-    where, args = [], []
-    if since is not None:
-        where.append(f"{column} >= ?")
-        args.append(utc_text(since))
-    if until is not None:
-        where.append(f"{column} < ?")
-        args.append(utc_text(until))
-    return where, args
-
-
-def _where(conditions: list[str]) -> str:
-    return " WHERE " + " AND ".join(conditions) if conditions else ""
+class SqliteAccounting(SqlAccounting):
+    to_db = staticmethod(utc_text)
+    from_db = staticmethod(utc_epoch)
 
 
 def on_read_only_file_system(path: str) -> bool:
