@@ -602,9 +602,9 @@ def _utc(epoch: float) -> datetime:
     return _EPOCH + round(epoch * 1000) * _MS
 
 
-def _epoch(ts: Any) -> float | None:
-    if isinstance(ts, datetime):
-        return round((ts.replace(tzinfo=None) - _EPOCH).total_seconds(), 3)
+def _epoch(value: Any) -> float | None:
+    if isinstance(value, datetime):
+        return round((value.replace(tzinfo=None) - _EPOCH).total_seconds(), 3)
     return None
 
 

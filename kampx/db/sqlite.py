@@ -402,13 +402,13 @@ def utc_text(epoch: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}"
 
 
-def utc_epoch(text: Any) -> float | None:
+def utc_epoch(value: Any) -> float | None:
     """The other way round; also reads Kamailio's form without milliseconds (and a number
     as epoch seconds). None for a value that is neither."""
-    if isinstance(text, (int, float)):
-        return float(text)
+    if isinstance(value, (int, float)):
+        return float(value)
     try:
-        dt = datetime.fromisoformat(text)
+        dt = datetime.fromisoformat(value)
     except (TypeError, ValueError):
         return None
     if dt.tzinfo is None:
