@@ -18,7 +18,8 @@ duration sum / count, per direction (inbound_flag: from the carrier, outbound_fl
 neither: local).
 
 Where records go: the process that makes one (a worker, the timer, the control process)
-writes it as one JSON record into the journal pipe (kampx/dialog.py's, records of at most
+writes it as one record (marshal's format: every process runs the same interpreter) into
+the journal pipe (kampx/dialog.py's, records of at most
 PIPE_BUF bytes written whole, never blocking: a full pipe keeps them in the process until
 the next round); the db writer reads them and inserts them in batches into the database
 ([acc] db) and writes them to [acc] log. Nothing is written to a database on the packet
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import marshal
 import os
 import syslog
 import time
@@ -163,10 +165,16 @@ class Accounting:
 
     def parties(self, req) -> dict:
         """src_user=$fU, src_domain=$fd, src_ip=$si, dst_ouser=$tU, dst_user=$rU,
-        dst_domain=$rd (the Request-URI as relayed), direction."""
+        dst_domain=$rd (the Request-URI as relayed), direction. Kept on the request for
+        its next record (the dialog's start, then its final), while its flags and
+        Request-URI stay what they were."""
+        key = (req.flags, req.ruri)
+        cached = req.__dict__.get("acc_parties")
+        if cached is not None and cached[0] == key:
+            return cached[1]
         src_user, src_domain = _from_parts(req)
         dst_user, dst_domain = _uri_parts(req.uri)
-        return {
+        parties = {
             "src_user": src_user,
             "src_domain": src_domain,
             "src_ip": req.src[0] if req.src else "",
@@ -175,6 +183,8 @@ class Accounting:
             "dst_domain": dst_domain,
             "direction": self.direction(req.flags),
         }
+        req.__dict__["acc_parties"] = (key, parties)
+        return parties
 
     # -- transactions --
 
@@ -257,8 +267,7 @@ class Accounting:
     def emit(self, row: dict) -> None:
         from kampx.dialog import OP_ACC
 
-        data = json.dumps(row, separators=(",", ":")).encode("utf-8", "surrogateescape")
-        if not self.journal.write(OP_ACC, data):
+        if not self.journal.write(OP_ACC, marshal.dumps(row)):
             self.stats.inc(RECORDS_DROPPED.base)
 
 
@@ -284,8 +293,10 @@ class AccSink:
 
     def add(self, data: bytes) -> None:
         try:
-            row = json.loads(data)
-        except ValueError:
+            row = marshal.loads(data)
+        except (EOFError, ValueError, TypeError):
+            row = None
+        if not isinstance(row, dict):
             self._count(RECORDS_DROPPED.base)
             return
         if self.target:

@@ -100,7 +100,7 @@ CREATING = {"INVITE": PENDING, "SUBSCRIBE": EARLY, "REFER": EARLY}
 TRACKED = 8  # in an index value: the dialog's details are in the DialogTable (dlg_manage())
 STATE = 7  # an index value's state bits
 
-OP_PUT, OP_DELETE, OP_ACC = 1, 2, 3  # OP_ACC: an accounting record (kampx/acc.py), JSON
+OP_PUT, OP_DELETE, OP_ACC = 1, 2, 3  # OP_ACC: an accounting record (kampx/acc.py), marshal
 _RECORD = struct.Struct("!BBdH")  # op, state, timeout (epoch seconds), key length
 MAX_KEY = 2048  # longer Call-ID + tag pairs are not journaled
 PIPE_BUF = select.PIPE_BUF  # a pipe write up to this size is atomic
@@ -310,7 +310,6 @@ class Dialogs:
             "caller_addr": list(msg.src),
             "socket": msg.lsock.index,
             "caller_cseq": msg.cseq_num or 0,
-            "callee_cseq": 0,
             "setup": now,
         }
         if self.acc is not None:
@@ -330,7 +329,7 @@ class Dialogs:
                 now = time.monotonic()
                 self.index.put(k, EARLY | tracked, now, now + self.ttl_setup)
                 if tracked:
-                    self.table.update(k, lambda _s, _i: (EARLY, time.time() + self.ttl_setup))
+                    self.table.set_state(k, EARLY, time.time() + self.ttl_setup)
                 return EARLY | tracked
             return state
         if code < 300:
@@ -362,11 +361,7 @@ class Dialogs:
             "reason": reply.reason or "",
         }
 
-        def confirm(_state, info):
-            info.update(fields)
-            return CONFIRMED, now + self.lifetime
-
-        self.table.update(k, confirm)
+        self.table.answer(k, CONFIRMED, now + self.lifetime, fields)
 
     def failed(self, k: bytes, state: int, code: int = 0, reason: str = "") -> None:
         """The transaction that started dialog `k` ended without a 2xx (final `code`)."""
@@ -447,15 +442,8 @@ class Dialogs:
     def _refresh(self, k: bytes, msg) -> None:
         """An in-dialog request of tracked dialog `k`: its lifetime starts again, and the
         sender's CSeq is remembered (a BYE kampx sends must be above it)."""
-        side = "caller_cseq" if self._side(msg, k) == "caller" else "callee_cseq"
-        cseq = msg.cseq_num or 0
-        expires = time.time() + self.lifetime
-
-        def refresh(state, info):
-            info[side] = max(info.get(side, 0), cseq)
-            return state, expires
-
-        self.table.update(k, refresh)
+        caller = self._side(msg, k) == "caller"
+        self.table.refresh(k, time.time() + self.lifetime, caller, msg.cseq_num or 0)
 
     def known(self, call_id: str | None, tag: str | None) -> bool:
         """Whether (Call-ID, caller tag) is a dialog past its setup (for stray 2xx)."""

@@ -13,8 +13,6 @@ import fcntl
 import mmap
 import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 
 class SharedMemory:
@@ -35,21 +33,30 @@ class SharedMemory:
         self._pid = os.getpid()
         self._thread_lock = threading.RLock()
         self._depth = 0  # writer() nesting in this process (POSIX locks do not nest)
+        self._writer = _Writer(self)
 
-    @contextmanager
-    def writer(self) -> Iterator[None]:
+    def writer(self) -> _Writer:
+        """`with shm.writer():` holds the writers' lock (a plain object, not a generator:
+        tables lock a few times per call)."""
+        return self._writer
+
+    def lock(self) -> None:
         if self._pid != os.getpid():
             self._forked()
-        with self._thread_lock:  # POSIX locks do not exclude threads of one process
-            if self._depth == 0:
-                fcntl.lockf(self.fd, fcntl.LOCK_EX)
-            self._depth += 1
+        self._thread_lock.acquire()  # POSIX locks do not exclude threads of one process
+        if self._depth == 0:
             try:
-                yield
-            finally:
-                self._depth -= 1
-                if self._depth == 0:
-                    fcntl.lockf(self.fd, fcntl.LOCK_UN)
+                fcntl.lockf(self.fd, fcntl.LOCK_EX)
+            except BaseException:
+                self._thread_lock.release()
+                raise
+        self._depth += 1
+
+    def unlock(self) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            fcntl.lockf(self.fd, fcntl.LOCK_UN)
+        self._thread_lock.release()
 
     def words(self, nbytes: int) -> memoryview:
         """The first `nbytes` as 64-bit words (a header's counters)."""
@@ -58,3 +65,16 @@ class SharedMemory:
     def close(self) -> None:
         self.mm.close()
         os.close(self.fd)
+
+
+class _Writer:
+    __slots__ = ("shm",)
+
+    def __init__(self, shm: SharedMemory):
+        self.shm = shm
+
+    def __enter__(self) -> None:
+        self.shm.lock()
+
+    def __exit__(self, *exc) -> None:
+        self.shm.unlock()

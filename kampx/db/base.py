@@ -338,7 +338,11 @@ def acc_params(rows: Iterable[Mapping[str, Any]], stamp) -> dict[str, list[tuple
             v = row.get(name)
             try:
                 if kind == "text":
-                    values.append(_acc_text(v, width))
+                    # the common case (what kampx writes) without a call
+                    if v.__class__ is str and len(v) <= width and v.isascii() and "\x00" not in v:
+                        values.append(v)
+                    else:
+                        values.append(_acc_text(v, width))
                 elif kind == "time":
                     values.append(None if v is None else stamp(float(v)))
                 elif kind == "code":

@@ -11,6 +11,7 @@ existing files and directories are left as they are.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -399,7 +400,12 @@ def utc_text(epoch: float) -> str:
     """Epoch seconds as the UTC text the accounting tables hold: 'YYYY-MM-DD HH:MM:SS.mmm'
     (SQLite's datetime() form plus milliseconds: the two compare as text in time order)."""
     seconds, ms = divmod(round(epoch * 1000), 1000)
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}"
+    return _utc_second(seconds) + f".{ms:03d}"
+
+
+@functools.lru_cache(maxsize=64)  # the records of one batch share a few seconds
+def _utc_second(seconds: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
 
 
 def utc_epoch(value: Any) -> float | None:

@@ -4,6 +4,7 @@ life writes (kampx/dialog_table.py, kampx/dialog.py, kampx/acc.py)."""
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import time
 from types import SimpleNamespace
@@ -36,7 +37,15 @@ class Req(SimpleNamespace):
     """What accounting and the dialog code read of a parsed request."""
 
     def __init__(
-        self, method="INVITE", call_id="c1", from_tag="ft", to_tag=None, flags=0, manage=True, **kw
+        self,
+        method="INVITE",
+        call_id="c1",
+        from_tag="ft",
+        to_tag=None,
+        flags=0,
+        manage=True,
+        cseq_num=1,
+        **kw,
     ):
         from kampx import methods as M
 
@@ -57,8 +66,9 @@ class Req(SimpleNamespace):
             uri=uri("alice", "198.51.100.7"),
             contacts=[SimpleNamespace(uri="sip:c@203.0.113.10")],
             original_ruri="sip:alice@kampx.test",
+            ruri="sip:alice@198.51.100.7",
             lsock=SimpleNamespace(index=0),
-            cseq_num=1,
+            cseq_num=cseq_num,
             **kw,
         )
 
@@ -106,7 +116,7 @@ def env():
     def records():
         journal.flush()
         got, _ = D.read_journal(r)
-        return [json.loads(k) for op, k, _, _ in got if op == D.OP_ACC]
+        return [marshal.loads(k) for op, k, _, _ in got if op == D.OP_ACC]
 
     yield SimpleNamespace(
         dialogs=dialogs,
@@ -206,8 +216,8 @@ def test_expired_dialogs_end_with_a_timeout_cdr_and_stuck_setups_as_lost(env):
     k2, _ = d.start(Req(call_id="c2"))
     d.lifetime = 0.0
     d.ttl_setup = 0.0
-    env.table.update(k, lambda s, i: (s, time.time() - 1))
-    env.table.update(k2, lambda s, i: (s, time.time() - 1))
+    env.table.set_state(k, D.CONFIRMED, time.time() - 1)
+    env.table.set_state(k2, D.PENDING, time.time() - 1)
     assert d.expire() == 2
     reasons = sorted(r["end_reason"] for r in env.records())
     assert reasons == ["lost", "timeout"]
@@ -220,10 +230,10 @@ def test_the_table_is_bounded_and_slots_come_back():
         assert t.create(f"k{i}".encode(), D.PENDING, time.time() + 60, {"n": i})
     assert not t.create(b"k8", D.PENDING, time.time() + 60, {})
     assert t.counts()[3] == 1
-    assert t.remove(b"k3")[1] == {"n": 3}
+    assert t.remove(b"k3")[1]["n"] == 3
     assert t.remove(b"k3") is None  # exactly one caller gets a dialog's end
     assert t.create(b"k8", D.PENDING, time.time() + 60, {"n": 8})
-    assert t.get(b"k8")[2] == {"n": 8}
+    assert t.get(b"k8")[2]["n"] == 8
     assert sorted(i["n"] for _, _, i in t.entries()) == [0, 1, 2, 4, 5, 6, 7, 8]
 
 
@@ -239,7 +249,7 @@ def test_collisions_probe_past_tombstones():
     for k in keys:
         assert t.create(k, D.CONFIRMED, time.time() + 60, {"k": k.decode()})
     t.remove(keys[0])  # a tombstone in front of the others
-    assert t.get(keys[2])[2] == {"k": keys[2].decode()}
+    assert t.get(keys[2])[2]["k"] == keys[2].decode()
     t.expire(time.time())
     assert t.get(keys[1]) is not None and t.counts()[0] == 2
     assert PROBE >= 3
@@ -247,7 +257,11 @@ def test_collisions_probe_past_tombstones():
 
 def test_an_oversized_dialog_sheds_its_route_sets_not_its_cdr_fields():
     t = DialogTable(4)
-    info = {"callid": "c", "caller_route": ["<sip:x;lr>" * 100] * 3, "src_user": "alice"}
+    info = {
+        "callid": "c",
+        "caller_route": [f"<sip:x{i};lr>" * 100 for i in range(3)],
+        "src_user": "alice",
+    }
     assert t.create(b"k", D.CONFIRMED, time.time() + 60, info)
     got = t.get(b"k")[2]
     assert got["partial"] and "caller_route" not in got and got["src_user"] == "alice"
@@ -258,16 +272,16 @@ def test_the_sink_writes_batches_and_logs_json_lines(tmp_path):
     sink = AccSink(AccConfig(log=str(path)))
     written = []
     storage = SimpleNamespace(acc=SimpleNamespace(insert=lambda rows: written.extend(rows)))
-    sink.add(json.dumps({"t": "acc", "callid": "a"}).encode())
-    sink.add(b"not json")
-    sink.add(json.dumps({"t": "acc_cdrs", "callid": "b"}).encode())
+    sink.add(marshal.dumps({"t": "acc", "callid": "a"}))
+    sink.add(b"not marshal")
+    sink.add(marshal.dumps({"t": "acc_cdrs", "callid": "b"}))
     assert sink.write(storage) == 2 and [r["callid"] for r in written] == ["a", "b"]
     assert sink.write(storage) == 0
     lines = [json.loads(x) for x in path.read_text().splitlines()]
     assert [x["callid"] for x in lines] == ["a", "b"]
     os.rename(path, tmp_path / "acc.jsonl.1")  # logrotate
     time.sleep(1.05)
-    sink.add(json.dumps({"t": "acc", "callid": "c"}).encode())
+    sink.add(marshal.dumps({"t": "acc", "callid": "c"}))
     assert json.loads(path.read_text())["callid"] == "c"
     sink.close()
 
@@ -284,7 +298,7 @@ def test_a_failing_database_keeps_the_rows_for_the_next_round():
             raise StorageError("database is locked")
 
     storage = SimpleNamespace(acc=SimpleNamespace(insert=insert))
-    sink.add(json.dumps({"t": "acc"}).encode())
+    sink.add(marshal.dumps({"t": "acc"}))
     with pytest.raises(StorageError):
         sink.write(storage)
     assert sink.write(storage) == 1 and calls == [1, 1]
@@ -310,3 +324,17 @@ def test_a_full_pipe_holds_records_for_the_next_flush():
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_in_dialog_requests_refresh_the_end_and_remember_each_sides_cseq(env):
+    d = env.dialogs
+    _, k, _ = establish(d)
+    _, before, _ = env.table.get(k)
+    time.sleep(0.01)
+    assert d.admit(Req("INFO", to_tag="tt", cseq_num=7))
+    assert d.admit(Req("INFO", from_tag="tt", to_tag="ft", cseq_num=3))
+    state, after, info = env.table.get(k)
+    assert state == D.CONFIRMED and after > before
+    assert (info["caller_cseq"], info["callee_cseq"]) == (7, 3)
+    assert not env.table.answer(k, D.CONFIRMED, after, {"to_tag": "other"})  # a second 2xx
+    assert env.table.get(k)[2]["to_tag"] == "tt"

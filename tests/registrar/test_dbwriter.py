@@ -257,7 +257,8 @@ def own_file_system(tmp_path):
     def remount(mode: str) -> None:
         subprocess.run(["mount", "-o", f"remount,{mode}", str(d)], check=True)
     yield d, remount
-    subprocess.run(["umount", str(d)], capture_output=True)
+    # lazily: a connection the test left open must not keep the mount behind it
+    subprocess.run(["umount", "-l", str(d)], capture_output=True)
 
 
 def test_a_read_only_database_is_served_and_written_once_writable(own_file_system, store):
