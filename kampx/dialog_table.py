@@ -12,10 +12,11 @@ Layout: a header of counters, then `nslots` slots (nslots > capacity, so probe w
 short). A slot is a 32-byte head (state, the lengths of its two records, key hash, expiry,
 the caller's and callee's CSeq) and two records: what the INVITE said and what the 2xx
 said, each written once, in marshal's format (all processes run one interpreter; 3x as
-fast as JSON, and a dialog is written and read several times per call). Slots are found by the key hash with linear probing over at most PROBE slots; a freed
-slot becomes a tombstone, turned back to free by the timer's sweep once the slot after it is
-free. Every access holds the memfd writers' lock (kampx/memfd.py: a POSIX lock, released by
-the kernel when its holder dies); dialogs are touched a few times per call, not per packet.
+fast as JSON, and a dialog is written and read several times per call). Slots are found
+by the key hash with linear probing over at most PROBE slots; a freed slot becomes a
+tombstone, turned back to free by the timer's sweep once the slot after it is free. Every
+access holds the memfd writers' lock (kampx/memfd.py: a POSIX lock, released by the kernel
+when its holder dies); dialogs are touched a few times per call, not per packet.
 """
 
 from __future__ import annotations
