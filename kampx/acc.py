@@ -181,7 +181,8 @@ class Accounting:
             "dst_ouser": _to_user(req),
             "dst_user": dst_user,
             "dst_domain": dst_domain,
-            "direction": self.direction(req.flags),
+            # an in-dialog request of a tracked call: the call's (kampx/dialog.py)
+            "direction": req.__dict__.get("dlg_direction") or self.direction(req.flags),
         }
         req.__dict__["acc_parties"] = (key, parties)
         return parties

@@ -361,7 +361,11 @@ class Dialogs:
             "reason": reply.reason or "",
         }
 
-        self.table.answer(k, CONFIRMED, now + self.lifetime, fields)
+        session_s = _session_interval(reply)
+        if session_s:
+            fields["session_expires"] = session_s
+        expires = now + (session_s or self.lifetime)
+        self.table.answer(k, CONFIRMED, expires, fields, session_s)
 
     def failed(self, k: bytes, state: int, code: int = 0, reason: str = "") -> None:
         """The transaction that started dialog `k` ended without a 2xx (final `code`)."""
@@ -420,7 +424,9 @@ class Dialogs:
                 self.journal.write(OP_DELETE, k)
                 self.stats.inc(DIALOGS_ENDED.base)
                 if tracked:
-                    self.end(k, self._side(msg, k))
+                    info = self.end(k, self._side(msg, k))
+                    if info is not None:  # the BYE's own record is the call's direction
+                        msg.__dict__["dlg_direction"] = info.get("direction")
         elif state == CONFIRMED and method != "ACK":
             self._confirm(k, now, tracked)  # Kamailio resets a dialog's timeout likewise
             if tracked:
@@ -443,7 +449,8 @@ class Dialogs:
         """An in-dialog request of tracked dialog `k`: its lifetime starts again, and the
         sender's CSeq is remembered (a BYE kampx sends must be above it)."""
         caller = self._side(msg, k) == "caller"
-        self.table.refresh(k, time.time() + self.lifetime, caller, msg.cseq_num or 0)
+        session = msg.method in ("INVITE", "UPDATE")
+        self.table.refresh(k, time.time(), self.lifetime, caller, msg.cseq_num or 0, session)
 
     def known(self, call_id: str | None, tag: str | None) -> bool:
         """Whether (Call-ID, caller tag) is a dialog past its setup (for stray 2xx)."""
@@ -459,6 +466,19 @@ class Dialogs:
             if self.acc is not None:
                 self.acc.cdr(info, "timeout" if state == CONFIRMED else "lost")
         return len(ended)
+
+
+def _session_interval(reply) -> int:
+    """The session interval a 2xx sets (RFC 4028 Session-Expires: seconds, at least 90);
+    0 when it sets none."""
+    value = reply.header("session-expires") or reply.header("x")
+    if not value:
+        return 0
+    try:
+        seconds = int(value.split(";", 1)[0].strip())
+    except ValueError:
+        return 0
+    return min(max(seconds, 90), 65535)
 
 
 # -------------------------------------------------------------------------- start-up --

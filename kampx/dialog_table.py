@@ -32,9 +32,9 @@ from kampx.memfd import SharedMemory
 FREE, TOMBSTONE = 0, 255
 SLOT = 2048
 HEADER = 4096  # counters (words below), then the slots from the next page
-# state, setup length, answer length, key hash, expiry (epoch s), the caller's and the
-# callee's highest CSeq
-_HEAD = struct.Struct("<BxHH2xQdII")
+# state, setup length, answer length, session interval (RFC 4028 Session-Expires, s; 0: the
+# default lifetime), key hash, expiry (epoch s), the caller's and the callee's highest CSeq
+_HEAD = struct.Struct("<BxHHHQdII")
 SETUP_AT = _HEAD.size  # the INVITE's side, written once
 ANSWER_AT = 1280  # the 2xx's side, written once
 SETUP_MAX = ANSWER_AT - SETUP_AT
@@ -73,7 +73,7 @@ class DialogTable:
         _HEAD.pack_into(self.mm, HEADER + i * SLOT, *head)
 
     def _info(self, i: int) -> dict:
-        _, n_setup, n_answer, _, _, caller_cseq, callee_cseq = self._head(i)
+        _, n_setup, n_answer, _, _, _, caller_cseq, callee_cseq = self._head(i)
         off = HEADER + i * SLOT
         info = _decode(self.mm[off + SETUP_AT : off + SETUP_AT + n_setup])
         if n_answer:
@@ -93,7 +93,7 @@ class DialogTable:
         home = h % self.nslots
         for j in range(PROBE):
             i = (home + j) % self.nslots
-            state, _, _, sh, _, _, _ = self._head(i)
+            state, _, _, _, sh, _, _, _ = self._head(i)
             if state == FREE:
                 return -1
             if state != TOMBSTONE and sh == h:
@@ -129,7 +129,7 @@ class DialogTable:
                 i = (home + j) % self.nslots
                 if self._head(i)[0] in (FREE, TOMBSTONE):
                     self._write(i, SETUP_AT, data)
-                    self._put_head(i, (state, len(data), 0, h, expires, 0, 0))
+                    self._put_head(i, (state, len(data), 0, 0, h, expires, 0, 0))
                     self._count(state, 1)
                     return True
             self.words[W_FULL] += 1
@@ -143,12 +143,15 @@ class DialogTable:
             if i < 0:
                 return False
             head = self._head(i)
-            self._put_head(i, (state, *head[1:4], expires, *head[5:]))
+            self._put_head(i, (state, *head[1:5], expires, *head[6:]))
             self._move(i, head[0], state)
             return True
 
-    def answer(self, k: bytes, state: int, expires: float, fields: dict) -> bool:
-        """Dialog `k` was answered: what its 2xx said (`fields`), its new state and end."""
+    def answer(
+        self, k: bytes, state: int, expires: float, fields: dict, session_s: int = 0
+    ) -> bool:
+        """Dialog `k` was answered: what its 2xx said (`fields`), its new state and end,
+        its session interval (`session_s`, RFC 4028; 0: none)."""
         h = key_hash(k)
         data = _encode(fields, ANSWER_MAX)
         with self.shm.writer():
@@ -159,24 +162,32 @@ class DialogTable:
             if head[2]:
                 return False  # a second 2xx (forked INVITE): the first one made the dialog
             self._write(i, ANSWER_AT, data)
-            self._put_head(i, (state, head[1], len(data), h, expires, *head[5:]))
+            self._put_head(i, (state, head[1], len(data), session_s, h, expires, *head[6:]))
             self._move(i, head[0], state)
             return True
 
-    def refresh(self, k: bytes, expires: float, caller: bool, cseq: int) -> bool:
-        """An in-dialog request of `k`: it now ends at `expires`; the sender's (the caller's
-        when `caller`) highest CSeq is remembered (a BYE kampx sends must be above it)."""
+    def refresh(
+        self, k: bytes, now: float, lifetime: float, caller: bool, cseq: int, session: bool
+    ) -> bool:
+        """An in-dialog request of `k`: the sender's (the caller's when `caller`) highest
+        CSeq is remembered (a BYE kampx sends must be above it) and the dialog lives on:
+        `lifetime` more seconds, or its session interval when it has one and the request
+        refreshes the session (`session`: a re-INVITE or UPDATE, RFC 4028)."""
         h = key_hash(k)
         with self.shm.writer():
             i = self._find(h)
             if i < 0:
                 return False
-            state, n1, n2, _, _, caller_cseq, callee_cseq = self._head(i)
+            state, n1, n2, session_s, _, expires, caller_cseq, callee_cseq = self._head(i)
             if caller:
                 caller_cseq = max(caller_cseq, cseq)
             else:
                 callee_cseq = max(callee_cseq, cseq)
-            self._put_head(i, (state, n1, n2, h, expires, caller_cseq, callee_cseq))
+            if not session_s:
+                expires = now + lifetime
+            elif session:
+                expires = now + session_s
+            self._put_head(i, (state, n1, n2, session_s, h, expires, caller_cseq, callee_cseq))
             return True
 
     def remove(self, k: bytes) -> tuple[int, dict] | None:
@@ -202,7 +213,7 @@ class DialogTable:
             if i < 0:
                 return None
             head = self._head(i)
-            return head[0], head[4], self._info(i)
+            return head[0], head[5], self._info(i)
 
     def _used(self) -> Iterator[int]:
         """Slots not free, from one strided read of every state byte (no lock: a hint)."""
@@ -215,7 +226,8 @@ class DialogTable:
         turn tombstones followed by a free slot back into free slots."""
         out = []
         for i in sorted(self._used(), reverse=True):  # a tombstone's successor first
-            state, _, _, _, expires, _, _ = self._head(i)  # unlocked: a hint, checked below
+            head = self._head(i)  # unlocked: a hint, checked again under the lock
+            state, expires = head[0], head[5]
             if state != TOMBSTONE and expires > now:
                 continue
             if state == TOMBSTONE and self._head((i + 1) % self.nslots)[0] != FREE:
@@ -223,7 +235,7 @@ class DialogTable:
             with self.shm.writer():
                 head = self._head(i)
                 state = head[0]
-                if state != TOMBSTONE and state != FREE and head[4] <= now:
+                if state != TOMBSTONE and state != FREE and head[5] <= now:
                     out.append(self._free(i))
                     state = TOMBSTONE
                 if state == TOMBSTONE and self._head((i + 1) % self.nslots)[0] == FREE:
@@ -238,7 +250,7 @@ class DialogTable:
                 if head[0] in (FREE, TOMBSTONE):
                     continue
                 info = self._info(i)
-            yield head[0], head[4], info
+            yield head[0], head[5], info
 
     def counts(self) -> tuple[int, int, int, int]:
         """(tracked, early, confirmed, refused because full)."""

@@ -338,3 +338,20 @@ def test_in_dialog_requests_refresh_the_end_and_remember_each_sides_cseq(env):
     assert (info["caller_cseq"], info["callee_cseq"]) == (7, 3)
     assert not env.table.answer(k, D.CONFIRMED, after, {"to_tag": "other"})  # a second 2xx
     assert env.table.get(k)[2]["to_tag"] == "tt"
+
+
+def test_a_session_timer_sets_the_dialogs_end_and_only_refreshes_renew_it(env):
+    d = env.dialogs
+    req = Req(flags=LOG)
+    k, state = d.start(req)
+    ok = Reply()
+    ok.header = lambda name: {"session-expires": "120;refresher=uac"}.get(
+        name, "<sip:alice@kampx.test>;tag=tt")
+    d.on_reply(k, state, 200, ok)
+    _, expires, info = env.table.get(k)
+    assert info["session_expires"] == 120 and 118 < expires - time.time() <= 120
+    assert d.admit(Req("INFO", to_tag="tt", cseq_num=2))  # not a session refresh
+    assert env.table.get(k)[1] == expires
+    time.sleep(0.01)
+    assert d.admit(Req("UPDATE", to_tag="tt", cseq_num=3))
+    assert env.table.get(k)[1] > expires

@@ -333,3 +333,42 @@ def test_a_dialog_that_times_out_ends_with_a_timeout_cdr():
             assert carrier.final(bye).status == 404
     finally:
         px.close()
+
+
+def user_call(px, user, number):
+    """An authenticated user's INVITE (407 first); returns (client, INVITE, its 200)."""
+    from sipclient import authorize
+
+    c = px.client(user)
+    req = c.request("INVITE", f"sip:{number}@kampx.test", from_uri=f"sip:{user}@kampx.test",
+                    body=SDP)
+    c.send(req)
+    ch = c.final(req)
+    assert ch.status == 407
+    c.send(ack_for(req, ch))
+    inv = authorize(req, ch, user, USERS[user])
+    c.send(inv)
+    ok = c.expect_response(inv, status=200, timeout=3)
+    c.send(in_dialog("ACK", inv, ok))
+    return c, inv, ok
+
+
+@pytest.mark.parametrize("number, direction", [("15550001000", "outbound"), ("alice", "local")])
+def test_calls_from_users_are_accounted_by_direction(px, phone, number, direction):
+    with UAS(px.gateway[0], px.gateway[1], user="gw") as gw:
+        c, inv, ok = user_call(px, "bob", number)
+        try:
+            bye = in_dialog("BYE", inv, ok)
+            c.send(bye)
+            assert c.final(bye).status == 200
+        finally:
+            c.close()
+        answered_by = gw if direction == "outbound" else phone
+        assert answered_by.requests("INVITE")
+    (cdr,) = rows(px, "acc_cdrs", inv.get("Call-ID"))
+    assert (cdr["direction"], cdr["end_reason"], cdr["src_user"]) == (direction, "caller", "bob")
+    assert cdr["dst_ouser"] == number
+    acc = rows(px, "acc", inv.get("Call-ID"), want=2)
+    assert {r["direction"] for r in acc} == {direction}
+    summary = ctl_json(px, "acc", "summary", "--since", "1h")
+    assert summary["directions"][direction]["answered"] >= 1
