@@ -17,42 +17,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 from ctlkit import InProcessCtl, kampxctl  # noqa: E402
 from kampx.control.client import ControlClient, RpcError  # noqa: E402
 from kampx.db import open_storage  # noqa: E402
+from kampx.db.base import ACC_CDRS_COLUMNS, ACC_COLUMNS  # noqa: E402
 
-CDR_KEYS = (
-    "start_time",
-    "end_time",
-    "duration",
-    "setup_time",
-    "callid",
-    "from_tag",
-    "to_tag",
-    "src_user",
-    "src_domain",
-    "src_ip",
-    "dst_ouser",
-    "dst_user",
-    "dst_domain",
-    "direction",
-    "sip_code",
-    "sip_reason",
-    "end_reason",
-)
-ACC_KEYS = (
-    "method",
-    "from_tag",
-    "to_tag",
-    "callid",
-    "sip_code",
-    "sip_reason",
-    "time",
-    "src_user",
-    "src_domain",
-    "src_ip",
-    "dst_ouser",
-    "dst_user",
-    "dst_domain",
-    "direction",
-)
+# the tables' columns as the storage declares them (their truth is test_acc_storage.py's)
+CDR_KEYS = tuple(c[0] for c in ACC_CDRS_COLUMNS)
+ACC_KEYS = tuple(c[0] for c in ACC_COLUMNS)
 
 
 def utc(epoch: float) -> str:
@@ -75,7 +44,7 @@ def put_cdrs(ctl, *cdrs: dict) -> None:
     with conn:
         for c in cdrs:
             conn.execute(
-                f"INSERT INTO acc_cdrs ({', '.join(CDR_KEYS)}) VALUES ({', '.join('?' * 17)})",
+                f"INSERT INTO acc_cdrs ({', '.join(CDR_KEYS)}) VALUES ({', '.join('?' * len(CDR_KEYS))})",
                 tuple(
                     utc(c[k])
                     if k.endswith("_time")
@@ -91,7 +60,7 @@ def put_records(ctl, table: str, *rows: dict) -> None:
     with conn:
         for r in rows:
             conn.execute(
-                f"INSERT INTO {table} ({', '.join(ACC_KEYS)}) VALUES ({', '.join('?' * 14)})",
+                f"INSERT INTO {table} ({', '.join(ACC_KEYS)}) VALUES ({', '.join('?' * len(ACC_KEYS))})",
                 tuple(
                     utc(r[k]) if k == "time" else (f"{r[k]:03d}" if k == "sip_code" else r[k])
                     for k in ACC_KEYS

@@ -76,7 +76,7 @@ def st(request, tmp_path):
         s = SqliteStorage(str(tmp_path / "kampx.db"))
         s.sql = lambda q: _sqlite_exec(s.where, q)
     else:
-        pg = request.getfixturevalue("acc_pg")
+        pg = request.getfixturevalue("pg")
         s = open_storage(
             kconfig.from_dict(
                 {
@@ -479,34 +479,34 @@ def test_a_database_of_the_previous_schema_gets_the_tables(tmp_path):
     assert versions["dispatcher"] == 4 and versions["subscriber"] == 1
 
 
-def test_a_postgresql_database_of_the_previous_schema_gets_the_tables(acc_pg, tmp_path):
+def test_a_postgresql_database_of_the_previous_schema_gets_the_tables(pg, tmp_path):
     from kampx.db.postgres import PostgresStorage
 
     before = tuple(m for m in mig.PG_MIGRATIONS if m.version < 3)
-    with PostgresStorage(acc_pg.url, "pg", migrations=before) as s:
+    with PostgresStorage(pg.url, "pg", migrations=before) as s:
         assert s.schema_version == 2
         s.addresses.add(200, "127.0.0.3", 32, 0, "carrier")
-    assert _pg_exec(acc_pg.url, ["SELECT to_regclass('acc_cdrs')"]) == [(None,)]
-    with PostgresStorage(acc_pg.url, "pg") as s:
+    assert _pg_exec(pg.url, ["SELECT to_regclass('acc_cdrs')"]) == [(None,)]
+    with PostgresStorage(pg.url, "pg") as s:
         assert s.schema_version == mig.PG_MIGRATIONS[-1].version >= 3
         assert [r.ip_addr for r in s.addresses.list()] == ["127.0.0.3"]
         assert s.acc.insert([acc(), cdr()]) == 2
         assert [r["callid"] for r in s.acc.cdrs()] == ["call-1"]
-    versions = dict(_pg_exec(acc_pg.url, ["SELECT table_name, table_version FROM version"]))
+    versions = dict(_pg_exec(pg.url, ["SELECT table_name, table_version FROM version"]))
     assert (versions["acc"], versions["missed_calls"], versions["acc_cdrs"]) == (5, 4, 2)
 
 
-def test_postgresql_storage_keeps_records_on_the_server(acc_pg, tmp_path):
+def test_postgresql_storage_keeps_records_on_the_server(pg, tmp_path):
     """A node's records go to the shared server (every node's CDRs in one place), not into
     the node's own SQLite file."""
     local = tmp_path / "node.db"
     cfg = kconfig.from_dict(
-        {"db": {"url": acc_pg.url, "local": "sqlite:///" + str(local).lstrip("/")}}
+        {"db": {"url": pg.url, "local": "sqlite:///" + str(local).lstrip("/")}}
     )
     with open_storage(cfg) as s:
         s.open_local()
         s.acc.insert([cdr()])
-    assert _pg_exec(acc_pg.url, ["SELECT callid FROM acc_cdrs"]) == [("call-1",)]
+    assert _pg_exec(pg.url, ["SELECT callid FROM acc_cdrs"]) == [("call-1",)]
     conn = sqlite3.connect(local)
     assert conn.execute("SELECT COUNT(*) FROM acc_cdrs").fetchone() == (0,)
     conn.close()

@@ -17,6 +17,7 @@ import tempfile
 import time
 
 import proxyctl
+import pytest
 
 PG_PORT = 5432
 USER, PASSWORD, DBNAME = "kampx", "kx-secret", "kampx"
@@ -117,3 +118,28 @@ def wait_until(pred, timeout: float, step: float = 0.02):
         if v or time.monotonic() >= deadline:
             return v
         time.sleep(step)
+
+
+# -- the fixtures the cluster and accounting tests share (their conftests import them) ----------
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One real PostgreSQL server per test process (session)."""
+    if bindir() is None:
+        pytest.fail("PostgreSQL is not installed: tools/setup-system.sh installs it")
+    server = PgServer()
+    try:
+        server.start()
+        server.create_database()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def pg(pg_server):
+    """The server, with an empty kampx database (and running, whatever the last test did)."""
+    if not os.path.exists(os.path.join(pg_server.data, "postmaster.pid")):
+        pg_server.start()
+    pg_server.reset()
+    return pg_server
