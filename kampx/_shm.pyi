@@ -42,6 +42,18 @@ class CounterRows:
         """Move row src's counts into row dst and leave src at 0, so column sums never go
         backwards when a dead process's row is handed to its replacement."""
 
+class SharedMutex:
+    """One robust process-shared mutex: `with mutex:` holds it. No system call when nobody
+    else holds it; not re-entrant; a holder killed leaves it to the next (`recoveries`)."""
+
+    def __init__(self) -> None: ...
+    def __enter__(self) -> None: ...
+    def __exit__(self, *exc: object) -> bool: ...
+    @property
+    def recoveries(self) -> int:
+        """How many times it was taken over from a process that died holding it."""
+    def _test_hold_lock(self, stripe: int, seconds: float, notify_fd: int = -1) -> None: ...
+
 class KeyIndex:
     """A shared key -> one-byte value (0..255) with an expiry. Two uses: the transaction
     index (RFC 3261 17.2.3 transaction key -> the owner worker's id) and the dialog index

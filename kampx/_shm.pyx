@@ -25,7 +25,8 @@ from posix.time cimport nanosleep, timespec
 from posix.unistd cimport write
 
 from kampx.kx_shm cimport (kx_atomic_add64, kx_atomic_cas64, kx_atomic_load64, kx_atomic_store64,
-                           kx_hash64, kx_mutex_init, kx_mutex_lock, kx_mutex_t, kx_mutex_unlock)
+                           kx_hash64, kx_mutex_init, kx_mutex_lock, kx_mutex_t, kx_mutex_trylock,
+                           kx_mutex_unlock)
 
 import os
 
@@ -134,6 +135,32 @@ cdef class _Striped(_Region):
             raise IndexError(f"stripe {stripe} out of range 0..{self.nlocks - 1}")
         with nogil:
             _hold(&self.locks[stripe], <uint64_t *>self.base, seconds, notify_fd)
+
+
+cdef class SharedMutex(_Striped):
+    """One robust process-shared mutex for a structure whose records Python code reads and
+    writes under it (kampx/dialog_table.py): a lock and an unlock without a system call when
+    nobody else holds it (a POSIX record lock costs two). Not re-entrant. Taken without the
+    GIL when it must wait, so a thread of the same process holding it can finish."""
+
+    def __init__(self):
+        self._map(2 * LINE)
+        self._init_locks(<kx_mutex_t *>(self.base + LINE), 1)
+
+    def __enter__(self):
+        cdef int rc = kx_mutex_trylock(self.locks)
+        if rc == 2:
+            with nogil:
+                rc = kx_mutex_lock(self.locks)
+        if rc == 1:
+            kx_atomic_add64(&(<uint64_t *>self.base)[0], 1)
+        elif rc < 0:
+            raise LockError("the shared mutex is unusable")
+        return None
+
+    def __exit__(self, *exc):
+        kx_mutex_unlock(self.locks)
+        return False
 
 
 cdef inline void _plan(Py_ssize_t capacity, int *segbits, uint64_t *nbuckets) noexcept nogil:

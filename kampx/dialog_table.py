@@ -15,8 +15,8 @@ said, each written once, in marshal's format (all processes run one interpreter;
 fast as JSON, and a dialog is written and read several times per call). Slots are found
 by the key hash with linear probing over at most PROBE slots; a freed slot becomes a
 tombstone, turned back to free by the timer's sweep once the slot after it is free. Every
-access holds the memfd writers' lock (kampx/memfd.py: a POSIX lock, released by the kernel
-when its holder dies); dialogs are touched a few times per call, not per packet.
+access holds one robust process-shared mutex (kampx._shm.SharedMutex: no system call when
+free, taken over from a holder that died); dialogs are touched a few times per call.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import re
 import struct
 from collections.abc import Iterator
 
+from kampx._shm import SharedMutex
 from kampx.memfd import SharedMemory
 
 # slot states (the live ones are kampx.dialog's PENDING, EARLY, CONFIRMED)
@@ -58,6 +59,7 @@ class DialogTable:
         self.capacity = max(1, capacity)
         self.nslots = self.capacity + self.capacity // 4 + PROBE
         self.shm = SharedMemory("dialogs", HEADER + self.nslots * SLOT)
+        self.lock = SharedMutex()
         self.mm = self.shm.mm
         self.words = self.shm.words(64)
         self.nbytes = self.shm.nbytes
@@ -121,7 +123,7 @@ class DialogTable:
         h = key_hash(k)
         home = h % self.nslots
         data = _encode(info, SETUP_MAX)
-        with self.shm.writer():
+        with self.lock:
             if self.words[W_COUNT] >= self.capacity:
                 self.words[W_FULL] += 1
                 return False
@@ -138,7 +140,7 @@ class DialogTable:
     def set_state(self, k: bytes, state: int, expires: float) -> bool:
         """Dialog `k` moves to `state` (EARLY), to end at `expires`; False if untracked."""
         h = key_hash(k)
-        with self.shm.writer():
+        with self.lock:
             i = self._find(h)
             if i < 0:
                 return False
@@ -154,7 +156,7 @@ class DialogTable:
         its session interval (`session_s`, RFC 4028; 0: none)."""
         h = key_hash(k)
         data = _encode(fields, ANSWER_MAX)
-        with self.shm.writer():
+        with self.lock:
             i = self._find(h)
             if i < 0:
                 return False
@@ -174,7 +176,7 @@ class DialogTable:
         `lifetime` more seconds, or its session interval when it has one and the request
         refreshes the session (`session`: a re-INVITE or UPDATE, RFC 4028)."""
         h = key_hash(k)
-        with self.shm.writer():
+        with self.lock:
             i = self._find(h)
             if i < 0:
                 return False
@@ -194,7 +196,7 @@ class DialogTable:
         """Stop tracking `k`: its (state, info), None when it was not tracked (or another
         process removed it first: exactly one caller gets a dialog's end)."""
         h = key_hash(k)
-        with self.shm.writer():
+        with self.lock:
             i = self._find(h)
             if i < 0:
                 return None
@@ -208,7 +210,7 @@ class DialogTable:
         return state, info
 
     def get(self, k: bytes) -> tuple[int, float, dict] | None:
-        with self.shm.writer():
+        with self.lock:
             i = self._find(key_hash(k))
             if i < 0:
                 return None
@@ -232,7 +234,7 @@ class DialogTable:
                 continue
             if state == TOMBSTONE and self._head((i + 1) % self.nslots)[0] != FREE:
                 continue
-            with self.shm.writer():
+            with self.lock:
                 head = self._head(i)
                 state = head[0]
                 if state != TOMBSTONE and state != FREE and head[5] <= now:
@@ -245,7 +247,7 @@ class DialogTable:
     def entries(self) -> Iterator[tuple[int, float, dict]]:
         """(state, expiry, info) of every tracked dialog (a snapshot per slot)."""
         for i in self._used():
-            with self.shm.writer():
+            with self.lock:
                 head = self._head(i)
                 if head[0] in (FREE, TOMBSTONE):
                     continue

@@ -8,6 +8,7 @@ cdef extern from "kx_shm.h" nogil:
     int KX_MUTEX_STRIDE
     int kx_mutex_init(kx_mutex_t *mx)
     int kx_mutex_lock(kx_mutex_t *mx)
+    int kx_mutex_trylock(kx_mutex_t *mx)
     void kx_mutex_unlock(kx_mutex_t *mx)
     uint64_t kx_atomic_add64(uint64_t *p, uint64_t v)
     uint64_t kx_atomic_load64(uint64_t *p)

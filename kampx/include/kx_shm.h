@@ -44,6 +44,18 @@ static inline int kx_mutex_lock(kx_mutex_t *mx) {
     return -1;
 }
 
+/* As kx_mutex_lock, without waiting: 2 when another thread or process holds it. */
+static inline int kx_mutex_trylock(kx_mutex_t *mx) {
+    int rc = pthread_mutex_trylock(&mx->m);
+    if (rc == 0) return 0;
+    if (rc == EBUSY) return 2;
+    if (rc == EOWNERDEAD) {
+        pthread_mutex_consistent(&mx->m);
+        return 1;
+    }
+    return -1;
+}
+
 static inline void kx_mutex_unlock(kx_mutex_t *mx) {
     pthread_mutex_unlock(&mx->m);
 }
