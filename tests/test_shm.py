@@ -534,7 +534,11 @@ def test_shared_mutex_waits_without_the_gil():
     (a wait holding the GIL would deadlock them)."""
     mutex, order = SharedMutex(), []
     mutex.__enter__()
-    t = threading.Thread(target=lambda: (mutex.__enter__(), order.append("waiter"), mutex.__exit__()))
+
+    def waiter():
+        with mutex:
+            order.append("waiter")
+    t = threading.Thread(target=waiter)
     t.start()
     time.sleep(0.1)
     order.append("holder")
