@@ -10,7 +10,6 @@ it (a database connection shared across fork corrupts the file or the protocol s
 
 from __future__ import annotations
 
-import operator
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -323,46 +322,6 @@ def _acc_code(v: Any) -> str:
     return f"{code:03d}"
 
 
-class _AccPlan:
-    """How one table's record becomes its INSERT parameters, quickly for what kampx writes:
-    every text column a short ASCII str (checked at once over the whole row, in C calls),
-    then the few other columns converted, then all put in column order by one itemgetter."""
-
-    def __init__(self, columns: tuple[tuple[str, str, int], ...]):
-        texts = [i for i, (_, kind, _) in enumerate(columns) if kind == "text"]
-        others = [i for i, (_, kind, _) in enumerate(columns) if kind != "text"]
-        self.texts = operator.itemgetter(*(columns[i][0] for i in texts))
-        self.widths = [columns[i][2] for i in texts]
-        self.others = [(columns[i][0], columns[i][1]) for i in others]
-        placed = texts + others  # where each column sits in texts + converted others
-        self.order = operator.itemgetter(*(placed.index(i) for i in range(len(columns))))
-
-    def fast(self, row: Mapping[str, Any], stamp) -> tuple | None:
-        """The parameters, or None when the row needs the careful path."""
-        try:
-            texts = self.texts(row)
-            joined = "".join(texts)
-        except (KeyError, TypeError):
-            return None
-        if not joined.isascii() or "\x00" in joined:
-            return None
-        if not all(map(operator.le, map(len, texts), self.widths)):
-            return None
-        values = list(texts)
-        for name, kind in self.others:
-            v = row.get(name)
-            if kind == "time":
-                values.append(None if v is None else stamp(float(v)))
-            elif kind == "code":
-                values.append(_acc_code(v))
-            else:
-                values.append(0.0 if v is None else round(float(v), 3))
-        return self.order(values)
-
-
-_ACC_PLANS = {table: _AccPlan(columns) for table, columns in ACC_TABLE_COLUMNS.items()}
-
-
 def acc_params(rows: Iterable[Mapping[str, Any]], stamp) -> dict[str, list[tuple]]:
     """The records as each table's INSERT parameters, in ACC_TABLE_COLUMNS order: {table:
     [tuple, ...]} for the tables that have rows. `stamp(epoch seconds)` is the backend's
@@ -373,36 +332,29 @@ def acc_params(rows: Iterable[Mapping[str, Any]], stamp) -> dict[str, list[tuple
         table = row.get("t")
         if not isinstance(table, str) or table not in ACC_TABLE_COLUMNS:
             continue
-        try:
-            values = _ACC_PLANS[table].fast(row, stamp)
-        except (TypeError, ValueError, OverflowError):
-            values = None  # the careful path names the column
-        if values is None:
-            values = _acc_values(i, table, row, stamp)
-        out.setdefault(table, []).append(values)
+        columns = ACC_TABLE_COLUMNS[table]
+        values: list[Any] = []
+        for name, kind, width in columns:
+            v = row.get(name)
+            try:
+                if kind == "text":
+                    # the common case (what kampx writes) without a call
+                    if v.__class__ is str and len(v) <= width and v.isascii() and "\x00" not in v:
+                        values.append(v)
+                    else:
+                        values.append(_acc_text(v, width))
+                elif kind == "time":
+                    values.append(None if v is None else stamp(float(v)))
+                elif kind == "code":
+                    values.append(_acc_code(v))
+                else:
+                    values.append(0.0 if v is None else round(float(v), 3))
+            except (TypeError, ValueError, OverflowError) as e:
+                raise StorageError(
+                    f"accounting record {i} ({table}): bad {name!r} {v!r} ({e})"
+                ) from None
+        out.setdefault(table, []).append(tuple(values))
     return out
-
-
-def _acc_values(i: int, table: str, row: Mapping[str, Any], stamp) -> tuple:
-    """One record's parameters, column by column: text cut to its width (invalid UTF-8
-    replaced, NUL removed), a bad value a StorageError."""
-    values: list[Any] = []
-    for name, kind, width in ACC_TABLE_COLUMNS[table]:
-        v = row.get(name)
-        try:
-            if kind == "text":
-                values.append(_acc_text(v, width))
-            elif kind == "time":
-                values.append(None if v is None else stamp(float(v)))
-            elif kind == "code":
-                values.append(_acc_code(v))
-            else:
-                values.append(0.0 if v is None else round(float(v), 3))
-        except (TypeError, ValueError, OverflowError) as e:
-            raise StorageError(
-                f"accounting record {i} ({table}): bad {name!r} {v!r} ({e})"
-            ) from None
-    return tuple(values)
 
 
 def acc_row(columns: tuple[tuple[str, str, int], ...], row: Sequence, epoch) -> dict:

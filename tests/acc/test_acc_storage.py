@@ -405,28 +405,6 @@ def test_odd_strings_never_fail_a_batch(st):
     assert a["callid"] == "c" * 255 and a["direction"] == "sideways" and a["sip_reason"] == "42"
 
 
-@pytest.mark.parametrize("make", [acc, cdr])
-def test_fast_parameters_are_the_careful_ones(make):
-    """acc_params' quick path (what kampx writes) gives what the column-by-column path
-    gives, and any odd value in any text column takes the careful path."""
-    from kampx.db.base import ACC_TABLE_COLUMNS, _acc_values, acc_params
-
-    stamp = utc_text
-    row = make()
-    assert acc_params([row], stamp)[row["t"]] == [_acc_values(0, row["t"], row, stamp)]
-    texts = [name for name, kind, _ in ACC_TABLE_COLUMNS[row["t"]] if kind == "text"]
-    for name in texts:
-        for odd in ("x\x00y", "caf\u00e9", "bad\udcff", "w" * 300, None, 42):
-            bent = make(**{name: odd})
-            got = acc_params([bent], stamp)[row["t"]]
-            assert got == [_acc_values(0, row["t"], bent, stamp)], (name, odd)
-            value = got[0][[c for c, _, _ in ACC_TABLE_COLUMNS[row["t"]]].index(name)]
-            assert "\x00" not in value and len(value) <= 255
-        missing = make()
-        del missing[name]
-        assert acc_params([missing], stamp)[row["t"]] == [_acc_values(0, row["t"], missing, stamp)]
-
-
 def test_summary_per_direction(st):
     st.acc.insert(
         [
@@ -522,7 +500,9 @@ def test_postgresql_storage_keeps_records_on_the_server(pg, tmp_path):
     """A node's records go to the shared server (every node's CDRs in one place), not into
     the node's own SQLite file."""
     local = tmp_path / "node.db"
-    cfg = kconfig.from_dict({"db": {"url": pg.url, "local": "sqlite:///" + str(local).lstrip("/")}})
+    cfg = kconfig.from_dict(
+        {"db": {"url": pg.url, "local": "sqlite:///" + str(local).lstrip("/")}}
+    )
     with open_storage(cfg) as s:
         s.open_local()
         s.acc.insert([cdr()])
