@@ -42,6 +42,22 @@ class CounterRows:
         """Move row src's counts into row dst and leave src at 0, so column sums never go
         backwards when a dead process's row is handed to its replacement."""
 
+class CounterRow:
+    """One process's row of a CounterRows for the hot path: inc/add one C call each,
+    observe_us files a time into a histogram set with set_histogram."""
+
+    def __init__(self, rows: CounterRows, row: int) -> None: ...
+    @property
+    def rows(self) -> CounterRows: ...
+    @property
+    def row(self) -> int: ...
+    def inc(self, col: int) -> None: ...
+    def add(self, col: int, n: int) -> None: ...
+    def set_histogram(self, base: int, bounds: tuple[int, ...]) -> None:
+        """Columns base.. : a bucket per bound, the overflow bucket, the sum, the count."""
+    def observe_us(self, us: int) -> None:
+        """One value into the histogram (first bound >= us)."""
+
 class SharedMutex:
     """One robust process-shared mutex: `with mutex:` holds it. No system call when nobody
     else holds it; not re-entrant; a holder killed leaves it to the next (`recoveries`)."""

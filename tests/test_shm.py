@@ -512,6 +512,50 @@ def test_hold_lock_rejects_bad_stripe():
 
 
 # --------------------------------------------------------------------------------------------
+# CounterRow (a process's Stats)
+
+def test_counter_row_adds_to_its_row_only():
+    rows = CounterRows(3, 20)
+    r = _shm.CounterRow(rows, 1)
+    r.inc(0)
+    r.add(0, 41)
+    r.add(19, -2)
+    assert rows.row(1)[0] == 42 and rows.row(1)[19] == -2
+    assert rows.row(0) == [0] * 20 and rows.row(2) == [0] * 20
+    assert r.row == 1 and r.rows is rows
+    for bad in (-1, 20):
+        with pytest.raises(IndexError):
+            r.inc(bad)
+        with pytest.raises(IndexError):
+            r.add(bad, 1)
+    with pytest.raises(IndexError):
+        _shm.CounterRow(rows, 3)
+
+
+def test_counter_row_histogram_matches_bisect():
+    import bisect
+
+    bounds = (25, 50, 100, 250)
+    rows = CounterRows(1, 10)
+    r = _shm.CounterRow(rows, 0)
+    with pytest.raises(ValueError):
+        r.observe_us(1)  # no histogram yet
+    with pytest.raises(ValueError):
+        r.set_histogram(5, bounds)  # 5 + 4 + 3 > 10 columns
+    r.set_histogram(2, bounds)
+    values = [0, 1, 25, 26, 50, 99, 100, 101, 250, 251, 10**9]
+    for v in values:
+        r.observe_us(v)
+    want = [0] * (len(bounds) + 1)
+    for v in values:
+        want[bisect.bisect_left(bounds, v)] += 1
+    got = rows.row(0)
+    assert got[2:7] == want
+    assert got[7] == sum(values) and got[8] == len(values)
+    assert got[:2] == [0, 0] and got[9] == 0
+
+
+# --------------------------------------------------------------------------------------------
 # SharedMutex (the dialog table's lock)
 
 def test_shared_mutex_excludes_processes():

@@ -23,6 +23,7 @@ from bisect import bisect_left
 from dataclasses import dataclass, field
 
 from kampx._cparse import METHOD_NAMES
+from kampx._shm import CounterRow
 
 KIND_COUNTER = "counter"
 KIND_GAUGE = "gauge"
@@ -146,29 +147,15 @@ def ncols() -> int:
     return last.base + last.size
 
 
-class Stats:
-    """This process's row. `inc`/`add` are the whole hot-path API."""
+class Stats(CounterRow):
+    """This process's row. `inc`/`add` (and `observe_us`, the request processing time
+    histogram) are the whole hot-path API: one C call each (kampx._shm.CounterRow)."""
 
-    __slots__ = ("rows", "row", "_add", "_hist")
+    __slots__ = ()
 
     def __init__(self, rows, row: int):
         from kampx.stats.core import PROC_TIME
 
         families()
-        self.rows = rows
-        self.row = row
-        self._add = rows.add
-        self._hist = PROC_TIME.base
-
-    def inc(self, col: int) -> None:
-        self._add(self.row, col, 1)
-
-    def add(self, col: int, n: int) -> None:
-        self._add(self.row, col, n)
-
-    def observe_us(self, us: int) -> None:
-        """One request's processing time into the histogram (first bucket with le >= us)."""
-        add, row, base = self._add, self.row, self._hist
-        add(row, base + bisect_left(HIST_BUCKETS_US, us), 1)
-        add(row, base + len(HIST_BUCKETS_US) + 1, us)
-        add(row, base + len(HIST_BUCKETS_US) + 2, 1)
+        super().__init__(rows, row)
+        self.set_histogram(PROC_TIME.base, HIST_BUCKETS_US)
