@@ -10,6 +10,7 @@ EXTENSIONS = [
     Extension("kampx.usrloc._store", ["kampx/usrloc/_store.pyx"], include_dirs=INCLUDE),
     Extension("kampx.transport._recv", ["kampx/transport/_recv.pyx"]),
     Extension("kampx.transport._send", ["kampx/transport/_send.pyx"]),
+    Extension("kampx.tm.timers", ["kampx/tm/timers.pyx"]),
 ]
 
 setup(ext_modules=cythonize(EXTENSIONS, language_level=3,
