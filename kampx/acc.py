@@ -39,11 +39,13 @@ import time
 from kampx import methods as M
 from kampx import stats as S
 from kampx._cparse import SipParseError
+from kampx.dialog_table import decode as decode_dialog
 
 log = logging.getLogger("kampx.acc")
 TABLES = ("acc", "missed_calls", "acc_cdrs")
 
 DIRECTIONS = ("inbound", "outbound", "local")
+CDR_RECORD = "cdr"  # the first item of a CDR record (Accounting.ended)
 FAIL_CLASSES = ("3xx", "4xx", "5xx", "6xx")
 # histogram buckets of call durations, seconds
 DURATION_BUCKETS_S = (5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
@@ -230,46 +232,88 @@ class Accounting:
 
     # -- dialogs --
 
-    def cdr(self, info: dict, end_reason: str, now: float | None = None) -> None:
-        """The CDR of tracked dialog `info` (kampx/dialog.py's record), which just ended."""
+    def ended(
+        self,
+        direction: int,
+        answered: float,
+        setup: bytes,
+        answer: bytes,
+        end_reason: str,
+        code: int = 0,
+        reason: str = "",
+        now: float | None = None,
+    ) -> None:
+        """A tracked dialog ended (kampx/dialog_table.py's `take`: its direction index in
+        DIRECTIONS, answer time or 0, and its two records): the duration histogram here,
+        the CDR as one record that carries the dialog's records undecoded (the db writer
+        makes the row: `decode_record`). `code`/`reason`: the final of a failed call."""
         end = time.time() if now is None else now
-        answered = info.get("answered")
-        if answered is None and not self.cdr_on_failed:
+        if not answered and not self.cdr_on_failed:
             return
-        start = answered if answered is not None else end
-        duration = round(max(0.0, end - start), 3)
-        if answered is not None:
-            S.observe(self.stats, CALL_DURATION, info.get("direction", "local"), duration)
-        row = {
-            "t": "acc_cdrs",
-            "start_time": start,
-            "end_time": end,
-            "duration": duration,
-            "setup_time": info.get("setup", start),
-            "end_reason": end_reason,
-            "sip_code": info.get("code", 0),
-            "sip_reason": info.get("reason", ""),
-        }
-        for name in (
-            "callid",
-            "from_tag",
-            "to_tag",
-            "src_user",
-            "src_domain",
-            "src_ip",
-            "dst_ouser",
-            "dst_user",
-            "dst_domain",
-            "direction",
-        ):
-            row[name] = info.get(name, "")
-        self.emit(row)
+        if answered:
+            name = DIRECTIONS[direction] if direction < len(DIRECTIONS) else "local"
+            S.observe(self.stats, CALL_DURATION, name, round(max(0.0, end - answered), 3))
+        self._emit(marshal.dumps((CDR_RECORD, end_reason, end, code, reason, setup, answer)))
 
     def emit(self, row: dict) -> None:
+        self._emit(marshal.dumps(row))
+
+    def _emit(self, data: bytes) -> None:
         from kampx.dialog import OP_ACC
 
-        if not self.journal.write(OP_ACC, marshal.dumps(row)):
+        if not self.journal.write(OP_ACC, data):
             self.stats.inc(RECORDS_DROPPED.base)
+
+
+# the party columns a CDR takes from its dialog's records, as they are
+_CDR_COPIED = (
+    "callid",
+    "from_tag",
+    "to_tag",
+    "src_user",
+    "src_domain",
+    "src_ip",
+    "dst_ouser",
+    "dst_user",
+    "dst_domain",
+    "direction",
+)
+
+
+def cdr_row(info: dict, end_reason: str, end: float) -> dict:
+    """The `acc_cdrs` row of a tracked dialog (`info`: kampx/dialog.py's record) that ended
+    at `end`."""
+    answered = info.get("answered")
+    start = answered if answered is not None else end
+    row = {
+        "t": "acc_cdrs",
+        "start_time": start,
+        "end_time": end,
+        "duration": round(max(0.0, end - start), 3),
+        "setup_time": info.get("setup", start),
+        "end_reason": end_reason,
+        "sip_code": info.get("code", 0),
+        "sip_reason": info.get("reason", ""),
+    }
+    for name in _CDR_COPIED:
+        row[name] = info.get(name, "")
+    return row
+
+
+def decode_record(data: bytes) -> dict | None:
+    """A journal's accounting record as its row: a transaction's row as emitted, a CDR
+    made from the dialog's records (`Accounting.ended`); None when it is not one."""
+    try:
+        record = marshal.loads(data)
+        if isinstance(record, tuple) and len(record) == 7 and record[0] == CDR_RECORD:
+            _, end_reason, end, code, reason, setup, answer = record
+            info = decode_dialog(setup, answer)
+            if code:
+                info["code"], info["reason"] = code, reason
+            return cdr_row(info, end_reason, end)
+    except (EOFError, ValueError, TypeError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 # -------------------------------------------------------------------------- the db writer --
@@ -293,11 +337,8 @@ class AccSink:
         self._checked = 0.0
 
     def add(self, data: bytes) -> None:
-        try:
-            row = marshal.loads(data)
-        except (EOFError, ValueError, TypeError):
-            row = None
-        if not isinstance(row, dict):
+        row = decode_record(data)
+        if row is None:
             self._count(RECORDS_DROPPED.base)
             return
         if self.target:

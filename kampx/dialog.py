@@ -41,6 +41,8 @@ import time
 from collections import deque
 
 from kampx import stats as S
+from kampx.acc import DIRECTIONS
+from kampx.dialog_table import decode as decode_dialog
 
 DIALOGS_PROCESSED = S.family(
     "dialog",
@@ -101,6 +103,7 @@ TRACKED = 8  # in an index value: the dialog's details are in the DialogTable (d
 STATE = 7  # an index value's state bits
 
 OP_PUT, OP_DELETE, OP_ACC = 1, 2, 3  # OP_ACC: an accounting record (kampx/acc.py), marshal
+DIRECTION_INDEX = {name: i for i, name in enumerate(DIRECTIONS)}  # the byte a slot keeps
 _RECORD = struct.Struct("!BBdH")  # op, state, timeout (epoch seconds), key length
 MAX_KEY = 2048  # longer Call-ID + tag pairs are not journaled
 PIPE_BUF = select.PIPE_BUF  # a pipe write up to this size is atomic
@@ -312,9 +315,11 @@ class Dialogs:
             "caller_cseq": msg.cseq_num or 0,
             "setup": now,
         }
+        direction = DIRECTION_INDEX["local"]  # when nothing accounts the call
         if self.acc is not None:
             info.update(self.acc.parties(msg))
-        if self.table.create(k, state, now + self.ttl_setup, info):
+            direction = DIRECTION_INDEX.get(info["direction"], direction)
+        if self.table.create(k, state, now + self.ttl_setup, info, direction):
             return True
         self.stats.inc(DIALOGS_UNTRACKED.base)
         return False
@@ -365,7 +370,7 @@ class Dialogs:
         if session_s:
             fields["session_expires"] = session_s
         expires = now + (session_s or self.lifetime)
-        self.table.answer(k, CONFIRMED, expires, fields, session_s)
+        self.table.answer(k, CONFIRMED, expires, fields, session_s, now)
 
     def failed(self, k: bytes, state: int, code: int = 0, reason: str = "") -> None:
         """The transaction that started dialog `k` ended without a 2xx (final `code`)."""
@@ -375,19 +380,28 @@ class Dialogs:
             if state & TRACKED:
                 self.end(k, "canceled" if code == 487 else "failed", code, reason)
 
-    def end(self, k: bytes, why: str, code: int = 0, reason: str = ""):
+    def end(self, k: bytes, why: str, code: int = 0, reason: str = "") -> str | None:
         """Stop tracking dialog `k` and write its CDR (`why`: caller, callee, timeout,
-        ended, failed, canceled); returns its details, None when it was not tracked (or
-        another process ended it first)."""
-        removed = self.table.remove(k) if self.table is not None else None
-        if removed is None:
+        failed, canceled); returns its direction, None when it was not tracked (or another
+        process ended it first). Its records are not decoded here (the db writer does)."""
+        taken = self._end(k, why, code, reason)
+        if taken is None:
             return None
-        _, info = removed
-        if code:
-            info["code"], info["reason"] = code, reason
-        if self.acc is not None:
-            self.acc.cdr(info, why)
-        return info
+        direction = taken[1]
+        return DIRECTIONS[direction] if direction < len(DIRECTIONS) else "local"
+
+    def end_info(self, k: bytes, why: str) -> dict | None:
+        """As `end`, returning everything tracked of the dialog (`kampxctl dlg end` sends
+        its BYEs from it)."""
+        taken = self._end(k, why, 0, "")
+        return None if taken is None else decode_dialog(taken[3], taken[4])
+
+    def _end(self, k: bytes, why: str, code: int, reason: str):
+        taken = self.table.take(k) if self.table is not None else None
+        if taken is not None and self.acc is not None:
+            _, direction, answered, setup, answer = taken
+            self.acc.ended(direction, answered, setup, answer, why, code, reason)
+        return taken
 
     def _confirm(self, k: bytes, now: float, tracked: int = 0) -> None:
         self.index.put(k, CONFIRMED | tracked, now, now + self.lifetime)
@@ -424,9 +438,9 @@ class Dialogs:
                 self.journal.write(OP_DELETE, k)
                 self.stats.inc(DIALOGS_ENDED.base)
                 if tracked:
-                    info = self.end(k, self._side(msg, k))
-                    if info is not None:  # the BYE's own record is the call's direction
-                        msg.__dict__["dlg_direction"] = info.get("direction")
+                    direction = self.end(k, self._side(msg, k))
+                    if direction is not None:  # the BYE's own record is the call's direction
+                        msg.__dict__["dlg_direction"] = direction
         elif state == CONFIRMED and method != "ACK":
             self._confirm(k, now, tracked)  # Kamailio resets a dialog's timeout likewise
             if tracked:
@@ -462,9 +476,10 @@ class Dialogs:
         ("timeout"; "lost" for one whose setup never finished: its worker died). The
         timer process calls this."""
         ended = self.table.expire(time.time()) if self.table is not None else []
-        for state, info in ended:
-            if self.acc is not None:
-                self.acc.cdr(info, "timeout" if state == CONFIRMED else "lost")
+        if self.acc is not None:
+            for state, direction, answered, setup, answer in ended:
+                why = "timeout" if state == CONFIRMED else "lost"
+                self.acc.ended(direction, answered, setup, answer, why)
         return len(ended)
 
 

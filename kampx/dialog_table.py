@@ -9,10 +9,12 @@ written by whichever process moves the dialog on: the worker that relayed the IN
 the control process (dlg end). A worker that crashes loses none of it.
 
 Layout: a header of counters, then `nslots` slots (nslots > capacity, so probe windows stay
-short). A slot is a 32-byte head (state, the lengths of its two records, key hash, expiry,
-the caller's and callee's CSeq) and two records: what the INVITE said and what the 2xx
-said, each written once, in marshal's format (all processes run one interpreter; 3x as
-fast as JSON, and a dialog is written and read several times per call). Slots are found
+short). A slot is a 40-byte head (state, direction, the lengths of its two records, session
+interval, key hash, expiry, answer time, the caller's and callee's CSeq) and two records:
+what the INVITE said and what the 2xx said, each written once, in marshal's format (all
+processes run one interpreter; 3x as fast as JSON). A dialog's end (`take`) hands back the
+head's figures and the two records undecoded: the worker that ends a call needs only its
+direction and answer time, and the db writer decodes the records into the CDR. Slots are found
 by the key hash with linear probing over at most PROBE slots; a freed slot becomes a
 tombstone, turned back to free by the timer's sweep once the slot after it is free. Every
 access holds one robust process-shared mutex (kampx._shm.SharedMutex: no system call when
@@ -33,9 +35,12 @@ from kampx.memfd import SharedMemory
 FREE, TOMBSTONE = 0, 255
 SLOT = 2048
 HEADER = 4096  # counters (words below), then the slots from the next page
-# state, setup length, answer length, session interval (RFC 4028 Session-Expires, s; 0: the
-# default lifetime), key hash, expiry (epoch s), the caller's and the callee's highest CSeq
-_HEAD = struct.Struct("<BxHHHQdII")
+# state, direction (a byte the caller chooses), setup length, answer length, session interval
+# (RFC 4028 Session-Expires, s; 0: the default lifetime), key hash, expiry (epoch s), answer
+# time (epoch s; 0 before the 2xx), the caller's and the callee's highest CSeq
+_HEAD = struct.Struct("<BBHHHQddII")
+H_STATE, H_DIRECTION, H_NSETUP, H_NANSWER, H_SESSION, H_HASH, H_EXPIRES = range(7)
+H_ANSWERED, H_CALLER_CSEQ, H_CALLEE_CSEQ = range(7, 10)
 SETUP_AT = _HEAD.size  # the INVITE's side, written once
 ANSWER_AT = 1280  # the 2xx's side, written once
 SETUP_MAX = ANSWER_AT - SETUP_AT
@@ -74,14 +79,17 @@ class DialogTable:
     def _put_head(self, i: int, head: tuple) -> None:
         _HEAD.pack_into(self.mm, HEADER + i * SLOT, *head)
 
-    def _info(self, i: int) -> dict:
-        _, n_setup, n_answer, _, _, _, caller_cseq, callee_cseq = self._head(i)
+    def _records(self, i: int, head: tuple) -> tuple[bytes, bytes]:
         off = HEADER + i * SLOT
-        info = _decode(self.mm[off + SETUP_AT : off + SETUP_AT + n_setup])
-        if n_answer:
-            info.update(_decode(self.mm[off + ANSWER_AT : off + ANSWER_AT + n_answer]))
-        info["caller_cseq"] = max(caller_cseq, info.get("caller_cseq", 0))
-        info["callee_cseq"] = callee_cseq
+        setup = self.mm[off + SETUP_AT : off + SETUP_AT + head[H_NSETUP]]
+        answer = self.mm[off + ANSWER_AT : off + ANSWER_AT + head[H_NANSWER]]
+        return setup, answer
+
+    def _info(self, i: int) -> dict:
+        head = self._head(i)
+        info = decode(*self._records(i, head))
+        info["caller_cseq"] = max(head[H_CALLER_CSEQ], info.get("caller_cseq", 0))
+        info["callee_cseq"] = head[H_CALLEE_CSEQ]
         return info
 
     def _write(self, i: int, at: int, data: bytes) -> None:
@@ -95,10 +103,11 @@ class DialogTable:
         home = h % self.nslots
         for j in range(PROBE):
             i = (home + j) % self.nslots
-            state, _, _, _, sh, _, _, _ = self._head(i)
+            head = self._head(i)
+            state = head[H_STATE]
             if state == FREE:
                 return -1
-            if state != TOMBSTONE and sh == h:
+            if state != TOMBSTONE and head[H_HASH] == h:
                 return i
         return -1
 
@@ -117,9 +126,9 @@ class DialogTable:
 
     # ---------------------------------------------------------------- the API -------------
 
-    def create(self, k: bytes, state: int, expires: float, info: dict) -> bool:
-        """Track dialog `k` (`info`: what its INVITE said); False when the table is full
-        (the call goes on untracked)."""
+    def create(self, k: bytes, state: int, expires: float, info: dict, direction: int = 0) -> bool:
+        """Track dialog `k` (`info`: what its INVITE said; `direction`: a byte `take`
+        gives back); False when the table is full (the call goes on untracked)."""
         h = key_hash(k)
         home = h % self.nslots
         data = _encode(info, SETUP_MAX)
@@ -129,9 +138,9 @@ class DialogTable:
                 return False
             for j in range(PROBE):
                 i = (home + j) % self.nslots
-                if self._head(i)[0] in (FREE, TOMBSTONE):
+                if self._head(i)[H_STATE] in (FREE, TOMBSTONE):
                     self._write(i, SETUP_AT, data)
-                    self._put_head(i, (state, len(data), 0, 0, h, expires, 0, 0))
+                    self._put_head(i, (state, direction, len(data), 0, 0, h, expires, 0.0, 0, 0))
                     self._count(state, 1)
                     return True
             self.words[W_FULL] += 1
@@ -145,15 +154,21 @@ class DialogTable:
             if i < 0:
                 return False
             head = self._head(i)
-            self._put_head(i, (state, *head[1:5], expires, *head[6:]))
-            self._move(i, head[0], state)
+            self._put_head(i, (state, *head[1:H_EXPIRES], expires, *head[H_EXPIRES + 1 :]))
+            self._move(i, head[H_STATE], state)
             return True
 
     def answer(
-        self, k: bytes, state: int, expires: float, fields: dict, session_s: int = 0
+        self,
+        k: bytes,
+        state: int,
+        expires: float,
+        fields: dict,
+        session_s: int = 0,
+        answered: float = 0.0,
     ) -> bool:
-        """Dialog `k` was answered: what its 2xx said (`fields`), its new state and end,
-        its session interval (`session_s`, RFC 4028; 0: none)."""
+        """Dialog `k` was answered at `answered` (epoch s): what its 2xx said (`fields`),
+        its new state and end, its session interval (`session_s`, RFC 4028; 0: none)."""
         h = key_hash(k)
         data = _encode(fields, ANSWER_MAX)
         with self.lock:
@@ -161,11 +176,15 @@ class DialogTable:
             if i < 0:
                 return False
             head = self._head(i)
-            if head[2]:
+            if head[H_NANSWER]:
                 return False  # a second 2xx (forked INVITE): the first one made the dialog
             self._write(i, ANSWER_AT, data)
-            self._put_head(i, (state, head[1], len(data), session_s, h, expires, *head[6:]))
-            self._move(i, head[0], state)
+            self._put_head(
+                i,
+                (state, head[H_DIRECTION], head[H_NSETUP], len(data), session_s, h, expires)
+                + (answered, head[H_CALLER_CSEQ], head[H_CALLEE_CSEQ]),
+            )
+            self._move(i, head[H_STATE], state)
             return True
 
     def refresh(
@@ -180,21 +199,23 @@ class DialogTable:
             i = self._find(h)
             if i < 0:
                 return False
-            state, n1, n2, session_s, _, expires, caller_cseq, callee_cseq = self._head(i)
+            head = list(self._head(i))
             if caller:
-                caller_cseq = max(caller_cseq, cseq)
+                head[H_CALLER_CSEQ] = max(head[H_CALLER_CSEQ], cseq)
             else:
-                callee_cseq = max(callee_cseq, cseq)
+                head[H_CALLEE_CSEQ] = max(head[H_CALLEE_CSEQ], cseq)
+            session_s = head[H_SESSION]
             if not session_s:
-                expires = now + lifetime
+                head[H_EXPIRES] = now + lifetime
             elif session:
-                expires = now + session_s
-            self._put_head(i, (state, n1, n2, session_s, h, expires, caller_cseq, callee_cseq))
+                head[H_EXPIRES] = now + session_s
+            self._put_head(i, tuple(head))
             return True
 
-    def remove(self, k: bytes) -> tuple[int, dict] | None:
-        """Stop tracking `k`: its (state, info), None when it was not tracked (or another
-        process removed it first: exactly one caller gets a dialog's end)."""
+    def take(self, k: bytes) -> tuple[int, int, float, bytes, bytes] | None:
+        """Stop tracking `k`: (state, direction, answer time or 0, setup record, answer
+        record), the records undecoded (`decode`); None when it was not tracked (or
+        another process took it first: exactly one caller gets a dialog's end)."""
         h = key_hash(k)
         with self.lock:
             i = self._find(h)
@@ -202,12 +223,20 @@ class DialogTable:
                 return None
             return self._free(i)
 
-    def _free(self, i: int) -> tuple[int, dict]:
-        state = self._head(i)[0]
-        info = self._info(i)
+    def remove(self, k: bytes) -> tuple[int, dict] | None:
+        """As `take`, decoded: (state, info)."""
+        taken = self.take(k)
+        if taken is None:
+            return None
+        return taken[0], decode(taken[3], taken[4])
+
+    def _free(self, i: int) -> tuple[int, int, float, bytes, bytes]:
+        head = self._head(i)
+        state = head[H_STATE]
+        setup, answer = self._records(i, head)
         self._set_state(i, TOMBSTONE)
         self._count(state, -1)
-        return state, info
+        return state, head[H_DIRECTION], head[H_ANSWERED], setup, answer
 
     def get(self, k: bytes) -> tuple[int, float, dict] | None:
         with self.lock:
@@ -215,7 +244,7 @@ class DialogTable:
             if i < 0:
                 return None
             head = self._head(i)
-            return head[0], head[5], self._info(i)
+            return head[H_STATE], head[H_EXPIRES], self._info(i)
 
     def _used(self) -> Iterator[int]:
         """Slots not free, from one strided read of every state byte (no lock: a hint)."""
@@ -223,24 +252,24 @@ class DialogTable:
         for m in _NOT_FREE.finditer(states):
             yield m.start()
 
-    def expire(self, now: float) -> list[tuple[int, dict]]:
-        """Remove and return every dialog whose expiry passed (the timer's sweep), and
-        turn tombstones followed by a free slot back into free slots."""
+    def expire(self, now: float) -> list[tuple[int, int, float, bytes, bytes]]:
+        """Remove and return (as `take`) every dialog whose expiry passed (the timer's
+        sweep), and turn tombstones followed by a free slot back into free slots."""
         out = []
         for i in sorted(self._used(), reverse=True):  # a tombstone's successor first
             head = self._head(i)  # unlocked: a hint, checked again under the lock
-            state, expires = head[0], head[5]
+            state, expires = head[H_STATE], head[H_EXPIRES]
             if state != TOMBSTONE and expires > now:
                 continue
-            if state == TOMBSTONE and self._head((i + 1) % self.nslots)[0] != FREE:
+            if state == TOMBSTONE and self._head((i + 1) % self.nslots)[H_STATE] != FREE:
                 continue
             with self.lock:
                 head = self._head(i)
-                state = head[0]
-                if state != TOMBSTONE and state != FREE and head[5] <= now:
+                state = head[H_STATE]
+                if state != TOMBSTONE and state != FREE and head[H_EXPIRES] <= now:
                     out.append(self._free(i))
                     state = TOMBSTONE
-                if state == TOMBSTONE and self._head((i + 1) % self.nslots)[0] == FREE:
+                if state == TOMBSTONE and self._head((i + 1) % self.nslots)[H_STATE] == FREE:
                     self._set_state(i, FREE)
         return out
 
@@ -249,15 +278,23 @@ class DialogTable:
         for i in self._used():
             with self.lock:
                 head = self._head(i)
-                if head[0] in (FREE, TOMBSTONE):
+                if head[H_STATE] in (FREE, TOMBSTONE):
                     continue
                 info = self._info(i)
-            yield head[0], head[5], info
+            yield head[H_STATE], head[H_EXPIRES], info
 
     def counts(self) -> tuple[int, int, int, int]:
         """(tracked, early, confirmed, refused because full)."""
         w = self.words
         return w[W_COUNT], w[W_EARLY], w[W_CONFIRMED], w[W_FULL]
+
+
+def decode(setup: bytes, answer: bytes = b"") -> dict:
+    """A dialog's details from its two records (what `take` gives back)."""
+    info = _decode(setup)
+    if answer:
+        info.update(_decode(answer))
+    return info
 
 
 def _decode(data: bytes) -> dict:

@@ -90,7 +90,7 @@ class DialogRpc:
                 now = time.monotonic()
                 dialogs.index.put(k, D.ENDED, now, now + dialogs.linger)  # the 200s, a late BYE
                 dialogs.journal.write(D.OP_DELETE, k)
-                info = dialogs.end(k, "ended")
+                info = dialogs.end_info(k, "ended")
                 if info is None:
                     continue  # it ended meanwhile (a BYE, its timeout)
                 sent = self._bye_both_ways(info) if state == D.CONFIRMED else []

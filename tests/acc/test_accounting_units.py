@@ -19,8 +19,9 @@ from kampx.acc import (
     CALLS_ANSWERED,
     CALLS_ATTEMPTED,
     CALLS_FAILED,
-    AccSink,
     Accounting,
+    AccSink,
+    decode_record,
 )
 from kampx.config import AccConfig, DialogConfig
 from kampx.dialog_table import PROBE, DialogTable, key_hash
@@ -116,7 +117,7 @@ def env():
     def records():
         journal.flush()
         got, _ = D.read_journal(r)
-        return [marshal.loads(k) for op, k, _, _ in got if op == D.OP_ACC]
+        return [decode_record(k) for op, k, _, _ in got if op == D.OP_ACC]
 
     yield SimpleNamespace(
         dialogs=dialogs,
@@ -346,7 +347,8 @@ def test_a_session_timer_sets_the_dialogs_end_and_only_refreshes_renew_it(env):
     k, state = d.start(req)
     ok = Reply()
     ok.header = lambda name: {"session-expires": "120;refresher=uac"}.get(
-        name, "<sip:alice@kampx.test>;tag=tt")
+        name, "<sip:alice@kampx.test>;tag=tt"
+    )
     d.on_reply(k, state, 200, ok)
     _, expires, info = env.table.get(k)
     assert info["session_expires"] == 120 and 118 < expires - time.time() <= 120
