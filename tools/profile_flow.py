@@ -6,9 +6,12 @@ on the wire, system calls add their own share: see docs/performance.md).
 
     python3 tools/profile_flow.py                      # every scenario: us per call, then shares
     python3 tools/profile_flow.py --scenario carrier_call --calls 5000 --top 25
+    python3 tools/profile_flow.py --scenario carrier_call --time-only --stages
 
-Two measures per scenario:
+Two measures per scenario (three with --stages):
   time     CPU time per call over --calls calls (process_time, the cyclic GC on, as in a worker)
+  stages   --stages: the same run, unprofiled, timed per message kind (the INVITE, each reply
+           code, the ACK, the BYE...): which message of a call costs what
   shares   a cProfile run, each function's own time put in the room it belongs to (parser,
            tm, timers, script, auth, registrar/usrloc, dialog, counters...); the profiler's
            own cost inflates every call alike, so read these as shares, not microseconds.
@@ -95,6 +98,34 @@ def time_per_call(scenario: str, calls: int) -> float:
         box.close()
 
 
+def stages(scenario: str, calls: int) -> None:
+    """Print each message kind's wall time per call (one clock read around each datagram:
+    no profiler, so the figures are what the worker spends, plus ~0.1 us each)."""
+    box, flows = setup(1)
+    spent: dict[bytes, int] = collections.Counter()
+    seen: dict[bytes, int] = collections.Counter()
+    feed = box.feed
+
+    def timed(data: bytes, src, *args) -> None:
+        first = data.split(b"\r\n", 1)[0].split(b" ")
+        kind = b" ".join(first[:2]) if first[0].startswith(b"SIP/") else first[0]
+        t0 = time.perf_counter_ns()
+        feed(data, src, *args)
+        spent[kind] += time.perf_counter_ns() - t0
+        seen[kind] += 1
+
+    try:
+        run(flows, box, scenario, 0, min(2000, calls))
+        flows.feed = timed
+        run(flows, box, scenario, 100_000, calls)
+    finally:
+        box.close()
+    print(f"  per message kind ({scenario}, unprofiled, us per call):")
+    for kind, ns in sorted(spent.items(), key=lambda kv: -kv[1]):
+        print(f"    {ns / calls / 1000:7.1f}  {kind.decode()} ({seen[kind] / calls:g} per call)")
+    print(f"    {sum(spent.values()) / calls / 1000:7.1f}  all of them")
+
+
 def shares(scenario: str, calls: int, top: int) -> float:
     """Print the rooms' shares; return the harness's share of all profiled time."""
     box, flows = setup(1)
@@ -132,11 +163,14 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=5000)
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--time-only", action="store_true")
+    ap.add_argument("--stages", action="store_true", help="also time each message kind")
     args = ap.parse_args()
     for scenario in args.scenario or SCENARIOS:
         us = time_per_call(scenario, args.calls)
         print(f"{scenario}: {us:.1f} us of CPU per call with the harness "
               f"(in-process, {args.calls} calls)")
+        if args.stages:
+            stages(scenario, args.calls)
         if not args.time_only:
             h = shares(scenario, args.calls, args.top)
             print(f"  => about {us * (1 - h):.0f} us per call are kampx's own "
