@@ -116,3 +116,5 @@ def test_slot_reuse_makes_the_old_nonce_stale(clock):
 def test_short_secret_refused(counts, clock):
     with pytest.raises(ValueError):
         make(counts, clock, secret=b"short")
+    with pytest.raises(ValueError):  # more than the MAC's key takes
+        make(counts, clock, secret=b"s" * 33)
