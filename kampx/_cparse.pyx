@@ -1032,6 +1032,7 @@ cdef class Message:
     cdef public list branches        # the destination set's appended branches (dset)
     cdef public bint path_route      # a branch's Path went into the Route header (dset)
     cdef public bint rr_added        # record_route() added ours (rr)
+    cdef readonly bytes rr_line      # ours, as serialize() writes it unless told otherwise
     cdef public bint dialog_admitted # an in-dialog request of a known dialog (dialog)
     cdef public object auth_outcome  # what auth_check() found (auth)
     cdef public object peer_tag      # the tag of the address row allow_*() matched
@@ -1566,13 +1567,23 @@ cdef class Message:
                     i = after
         raise ValueError("no " + CANONICAL[hid] + " header")
 
-    def serialize(self, via=None):
+    def record_route(self, value):
+        """Record-Route `value` (the proxy's own) as the first header line of what
+        serialize() writes; `serialize(rr=...)` writes other lines in its place for one
+        branch (two Record-Routes when the branch leaves by another socket)."""
+        self.rr_line = b"Record-Route: " + _value_bytes(value) + b"\r\n"
+        self.rr_added = True
+        self.edited = True
+
+    def serialize(self, via=None, rr=None):
         """The message with every recorded edit applied, built in one pass. `via`, when
         given, is written as an extra top Via (a proxy's per-branch Via) without being
-        recorded, so one request can be serialised once per branch. An edited message also
-        loses the defects a liberal parse let through: a request line with runs of
-        whitespace is written with single SPs, a header section cut short by the end of the
-        datagram gets its line end and empty line."""
+        recorded, so one request can be serialised once per branch; `rr`, when given, the
+        Record-Route line(s) in place of record_route()'s, for this branch alone (bytes,
+        whole lines with their CRLF: the proxy's own, never a header value). An edited
+        message also loses the defects a liberal parse let through: a request line with
+        runs of whitespace is written with single SPs, a header section cut short by the
+        end of the datagram gets its line end and empty line."""
         cdef list edits = []
         cdef Py_ssize_t pos, derived
         cdef bytes vb
@@ -1582,6 +1593,10 @@ cdef class Message:
         if self.via_extra is not None:
             edits.extend(self._stamp_edits(True))
         derived = len(edits)
+        if rr is None:
+            rr = self.rr_line
+        if rr is not None:
+            edits.append((self.hdr_s, self.hdr_s, <bytes?>rr, INS))
         if self.lumps is not None:
             edits.extend(self.lumps)
         if self.sl_loose:

@@ -350,8 +350,7 @@ class Dialogs:
         now = time.time()
         contacts = reply.contacts
         rrs = [r.raw for r in reply.record_routes]
-        mine = [i for i, r in enumerate(rrs) if r == reply.lsock.rr_value] if rrs else []
-        at = mine[0] if mine else -1
+        at, below = _own_record_route(rrs, reply.lsock)
         fields = {
             "to_tag": reply.to_tag or "",
             "to": reply.header("to"),
@@ -360,7 +359,7 @@ class Dialogs:
             # RFC 3261 12.1: the callee's side of us is the Record-Routes above ours,
             # nearest first; the caller's side those below
             "callee_route": rrs[:at][::-1] if at >= 0 else [],
-            "caller_route": rrs[at + 1 :] if at >= 0 else [],
+            "caller_route": rrs[below:] if at >= 0 else [],
             "answered": now,
             "code": code,
             "reason": reply.reason or "",
@@ -481,6 +480,22 @@ class Dialogs:
                 why = "timeout" if state == CONFIRMED else "lost"
                 self.acc.ended(direction, answered, setup, answer, why)
         return len(ended)
+
+
+def _own_record_route(rrs: list[str], lsock) -> tuple[int, int]:
+    """Where this proxy's Record-Route is in a 2xx's list (the socket the 2xx came in on:
+    the one the INVITE left by), and where the caller's side starts after it: past both of
+    ours when the INVITE crossed sockets (kampx/rr.py); (-1, 0) when it is not there."""
+    double = lsock.rr_double.decode()
+    for i, r in enumerate(rrs):
+        if r == lsock.rr_value:
+            return i, i + 1
+        if r == double:
+            below = i + 1
+            if below < len(rrs) and ";r2=on;lr>" in rrs[below]:
+                below += 1  # the other of our two
+            return i, below
+    return -1, 0
 
 
 def _session_interval(reply) -> int:

@@ -1,4 +1,11 @@
-"""Record-Route and loose routing (Kamailio's rr module, RFC 3261 16.6 step 4 and 16.4)."""
+"""Record-Route and loose routing (Kamailio's rr module, RFC 3261 16.6 step 4 and 16.4).
+
+A request that leaves by another socket than the one it came in on (IPv4 in, IPv6 out; two
+addresses) gets two Record-Routes, as Kamailio's rr does by default (enable_double_rr):
+the top one for the socket it leaves by, the next one for the socket it came in on, both
+marked `r2=on`. Each side then reaches the proxy at the address it can reach, and
+loose_route() takes both Routes off.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +13,21 @@ from kampx._cparse import SipParseError
 
 
 def record_route(worker, msg) -> bool:
-    """Insert `Record-Route: <sip:IP[:port];lr>` for the socket the request arrived on."""
+    """Insert `Record-Route: <sip:IP[:port];lr>` for the socket the request arrived on (two
+    when a branch leaves by another socket: `branch_lines`)."""
     if msg.rr_added:
         return True
-    msg.insert_header("Record-Route", msg.lsock.rr_value)
-    msg.rr_added = True
+    msg.record_route(msg.lsock.rr_value)
     return True
+
+
+def branch_lines(msg, out_lsock) -> bytes | None:
+    """The Record-Route lines of a branch of `msg` that leaves by `out_lsock`: None for
+    record_route()'s own (the same socket), else the double Record-Route."""
+    lsock = msg.lsock
+    if not msg.rr_added or out_lsock.index == lsock.index:
+        return None
+    return b"Record-Route: %s\r\nRecord-Route: %s\r\n" % (out_lsock.rr_double, lsock.rr_double)
 
 
 def loose_route(worker, msg) -> bool:
@@ -36,14 +52,21 @@ def loose_route(worker, msg) -> bool:
             if msg.has_to_tag and not worker.dialogs.admit(msg):
                 return False  # a Route of ours, but no dialog of ours (kampx/dialog.py)
             msg.remove_top_route()
-            if len(routes) > 1:
-                nxt = routes[1]
+            ours = 1
+            if len(routes) > 1 and "r2" in first.params:
+                # a double Record-Route of ours (the request crosses sockets): both go
+                second = routes[1].parsed_uri if _is_uri(routes[1]) else None
+                if second is not None and worker.forwarder.is_myself(second.host, second.port):
+                    msg.remove_top_route()
+                    ours = 2
+            if len(routes) > ours:
+                nxt = routes[ours]
                 nuri = nxt.parsed_uri if _is_uri(nxt) else None
                 if nuri is not None and "lr" not in nuri.params:
                     # next hop is a strict router: it goes into the Request-URI and the
                     # Request-URI goes to the end of the Route set (RFC 3261 16.12.1.2)
                     msg.remove_header("route")
-                    for r in routes[2:]:
+                    for r in routes[ours + 1 :]:
                         msg.append_header("Route", r.raw)
                     msg.append_header("Route", f"<{msg.ruri}>")
                     msg.set_ruri(nxt.uri)

@@ -619,6 +619,33 @@ def test_add_top_via_params_checks_its_input():
         parse(make(start="OPTIONS sip:x@h SIP/2.0")).add_top_via_params(";rport=1")
 
 
+def test_record_route_per_branch():
+    """record_route() puts ours first in every serialisation; serialize(rr=...) writes other
+    lines in its place for one branch (the double Record-Route of a branch that leaves by
+    another socket), the message itself unchanged."""
+    m = basic("Record-Route: <sip:old@h;lr>")
+    m.record_route("<sip:proxy@h;lr>")
+    assert m.rr_added and m.rr_line == b"Record-Route: <sip:proxy@h;lr>\r\n"
+    one = parse(m.serialize(via="SIP/2.0/UDP p;branch=z9hG4bK1"))
+    assert one.header_all("record-route") == ["<sip:proxy@h;lr>", "<sip:old@h;lr>"]
+    two = parse(
+        m.serialize(
+            via="SIP/2.0/UDP p;branch=z9hG4bK2",
+            rr=b"Record-Route: <sip:out@h;r2=on;lr>\r\nRecord-Route: <sip:in@h;r2=on;lr>\r\n",
+        )
+    )
+    assert two.header_all("record-route") == [
+        "<sip:out@h;r2=on;lr>",
+        "<sip:in@h;r2=on;lr>",
+        "<sip:old@h;lr>",
+    ]
+    assert parse(m.serialize()).header_all("record-route")[0] == "<sip:proxy@h;lr>"
+    with pytest.raises(ValueError):
+        basic().record_route("<sip:a@h;lr>\r\nX-Evil: 1")
+    with pytest.raises(TypeError):
+        m.serialize(rr="Record-Route: <sip:str@h>\r\n")  # lines of the proxy's own: bytes
+
+
 def test_insert_header_top_and_before_via():
     m = basic("Record-Route: <sip:old@h;lr>")
     m.insert_header("Record-Route", "<sip:proxy@h;lr>")

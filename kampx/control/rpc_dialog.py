@@ -12,6 +12,7 @@ the 200s come back to the proxy and end there. The dialog's CDR is written at on
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 
@@ -111,50 +112,57 @@ class DialogRpc:
     # -- the BYEs --
 
     def _bye_both_ways(self, info: dict) -> list[str]:
-        lsock = self._socket(info.get("socket", 0))
-        if lsock is None or info.get("partial"):
+        if not self.sockets or info.get("partial"):
             return []
-        byes = []
-        callee = _bye(
-            lsock,
-            info.get("callee_contact"),
-            info.get("callee_route") or [],
-            info.get("from"),
-            info.get("to"),
-            info,
-            int(info.get("caller_cseq", 0)) + 1,
-        )
-        if callee is not None and info.get("callee_addr"):
-            byes.append((callee, tuple(info["callee_addr"])))
-        caller = _bye(
-            lsock,
-            info.get("caller_contact"),
-            info.get("caller_route") or [],
-            info.get("to"),
-            info.get("from"),
-            info,
-            int(info.get("callee_cseq", 0)) + 1,
-        )
-        if caller is not None and info.get("caller_addr"):
-            byes.append((caller, tuple(info["caller_addr"])))
-        for data, dest in byes:
+        byes = []  # (socket, BYE, destination)
+        for contact, route, from_hdr, to_hdr, cseq, addr in (
+            (
+                info.get("callee_contact"),
+                info.get("callee_route") or [],
+                info.get("from"),
+                info.get("to"),
+                info.get("caller_cseq", 0),
+                info.get("callee_addr"),
+            ),
+            (
+                info.get("caller_contact"),
+                info.get("caller_route") or [],
+                info.get("to"),
+                info.get("from"),
+                info.get("callee_cseq", 0),
+                info.get("caller_addr"),
+            ),
+        ):
+            if not addr:
+                continue
+            dest = tuple(addr)
+            lsock = self._socket(info.get("socket", 0), dest)
+            data = _bye(lsock, contact, route, from_hdr, to_hdr, info, int(cseq) + 1)
+            if data is not None:
+                byes.append((lsock, data, dest))
+        for lsock, data, dest in byes:
             lsock.sendto(data, dest)
         if byes:
-            threading.Thread(target=_resend, args=(lsock, byes), daemon=True).start()
-        return [f"{host}:{port}" for _, (host, port) in byes]
+            threading.Thread(target=_resend, args=(byes,), daemon=True).start()
+        return [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for _, _, (h, p) in byes]
 
-    def _socket(self, index: int):
-        for ls in self.sockets:
+    def _socket(self, index: int, dest: tuple):
+        """The socket the call used on `dest`'s side: the one it came in on when that is of
+        dest's address family, else the first of that family (a call that crossed from
+        IPv4 to IPv6)."""
+        family = socket.AF_INET6 if ":" in dest[0] else socket.AF_INET
+        same = [ls for ls in self.sockets if ls.family == family]
+        for ls in same:
             if ls.index == index:
                 return ls
-        return self.sockets[0] if self.sockets else None
+        return same[0] if same else self.sockets[0]
 
 
-def _resend(lsock, byes) -> None:
+def _resend(byes) -> None:
     started = time.monotonic()
     for at in RETRANSMIT_S:
         time.sleep(max(0.0, started + at - time.monotonic()))
-        for data, dest in byes:
+        for lsock, data, dest in byes:
             lsock.sendto(data, dest)
 
 

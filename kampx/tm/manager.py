@@ -32,6 +32,7 @@ from kampx.dns.rfc3263 import UNAVAILABLE
 from kampx.forward import Unresolved
 from kampx.overload import overload_reply
 from kampx.routing.flow import HandedOff, ScriptExit
+from kampx.rr import branch_lines
 from kampx.shared import TXN_BYTES, TXN_COUNT
 from kampx.stats.core import DROP_REPLIES, FWD_REPLIES, FWD_REQUESTS, INTERNAL_ERRORS, SEND_ERRORS
 from kampx.tm.keys import branch_owner, server_key
@@ -675,7 +676,9 @@ class TransactionManager:
         branch = f"{self.branch_prefix}{t.label:x}.{len(t.branches)}"
         if self.hooks.branch_route is not None:
             self.hooks.branch_route(msg)
-        data = msg.serialize(via=send_lsock.via_prefix + branch.encode())
+        data = msg.serialize(
+            via=send_lsock.via_prefix + branch.encode(), rr=branch_lines(msg, send_lsock)
+        )
         if not self._charge_bytes(t, len(data)):
             self._refuse(msg, f"[tm] max_memory_mb ({self.max_bytes >> 20}) reached")
             return False

@@ -44,6 +44,7 @@ class ListenSocket:
         "hostport",
         "via_prefix",
         "rr_value",
+        "rr_double",
         "family",
         "reply_socks",
         "tap",
@@ -62,6 +63,8 @@ class ListenSocket:
         self.hostport = self.host if addr.port == 5060 else f"{self.host}:{addr.port}"
         self.via_prefix = f"SIP/2.0/UDP {self.hostport};branch=".encode()
         self.rr_value = f"<sip:{self.hostport};lr>"
+        # one of the two Record-Routes of a request that crosses sockets (Kamailio's form)
+        self.rr_double = f"<sip:{self.hostport};r2=on;lr>".encode()
         # one per worker slot, same address and port: replies steered to their owner
         # (transport/steering.py); empty when the kernel does not steer
         self.reply_socks: list[socket.socket] = []

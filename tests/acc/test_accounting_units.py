@@ -89,7 +89,7 @@ class Reply(SimpleNamespace):
             contacts=[SimpleNamespace(uri="sip:alice@198.51.100.7")],
             record_routes=[SimpleNamespace(raw=rr)],
             src=("198.51.100.7", 5060),
-            lsock=SimpleNamespace(rr_value=rr),
+            lsock=SimpleNamespace(rr_value=rr, rr_double=b"<sip:127.0.0.1;r2=on;lr>"),
         )
 
     def header(self, name):
@@ -357,3 +357,17 @@ def test_a_session_timer_sets_the_dialogs_end_and_only_refreshes_renew_it(env):
     time.sleep(0.01)
     assert d.admit(Req("UPDATE", to_tag="tt", cseq_num=3))
     assert env.table.get(k)[1] > expires
+
+
+def test_our_record_routes_split_the_route_sets_single_and_double():
+    """The callee's side is above our Record-Route, the caller's below it; a request that
+    crossed sockets carries two of ours (kampx/rr.py), and both stay out of either set."""
+    from kampx.dialog import _own_record_route
+
+    v6 = SimpleNamespace(rr_value="<sip:[::1]:5062;lr>", rr_double=b"<sip:[::1]:5062;r2=on;lr>")
+    up, down = "<sip:up.example;lr>", "<sip:down.example;lr>"
+    assert _own_record_route([up, v6.rr_value, down], v6) == (1, 2)
+    double = [up, "<sip:[::1]:5062;r2=on;lr>", "<sip:127.0.0.9;r2=on;lr>", down]
+    at, below = _own_record_route(double, v6)
+    assert double[:at] == [up] and double[below:] == [down]
+    assert _own_record_route([up, down], v6) == (-1, 0)
