@@ -41,6 +41,16 @@ HEADER = 4096  # counters (words below), then the slots from the next page
 _HEAD = struct.Struct("<BBHHHQddII")
 H_STATE, H_DIRECTION, H_NSETUP, H_NANSWER, H_SESSION, H_HASH, H_EXPIRES = range(7)
 H_ANSWERED, H_CALLER_CSEQ, H_CALLEE_CSEQ = range(7, 10)
+# the head's fields that change alone, read and written in place (offsets in the head)
+O_STATE, O_DIRECTION = 0, 1
+O_LENGTHS = struct.calcsize("<BB")  # setup length, answer length
+O_ANSWER_LEN = struct.calcsize("<BBH")  # answer length, session interval
+O_HASH = struct.calcsize("<BBHHH")
+O_EXPIRES = struct.calcsize("<BBHHHQ")  # expiry, answer time
+_U16X2 = struct.Struct("<HH")
+_U64 = struct.Struct("<Q")
+_F64 = struct.Struct("<d")
+_F64X2 = struct.Struct("<dd")
 SETUP_AT = _HEAD.size  # the INVITE's side, written once
 ANSWER_AT = 1280  # the 2xx's side, written once
 SETUP_MAX = ANSWER_AT - SETUP_AT
@@ -100,15 +110,16 @@ class DialogTable:
         self.mm[HEADER + i * SLOT] = state
 
     def _find(self, h: int) -> int:
-        home = h % self.nslots
-        for j in range(PROBE):
-            i = (home + j) % self.nslots
-            head = self._head(i)
-            state = head[H_STATE]
+        mm, n = self.mm, self.nslots
+        i = h % n
+        for _ in range(PROBE):
+            off = HEADER + i * SLOT
+            state = mm[off]
             if state == FREE:
                 return -1
-            if state != TOMBSTONE and head[H_HASH] == h:
+            if state != TOMBSTONE and _U64.unpack_from(mm, off + O_HASH)[0] == h:
                 return i
+            i = i + 1 if i + 1 < n else 0
         return -1
 
     def _count(self, state: int, delta: int) -> None:
@@ -136,9 +147,10 @@ class DialogTable:
             if self.words[W_COUNT] >= self.capacity:
                 self.words[W_FULL] += 1
                 return False
+            mm = self.mm
             for j in range(PROBE):
                 i = (home + j) % self.nslots
-                if self._head(i)[H_STATE] in (FREE, TOMBSTONE):
+                if mm[HEADER + i * SLOT] in (FREE, TOMBSTONE):
                     self._write(i, SETUP_AT, data)
                     self._put_head(i, (state, direction, len(data), 0, 0, h, expires, 0.0, 0, 0))
                     self._count(state, 1)
@@ -153,9 +165,11 @@ class DialogTable:
             i = self._find(h)
             if i < 0:
                 return False
-            head = self._head(i)
-            self._put_head(i, (state, *head[1:H_EXPIRES], expires, *head[H_EXPIRES + 1 :]))
-            self._move(i, head[H_STATE], state)
+            off = HEADER + i * SLOT
+            old = self.mm[off]
+            _F64.pack_into(self.mm, off + O_EXPIRES, expires)
+            self.mm[off] = state
+            self._move(i, old, state)
             return True
 
     def answer(
@@ -175,16 +189,15 @@ class DialogTable:
             i = self._find(h)
             if i < 0:
                 return False
-            head = self._head(i)
-            if head[H_NANSWER]:
+            mm, off = self.mm, HEADER + i * SLOT
+            if _U16X2.unpack_from(mm, off + O_ANSWER_LEN)[0]:
                 return False  # a second 2xx (forked INVITE): the first one made the dialog
             self._write(i, ANSWER_AT, data)
-            self._put_head(
-                i,
-                (state, head[H_DIRECTION], head[H_NSETUP], len(data), session_s, h, expires)
-                + (answered, head[H_CALLER_CSEQ], head[H_CALLEE_CSEQ]),
-            )
-            self._move(i, head[H_STATE], state)
+            _U16X2.pack_into(mm, off + O_ANSWER_LEN, len(data), session_s)
+            _F64X2.pack_into(mm, off + O_EXPIRES, expires, answered)
+            old = mm[off]
+            mm[off] = state
+            self._move(i, old, state)
             return True
 
     def refresh(
@@ -231,12 +244,15 @@ class DialogTable:
         return taken[0], decode(taken[3], taken[4])
 
     def _free(self, i: int) -> tuple[int, int, float, bytes, bytes]:
-        head = self._head(i)
-        state = head[H_STATE]
-        setup, answer = self._records(i, head)
-        self._set_state(i, TOMBSTONE)
+        mm, off = self.mm, HEADER + i * SLOT
+        state, direction = mm[off], mm[off + O_DIRECTION]
+        n_setup, n_answer = _U16X2.unpack_from(mm, off + O_LENGTHS)
+        answered = _F64X2.unpack_from(mm, off + O_EXPIRES)[1]
+        setup = mm[off + SETUP_AT : off + SETUP_AT + n_setup]
+        answer = mm[off + ANSWER_AT : off + ANSWER_AT + n_answer]
+        mm[off] = TOMBSTONE
         self._count(state, -1)
-        return state, head[H_DIRECTION], head[H_ANSWERED], setup, answer
+        return state, direction, answered, setup, answer
 
     def get(self, k: bytes) -> tuple[int, float, dict] | None:
         with self.lock:
