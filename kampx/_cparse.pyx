@@ -945,6 +945,20 @@ cdef struct Hdr:
     int16_t folded
 
 
+cdef bint _plain_uint32(const unsigned char *p, Hdr *h) noexcept:
+    """The header's value is 1 to 10 ASCII digits worth at most 2^32-1 (an Expires value
+    sanity_check accepts), on one line."""
+    cdef Py_ssize_t i, n = h.val_e - h.val_s
+    cdef uint64_t v = 0
+    if h.folded or n < 1 or n > 10:
+        return False
+    for i in range(h.val_s, h.val_e):
+        if not 48 <= p[i] <= 57:
+            return False
+        v = v * 10 + (p[i] - 48)
+    return v <= 0xFFFFFFFF
+
+
 cdef int header_id(const unsigned char *p, Py_ssize_t s, Py_ssize_t e):
     cdef Py_ssize_t n = e - s
     cdef char buf[24]
@@ -1076,15 +1090,17 @@ cdef class Message:
         """True when the request certainly passes Kamailio's default sanity_check("1511",
         "7") (kampx/sanity.py): SIP/2.0, sip/sips/tel Request-URI, From and To URIs, the
         required headers, the CSeq method equal to the request's, Content-Length covering
-        the datagram, no Expires header to read. False means "look closer" (the Python
-        checks decide), never "bad"."""
+        the datagram, an Expires header (if any) of 1-10 ASCII digits up to 2^32-1. False
+        means "look closer" (the Python checks decide), never "bad"."""
         cdef Py_ssize_t n
         if not self.is_request or self.ver_e - self.ver_s != 7:
             return False
         if memcmp(self.p + self.ver_s, b"SIP/2.0", 7) != 0:
             return False
         if (self.first[H_CALL_ID] < 0 or self.first[H_FROM] < 0 or self.first[H_TO] < 0
-                or self.first[H_CSEQ] < 0 or self.first[H_EXPIRES] >= 0):
+                or self.first[H_CSEQ] < 0):
+            return False
+        if self.first[H_EXPIRES] >= 0 and not _plain_uint32(self.p, &self.hdrs[self.first[H_EXPIRES]]):
             return False
         n = self.m_e - self.m_s
         if n == 0 or self.cseq_m_e - self.cseq_m_s != n:

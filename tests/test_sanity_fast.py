@@ -44,6 +44,13 @@ VARIANTS = {
     "cseq case": request(cseq="1 invite"),
     "expires": request(extra="Expires: 60\r\n"),
     "bad expires": request(extra="Expires: soon\r\n"),
+    "empty expires": request(extra="Expires: \r\n"),
+    "expires 2^32-1": request(extra="Expires: 4294967295\r\n"),
+    "expires 2^32": request(extra="Expires: 4294967296\r\n"),
+    "expires 11 digits": request(extra="Expires: 00000000060\r\n"),
+    "expires negative": request(extra="Expires: -1\r\n"),
+    "expires folded": request(extra="Expires: 6\r\n 0\r\n"),
+    "expires twice": request(extra="Expires: 60\r\nExpires: soon\r\n"),
     "trailing bytes": request(body="v=0\r\n", trailing="xx"),
     "short body": request(body="v=0\r\n", clen=3),
     "from im": request(frm="<im:alice@example.com>;tag=a"),
@@ -70,7 +77,10 @@ def test_the_usual_requests_take_the_fast_path():
             assert not parse(VARIANTS[name]).sanity_clean()
         else:
             assert parse(VARIANTS[name]).sanity_clean(), name
-    assert not parse(VARIANTS["expires"]).sanity_clean()      # looked at closer, passes
+    assert parse(VARIANTS["expires"]).sanity_clean()  # a plain Expires number is decided in C
+    assert parse(VARIANTS["expires 2^32-1"]).sanity_clean()
+    for name in ("bad expires", "empty expires", "expires 2^32", "expires 11 digits"):
+        assert not parse(VARIANTS[name]).sanity_clean(), name  # the Python checks decide
     assert run_checks(parse(VARIANTS["cseq mismatch"])) == (
         400, "CSeq method does not match request method")
 
