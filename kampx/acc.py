@@ -108,6 +108,11 @@ STATISTICS = (
 )
 
 
+def direction_name(index: int) -> str:
+    """The direction a dialog slot keeps as its index in DIRECTIONS."""
+    return DIRECTIONS[index] if 0 <= index < len(DIRECTIONS) else "local"
+
+
 def flag_bits(cfg) -> tuple[int, int, int, int, int]:
     """(log, missed, failed, inbound, outbound) flag masks of an [acc] section."""
     return (
@@ -251,8 +256,8 @@ class Accounting:
         if not answered and not self.cdr_on_failed:
             return
         if answered:
-            name = DIRECTIONS[direction] if direction < len(DIRECTIONS) else "local"
-            S.observe(self.stats, CALL_DURATION, name, round(max(0.0, end - answered), 3))
+            duration = round(max(0.0, end - answered), 3)
+            S.observe(self.stats, CALL_DURATION, direction_name(direction), duration)
         self._emit(marshal.dumps((CDR_RECORD, end_reason, end, code, reason, setup, answer)))
 
     def emit(self, row: dict) -> None:

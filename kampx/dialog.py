@@ -41,8 +41,7 @@ import time
 from collections import deque
 
 from kampx import stats as S
-from kampx.acc import DIRECTIONS
-from kampx.dialog_table import decode as decode_dialog
+from kampx.acc import DIRECTIONS, direction_name
 
 DIALOGS_PROCESSED = S.family(
     "dialog",
@@ -386,14 +385,15 @@ class Dialogs:
         taken = self._end(k, why, code, reason)
         if taken is None:
             return None
-        direction = taken[1]
-        return DIRECTIONS[direction] if direction < len(DIRECTIONS) else "local"
+        return direction_name(taken[1])
 
     def end_info(self, k: bytes, why: str) -> dict | None:
-        """As `end`, returning everything tracked of the dialog (`kampxctl dlg end` sends
-        its BYEs from it)."""
-        taken = self._end(k, why, 0, "")
-        return None if taken is None else decode_dialog(taken[3], taken[4])
+        """As `end`, returning everything tracked of the dialog, each side's highest CSeq
+        included (`kampxctl dlg end` sends its BYEs from it)."""
+        tracked = self.table.get(k) if self.table is not None else None
+        if self._end(k, why, 0, "") is None:
+            return None
+        return tracked[2] if tracked is not None else {}
 
     def _end(self, k: bytes, why: str, code: int, reason: str):
         taken = self.table.take(k) if self.table is not None else None

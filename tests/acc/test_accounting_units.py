@@ -339,6 +339,12 @@ def test_in_dialog_requests_refresh_the_end_and_remember_each_sides_cseq(env):
     assert (info["caller_cseq"], info["callee_cseq"]) == (7, 3)
     assert not env.table.answer(k, D.CONFIRMED, after, {"to_tag": "other"})  # a second 2xx
     assert env.table.get(k)[2]["to_tag"] == "tt"
+    # ending it from outside (kampxctl dlg end): each side's CSeq for the BYEs, one CDR
+    info = d.end_info(k, "ended")
+    assert (info["caller_cseq"], info["callee_cseq"]) == (7, 3) and info["to_tag"] == "tt"
+    assert d.end_info(k, "ended") is None and env.table.get(k) is None
+    (cdr,) = env.records()
+    assert cdr["end_reason"] == "ended"
 
 
 def test_a_session_timer_sets_the_dialogs_end_and_only_refreshes_renew_it(env):
