@@ -115,29 +115,26 @@ class DialogRpc:
         if not self.sockets or info.get("partial"):
             return []
         byes = []  # (socket, BYE, destination)
-        for contact, route, from_hdr, to_hdr, cseq, addr in (
-            (
-                info.get("callee_contact"),
-                info.get("callee_route") or [],
-                info.get("from"),
-                info.get("to"),
-                info.get("caller_cseq", 0),
-                info.get("callee_addr"),
-            ),
-            (
-                info.get("caller_contact"),
-                info.get("caller_route") or [],
-                info.get("to"),
-                info.get("from"),
-                info.get("callee_cseq", 0),
-                info.get("caller_addr"),
-            ),
+        # each side gets the dialog as it knows it: its own contact and route set, the other
+        # side as From, a CSeq above the other side's highest
+        for side, other, from_key, to_key in (
+            ("callee", "caller", "from", "to"),
+            ("caller", "callee", "to", "from"),
         ):
+            addr = info.get(f"{side}_addr")
             if not addr:
                 continue
             dest = tuple(addr)
             lsock = self._socket(info.get("socket", 0), dest)
-            data = _bye(lsock, contact, route, from_hdr, to_hdr, info, int(cseq) + 1)
+            data = _bye(
+                lsock,
+                info.get(f"{side}_contact"),
+                info.get(f"{side}_route") or [],
+                info.get(from_key),
+                info.get(to_key),
+                info,
+                int(info.get(f"{other}_cseq", 0)) + 1,
+            )
             if data is not None:
                 byes.append((lsock, data, dest))
         for lsock, data, dest in byes:
