@@ -34,6 +34,8 @@ class CounterRows:
         """One cell."""
     def column_sums(self) -> list[int]:
         """Per column, the sum over all rows (the process-wide total)."""
+    def column_sum(self, col: int) -> int:
+        """One column's sum over all rows (a shared total kept per process)."""
     def row(self, r: int) -> list[int]:
         """One process's values."""
     def zero_row(self, r: int) -> None:

@@ -323,6 +323,16 @@ cdef class CounterRows(_Region):
             out[c] = s
         return out
 
+    def column_sum(self, Py_ssize_t col):
+        """One column's sum over all rows (a shared total kept per process)."""
+        cdef Py_ssize_t r
+        cdef int64_t s = 0
+        if not 0 <= col < self.ncols:
+            _range_error(self.nrows, self.ncols, 0, col)
+        for r in range(self.nrows):
+            s += <int64_t>kx_atomic_load64(<uint64_t *>&self.cells[r * self.stride + col])
+        return s
+
     def row(self, Py_ssize_t r):
         cdef Py_ssize_t c
         if not 0 <= r < self.nrows:

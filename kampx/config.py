@@ -42,23 +42,27 @@ class ListenAddr:
         return f"{self.proto}:{host}:{self.port}"
 
 
+LISTEN_PROTOS = ("udp", "tcp", "tls")
+
+
 def parse_listen(text: str) -> ListenAddr:
-    """'udp:IP:PORT' (IPv6 as udp:[::1]:5060). Only literal IPs: kampx never resolves a name
-    to decide where to listen."""
+    """'udp:IP:PORT', 'tcp:IP:PORT', 'tls:IP:PORT' (IPv6 as udp:[::1]:5060). Only literal
+    IPs: kampx never resolves a name to decide where to listen."""
     proto, sep, rest = text.partition(":")
-    if not sep or proto.lower() != "udp":
-        raise ValueError(f"'{text}' is not udp:IP:PORT")
+    proto = proto.lower()
+    if not sep or proto not in LISTEN_PROTOS:
+        raise ValueError(f"'{text}' is not udp:IP:PORT, tcp:IP:PORT or tls:IP:PORT")
     if rest.startswith("["):
         host, sep, port = rest[1:].partition("]:")
     else:
         host, sep, port = rest.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"'{text}' is not udp:IP:PORT")
+        raise ValueError(f"'{text}' is not {proto}:IP:PORT")
     try:
         ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"'{text}': '{host}' is not an IP address") from None
-    return ListenAddr("udp", host, int(port))
+    return ListenAddr(proto, host, int(port))
 
 
 def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
@@ -109,6 +113,34 @@ class CoreConfig:
 
     def listen_addrs(self) -> list[ListenAddr]:
         return [parse_listen(x) for x in self.listen]
+
+
+@dataclass(frozen=True)
+class TcpConfig:
+    """TCP and TLS connections (Kamailio's tcp_* core parameters; docs/transports.md)."""
+
+    # a connection with no message either way for this long is closed
+    # (tcp_connection_lifetime)
+    connection_lifetime_s: int = 120
+    connect_timeout_s: int = 10  # an outgoing connect gives up (tcp_connect_timeout)
+    max_connections: int = 2048  # open at once, in and out, the whole proxy
+    max_connections_per_ip: int = 64  # from one source address at once
+    max_message_bytes: int = 65535  # headers + body of one message (Kamailio's BUF_SIZE)
+    # a message begun must be complete within this (a slow sender holds memory)
+    message_timeout_s: int = 10
+    max_send_queue_bytes: int = 1048576  # written but not yet taken by the peer
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """The certificate of tls: listen addresses, and what clients must show."""
+
+    certificate: str = ""  # PEM file; the chain may follow the certificate
+    private_key: str = ""  # PEM file
+    ca_list: str = ""  # PEM file of the CAs whose clients (and servers) are trusted
+    verify_client: bool = False  # a client without a certificate from ca_list is refused
+    verify_server: bool = False  # an outgoing connection checks the server's certificate
+    min_version: str = "TLSv1.2"  # TLSv1.2 or TLSv1.3
 
 
 @dataclass(frozen=True)
@@ -342,6 +374,8 @@ class Config:
     dns: DnsConfig = field(default_factory=DnsConfig)
     hep: HepConfig = field(default_factory=HepConfig)
     dispatcher: DispatcherConfig = field(default_factory=DispatcherConfig)
+    tcp: TcpConfig = field(default_factory=TcpConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
     path: str | None = None  # the file it came from; None = embedded default
 
     @property
@@ -414,6 +448,9 @@ def _semantic_checks(cfg: Config) -> None:
         raise ConfigError("bad value for [core] children: must be at least 1")
     if cfg.core.children * len(addrs) > 200:
         raise ConfigError("bad value for [core] children: at most 200 workers in all")
+    if len(addrs) > 100:
+        raise ConfigError("bad value for [core] listen: at most 100 addresses")
+    _stream_checks(cfg, addrs)
     if cfg.core.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
         raise ConfigError(f"bad value for [core] log_level: '{cfg.core.log_level}'")
     for alg in cfg.auth.algorithms:
@@ -556,6 +593,25 @@ def _db_checks(cfg: Config) -> None:
         )
     if cfg.db.connect_timeout_s < 1:
         raise ConfigError("bad value for [db] connect_timeout_s: must be at least 1")
+
+
+def _stream_checks(cfg: Config, addrs: list[ListenAddr]) -> None:
+    tcp, tls = cfg.tcp, cfg.tls
+    for key in ("connection_lifetime_s", "connect_timeout_s", "max_connections",
+                "max_connections_per_ip", "message_timeout_s"):
+        if getattr(tcp, key) < 1:
+            raise ConfigError(f"bad value for [tcp] {key}: must be at least 1")
+    if not 1024 <= tcp.max_message_bytes <= 1 << 20:
+        raise ConfigError("bad value for [tcp] max_message_bytes: 1024 to 1048576")
+    if tls.min_version not in ("TLSv1.2", "TLSv1.3"):
+        raise ConfigError(f"bad value for [tls] min_version: '{tls.min_version}' "
+                          "(TLSv1.2 or TLSv1.3)")
+    if any(a.proto == "tls" for a in addrs):
+        for key in ("certificate", "private_key"):
+            if not getattr(tls, key):
+                raise ConfigError(f"[tls] {key} is needed to listen on tls: addresses")
+    if tls.verify_client and not tls.ca_list:
+        raise ConfigError("[tls] verify_client needs [tls] ca_list (the CAs to trust)")
 
 
 def _security_checks(sec: SecurityConfig) -> None:

@@ -47,6 +47,18 @@ class Unresolved(NamedTuple):
     secure: bool
 
 
+class StreamDest(NamedTuple):
+    """A destination to reach over TCP or TLS (a `transport=tcp` or sips: URI); a plain
+    (ip, port) tuple means UDP."""
+
+    ip: str
+    port: int
+    proto: str
+
+
+STREAM_TRANSPORTS = {"tcp": "tcp", "tls": "tls"}
+
+
 class Forwarder:
     """`sockets`: every ListenSocket (any may be needed to send); `realm`: a host name that
     also means this proxy; `dialogs`: kampx.dialog.Dialogs (stray 2xx of known dialogs)."""
@@ -59,7 +71,9 @@ class Forwarder:
         self.forward_stray_replies = forward_stray_replies
         self._stateless_seq = 0
         self._myself = set()
+        self._senders: dict[tuple, object] = {}  # (family, proto) -> the first such socket
         for ls in sockets:
+            self._senders.setdefault((ls.family, ls.proto), ls)
             host = ls.addr.host.lower()
             self._myself.add((host, ls.port))
             if ls.port == 5060:
@@ -74,12 +88,12 @@ class Forwarder:
         return (h, port) in self._myself
 
     def socket_for(self, dest: tuple):
-        """The listen socket to send to `dest` from (the first of its address family)."""
+        """The listen socket to send to `dest` from: the first of its address family and
+        transport (a StreamDest names TCP or TLS; a plain tuple UDP). None when the proxy
+        has no such socket (it listens on no TLS address, say)."""
         fam = socket.AF_INET6 if ":" in dest[0] else socket.AF_INET
-        for ls in self.sockets:
-            if ls.family == fam:
-                return ls
-        return self.sockets[0]
+        proto = dest[2] if len(dest) == 3 else "udp"
+        return self._senders.get((fam, proto))
 
     @staticmethod
     def resolve(host: str, port: int, transport=None, secure: bool = False):
@@ -90,10 +104,24 @@ class Forwarder:
         if not 0 <= port < 65536:
             return None  # not a port (0 = none given: 5060)
         if is_ip(host):
+            if transport is None and not secure:
+                return (host, port or 5060)
+            proto = "tls" if secure else STREAM_TRANSPORTS.get(transport.lower(), "")
+            if proto:
+                return StreamDest(host, port or (5061 if proto == "tls" else 5060), proto)
+            if transport.lower() != "udp":
+                return None  # sctp, ws...: a transport kampx does not speak
             return (host, port or 5060)
         if not _is_dns_name(host):
             return None
         return Unresolved(host, port, transport, secure)
+
+    @staticmethod
+    def target_dest(target) -> tuple:
+        """An RFC 3263 target (kampx.dns) as a destination: a StreamDest unless UDP."""
+        if target.transport == "udp":
+            return (target.ip, target.port)
+        return StreamDest(target.ip, target.port, target.transport)
 
     def destination(self, msg, host=None, port=None):
         """Where a relayed request goes: `host:port` when given, else $du, else the
@@ -117,15 +145,18 @@ class Forwarder:
     @staticmethod
     def reply_destination(msg, src) -> tuple:
         """Where a reply to request `msg` goes (RFC 3261 18.2.2, RFC 3581): the source IP,
-        at the source port with rport, else the sent-by port."""
+        at the source port with rport or over a stream, else the sent-by port."""
         via = msg.top_via
-        if via is None or via.rport is not None:
-            return src
+        if via is None or via.rport is not None or msg.lsock.reliable:
+            return src  # a stream: the connection it came on (RFC 3261 18.2.2)
         return (src[0], via.port or 5060)
 
     def forward_stateless(self, msg, dest, branch_prefix: str) -> bool:
         """Forward without a transaction (an ACK for a 2xx): our Via with a fresh branch."""
         lsock = self.socket_for(dest)
+        if lsock is None:
+            self.stats.inc(SEND_ERRORS.base)
+            return False
         self._stateless_seq += 1  # unique: the prefix names the worker and its start
         branch = f"{branch_prefix}a{self._stateless_seq:x}.0"
         if lsock.sendto(msg.serialize(via=lsock.via_prefix + branch.encode()), dest):
@@ -168,8 +199,12 @@ class Forwarder:
         if not is_ip(host):
             stats.inc(DROP_REPLIES.base)  # never resolve a name to answer
             return False
-        dest = (host, nxt.rport if nxt.rport else (nxt.port or 5060))
-        if self.socket_for(dest).sendto(msg.serialize(), dest):
+        dest: tuple = (host, nxt.rport if nxt.rport else (nxt.port or 5060))
+        proto = STREAM_TRANSPORTS.get(nxt.transport.lower())
+        if proto is not None:
+            dest = StreamDest(host, dest[1], proto)
+        lsock = self.socket_for(dest)
+        if lsock is not None and lsock.sendto(msg.serialize(), dest):
             stats.inc(FWD_REPLIES.base)
             return True
         stats.inc(SEND_ERRORS.base)

@@ -302,7 +302,13 @@ class _Register:
                 raise _Reject(R_STAR_CONT)
             return
         self.path = self._path(msg)
-        self.nat_source = _source_uri(msg.src) if _behind_nat(msg) else ""
+        lsock = msg.lsock
+        if lsock is not None and lsock.reliable:
+            # over TCP/TLS the binding is the connection (Kamailio's tcp alias, RFC 5626's
+            # flow): lookup() sends calls back on it, wherever the Contact points
+            self.nat_source = f"{_source_uri(msg.src)};transport={lsock.proto}"
+        else:
+            self.nat_source = _source_uri(msg.src) if _behind_nat(msg) else ""
         self._contacts = contacts
         self._header_expires = header_expires
 
@@ -342,7 +348,7 @@ class _Register:
                 raise _Reject(R_INV_REGID)
             reg_id = int(raw_reg_id)
         received = self.nat_source
-        if received and _contact_is_source(uri, self.src):
+        if received and not self.msg.lsock.reliable and _contact_is_source(uri, self.src):
             received = ""
         expires_at = float(self.act + expires) if expires else 0.0
         return (

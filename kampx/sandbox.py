@@ -26,7 +26,7 @@ from kampx._cparse import parse
 from kampx.dns.resolver import Resolver
 from kampx.routing import loader
 from kampx.shared import SharedState
-from kampx.transport.udp import ListenSocket
+from kampx.transport.sockets import ListenSocket
 from kampx.worker import Worker
 
 SANDBOX_WORKER_ID = 0

@@ -47,6 +47,15 @@ class SharedState:
         self.nonces = NonceCounts(1 << 20)
         self.dns_cache = DnsCache(cfg.dns.cache_size, cfg.dns.cache_max_ttl)
         self.trace_spec = SharedBlob("trace", SPEC_CAPACITY)  # kampxctl trace's filter
+        # TCP/TLS (kampx/transport/stream.py): who owns the connection to an address, and
+        # each worker's count of open connections (column 0) and per source IP bucket
+        self.stream_aliases = None
+        self.stream_load = None
+        if any(a.proto != "udp" for a in cfg.core.listen_addrs()):
+            from kampx.transport.stream import IP_BUCKETS
+
+            self.stream_aliases = KeyIndex(max(1024, cfg.tcp.max_connections * 2), seed ^ 0x5)
+            self.stream_load = CounterRows(MAX_WORKER_IDS, 1 + IP_BUCKETS)
         self.location = None  # usrloc store (kampx.usrloc), set by attach_state()
         self.permissions = None  # address table (kampx.permissions), set by attach_state()
         self.dispatcher = None  # dispatcher sets (kampx.dispatcher), set by attach_state()
@@ -64,6 +73,8 @@ class SharedState:
             self.nonces,
             self.dns_cache,
             self.trace_spec,
+            self.stream_aliases,
+            self.stream_load,
             self.location,
             self.permissions,
             self.dispatcher,

@@ -75,7 +75,8 @@ class Supervisor:
     def start(self) -> None:
         from setproctitle import setproctitle
 
-        from kampx.transport.udp import BindError, bind_listen_sockets
+        from kampx.transport.listen import bind_listen_sockets
+        from kampx.transport.sockets import BindError
 
         setproctitle("kampx: supervisor")
         self.pid = os.getpid()
@@ -86,7 +87,10 @@ class Supervisor:
         try:
             addrs = self.cfg.core.listen_addrs()
             self.sockets = bind_listen_sockets(
-                addrs, self.takeover, reply_slots=len(addrs) * self.cfg.core.children
+                addrs,
+                self.takeover,
+                reply_slots=len(addrs) * self.cfg.core.children,
+                tls=self.cfg.tls,
             )
         except BindError as e:
             raise StartupError(str(e)) from None
@@ -292,6 +296,9 @@ class Supervisor:
 
     def _worker_died(self, w: Worker, code: int):
         self.shared.txn_index.purge_owner(w.worker_id)
+        if self.shared.stream_aliases is not None:  # its connections died with it
+            self.shared.stream_aliases.purge_owner(w.worker_id)
+            self.shared.stream_load.zero_row(w.worker_id)
         self.steer_replies()  # its id no longer steers anything
         from kampx import stats as S
         from kampx.tm.stats import ACTIVE_TRANSACTIONS, TXN_MEMORY

@@ -59,6 +59,7 @@ from kampx.tm.timers import TimerHeap
 from kampx.trace import Tracer
 from kampx.transport._recv import Receiver
 from kampx.transport.handoff import Handoff
+from kampx.transport.stream import SEND_FLAG, Streams
 
 log = logging.getLogger("kampx.worker")
 
@@ -94,9 +95,8 @@ class Worker:
     # ------------------------------------------------------------------ process setup --
 
     def title(self) -> str:
-        return (
-            f"kampx: udp receiver child={self.child_no} sock={self.sockets[self.listen_index].name}"
-        )
+        ls = self.sockets[self.listen_index]
+        return f"kampx: {ls.proto} receiver child={self.child_no} sock={ls.name}"
 
     def run(self) -> None:
         """The child process. Never returns."""
@@ -115,6 +115,8 @@ class Worker:
         finally:
             try:
                 self.tm.clear()
+                if self.streams is not None:
+                    self.streams.close_all()
                 self.dialogs.journal.drain(1.0)  # accounting records are not to be lost
                 if self.hep is not None:
                     self.hep.flush()
@@ -182,6 +184,22 @@ class Worker:
             self.script.module,
             HANDOFFS.base,
         )
+        self.streams = None
+        if shared.stream_aliases is not None:  # TCP/TLS: this worker's connections
+            self.streams = Streams(
+                self.worker_id,
+                cfg,
+                shared,
+                self.handoff,
+                self.stats,
+                self.ep,
+                self._deliver_stream,
+                lambda lsock, dest: self.tm.unreachable(lsock, dest),
+                self.sl_tag_prefix,
+            )
+            for ls in self.sockets:
+                if ls.reliable:
+                    ls.conns = self.streams
         self.pipeline()
         self.hooks = Hooks(self.script, self, self.stats, self._log_once)
         self.overload = OverloadControl(cfg.overload, self)
@@ -255,9 +273,15 @@ class Worker:
         by_fd = {}
         mine = self.sockets[self.listen_index]
         ep.register(mine.fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
-        by_fd[mine.fd] = mine
-        # the shared socket's datagrams carry their arrival time: overload control's signal
-        receivers = {mine.fd: Receiver(mine.fd, RECV_BATCH, True)}
+        streams = self.streams
+        accept_fd = -1  # a tcp:/tls: listen socket: connections to accept
+        receivers = {}
+        if mine.reliable:
+            accept_fd = mine.fd
+        else:
+            by_fd[mine.fd] = mine
+            # the shared socket's datagrams carry their arrival time: overload control's signal
+            receivers[mine.fd] = Receiver(mine.fd, RECV_BATCH, True)
         # the replies the kernel steers to this worker's slot, on every listen address
         # (a branch may leave from any of them): read until the very end, a stop included
         listen_index, child_no = self.slot
@@ -325,7 +349,11 @@ class Worker:
                                 self.handoff.drop(fd)
                             break
                         idx, src, data = item
-                        if idx < len(self.sockets):
+                        if idx & SEND_FLAG:  # a message to write on our connection
+                            ls = self.sockets[idx & 0x7F] if streams is not None else None
+                            if ls is not None and ls.reliable:
+                                streams.send(ls, data, src, handed=True)
+                        elif idx < len(self.sockets):
                             try:  # receive(), inlined: a call per packet less
                                 process(data, src, self.sockets[idx], True)
                             except Exception as e:
@@ -338,6 +366,18 @@ class Worker:
                 else:
                     ls = by_fd.get(fd)
                     if ls is None:
+                        if streams is not None and fd in streams.fds:
+                            try:
+                                streams.on_event(fd, _ev)
+                            except Exception as e:
+                                self._internal_error(e)
+                            continue
+                        if fd == accept_fd:
+                            if streams.accept(mine) and rotate and reading:
+                                # to the back of the wait queue: connections spread
+                                ep.unregister(fd)
+                                ep.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+                            continue
                         handler = io.get(fd)
                         if handler is not None:
                             try:
@@ -377,6 +417,8 @@ class Worker:
             if now >= next_check:
                 next_check = now + 1.0
                 overload.tick(now)
+                if streams is not None:
+                    streams.sweep(now)
                 if tracer.expired(time.time()):  # a trace ends by itself, ctl or not
                     tracer.stop()
                     process = self.pipeline()
@@ -402,6 +444,7 @@ class Worker:
         tap = taps[0] if len(taps) == 1 else _each(taps) if taps else None
         for ls in self.sockets:
             ls.tap = tap
+        self.current_process = process
         return process
 
     @staticmethod
@@ -437,6 +480,13 @@ class Worker:
         except Exception as e:
             self._internal_error(e)
 
+    def _deliver_stream(self, data: bytes, src: tuple, lsock) -> None:
+        """A message framed on one of this worker's connections (transport/stream.py)."""
+        try:
+            self.current_process(data, src, lsock, False)
+        except Exception as e:
+            self._internal_error(e)
+
     def _internal_error(self, e: Exception) -> None:
         self.stats.inc(INTERNAL_ERRORS.base)
         self._log_once("receive", e)
@@ -467,7 +517,7 @@ class Worker:
         reply = sl.salvage_400(data, src, e.reason, self.sl_tag_prefix)
         if reply is not None:
             payload, dest = reply
-            if lsock.sendto(payload, dest):
+            if lsock.sendto(payload, src if lsock.reliable else dest):  # streams: its connection
                 self.stats.inc(SL_ERR_REPLIES.base)
                 self.stats.inc(SL_REPLIES.base + 400 - 100)
 

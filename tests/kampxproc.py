@@ -128,7 +128,7 @@ class KampxProcess:
         return out
 
     def worker_pids(self) -> list[int]:
-        return sorted(pid for pid, title in self.children().items() if "udp receiver" in title)
+        return sorted(pid for pid, title in self.children().items() if " receiver child=" in title)
 
     def stop(self, sig=signal.SIGTERM, timeout: float = 10.0):
         if self.proc is None or self.proc.poll() is not None:

@@ -24,7 +24,7 @@ from kampx.tm import timers
 from kampx.tm.keys import server_key
 from kampx.tm.manager import TransactionManager
 from kampx.tm.timers import TimerHeap
-from kampx.transport.udp import ListenSocket
+from kampx.transport.sockets import ListenSocket
 
 CALLER = ("192.0.2.1", 5061)
 CALLEE = ("192.0.2.2", 5062)

@@ -47,6 +47,7 @@ CATALOGUE = (
     "kampx.trace",
     "kampx.dispatcher.stats",
     "kampx.acc",
+    "kampx.transport.stream",
 )
 
 

@@ -70,6 +70,8 @@ C_RESOLVING, C_TRYING, C_PROCEEDING, C_COMPLETED, C_ACCEPTED, C_TERMINATED = ran
 # what a request whose destination does not resolve gets
 UNRESOLVABLE_REPLY = (500, "Unresolvable destination", ())
 DNS_UNAVAILABLE_REPLY = (503, "Service Unavailable", ())
+# a destination's transport (transport=tls, sips:) on which the proxy does not listen
+NO_SOCKET_REPLY = (503, "No socket for the destination's transport", ())
 # CANCEL progress of a branch
 CANCEL_NONE, CANCEL_PENDING, CANCEL_SENT = range(3)
 
@@ -345,7 +347,13 @@ class TransactionManager:
             return self._relay_to_name(msg, dest)
         if mid == M.ACK:
             return self.fwd.forward_stateless(msg, dest, self.branch_prefix)
-        if not self.relay(msg, msg.lsock, msg.src, dest, self.fwd.socket_for(dest)):
+        lsock = self.fwd.socket_for(dest)
+        if lsock is None:
+            msg.error_reply = NO_SOCKET_REPLY
+            return False
+        if len(dest) == 3:  # a StreamDest: the socket says the transport now
+            dest = (dest[0], dest[1])
+        if not self.relay(msg, msg.lsock, msg.src, dest, lsock):
             return False
         t = msg.txn
         if t.next_dst is not None:
@@ -381,14 +389,18 @@ class TransactionManager:
                 return False
             first = lookup.targets[0]
             dest = (first.ip, first.port)
-            if not self.relay(msg, msg.lsock, msg.src, dest, self.fwd.socket_for(dest)):
+            lsock = self.fwd.socket_for(self.fwd.target_dest(first))
+            if lsock is None:
+                msg.error_reply = NO_SOCKET_REPLY
+                return False
+            if not self.relay(msg, msg.lsock, msg.src, dest, lsock):
                 return False
             msg.txn.next_targets = lookup.targets[1:]
             msg.txn.next_dst = None
             return True
         # waiting for the nameserver: the branch is made now (the request as it is now,
         # from the first listen socket of the family its name will most likely resolve to)
-        lsock = self.fwd.socket_for(("0.0.0.0", 0))
+        lsock = self.fwd.socket_for(("0.0.0.0", 0)) or self.fwd.sockets[0]
         if not self.relay(msg, msg.lsock, msg.src, None, lsock):
             return False
         pending.append(msg.txn.branches[-1])
@@ -418,7 +430,13 @@ class TransactionManager:
             return
         first = lookup.targets[0]
         dest = (first.ip, first.port)
-        lsock = self.fwd.socket_for(dest)
+        lsock = self.fwd.socket_for(self.fwd.target_dest(first))
+        if lsock is None:
+            c.state = C_TERMINATED
+            self._drop_branch(c)
+            code, reason, _ = NO_SOCKET_REPLY
+            self._branch_final(t, code, None, reason)
+            return
         if lsock is not c.lsock:  # another address family: our Via names its socket
             c.data = c.data.replace(c.lsock.via_prefix, lsock.via_prefix, 1)
             c.lsock = lsock
@@ -429,7 +447,7 @@ class TransactionManager:
         self._start_branch(c, self._first_reply_timeout(t))
 
     def _send_ack(self, msg, target) -> bool:
-        return self.fwd.forward_stateless(msg, (target.ip, target.port), self.branch_prefix)
+        return self.fwd.forward_stateless(msg, self.fwd.target_dest(target), self.branch_prefix)
 
     def next_target(self, t: ServerTxn):
         """t_next_dst(): the $du of the next RFC 3263 target of the last name relayed to,
@@ -610,8 +628,9 @@ class TransactionManager:
                 self._end_after(t, self.wait)
             else:
                 t.state = S_COMPLETED
-                t.g_interval = self.t1
-                t.timer_g = self.timers.call_later(self.t1, self._timer_g, t)
+                if not t.lsock.reliable:  # timer G: retransmissions on UDP only
+                    t.g_interval = self.t1
+                    t.timer_g = self.timers.call_later(self.t1, self._timer_g, t)
                 self._end_after(t, 64 * self.t1)
         else:
             t.state = S_COMPLETED
@@ -697,9 +716,16 @@ class TransactionManager:
         return True
 
     def _start_branch(self, c: ClientTxn, fr: float) -> None:
-        self._send_branch(c)
-        c.interval = self.t1
-        c.timer_retx = self.timers.call_later(self.t1, self._retransmit, c)
+        sent = self._send_branch(c)
+        if c.lsock.reliable:
+            if not sent:
+                # no connection carries it and none can be made: the branch fails as soon
+                # as the script's turn is over, not when its timer runs out
+                c.timer_fr = self.timers.call_later(0.0, self._branch_unreachable, c)
+                return
+        else:  # timers A/E: retransmissions on UDP only (RFC 3261 17.1.1.2)
+            c.interval = self.t1
+            c.timer_retx = self.timers.call_later(self.t1, self._retransmit, c)
         c.timer_fr = self.timers.call_later(fr, self._branch_timeout, c)
 
     def _first_reply_timeout(self, t: ServerTxn) -> float:
@@ -721,11 +747,12 @@ class TransactionManager:
             return req.fr_timers[0]
         return self.fr_inv
 
-    def _send_branch(self, c: ClientTxn) -> None:
+    def _send_branch(self, c: ClientTxn) -> bool:
         if c.lsock.sendto(c.data, c.dest):
             self.stats.inc(FWD_REQUESTS.base)
-        else:
-            self.stats.inc(SEND_ERRORS.base)
+            return True
+        self.stats.inc(SEND_ERRORS.base)
+        return False
 
     def _retransmit(self, c: ClientTxn) -> None:
         """Timers A (INVITE: doubling) and E (non-INVITE: doubling up to T2)."""
@@ -746,12 +773,28 @@ class TransactionManager:
         if c.is_invite and c.state == C_PROCEEDING and c.cancel == CANCEL_NONE:
             self._send_cancel(c)  # RFC 3261 16.8: stop the ringing downstream
         self.stats.inc(TIMEOUTS.base)
+        self._branch_failed(c, 408, "Request Timeout")
+
+    def _branch_unreachable(self, c: ClientTxn) -> None:
+        """The connection a branch needs could not be made (or the message not written)."""
+        if c.state == C_TRYING:
+            self._branch_failed(c, 480, "Temporarily Unavailable")
+
+    def _branch_failed(self, c: ClientTxn, code: int, reason: str) -> None:
         self._stop_branch(c)
         c.state = C_TERMINATED
         t = c.server
-        code, reason = (487, "Request Terminated") if t.cancelled else (408, "Request Timeout")
+        if t.cancelled:
+            code, reason = 487, "Request Terminated"
         self._branch_final(t, code, None, reason)
         self._later_drop(c)
+
+    def unreachable(self, lsock, dest: tuple) -> None:
+        """A connection to `dest` over `lsock`'s transport failed before it carried
+        anything (transport/stream.py): the branches that waited on it fail now."""
+        for c in list(self.client.values()):
+            if c.lsock is lsock and c.dest == dest and c.state == C_TRYING:
+                self._branch_unreachable(c)
 
     def _stop_branch(self, c: ClientTxn) -> None:
         for timer in (c.timer_retx, c.timer_fr):
@@ -794,6 +837,8 @@ class TransactionManager:
         c.cancel_data = _build_cancel(c.data)
         c.lsock.sendto(c.cancel_data, c.dest)
         self.stats.inc(FWD_REQUESTS.base)
+        if c.lsock.reliable:
+            return  # sent once on a stream
         c.cancel_interval = self.t1
         c.cancel_timer = self.timers.call_later(self.t1, self._retransmit_cancel, c, 0.0)
 

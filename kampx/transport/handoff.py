@@ -158,7 +158,7 @@ class Handoff:
         if len(pkt) < o:
             raise BadFrame("frame too short")
         idx, port, n = _HDR.unpack_from(pkt)
-        if idx >= self.listen_count:
+        if idx & 0x7F >= self.listen_count:  # 0x80: a message to write (transport/stream.py)
             raise BadFrame("frame names no listen socket")
         if port == 0:
             raise BadFrame("frame has source port 0")
