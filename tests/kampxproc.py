@@ -55,7 +55,8 @@ class KampxProcess:
         }
         for name, keys in (config or {}).items():
             sections.setdefault(name, {}).update(keys)
-        self.children_expected = sections["core"]["children"] * len(sections["core"]["listen"])
+        self.listen_count = len(sections["core"]["listen"])
+        self.children_expected = sections["core"]["children"] * self.listen_count
         self.config_path = os.path.join(self.workdir, "kampx.toml")
         with open(self.config_path, "w") as f:
             for name, keys in sections.items():
@@ -68,6 +69,19 @@ class KampxProcess:
         self.env.update(env or {})
         self.proc = None
         self.log_path = os.path.join(self.workdir, "kampx.log")
+
+    def add_listen(self, *addrs: str) -> None:
+        """More `[core] listen` addresses beside udp:PROXY:5060 (before start()); each brings
+        `children` more workers."""
+        with open(self.config_path) as f:
+            cfg = f.read()
+        one = f'listen = ["udp:{self.addrs.proxy}:5060"]'
+        assert one in cfg
+        every = ", ".join(f'"{a}"' for a in (f"udp:{self.addrs.proxy}:5060", *addrs))
+        with open(self.config_path, "w") as f:
+            f.write(cfg.replace(one, f"listen = [{every}]"))
+        self.children_expected += self.children_expected // self.listen_count * len(addrs)
+        self.listen_count += len(addrs)
 
     def start(self, ready_timeout: float = 10.0) -> "KampxProcess":
         self.log = open(self.log_path, "ab")

@@ -7,6 +7,8 @@ command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v sipsak >/dev/null 2>&1 || need+=(sipsak)
 command -v svwar >/dev/null 2>&1 || need+=(sipvicious)
 command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
+# the TLS tests make their CA and certificates with the openssl command
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # the cluster tests start their own PostgreSQL server (initdb + pg_ctl, no system cluster)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)

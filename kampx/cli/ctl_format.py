@@ -159,6 +159,19 @@ def ps_lines(processes: list[dict]) -> list[str]:
     return _table(("PID", "ROLE", "CPU", "MEM"), rows, {0, 2, 3})
 
 
+def tcp_lines(result: dict) -> list[str]:
+    out = [
+        f"tcp connections: {result.get('opened_connections', 0)}, "
+        f"tls: {result.get('opened_tls_connections', 0)} "
+        f"(at most {result.get('max_connections', '?')} in all, "
+        f"{result.get('max_connections_per_ip', '?')} per IP)",
+    ]
+    rows = [(w, n) for w, n in sorted(result["by_worker"].items(), key=lambda x: int(x[0]))]
+    if rows:
+        out += _table(("WORKER", "CONNECTIONS"), rows, {0, 1})
+    return out
+
+
 def uptime_lines(result: dict) -> list[str]:
     return [
         f"now: {when(result['now'])}",

@@ -416,6 +416,13 @@ def cmd_uptime(ctx: Ctx, args) -> None:
     ctx.emit(result, *ctl_format.uptime_lines(result))
 
 
+def cmd_tcp(ctx: Ctx, args) -> None:
+    result = ctx.client().call("core.tcp_info")
+    if not isinstance(result, dict) or "by_worker" not in result:
+        raise Failure("core.tcp_info: malformed result")
+    ctx.emit(result, *ctl_format.tcp_lines(result))
+
+
 def cmd_reload(ctx: Ctx, args) -> None:
     result = ctx.client().call("cfg.reload")
     script = result.get("script", "?") if isinstance(result, dict) else "?"
@@ -753,6 +760,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reset", action="store_true", help="reset them instead")
     _command(subs, "ps", cmd_ps, "the proxy's processes")
     _command(subs, "uptime", cmd_uptime, "when the proxy started")
+    _command(subs, "tcp", cmd_tcp, "TCP and TLS connections open now, per worker")
     _command(subs, "reload", cmd_reload, "reload the route script")
     _command(subs, "version", cmd_version, "versions of kampxctl and the running proxy")
     p = _command(

@@ -79,6 +79,7 @@ class Methods:
             "core.uptime": self.core_uptime,
             "core.psx": self.core_psx,
             "core.version": self.core_version,
+            "core.tcp_info": self.core_tcp_info,
             **self.stats.table(),
             "cfg.reload": self.cfg_reload,
             "system.listMethods": self.list_methods,
@@ -98,6 +99,31 @@ class Methods:
     def core_version(self, params: dict) -> dict:
         check_params(params, ())
         return {"name": "kampx", "version": __version__, "python": platform.python_version()}
+
+    def core_tcp_info(self, params: dict) -> dict:
+        """Kamailio's core.tcp_info: the TCP/TLS connections open now (from the shared
+        counts each worker keeps), per worker id, and the limits."""
+        from kampx.transport.stream import OPEN_CONNECTIONS
+
+        check_params(params, ())
+        tcp = self.cfg.tcp
+        out = {
+            "max_connections": tcp.max_connections,
+            "max_connections_per_ip": tcp.max_connections_per_ip,
+            "connection_lifetime_s": tcp.connection_lifetime_s,
+            "opened_connections": 0,
+            "opened_tls_connections": 0,
+            "by_worker": {},
+        }
+        load = self.shared.stream_load
+        if load is None:  # no tcp: or tls: listen address
+            return out
+        counters = self.shared.counters
+        out["opened_connections"] = counters.column_sum(OPEN_CONNECTIONS.col("tcp"))
+        out["opened_tls_connections"] = counters.column_sum(OPEN_CONNECTIONS.col("tls"))
+        nrows = load.shape[0]
+        out["by_worker"] = {str(w): n for w in range(nrows) if (n := load.get(w, 0)) > 0}
+        return out
 
     def list_methods(self, params: dict) -> list:
         check_params(params, ())
@@ -131,7 +157,7 @@ class Methods:
                 p.pid
                 for p in procinfo.processes(self.supervisor_pid)[1:]
                 if p.pid not in before
-                and (p.role.startswith("udp receiver") or p.role == "supervisor")
+                and (" receiver child=" in p.role or p.role == "supervisor")
             }
             if fresh:
                 self.cfg = cfg

@@ -640,22 +640,3 @@ class Streams:
                 except (OSError, ssl.SSLError):
                     pass
             self.close(c, "shutdown")
-
-    def info(self) -> list[dict]:
-        """This worker's connections (kampxctl core.tcp_info)."""
-        now = time.monotonic()
-        states = {CONNECTING: "connecting", HANDSHAKE: "handshake", OPEN: "open"}
-        return [
-            {
-                "transport": c.lsock.proto,
-                "socket": c.lsock.name,
-                "peer": f"[{c.peer[0]}]:{c.peer[1]}" if ":" in c.peer[0] else
-                f"{c.peer[0]}:{c.peer[1]}",
-                "direction": "out" if c.outgoing else "in",
-                "state": states.get(c.state, "closed"),
-                "idle_s": round(now - c.last, 1),
-                "send_queue": len(c.wbuf),
-                "read_buffer": len(c.rbuf),
-            }
-            for c in self.fds.values()
-        ]

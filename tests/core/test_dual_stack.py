@@ -85,14 +85,7 @@ def _echo_reply(req, code: int, reason: str, to_tag: str, contact: str) -> str:
 def px():
     port6 = _free_udp_port_v6()
     proxy = AuthProxy(users={"alice": PASSWORD})
-    v4 = proxy.addrs.proxy
-    with open(proxy.config_path) as f:
-        cfg = f.read()
-    one = f'listen = ["udp:{v4}:5060"]'
-    assert one in cfg
-    with open(proxy.config_path, "w") as f:
-        f.write(cfg.replace(one, f'listen = ["udp:{v4}:5060", "udp:[::1]:{port6}"]'))
-    proxy.children_expected *= 2
+    proxy.add_listen(f"udp:[::1]:{port6}")
     proxy.addr6 = ("::1", port6)
     proxy.start()
     yield proxy

@@ -148,9 +148,11 @@ def TOCARRIER():
             sl_send_reply(503, "Service Unavailable")  # every gateway of the set is down
             exit()
     else:
-        carrier = cfg_get("routing", "carrier")  # "sip:HOST[:PORT]"
+        carrier = cfg_get("routing", "carrier")  # "sip:HOST[:PORT][;transport=tcp]"
         hostport = carrier.split(":", 1)[1].split(";", 1)[0].rpartition("@")[2]
         rewritehostport(hostport)
+        if ";" in carrier:
+            setdsturi(carrier)  # its parameters (transport=tcp) say how to reach it
     setflag(cfg_get("acc", "outbound_flag"))
     record_route()
     t_on_failure(CARRIER_FAILED)

@@ -1,0 +1,504 @@
+"""SIP over TCP, over the real wire on loopback: framing (RFC 3261 18.3), keep-alives (RFC
+5626 3.5.1), the limits that close a connection, a phone registered over TCP reached on its
+own connection by a call from the UDP carrier, a connection lost mid-call, and a carrier
+reached over a TCP connection the proxy opens (transport=tcp)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+from authkit import AuthProxy
+from sipclient import Request, authorize, new_branch, new_callid, new_tag, parse
+from streamclient import StreamPeer, StreamServer, echo_reply, lines
+
+PASSWORD = "alice-pw-1"
+GW_PORT = 5070
+
+
+def _proxy(config: dict | None = None, carrier_params: str = "") -> AuthProxy:
+    """kampx on udp: and tcp: PROXY:5060; `carrier_params` go on the carrier's URI."""
+    px = AuthProxy(users={"alice": PASSWORD, "bob": "bob-pw-1"}, config=config)
+    px.add_listen(f"tcp:{px.addrs.proxy}:5060")
+    if carrier_params:
+        with open(px.config_path) as f:
+            text = f.read()
+        old = f'carrier = "sip:{px.addrs.carrier}:{GW_PORT}"'
+        assert old in text
+        with open(px.config_path, "w") as f:
+            f.write(text.replace(old, old[:-1] + carrier_params + '"'))
+    return px.start()
+
+
+@pytest.fixture
+def px():
+    proxy = _proxy()
+    yield proxy
+    proxy.close()
+
+
+def _phone(px) -> StreamPeer:
+    return StreamPeer.connect(px.addrs.phone, (px.addrs.proxy, 5060))
+
+
+def _options(peer: StreamPeer, proxy_ip: str) -> str:
+    return lines(
+        f"OPTIONS sip:{proxy_ip} SIP/2.0",
+        f"Via: SIP/2.0/TCP {peer.hostport};branch={new_branch()};rport",
+        f"From: <sip:ka@{peer.ip}>;tag={new_tag()}",
+        f"To: <sip:{proxy_ip}>",
+        f"Call-ID: {new_callid()}",
+        "CSeq: 1 OPTIONS",
+        "Max-Forwards: 70",
+    )
+
+
+def _register(px, phone: StreamPeer, user: str = "alice", password: str = PASSWORD) -> None:
+    """REGISTER over the connection with digest; the Contact names the phone's port."""
+    reg = Request(
+        "REGISTER",
+        "sip:kampx.test",
+        [
+            ("Via", f"SIP/2.0/TCP {phone.hostport};branch={new_branch()};rport"),
+            ("From", f"<sip:{user}@kampx.test>;tag={new_tag()}"),
+            ("To", f"<sip:{user}@kampx.test>"),
+            ("Call-ID", new_callid()),
+            ("CSeq", "1 REGISTER"),
+            ("Contact", f"<sip:{user}@{phone.hostport};transport=tcp>"),
+            ("Expires", "300"),
+            ("Max-Forwards", "70"),
+        ],
+    )
+    phone.send(reg.encode())
+    challenge = phone.recv()
+    assert challenge.status == 401
+    phone.send(authorize(reg, challenge, user, password).encode())
+    ok = phone.recv()
+    assert ok.status == 200, ok.first_line
+
+
+class Carrier:
+    """The carrier over UDP, from the address in the carrier group."""
+
+    def __init__(self, px):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((px.addrs.carrier, 0))
+        self.sock.settimeout(3.0)
+        self.ip, self.port = px.addrs.carrier, self.sock.getsockname()[1]
+        self.hostport = f"{self.ip}:{self.port}"
+        self.proxy = (px.addrs.proxy, 5060)
+
+    def send(self, text: str) -> None:
+        self.sock.sendto(text.encode(), self.proxy)
+
+    def recv(self, skip_provisional: bool = False):
+        while True:
+            msg = parse(self.sock.recvfrom(65535)[0])
+            if skip_provisional and not msg.is_request and msg.status < 200:
+                continue
+            return msg
+
+    def invite(self, call_id: str, ftag: str) -> None:
+        self.send(
+            lines(
+                "INVITE sip:alice@kampx.test SIP/2.0",
+                f"Via: SIP/2.0/UDP {self.hostport};branch={new_branch()}",
+                f"From: <sip:+15550100@{self.ip}>;tag={ftag}",
+                "To: <sip:alice@kampx.test>",
+                f"Call-ID: {call_id}",
+                "CSeq: 1 INVITE",
+                f"Contact: <sip:gw@{self.hostport}>",
+                "Max-Forwards: 70",
+            )
+        )
+
+    def in_dialog(self, method: str, cseq: int, target: str, routes, call_id, ftag) -> None:
+        self.send(
+            lines(
+                f"{method} {target} SIP/2.0",
+                f"Via: SIP/2.0/UDP {self.hostport};branch={new_branch()}",
+                *(f"Route: {r}" for r in routes),
+                f"From: <sip:+15550100@{self.ip}>;tag={ftag}",
+                "To: <sip:alice@kampx.test>;tag=callee",
+                f"Call-ID: {call_id}",
+                f"CSeq: {cseq} {method}",
+                "Max-Forwards: 70",
+            )
+        )
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _answered_call(px, phone: StreamPeer, carrier: Carrier):
+    """The carrier calls alice (registered over TCP): the INVITE arrives on her connection;
+    she answers, the carrier ACKs. Returns (the carrier's route set, Call-ID, its tag)."""
+    proxy = px.addrs.proxy
+    call_id, ftag = new_callid(), new_tag()
+    carrier.invite(call_id, ftag)
+    inv = phone.recv()
+    assert inv.method == "INVITE"
+    assert inv.vias[0].startswith(f"SIP/2.0/TCP {proxy};branch=z9hG4bK")
+    # UDP in, TCP out: Kamailio's double Record-Route, the TCP one names its transport
+    assert inv.get_all("record-route") == [
+        f"<sip:{proxy};transport=tcp;r2=on;lr>",
+        f"<sip:{proxy};r2=on;lr>",
+    ]
+    phone.send(echo_reply(inv, 180, "Ringing", "callee", None))
+    phone.send(echo_reply(inv, 200, "OK", "callee", f"sip:alice@{phone.hostport};transport=tcp"))
+    answer = carrier.recv(skip_provisional=True)
+    assert answer.status == 200
+    routes = answer.get_all("record-route")[::-1]
+    target = f"sip:alice@{phone.hostport};transport=tcp"
+    carrier.in_dialog("ACK", 1, target, routes, call_id, ftag)
+    ack = phone.recv()
+    assert ack.method == "ACK" and not ack.get_all("route")
+    return routes, call_id, ftag
+
+
+# ---------------------------------------------------------------------------- framing --
+
+
+def test_keepalive_ping_pong_and_messages_split_or_joined(px):
+    phone = _phone(px)
+    try:
+        # RFC 5626 3.5.1: CRLFCRLF is answered with CRLF
+        phone.send(b"\r\n\r\n")
+        phone.sock.settimeout(3)
+        assert phone.sock.recv(16) == b"\r\n"
+        # two requests in one write, then one written in three pieces
+        first, second = _options(phone, px.addrs.proxy), _options(phone, px.addrs.proxy)
+        phone.send(first + second)
+        assert phone.recv().status == 200
+        assert phone.recv().status == 200
+        third = _options(phone, px.addrs.proxy).encode()
+        for piece in (third[:10], third[10:70], third[70:]):
+            phone.send(piece)
+            time.sleep(0.05)
+        reply = phone.recv()
+        assert reply.status == 200
+        # rport filled in from the connection's source
+        assert f"rport={phone.port}" in reply.vias[0]
+    finally:
+        phone.close()
+    assert px.metric("kampx_tcp_keepalives_total") >= 1
+    assert px.metric("kampx_tcp_passive_open_total") >= 1
+
+
+def test_a_request_without_content_length_gets_400_and_the_connection_closes(px):
+    phone = _phone(px)
+    try:
+        text = _options(phone, px.addrs.proxy).replace("Content-Length: 0\r\n", "")
+        phone.send(text)
+        reply = phone.recv()
+        assert reply.status == 400 and "Content-Length" in reply.reason
+        assert phone.wait_closed(3.0)
+    finally:
+        phone.close()
+    assert px.metric('kampx_tcp_closed_total{reason="bad_framing"}') == 1
+    # the proxy goes on: a new connection is served
+    again = _phone(px)
+    try:
+        again.send(_options(again, px.addrs.proxy))
+        assert again.recv().status == 200
+    finally:
+        again.close()
+
+
+def test_a_3kb_invite_from_a_tcp_phone_reaches_a_udp_phone(px):
+    """alice (TCP) calls bob (UDP): 407, then the authorized INVITE with a 3 kB body goes
+    out over UDP to bob, Record-Routed for both sockets; bob's 200 comes back on alice's
+    connection."""
+    proxy = px.addrs.proxy
+    bob = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    bob.bind((px.addrs.client, 0))
+    bob.settimeout(3.0)
+    bob_hp = f"{px.addrs.client}:{bob.getsockname()[1]}"
+    alice = _phone(px)
+    try:
+        reg = Request(
+            "REGISTER",
+            "sip:kampx.test",
+            [
+                ("Via", f"SIP/2.0/UDP {bob_hp};branch={new_branch()};rport"),
+                ("From", f"<sip:bob@kampx.test>;tag={new_tag()}"),
+                ("To", "<sip:bob@kampx.test>"),
+                ("Call-ID", new_callid()),
+                ("CSeq", "1 REGISTER"),
+                ("Contact", f"<sip:bob@{bob_hp}>"),
+                ("Expires", "300"),
+            ],
+        )
+        bob.sendto(reg.encode(), (proxy, 5060))
+        ch = parse(bob.recvfrom(65535)[0])
+        bob.sendto(authorize(reg, ch, "bob", "bob-pw-1").encode(), (proxy, 5060))
+        assert parse(bob.recvfrom(65535)[0]).status == 200
+
+        sdp = "v=0\r\n" + "".join(f"a=x-pad:{i:04d}{'z' * 40}\r\n" for i in range(64))
+        assert len(sdp) > 3000
+        inv = Request(
+            "INVITE",
+            "sip:bob@kampx.test",
+            [
+                ("Via", f"SIP/2.0/TCP {alice.hostport};branch={new_branch()};rport"),
+                ("From", f"<sip:alice@kampx.test>;tag={new_tag()}"),
+                ("To", "<sip:bob@kampx.test>"),
+                ("Call-ID", new_callid()),
+                ("CSeq", "1 INVITE"),
+                ("Contact", f"<sip:alice@{alice.hostport};transport=tcp>"),
+                ("Content-Type", "application/sdp"),
+                ("Max-Forwards", "70"),
+            ],
+            body=sdp.encode(),
+        )
+        alice.send(inv.encode())
+        challenge = alice.recv(skip_provisional=True)
+        assert challenge.status == 407
+        alice.send(authorize(inv, challenge, "alice", PASSWORD).encode())
+        got = parse(bob.recvfrom(65535)[0])
+        assert got.method == "INVITE" and got.body == sdp.encode()
+        assert got.vias[0].startswith(f"SIP/2.0/UDP {proxy};branch=")
+        assert got.vias[1].startswith(f"SIP/2.0/TCP {alice.hostport};")
+        assert got.get_all("record-route") == [
+            f"<sip:{proxy};r2=on;lr>",
+            f"<sip:{proxy};transport=tcp;r2=on;lr>",
+        ]
+        bob.sendto(echo_reply(got, 200, "OK", "bobtag", f"sip:bob@{bob_hp}").encode(),
+                   (proxy, 5060))
+        ok = alice.recv(skip_provisional=True)
+        assert ok.status == 200 and ok.to_tag == "bobtag"
+    finally:
+        alice.close()
+        bob.close()
+
+
+# ----------------------------------------------------------------- calls to a TCP phone --
+
+
+def test_a_phone_registered_over_tcp_is_called_on_its_connection_both_ways(px):
+    phone, carrier = _phone(px), Carrier(px)
+    try:
+        _register(px, phone)
+        routes, call_id, ftag = _answered_call(px, phone, carrier)
+        # the phone hangs up over TCP along its route set (the Record-Routes as received)
+        phone_routes = [
+            f"<sip:{px.addrs.proxy};transport=tcp;r2=on;lr>",
+            f"<sip:{px.addrs.proxy};r2=on;lr>",
+        ]
+        phone.send(
+            lines(
+                f"BYE sip:gw@{carrier.hostport} SIP/2.0",
+                f"Via: SIP/2.0/TCP {phone.hostport};branch={new_branch()};rport",
+                *(f"Route: {r}" for r in phone_routes),
+                "From: <sip:alice@kampx.test>;tag=callee",
+                f"To: <sip:+15550100@{carrier.ip}>;tag={ftag}",
+                f"Call-ID: {call_id}",
+                "CSeq: 1 BYE",
+                "Max-Forwards: 70",
+            )
+        )
+        bye = carrier.recv()
+        assert bye.method == "BYE" and not bye.get_all("route")
+        assert bye.vias[0].startswith(f"SIP/2.0/UDP {px.addrs.proxy};")
+        carrier.send(echo_reply(bye, 200, "OK", ftag, None))
+        ok = phone.recv()
+        assert ok.status == 200 and ok.cseq == (1, "BYE")
+    finally:
+        phone.close()
+        carrier.close()
+
+
+def test_a_connection_lost_mid_call_fails_fast_with_480(px):
+    """The phone's connection closes during the call: the carrier's BYE gets 480 at once
+    (no connection, the phone's port refuses a new one), not 408 after the timers; a new
+    call to the binding too."""
+    phone, carrier = _phone(px), Carrier(px)
+    try:
+        _register(px, phone)
+        routes, call_id, ftag = _answered_call(px, phone, carrier)
+        phone.close()
+        time.sleep(0.2)
+        started = time.monotonic()
+        carrier.in_dialog(
+            "BYE", 2, f"sip:alice@{phone.hostport};transport=tcp", routes, call_id, ftag
+        )
+        reply = carrier.recv(skip_provisional=True)
+        assert reply.status == 480
+        carrier.invite(new_callid(), new_tag())
+        reply = carrier.recv(skip_provisional=True)
+        assert reply.status == 480
+        assert time.monotonic() - started < 2.5
+    finally:
+        carrier.close()
+    assert px.metric('kampx_tcp_closed_total{reason="eof"}') >= 1
+
+
+# ------------------------------------------------------------------------ limits --------
+
+
+def test_slow_oversized_idle_and_too_many_connections_are_closed():
+    px = _proxy(
+        {
+            "tcp": {
+                "message_timeout_s": 1,
+                "connection_lifetime_s": 3,
+                "max_message_bytes": 4096,
+                "max_connections_per_ip": 3,
+            }
+        }
+    )
+    peers: list[StreamPeer] = []
+    try:
+        # slowloris: half a request, then nothing: closed within the message timeout (+1 s
+        # sweep), before the idle lifetime
+        slow = _phone(px)
+        peers.append(slow)
+        slow.send(_options(slow, px.addrs.proxy)[:60])
+        assert slow.wait_closed(2.8)
+        # headers that never end: closed once past max_message_bytes
+        big = _phone(px)
+        peers.append(big)
+        big.send(b"OPTIONS sip:x SIP/2.0\r\n" + b"X-Pad: " + b"a" * 5000)
+        assert big.wait_closed(2.0)
+        # a body announced past the limit
+        huge = _phone(px)
+        peers.append(huge)
+        huge.send(_options(huge, px.addrs.proxy).replace("Content-Length: 0", "Content-Length: 9000"))
+        assert huge.wait_closed(2.0)
+        # three connections from one IP are served, the fourth is refused at once
+        three = [_phone(px) for _ in range(3)]
+        peers += three
+        for p in three:
+            p.send(_options(p, px.addrs.proxy))
+            assert p.recv().status == 200
+        fourth = _phone(px)
+        peers.append(fourth)
+        assert fourth.wait_closed(2.0)
+        # another source is not affected
+        other = StreamPeer.connect(px.addrs.client, (px.addrs.proxy, 5060))
+        peers.append(other)
+        other.send(_options(other, px.addrs.proxy))
+        assert other.recv().status == 200
+        # and a connection with nothing to say is closed after the idle lifetime
+        assert other.wait_closed(5.0)
+        assert px.metric('kampx_tcp_closed_total{reason="slow"}') == 1
+        assert px.metric('kampx_tcp_closed_total{reason="too_large"}') == 2
+        assert px.metric('kampx_tcp_closed_total{reason="limit"}') == 1
+        assert px.metric('kampx_tcp_closed_total{reason="idle"}') >= 1
+        assert px.metric("kampx_core_internal_errors_total") == 0
+    finally:
+        for p in peers:
+            p.close()
+        px.close()
+
+
+# ----------------------------------------------------------- a carrier over TCP ---------
+
+
+def test_outbound_calls_to_a_tcp_carrier_use_one_connection_and_fail_fast_when_down():
+    # the carrier's gateway listens on TCP; the proxy connects to it (transport=tcp)
+    px = _proxy(carrier_params=";transport=tcp")
+    gw_ip = px.addrs.carrier
+    gw: StreamServer | None = StreamServer(gw_ip, GW_PORT)
+    try:
+        phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        phone.bind((px.addrs.phone, 0))
+        phone.settimeout(3.0)
+        hp = f"{px.addrs.phone}:{phone.getsockname()[1]}"
+        proxy = (px.addrs.proxy, 5060)
+        inv = Request(
+            "INVITE",
+            "sip:+15559999@kampx.test",
+            [
+                ("Via", f"SIP/2.0/UDP {hp};branch={new_branch()};rport"),
+                ("From", f"<sip:alice@kampx.test>;tag={new_tag()}"),
+                ("To", "<sip:+15559999@kampx.test>"),
+                ("Call-ID", new_callid()),
+                ("CSeq", "1 INVITE"),
+                ("Contact", f"<sip:alice@{hp}>"),
+                ("Max-Forwards", "70"),
+            ],
+        )
+        phone.sendto(inv.encode(), proxy)
+        challenge = parse(phone.recvfrom(65535)[0])
+        assert challenge.status == 407
+        authed = authorize(inv, challenge, "alice", PASSWORD)
+        phone.sendto(authed.encode(), proxy)
+        conn = gw.accept()
+        got = conn.recv()
+        assert got.method == "INVITE"
+        assert got.vias[0].startswith(f"SIP/2.0/TCP {px.addrs.proxy};branch=")
+        conn.send(echo_reply(got, 200, "OK", "gwtag", f"sip:gw@{gw_ip}:{GW_PORT};transport=tcp"))
+        while True:
+            ok = parse(phone.recvfrom(65535)[0])
+            if ok.status >= 200:
+                break
+        assert ok.status == 200
+        # the BYE to the gateway's Contact reuses the proxy's connection
+        routes = ok.get_all("record-route")[::-1]
+        phone.sendto(
+            lines(
+                f"BYE sip:gw@{gw_ip}:{GW_PORT};transport=tcp SIP/2.0",
+                f"Via: SIP/2.0/UDP {hp};branch={new_branch()};rport",
+                *(f"Route: {r}" for r in routes),
+                "From: <sip:alice@kampx.test>;tag=" + authed.get("from").split("tag=")[1],
+                "To: <sip:+15559999@kampx.test>;tag=gwtag",
+                f"Call-ID: {authed.get('call-id')}",
+                "CSeq: 3 BYE",
+                "Max-Forwards: 70",
+            ).encode(),
+            proxy,
+        )
+        bye = conn.recv()
+        assert bye.method == "BYE"
+        gw.sock.settimeout(0.3)
+        with pytest.raises((TimeoutError, socket.timeout)):
+            gw.sock.accept()  # no second connection
+        conn.send(echo_reply(bye, 200, "OK", "gwtag", None))
+        assert parse(phone.recvfrom(65535)[0]).status == 200
+
+        # the gateway goes away: the next call fails at once with 480
+        conn.close()
+        gw.close()
+        gw = None
+        time.sleep(0.2)
+        again = authorize(inv, challenge, "alice", PASSWORD, nc=2)
+        again.set("Call-ID", new_callid())
+        started = time.monotonic()
+        phone.sendto(again.encode(), proxy)
+        while True:
+            reply = parse(phone.recvfrom(65535)[0])
+            if reply.status >= 200:
+                break
+        assert reply.status == 480
+        assert time.monotonic() - started < 2.0
+        assert px.metric("kampx_tcp_active_open_total") >= 2
+        assert px.metric('kampx_tcp_closed_total{reason="connect_failed"}') >= 1
+        phone.close()
+    finally:
+        if gw is not None:
+            gw.close()
+        px.close()
+
+
+def test_tcp_workers_are_titled_and_share_the_connections(px):
+    titles = list(px.children().values())
+    sock = f"tcp:{px.addrs.proxy}:5060"
+    assert titles.count(f"kampx: tcp receiver child=1 sock={sock}") == 1
+    assert titles.count(f"kampx: tcp receiver child=2 sock={sock}") == 1
+    peers = [_phone(px) for _ in range(6)]
+    try:
+        for p in peers:
+            p.send(_options(p, px.addrs.proxy))
+            assert p.recv().status == 200
+        info = json.loads(px.ctl("rpc", "core.tcp_info").stdout)
+        assert info["opened_connections"] == 6
+        assert len(info["by_worker"]) == 2, info  # both workers hold some of the six
+        assert sum(info["by_worker"].values()) == 6
+        text = px.ctl("tcp").stdout
+        assert "tcp connections: 6" in text
+    finally:
+        for p in peers:
+            p.close()
