@@ -597,15 +597,21 @@ def _db_checks(cfg: Config) -> None:
 
 def _stream_checks(cfg: Config, addrs: list[ListenAddr]) -> None:
     tcp, tls = cfg.tcp, cfg.tls
-    for key in ("connection_lifetime_s", "connect_timeout_s", "max_connections",
-                "max_connections_per_ip", "message_timeout_s"):
+    for key in (
+        "connection_lifetime_s",
+        "connect_timeout_s",
+        "max_connections",
+        "max_connections_per_ip",
+        "message_timeout_s",
+    ):
         if getattr(tcp, key) < 1:
             raise ConfigError(f"bad value for [tcp] {key}: must be at least 1")
     if not 1024 <= tcp.max_message_bytes <= 1 << 20:
         raise ConfigError("bad value for [tcp] max_message_bytes: 1024 to 1048576")
     if tls.min_version not in ("TLSv1.2", "TLSv1.3"):
-        raise ConfigError(f"bad value for [tls] min_version: '{tls.min_version}' "
-                          "(TLSv1.2 or TLSv1.3)")
+        raise ConfigError(
+            f"bad value for [tls] min_version: '{tls.min_version}' (TLSv1.2 or TLSv1.3)"
+        )
     if any(a.proto == "tls" for a in addrs):
         for key in ("certificate", "private_key"):
             if not getattr(tls, key):

@@ -194,7 +194,7 @@ class Worker:
                 self.stats,
                 self.ep,
                 self._deliver_stream,
-                lambda lsock, dest: self.tm.unreachable(lsock, dest),
+                self._unreachable,
                 self.sl_tag_prefix,
             )
             for ls in self.sockets:
@@ -350,8 +350,8 @@ class Worker:
                             break
                         idx, src, data = item
                         if idx & SEND_FLAG:  # a message to write on our connection
-                            ls = self.sockets[idx & 0x7F] if streams is not None else None
-                            if ls is not None and ls.reliable:
+                            ls = self.sockets[idx & 0x7F]
+                            if streams is not None and ls.reliable:
                                 streams.send(ls, data, src, handed=True)
                         elif idx < len(self.sockets):
                             try:  # receive(), inlined: a call per packet less
@@ -372,7 +372,7 @@ class Worker:
                             except Exception as e:
                                 self._internal_error(e)
                             continue
-                        if fd == accept_fd:
+                        if fd == accept_fd and streams is not None:
                             if streams.accept(mine) and rotate and reading:
                                 # to the back of the wait queue: connections spread
                                 ep.unregister(fd)
@@ -486,6 +486,10 @@ class Worker:
             self.current_process(data, src, lsock, False)
         except Exception as e:
             self._internal_error(e)
+
+    def _unreachable(self, lsock, dest: tuple) -> None:
+        """A connection this worker opened failed before carrying anything."""
+        self.tm.unreachable(lsock, dest)
 
     def _internal_error(self, e: Exception) -> None:
         self.stats.inc(INTERNAL_ERRORS.base)

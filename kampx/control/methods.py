@@ -156,8 +156,7 @@ class Methods:
             fresh = {
                 p.pid
                 for p in procinfo.processes(self.supervisor_pid)[1:]
-                if p.pid not in before
-                and (" receiver child=" in p.role or p.role == "supervisor")
+                if p.pid not in before and (" receiver child=" in p.role or p.role == "supervisor")
             }
             if fresh:
                 self.cfg = cfg

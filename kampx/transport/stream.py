@@ -37,8 +37,8 @@ import ssl
 import time
 import zlib
 
-from kampx import stats as S
 from kampx import sl
+from kampx import stats as S
 from kampx.config import ListenAddr
 from kampx.stats.core import BAD_MSG_HDR
 from kampx.transport.sockets import BindError, ListenSocket, bind_reason

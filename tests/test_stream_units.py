@@ -1,0 +1,109 @@
+"""The stream transport's pieces without a proxy: framing (RFC 3261 18.3, RFC 5626 3.5.1),
+listen addresses and [tcp]/[tls] config, destinations with a transport, alias keys."""
+
+from __future__ import annotations
+
+import pytest
+
+from kampx import config
+from kampx.forward import Forwarder, StreamDest
+from kampx.transport.stream import FrameError, alias_key, frame
+
+MSG = (
+    b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.1;branch=z9hG4bK1\r\n"
+    b"Content-Length: 5\r\n\r\nhello"
+)
+
+
+def test_one_message_then_nothing():
+    buf = bytearray(MSG)
+    assert frame(buf, 65535) == (MSG, 0)
+    assert buf == b""
+    assert frame(buf, 65535) == (None, 0)
+
+
+def test_a_message_in_pieces_waits_for_its_body():
+    buf = bytearray(MSG[:-2])
+    assert frame(buf, 65535) == (None, 0)
+    assert buf == MSG[:-2]  # nothing taken
+    buf += MSG[-2:] + MSG
+    assert frame(buf, 65535)[0] == MSG
+    assert frame(buf, 65535)[0] == MSG
+    assert buf == b""
+
+
+def test_compact_content_length_and_case():
+    m = MSG.replace(b"Content-Length: 5", b"l:5")
+    assert frame(bytearray(m), 65535)[0] == m
+    m = MSG.replace(b"Content-Length: 5", b"CONTENT-LENGTH   :   5  ")
+    assert frame(bytearray(m), 65535)[0] == m
+
+
+def test_keepalive_pings_are_counted_and_a_lone_crlf_skipped():
+    buf = bytearray(b"\r\n\r\n\r\n\r\n" + MSG)
+    assert frame(buf, 65535) == (b"", 2)
+    assert frame(buf, 65535)[0] == MSG
+    buf = bytearray(b"\r\n" + MSG)  # a pong (or padding) before a message
+    assert frame(buf, 65535)[0] == MSG
+    buf = bytearray(b"\r\n\r")  # maybe the start of a ping: wait
+    assert frame(buf, 65535) == (None, 0) and buf == b"\r\n\r"
+
+
+def test_no_content_length_is_bad_framing_with_the_head_for_a_400():
+    m = MSG.replace(b"Content-Length: 5\r\n", b"")
+    with pytest.raises(FrameError) as e:
+        frame(bytearray(m), 65535)
+    assert e.value.args[0] == "bad_framing"
+    assert e.value.args[1].startswith(b"OPTIONS sip:x") and e.value.args[1].endswith(b"\r\n\r\n")
+    # a Content-Length in the body does not count
+    m = b"OPTIONS sip:x SIP/2.0\r\nVia: x\r\n\r\nContent-Length: 0\r\n"
+    with pytest.raises(FrameError):
+        frame(bytearray(m), 65535)
+
+
+def test_too_large_headers_or_body():
+    with pytest.raises(FrameError, match="too_large"):
+        frame(bytearray(b"OPTIONS sip:x SIP/2.0\r\nX: " + b"a" * 2000), 1024)
+    with pytest.raises(FrameError, match="too_large"):
+        frame(bytearray(MSG.replace(b"Content-Length: 5", b"Content-Length: 99999")), 1024)
+    # a huge number is too large, not an error of another kind
+    with pytest.raises(FrameError, match="too_large"):
+        frame(bytearray(MSG.replace(b"Content-Length: 5", b"Content-Length: 999999999")), 1024)
+
+
+def test_listen_addresses_by_transport():
+    assert config.parse_listen("tcp:127.0.0.1:5060") == config.ListenAddr("tcp", "127.0.0.1", 5060)
+    assert config.parse_listen("TLS:[::1]:5061") == config.ListenAddr("tls", "::1", 5061)
+    assert str(config.parse_listen("tls:[::1]:5061")) == "tls:[::1]:5061"
+    for bad in ("sctp:127.0.0.1:5060", "ws:127.0.0.1:80", "tcp:localhost:5060", "tcp:1.2.3.4"):
+        with pytest.raises(ValueError):
+            config.parse_listen(bad)
+
+
+def test_tls_listen_needs_a_certificate_and_verify_client_a_ca():
+    with pytest.raises(config.ConfigError, match=r"\[tls\] certificate"):
+        config.from_dict({"core": {"listen": ["tls:127.0.0.1:5061"]}})
+    with pytest.raises(config.ConfigError, match="ca_list"):
+        config.from_dict({"tls": {"verify_client": True}})
+    with pytest.raises(config.ConfigError, match="min_version"):
+        config.from_dict({"tls": {"min_version": "TLSv1.0"}})
+    with pytest.raises(config.ConfigError, match="max_message_bytes"):
+        config.from_dict({"tcp": {"max_message_bytes": 100}})
+    cfg = config.from_dict({"core": {"listen": ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]}})
+    assert cfg.tcp.connection_lifetime_s == 120 and cfg.tcp.max_connections == 2048
+
+
+def test_destinations_carry_their_transport():
+    resolve = Forwarder.resolve
+    assert resolve("192.0.2.1", 0) == ("192.0.2.1", 5060)
+    assert resolve("192.0.2.1", 0, "udp") == ("192.0.2.1", 5060)
+    assert resolve("192.0.2.1", 0, "TCP") == StreamDest("192.0.2.1", 5060, "tcp")
+    assert resolve("192.0.2.1", 0, "tls") == StreamDest("192.0.2.1", 5061, "tls")
+    assert resolve("192.0.2.1", 5070, None, True) == StreamDest("192.0.2.1", 5070, "tls")
+    assert resolve("[2001:db8::1]", 0, "tcp") == StreamDest("2001:db8::1", 5060, "tcp")
+    assert resolve("192.0.2.1", 0, "sctp") is None  # a transport kampx does not speak
+
+
+def test_alias_keys_spell_an_address_one_way():
+    assert alias_key("tcp", "2001:db8:0:0::1", 5060) == alias_key("tcp", "2001:db8::1", 5060)
+    assert alias_key("tcp", "192.0.2.1", 5060) != alias_key("tls", "192.0.2.1", 5060)
