@@ -129,6 +129,10 @@ class TcpConfig:
     # a message begun must be complete within this (a slow sender holds memory)
     message_timeout_s: int = 10
     max_send_queue_bytes: int = 1048576  # written but not yet taken by the peer
+    # RFC 3261 18.1.1: a request larger than this that would go over UDP goes over TCP
+    # (when the proxy listens on TCP), and over UDP after all when TCP is refused; 0 = off,
+    # as Kamailio's udp_mtu (the RFC suggests 1300)
+    udp_mtu: int = 0
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from kampx._cparse import SipParseError, build_reply, parse
 from kampx.dialog import CONFIRMED, STATE
 from kampx.dns.resolver import FAILED_RELAYS
 from kampx.dns.rfc3263 import UNAVAILABLE
-from kampx.forward import Unresolved
+from kampx.forward import StreamDest, Unresolved
 from kampx.overload import overload_reply
 from kampx.routing.flow import HandedOff, ScriptExit
 from kampx.rr import branch_lines
@@ -53,6 +53,7 @@ from kampx.tm.stats import (
     UAS_TRANSACTIONS,
 )
 from kampx.tm.timers import TimerHeap
+from kampx.transport.stream import MTU_SWITCHED
 
 log = logging.getLogger("kampx.tm")
 
@@ -164,6 +165,7 @@ class ClientTxn:
         "cancel_interval",
         "ack_data",
         "sent_at",
+        "udp_fallback",
     )
 
     def __init__(self, server, branch, dest, lsock, data, is_invite):
@@ -184,6 +186,9 @@ class ClientTxn:
         self.cancel_interval = 0.0
         self.ack_data = None
         self.sent_at = 0.0
+        # (udp lsock, data): a request moved to TCP for its size, to send over UDP when
+        # TCP is refused (RFC 3261 18.1.1)
+        self.udp_fallback = None
 
 
 def _class_rank(code: int) -> tuple:
@@ -240,6 +245,7 @@ class TransactionManager:
         self.overload_reply = overload_reply(cfg.overload)
         self.max_bytes = tm.max_memory_mb << 20
         self.max_branches = tm.max_branches
+        self.udp_mtu = cfg.tcp.udp_mtu
         self.worker_id = worker_id
         self.stats = stats
         self.timers = timers
@@ -698,10 +704,14 @@ class TransactionManager:
         data = msg.serialize(
             via=send_lsock.via_prefix + branch.encode(), rr=branch_lines(msg, send_lsock)
         )
+        fallback = None
+        if self.udp_mtu and len(data) > self.udp_mtu and dest is not None:
+            fallback, send_lsock, data = self._over_tcp(msg, branch, dest, send_lsock, data)
         if not self._charge_bytes(t, len(data)):
             self._refuse(msg, f"[tm] max_memory_mb ({self.max_bytes >> 20}) reached")
             return False
         c = ClientTxn(t, branch, dest, send_lsock, data, t.is_invite)
+        c.udp_fallback = fallback
         t.branches.append(c)
         t.pending += 1
         self.client[branch] = c
@@ -714,6 +724,19 @@ class TransactionManager:
         else:
             self._start_branch(c, self._first_reply_timeout(t))
         return True
+
+    def _over_tcp(self, msg, branch: str, dest: tuple, lsock, data: bytes) -> tuple:
+        """RFC 3261 18.1.1: a request larger than [tcp] udp_mtu that would go over UDP goes
+        over TCP when the proxy has a TCP socket of that family. Returns (the UDP fallback
+        or None, the socket, the data) to send with."""
+        if lsock.reliable:
+            return None, lsock, data
+        tcp = self.fwd.socket_for(StreamDest(dest[0], dest[1], "tcp"))
+        if tcp is None:
+            return None, lsock, data
+        self.stats.inc(MTU_SWITCHED.base)
+        over_tcp = msg.serialize(via=tcp.via_prefix + branch.encode(), rr=branch_lines(msg, tcp))
+        return (lsock, data), tcp, over_tcp
 
     def _start_branch(self, c: ClientTxn, fr: float) -> None:
         sent = self._send_branch(c)
@@ -777,8 +800,15 @@ class TransactionManager:
 
     def _branch_unreachable(self, c: ClientTxn) -> None:
         """The connection a branch needs could not be made (or the message not written)."""
-        if c.state == C_TRYING:
-            self._branch_failed(c, 480, "Temporarily Unavailable")
+        if c.state != C_TRYING:
+            return
+        if c.udp_fallback is not None:  # moved to TCP for its size: UDP after all
+            self._stop_branch(c)
+            c.lsock, c.data = c.udp_fallback
+            c.udp_fallback = None
+            self._start_branch(c, self._first_reply_timeout(c.server))
+            return
+        self._branch_failed(c, 480, "Temporarily Unavailable")
 
     def _branch_failed(self, c: ClientTxn, code: int, reason: str) -> None:
         self._stop_branch(c)

@@ -105,6 +105,12 @@ HANDED_SENDS = S.family(
     S.KIND_COUNTER,
     "Messages passed to the worker that owns their connection, to be written there",
 )
+MTU_SWITCHED = S.family(
+    "tcp",
+    "mtu_switched",
+    S.KIND_COUNTER,
+    "Requests larger than [tcp] udp_mtu sent over TCP instead of UDP (RFC 3261 18.1.1)",
+)
 STATISTICS = (
     OPEN_CONNECTIONS,
     ACCEPTED,
@@ -113,6 +119,7 @@ STATISTICS = (
     TLS_FAILURES,
     KEEPALIVES,
     HANDED_SENDS,
+    MTU_SWITCHED,
 )
 
 
