@@ -47,7 +47,7 @@ def _options(peer: StreamPeer, proxy_ip: str) -> str:
     return lines(
         f"OPTIONS sip:{proxy_ip} SIP/2.0",
         f"Via: SIP/2.0/TCP {peer.hostport};branch={new_branch()};rport",
-        f"From: <sip:ka@{peer.ip}>;tag={new_tag()}",
+        f"From: <sip:ka@{peer.hostport}>;tag={new_tag()}",
         f"To: <sip:{proxy_ip}>",
         f"Call-ID: {new_callid()}",
         "CSeq: 1 OPTIONS",
@@ -585,5 +585,47 @@ def test_a_request_past_udp_mtu_goes_over_tcp_and_over_udp_when_tcp_is_refused()
         assert px.metric("kampx_tcp_mtu_switched_total") == 2
     finally:
         udp.close()
+        carrier.close()
+        px.close()
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        s.bind(("::1", 0))
+        s.close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no ::1 on this machine")
+def test_a_phone_on_tcp_over_ipv6_is_called_from_the_ipv4_carrier():
+    probe = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    probe.bind(("::1", 0))
+    port6 = probe.getsockname()[1]
+    probe.close()
+    px = AuthProxy(users={"alice": PASSWORD})
+    px.add_listen(f"tcp:[::1]:{port6}")
+    px.start()
+    phone = StreamPeer.connect("::1", ("::1", port6))
+    carrier = Carrier(px)
+    try:
+        phone.send(_options(phone, f"[::1]:{port6}"))
+        ok = phone.recv()
+        assert ok.status == 200 and f"rport={phone.port}" in ok.vias[0]
+        _register(px, phone)
+        carrier.invite(new_callid(), new_tag())
+        inv = phone.recv()
+        assert inv.method == "INVITE"
+        assert inv.vias[0].startswith(f"SIP/2.0/TCP [::1]:{port6};branch=")
+        assert inv.get_all("record-route") == [
+            f"<sip:[::1]:{port6};transport=tcp;r2=on;lr>",
+            f"<sip:{px.addrs.proxy};r2=on;lr>",
+        ]
+        phone.send(echo_reply(inv, 486, "Busy Here", "callee", None))
+        assert carrier.recv(skip_provisional=True).status == 486
+    finally:
+        phone.close()
         carrier.close()
         px.close()
