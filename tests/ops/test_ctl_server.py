@@ -155,7 +155,8 @@ def test_list_methods(ctl):
         "ul.dump", "ul.lookup", "ul.rm", "ul.rm_contact", "ul.add",
         "permissions.addressReload", "permissions.addressDump", "dns.view", "dns.delete_all",
         "dispatcher.reload", "dispatcher.list", "dispatcher.set_state", "core.uptime", "core.psx",
-        "core.version", "stats.get_statistics", "stats.reset_statistics", "cfg.reload",
+        "core.version", "core.tcp_info", "stats.get_statistics", "stats.reset_statistics",
+        "cfg.reload",
         "trace.start", "trace.read", "trace.stop", "acc.cdrs", "acc.list", "acc.summary",
         "dlg.list", "dlg.show", "dlg.end", "system.listMethods"])
 
