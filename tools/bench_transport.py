@@ -12,7 +12,8 @@ changing only what must change, then hands over to bench.py's own runner and rep
     (written to OUT/kamailio-stream.cfg), kampx's generated config with the same listens and
     `carrier = "sip:GW;transport=tcp"`;
   - TLS: Debian's SIPp is built without TLS, so SIPp's TCP goes through socat, which speaks
-    TLS to the proxy (UAC side: SIPp -> socat TCP:PROXY:5062 -> TLS PROXY:5061; gateway
+    TLS to the proxy (UAC side: SIPp, its messages addressed to PROXY:5061, sends them with
+    -rsa to socat at PROXY:5062 -> TLS PROXY:5061; gateway
     side: the proxy's TLS to GW:5061 -> socat -> SIPp's TCP at GW:5060). socat's CPU is not
     the proxy's: the CPU-per-call columns count the proxy's processes only. The latency
     probe (UDP OPTIONS) is off in TLS mode.
@@ -35,6 +36,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 FRONT_PORT = 5062  # TLS mode: socat's TCP front for SIPp's UAC, on the proxy's address
 TLS_PORT = 5061
@@ -93,9 +95,12 @@ def _patch(bench, transport: str, pki: str) -> None:
     """SIPp in TCP mode, kampx's generated config with the stream listens and carrier."""
     plain_sipp_base = bench.sipp_base
 
-    def sipp_base(*a, **kw):
-        cmd = plain_sipp_base(*a, **kw)
+    def sipp_base(args, scn_file, local_ip, *rest, **kw):
+        cmd = plain_sipp_base(args, scn_file, local_ip, *rest, **kw)
         cmd[cmd.index("-t") + 1] = "t1"
+        if transport == "tls" and local_ip != bench.ADDR["carrier_uas"]:
+            # a UAC: its messages name the proxy's TLS address, its bytes go to socat
+            cmd += ["-rsa", f"{bench.ADDR['proxy']}:{FRONT_PORT}"]
         return cmd
 
     bench.sipp_base = sipp_base
@@ -144,11 +149,9 @@ def _patch(bench, transport: str, pki: str) -> None:
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             ),
         ]
-        bench.PROXY_PORT = FRONT_PORT
+        bench.PROXY_PORT = TLS_PORT  # what the UAC's messages name; -rsa sends them to socat
         try:
-            import time
-
-            time.sleep(0.3)
+            time.sleep(0.5)
             return plain_run_step(args, target, scen_name, rate, stepdir, callers, callees)
         finally:
             bench.PROXY_PORT = 5060
