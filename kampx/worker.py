@@ -324,6 +324,8 @@ class Worker:
                     # retiring: also keep answering retransmissions for a while
                     self.stop_deadline = min(self.stop_deadline, now + self.tm.wait)
             journal.flush()  # this round's dialog records: one write
+            if streams is not None and streams.dirty:
+                streams.flush()  # this round's messages on each connection: one send each
             if hep is not None:
                 hep.flush()  # this round's HEP copies: one sendmmsg
             if tracer.changed():  # one word read per round: what a trace costs untraced

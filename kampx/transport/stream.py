@@ -239,8 +239,12 @@ def frame(buf: bytearray, max_bytes: int):
         raise FrameError("too_large")
     if len(buf) < total:
         return None, 0
-    data = bytes(buf[:total])
-    del buf[:total]
+    if len(buf) == total:  # the usual case: the read brought one whole message
+        data = bytes(buf)
+        buf.clear()
+    else:
+        data = bytes(memoryview(buf)[:total])
+        del buf[:total]
     return data, 0
 
 
@@ -272,6 +276,7 @@ class Conn:
         "last",
         "since",
         "events",
+        "out",
     )
 
     def __init__(self, sock, lsock, peer: tuple, key: bytes, bucket: int, outgoing: bool, now):
@@ -288,6 +293,7 @@ class Conn:
         self.last = now  # the last message either way (idle lifetime)
         self.since = 0.0  # when the unfinished message in rbuf began (0: none)
         self.events = select.EPOLLIN
+        self.out: list[bytes] = []  # written this round, sent by Streams.flush()
 
 
 class Streams:
@@ -313,6 +319,7 @@ class Streams:
         self.tag_prefix = tag_prefix
         self.fds: dict[int, Conn] = {}
         self.by_key: dict[bytes, Conn] = {}
+        self.dirty: list[Conn] = []  # connections written to this round
         self.alias_ttl = self.cfg.connection_lifetime_s + ALIAS_SLACK_S
         self.max_bytes = self.cfg.max_message_bytes
 
@@ -488,10 +495,14 @@ class Streams:
         Content-Length), then the connection is closed (the stream has lost its place)."""
         self.stats.inc(BAD_MSG_HDR.base)
         reason = e.args[0]
+        out = c.out  # what this round answered before: it goes first
         if len(e.args) > 1:
             reply = sl.salvage_400(e.args[1], c.peer, "Content-Length required", self.tag_prefix)
             if reply is not None:
-                self._write(c, reply[0])
+                out.append(reply[0])
+        if out and not c.wbuf:
+            self._send_now(c, b"".join(out))
+        out.clear()
         self.close(c, reason)
 
     # ---------------------------------------------------------------- sending ----------
@@ -514,9 +525,33 @@ class Streams:
         return self._connect(lsock, (ip, port), data)
 
     def _write(self, c: Conn, data: bytes) -> bool:
+        """Write a message: gathered with the others for this connection until the worker's
+        loop calls flush() at the end of its round (one system call for the replies to
+        everything one read brought)."""
         c.last = time.monotonic()
         if c.state != OPEN or c.wbuf:
             return self._queue(c, data)
+        if not c.out:
+            self.dirty.append(c)
+        c.out.append(data)
+        return True
+
+    def flush(self) -> None:
+        """Send what this round wrote on each connection."""
+        dirty = self.dirty
+        self.dirty = []
+        for c in dirty:
+            out = c.out
+            if not out or c.state != OPEN:
+                continue
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            if c.wbuf:
+                self._queue(c, data)
+            else:
+                self._send_now(c, data)
+
+    def _send_now(self, c: Conn, data: bytes) -> bool:
         try:
             n = c.sock.send(data)
         except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
@@ -638,6 +673,7 @@ class Streams:
                 self.aliases.refresh(c.key, self.worker_id, refresh_at)
 
     def close_all(self) -> None:
+        self.flush()
         for c in list(self.fds.values()):
             if c.wbuf and c.state == OPEN:
                 try:  # what is queued, one last try
