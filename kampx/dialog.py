@@ -355,6 +355,7 @@ class Dialogs:
             "to": reply.header("to"),
             "callee_contact": contacts[0].uri if contacts else None,
             "callee_addr": list(reply.src),
+            "callee_socket": reply.lsock.index,  # the callee's side may be another transport
             # RFC 3261 12.1: the callee's side of us is the Record-Routes above ours,
             # nearest first; the caller's side those below
             "callee_route": rrs[:at][::-1] if at >= 0 else [],

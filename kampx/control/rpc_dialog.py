@@ -3,10 +3,11 @@
 `dlg.end` ends a call from outside, as Kamailio's dlg.end_dlg does: a BYE to each side,
 in the dialog as that side knows it (the caller's gets the callee's From and the caller's
 route set, and the other way round), sent from the proxy's own socket so that a phone
-behind NAT takes it, to the address each side's last message came from. A BYE is sent
-again after RETRANSMIT_S (UDP may lose it; a UA answers a repeated BYE like the first);
-the 200s come back to the proxy and end there. The dialog's CDR is written at once
-(end_reason "ended").
+behind NAT takes it, to the address each side's last message came from. Over UDP a BYE is
+sent again after RETRANSMIT_S (UDP may lose it; a UA answers a repeated BYE like the
+first); a side on TCP or TLS gets its BYE once, on its connection, written by the worker
+that owns it. The 200s come back to the proxy and end there. The dialog's CDR is written
+at once (end_reason "ended").
 """
 
 from __future__ import annotations
@@ -43,6 +44,13 @@ class DialogRpc:
         self.shared = shared
         self.cfg = cfg
         self.sockets = list(sockets)
+        if any(ls.reliable for ls in self.sockets):
+            from kampx.transport.stream import RelaySender
+
+            relay = RelaySender(shared)
+            for ls in self.sockets:
+                if ls.reliable:
+                    ls.conns = relay  # a BYE on TCP/TLS goes through the connection's owner
         self._dialogs = None  # made on first use, in the ctl process (its journal, stats)
         self._lock = threading.Lock()
 
@@ -125,7 +133,10 @@ class DialogRpc:
             if not addr:
                 continue
             dest = tuple(addr)
-            lsock = self._socket(info.get("socket", 0), dest)
+            index = info.get("socket", 0)
+            if side == "callee":
+                index = info.get("callee_socket", index)
+            lsock = self._socket(index, dest)
             data = _bye(
                 lsock,
                 info.get(f"{side}_contact"),
@@ -139,19 +150,21 @@ class DialogRpc:
                 byes.append((lsock, data, dest))
         for lsock, data, dest in byes:
             lsock.sendto(data, dest)
-        if byes:
-            threading.Thread(target=_resend, args=(byes,), daemon=True).start()
+        datagrams = [b for b in byes if not b[0].reliable]  # a stream carries it once
+        if datagrams:
+            threading.Thread(target=_resend, args=(datagrams,), daemon=True).start()
         return [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for _, _, (h, p) in byes]
 
     def _socket(self, index: int, dest: tuple):
-        """The socket the call used on `dest`'s side: the one it came in on when that is of
-        dest's address family, else the first of that family (a call that crossed from
-        IPv4 to IPv6)."""
+        """The socket the call used on `dest`'s side: the one it came in on (or the 2xx,
+        for the callee) when that is of dest's address family, else the first UDP one of
+        that family (a call that crossed from IPv4 to IPv6)."""
         family = socket.AF_INET6 if ":" in dest[0] else socket.AF_INET
         same = [ls for ls in self.sockets if ls.family == family]
         for ls in same:
             if ls.index == index:
                 return ls
+        same = [ls for ls in same if not ls.reliable] or same
         return same[0] if same else self.sockets[0]
 
 
@@ -171,7 +184,7 @@ def _bye(lsock, contact, route, from_hdr, to_hdr, info, cseq) -> bytes | None:
     branch = "z9hG4bKkxdlg" + os.urandom(8).hex()
     lines = [
         f"BYE {contact} SIP/2.0",
-        f"Via: SIP/2.0/UDP {lsock.hostport};branch={branch};rport",
+        f"Via: SIP/2.0/{lsock.proto.upper()} {lsock.hostport};branch={branch};rport",
         *(f"Route: {r}" for r in route),
         "Max-Forwards: 70",
         f"From: {from_hdr}",

@@ -68,6 +68,28 @@ def parent_pid(pid: int) -> int | None:
         return None
 
 
+def frame(lsock_index: int, src: tuple, data: bytes) -> bytes:
+    """What Handoff.send() writes and Handoff.decode() reads."""
+    ip = src[0].encode()
+    return _HDR.pack(lsock_index, src[1], len(ip)) + ip + data
+
+
+def send_once(instance: str, owner: int, lsock_index: int, src: tuple, data: bytes) -> bool:
+    """One frame to worker `owner` from a process that is no worker (the ctl process: a
+    dlg.end BYE to write on a worker's connection), on a connection of its own. The owner
+    accepts it as from a sibling: same uid, child of the same supervisor."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        s.settimeout(FULL_WAIT_S * 10)
+        s.connect(address(instance, owner))
+        s.send(frame(lsock_index, src, data))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
 class BadFrame(Exception):
     """A frame that is not what Handoff.send() writes; the argument is the reason."""
 
@@ -200,21 +222,20 @@ class Handoff:
     def send(self, owner: int, lsock_index: int, src: tuple, data: bytes) -> bool:
         """Pass a datagram to worker `owner`. False when that worker is gone (or so stuck
         that its queue stayed full): the caller then handles the packet itself."""
-        ip = src[0].encode()
-        frame = _HDR.pack(lsock_index, src[1], len(ip)) + ip + data
+        msg = frame(lsock_index, src, data)
         for _attempt in (0, 1):
             s = self.outbound.get(owner) or self._connect(owner)
             if s is None:
                 return False
             try:
-                s.send(frame)
+                s.send(msg)
                 return True
             except BlockingIOError:
                 _, writable, _ = select.select([], [s], [], FULL_WAIT_S)
                 if not writable:
                     return False
                 try:
-                    s.send(frame)
+                    s.send(msg)
                     return True
                 except OSError:
                     return False

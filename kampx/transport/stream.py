@@ -201,6 +201,26 @@ def bind_stream(index: int, addr: ListenAddr, takeover: bool, tls) -> StreamList
     return ls
 
 
+class RelaySender:
+    """Sending on a stream from a process that owns no connection (the ctl process's
+    `dlg end`): through the worker that owns the connection to `dest`, or not at all (a
+    BYE to a phone whose connection is gone cannot reach it anyway)."""
+
+    def __init__(self, shared):
+        self.shared = shared
+
+    def send(self, lsock, data: bytes, dest: tuple, handed: bool = False) -> bool:
+        from kampx.transport.handoff import send_once
+
+        aliases = self.shared.stream_aliases
+        if aliases is None:
+            return False
+        owner = aliases.lookup(alias_key(lsock.proto, dest[0], dest[1]), time.monotonic())
+        if owner < 0:
+            return False
+        return send_once(self.shared.instance, owner, lsock.index | SEND_FLAG, dest, data)
+
+
 # ----------------------------------------------------------------------------- framing --
 
 

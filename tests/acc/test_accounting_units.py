@@ -89,7 +89,7 @@ class Reply(SimpleNamespace):
             contacts=[SimpleNamespace(uri="sip:alice@198.51.100.7")],
             record_routes=[SimpleNamespace(raw=rr)],
             src=("198.51.100.7", 5060),
-            lsock=SimpleNamespace(rr_value=rr, rr_double=b"<sip:127.0.0.1;r2=on;lr>"),
+            lsock=SimpleNamespace(index=0, rr_value=rr, rr_double=b"<sip:127.0.0.1;r2=on;lr>"),
         )
 
     def header(self, name):

@@ -335,6 +335,27 @@ def test_a_connection_lost_mid_call_fails_fast_with_480(px):
     assert px.metric('kampx_tcp_closed_total{reason="eof"}') >= 1
 
 
+def test_dlg_end_reaches_the_tcp_phone_on_its_connection(px):
+    """kampxctl dlg end from the ctl process: the phone's BYE is written on its connection
+    by the worker that owns it, once; the carrier's goes over UDP."""
+    phone, carrier = _phone(px), Carrier(px)
+    try:
+        _register(px, phone)
+        _, call_id, _ = _answered_call(px, phone, carrier)
+        out = px.ctl("dlg", "end", call_id).stdout
+        assert f"{phone.ip}:{phone.port}" in out and f"{carrier.ip}:{carrier.port}" in out
+        to_phone, to_carrier = phone.recv(), carrier.recv()
+        assert to_phone.method == to_carrier.method == "BYE"
+        assert to_phone.vias[0].startswith(f"SIP/2.0/TCP {px.addrs.proxy};")
+        assert to_carrier.vias[0].startswith(f"SIP/2.0/UDP {px.addrs.proxy};")
+        phone.send(echo_reply(to_phone, 200, "OK", "x", None))
+        with pytest.raises((TimeoutError, socket.timeout)):
+            phone.recv(timeout=2.0)  # UDP's resends at 0.5 and 1.5 s: not on a stream
+    finally:
+        phone.close()
+        carrier.close()
+
+
 # ------------------------------------------------------------------------ limits --------
 
 
