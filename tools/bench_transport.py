@@ -18,6 +18,9 @@ changing only what must change, then hands over to bench.py's own runner and rep
     the proxy's: the CPU-per-call columns count the proxy's processes only. The latency
     probe (UDP OPTIONS) is off in TLS mode.
 
+kampx's /metrics at the end of each step is kept as OUT/run/kampx-*/metrics.txt
+(connections, hand-offs, handed sends).
+
 Scenarios: options, register and call-outbound (call-carrier-in needs the callee's SIPp to
 register over the connection it answers on, which SIPp cannot do across two processes).
 
@@ -130,6 +133,24 @@ def _patch(bench, transport: str, pki: str) -> None:
         return path
 
     bench.KampxTarget._write_config = write_config
+
+    plain_stop = bench.KampxTarget.stop
+
+    def stop(self):
+        """kampx's counters at the end of the step (connections, hand-offs) into its work
+        directory, then the harness's stop."""
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://{proxy}:9090/metrics", timeout=3) as r:
+                text = r.read().decode()
+            with open(os.path.join(self.workdir, "metrics.txt"), "w") as f:
+                f.write(text)
+        except OSError:
+            pass
+        plain_stop(self)
+
+    bench.KampxTarget.stop = stop
 
     if transport != "tls":
         return
