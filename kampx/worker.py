@@ -52,6 +52,7 @@ from kampx.stats.core import (
     INTERNAL_ERRORS,
     RCV_REPLIES,
     RCV_REQUESTS,
+    SEND_ERRORS,
     STEERED,
 )
 from kampx.tm.manager import TransactionManager
@@ -115,6 +116,9 @@ class Worker:
         finally:
             try:
                 self.tm.clear()
+                for ls in self.sockets:
+                    if not ls.reliable and ls.pending:
+                        ls.flush()
                 if self.streams is not None:
                     self.streams.close_all()
                 self.dialogs.journal.drain(1.0)  # accounting records are not to be lost
@@ -299,6 +303,9 @@ class Worker:
         ep.register(self._wake_r, select.EPOLLIN)
         process = self.pipeline()
         tracer = self.tracer
+        datagram_socks = [ls for ls in self.sockets if not ls.reliable]
+        for ls in datagram_socks:
+            ls.pending = []  # sends wait for the end of the round (flushed above)
         rotate = self.cfg.core.children > 1
         timers = self.timers
         overload = self.overload
@@ -324,6 +331,11 @@ class Worker:
                     # retiring: also keep answering retransmissions for a while
                     self.stop_deadline = min(self.stop_deadline, now + self.tm.wait)
             journal.flush()  # this round's dialog records: one write
+            for ls in datagram_socks:  # this round's datagrams: one sendmmsg per socket
+                if ls.pending:
+                    failed = ls.flush()
+                    if failed:
+                        self.stats.add(SEND_ERRORS.base, failed)
             if streams is not None and streams.dirty:
                 streams.flush()  # this round's messages on each connection: one send each
             if hep is not None:

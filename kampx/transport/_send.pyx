@@ -1,15 +1,16 @@
 # cython: language_level=3
-"""Sending a batch of datagrams on a connected socket in one sendmmsg(2) call.
+"""Sending a loop round's datagrams in one sendmmsg(2) call.
 
-For traffic that can wait until the end of a loop round and goes to one peer (the HEP
-copies of every SIP message, kampx/hep.py): one system call per round instead of one per
-datagram. Non-blocking: what the socket cannot take now is dropped and counted by the
-caller, never waited for.
+send_batch: on a connected socket, to its one peer (the HEP copies of every SIP message,
+kampx/hep.py). sendto_batch: on a listen socket, each datagram to its own address (what a
+worker's round of requests and replies sends: kampx/transport/sockets.py), the addresses
+packed once by `sockaddr` when the datagram was queued. Non-blocking: what the socket cannot
+take now is dropped and counted by the caller, never waited for.
 """
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from libc.errno cimport EINTR, errno
+from libc.errno cimport EAGAIN, EINTR, errno
 from libc.string cimport memset
 
 
@@ -33,6 +34,126 @@ cdef extern from "<sys/socket.h>":
         unsigned int msg_len
     int sendmmsg(int fd, mmsghdr *vec, unsigned int vlen, int flags) nogil
     int MSG_DONTWAIT
+    int AF_INET
+    int AF_INET6
+
+cdef extern from "<netinet/in.h>":
+    struct in_addr:
+        unsigned int s_addr
+    struct in6_addr:
+        unsigned char s6_addr[16]
+    struct sockaddr_in:
+        unsigned short sin_family
+        unsigned short sin_port
+        in_addr sin_addr
+    struct sockaddr_in6:
+        unsigned short sin6_family
+        unsigned short sin6_port
+        unsigned int sin6_flowinfo
+        in6_addr sin6_addr
+        unsigned int sin6_scope_id
+    unsigned short htons(unsigned short)
+
+cdef extern from "<arpa/inet.h>":
+    int inet_pton(int af, const char *src, void *dst)
+
+cdef extern from "<poll.h>":
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    int poll(pollfd *fds, unsigned long nfds, int timeout) nogil
+    short POLLOUT
+
+
+def sockaddr(str ip, object port, bint v6):
+    """The packed address (ip, port) names for a socket of that family; None when it is not
+    one (not an IP of that family, not a port 1-65535): destinations are built from what
+    senders wrote."""
+    cdef sockaddr_in a4
+    cdef sockaddr_in6 a6
+    cdef bytes text
+    cdef long p
+    if ip is None or type(port) is not int:
+        return None
+    p = port
+    if not 0 < p < 65536:
+        return None
+    try:
+        text = ip.encode("ascii")
+    except UnicodeEncodeError:
+        return None
+    if b"\0" in text:
+        return None
+    if v6:
+        memset(&a6, 0, sizeof(a6))
+        a6.sin6_family = AF_INET6
+        a6.sin6_port = htons(<unsigned short>p)
+        if inet_pton(AF_INET6, text, &a6.sin6_addr) != 1:
+            return None
+        return PyBytes_FromStringAndSize(<char *>&a6, sizeof(a6))
+    memset(&a4, 0, sizeof(a4))
+    a4.sin_family = AF_INET
+    a4.sin_port = htons(<unsigned short>p)
+    if inet_pton(AF_INET, text, &a4.sin_addr) != 1:
+        return None
+    return PyBytes_FromStringAndSize(<char *>&a4, sizeof(a4))
+
+
+def sendto_batch(int fd, list items):
+    """Send every (data, packed address) of `items` on `fd` in as few sendmmsg(2) calls as
+    it takes; returns how many could not go. A full send buffer gets 5 ms to drain once,
+    then what is left is dropped; a datagram the kernel refuses is skipped."""
+    cdef Py_ssize_t n = len(items), i, done = 0
+    cdef int sent, failed = 0, waited = 0
+    cdef bytes data, addr
+    cdef tuple item
+    cdef pollfd pfd
+    if n == 0:
+        return 0
+    cdef mmsghdr *vec = <mmsghdr *>PyMem_Malloc(n * sizeof(mmsghdr))
+    cdef iovec *iov = <iovec *>PyMem_Malloc(n * sizeof(iovec))
+    if vec == NULL or iov == NULL:
+        PyMem_Free(vec)
+        PyMem_Free(iov)
+        raise MemoryError()
+    try:
+        memset(vec, 0, n * sizeof(mmsghdr))
+        for i in range(n):
+            item = <tuple>items[i]
+            data = <bytes>item[0]
+            addr = <bytes>item[1]
+            iov[i].iov_base = PyBytes_AS_STRING(data)
+            iov[i].iov_len = PyBytes_GET_SIZE(data)
+            vec[i].msg_hdr.msg_iov = &iov[i]
+            vec[i].msg_hdr.msg_iovlen = 1
+            vec[i].msg_hdr.msg_name = PyBytes_AS_STRING(addr)
+            vec[i].msg_hdr.msg_namelen = <socklen_t>PyBytes_GET_SIZE(addr)
+        while done < n:
+            with nogil:
+                sent = sendmmsg(fd, vec + done, <unsigned int>(n - done), MSG_DONTWAIT)
+            if sent < 0:
+                if errno == EINTR:
+                    continue
+                if errno == EAGAIN and not waited:
+                    waited = 1
+                    pfd.fd = fd
+                    pfd.events = POLLOUT
+                    pfd.revents = 0
+                    with nogil:
+                        poll(&pfd, 1, 5)
+                    continue
+                if errno == EAGAIN:
+                    failed += <int>(n - done)
+                    break
+                done += 1  # this one refused (no route, not permitted): the rest may go
+                failed += 1
+                continue
+            done += sent
+        return failed
+    finally:
+        PyMem_Free(vec)
+        PyMem_Free(iov)
 
 
 def send_batch(int fd, list packets):

@@ -13,6 +13,9 @@ import errno
 import socket
 
 from kampx.config import ListenAddr
+from kampx.transport._send import sendto_batch, sockaddr
+
+ADDR_CACHE_MAX = 4096  # packed destination addresses kept per socket (then forgotten)
 
 
 class BindError(Exception):
@@ -49,6 +52,9 @@ class ListenSocket:
         "family",
         "reply_socks",
         "tap",
+        "pending",
+        "addr_cache",
+        "v6",
     )
 
     def __init__(self, index: int, addr: ListenAddr, sock: socket.socket):
@@ -76,18 +82,38 @@ class ListenSocket:
         self.reply_socks: list[socket.socket] = []
         # tap(data, dest, self) sees every message sent (HEP export); None: nothing to see
         self.tap = None
+        # a worker's loop sets a list: datagrams wait there for flush() at the end of its
+        # round, one sendmmsg for all (None: each is sent at once)
+        self.pending: list | None = None
+        self.addr_cache: dict = {}
+        self.v6 = sock.family == socket.AF_INET6
 
     def close(self) -> None:
         for s in [self.sock, *self.reply_socks]:
             s.close()
 
     def sendto(self, data: bytes, dest: tuple) -> bool:
-        """Send one datagram; False (never an exception) when it cannot go: the kernel
-        refuses it, or `dest` is not a usable address (a port outside 0-65535 raises
-        OverflowError, a bad host ValueError/UnicodeError): destinations are built from what
-        senders wrote, and no input may take a worker down."""
+        """Send one datagram (or queue it for this round's flush()); False (never an
+        exception) when it cannot go: `dest` is not a usable address (destinations are built
+        from what senders wrote, and no input may take a worker down), or, sent at once, the
+        kernel refuses it. What the kernel refuses at flush() is counted there."""
         if self.tap is not None:
             self.tap(data, dest, self)
+        pending = self.pending
+        if pending is not None:
+            try:
+                addr = self.addr_cache.get(dest)
+                if addr is None:
+                    addr = sockaddr(dest[0], dest[1], self.v6)
+                    if addr is None:
+                        return False
+                    if len(self.addr_cache) >= ADDR_CACHE_MAX:
+                        self.addr_cache.clear()
+                    self.addr_cache[dest] = addr
+            except (TypeError, IndexError):
+                return False  # not an (ip, port) pair
+            pending.append((data, addr))
+            return True
         try:
             self.sock.sendto(data, dest)
             return True
@@ -100,3 +126,12 @@ class ListenSocket:
                 return False
         except (OSError, OverflowError, ValueError, TypeError):
             return False
+
+    def flush(self) -> int:
+        """Send the datagrams queued this round; returns how many could not go."""
+        pending = self.pending
+        if not pending:
+            return 0
+        failed = sendto_batch(self.fd, pending)
+        pending.clear()
+        return failed
