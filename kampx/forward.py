@@ -76,8 +76,8 @@ class Forwarder:
             self._senders.setdefault((ls.family, ls.proto), ls)
             host = ls.addr.host.lower()
             self._myself.add((host, ls.port))
-            if ls.port == 5060:
-                self._myself.add((host, 0))  # a URI without a port means 5060
+            if ls.port == (5061 if ls.proto == "tls" else 5060):
+                self._myself.add((host, 0))  # a URI without a port: 5060 (5061 for TLS)
 
     def is_myself(self, host: str, port: int) -> bool:
         h = host.lower()

@@ -107,3 +107,25 @@ def test_destinations_carry_their_transport():
 def test_alias_keys_spell_an_address_one_way():
     assert alias_key("tcp", "2001:db8:0:0::1", 5060) == alias_key("tcp", "2001:db8::1", 5060)
     assert alias_key("tcp", "192.0.2.1", 5060) != alias_key("tls", "192.0.2.1", 5060)
+
+
+def test_a_uri_without_port_names_a_tls_socket_on_5061():
+    import socket
+
+    from kampx.transport.sockets import ListenSocket
+
+    socks = [socket.socket(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)]
+    try:
+        tls = ListenSocket(0, config.ListenAddr("tls", "192.0.2.1", 5061), socks[0])
+        udp = ListenSocket(1, config.ListenAddr("udp", "192.0.2.2", 5070), socks[1])
+        assert tls.rr_value == "<sip:192.0.2.1;transport=tls;lr>"  # 5061 left out, as 5060
+        assert udp.rr_value == "<sip:192.0.2.2:5070;lr>"
+        fwd = Forwarder([tls, udp], "kampx.test", None, None, False)
+        assert fwd.is_myself("192.0.2.1", 0) and fwd.is_myself("192.0.2.1", 5061)
+        assert not fwd.is_myself("192.0.2.2", 0) and fwd.is_myself("192.0.2.2", 5070)
+        assert fwd.socket_for(StreamDest("192.0.2.9", 5061, "tls")) is tls
+        assert fwd.socket_for(("192.0.2.9", 5060)) is udp
+        assert fwd.socket_for(StreamDest("192.0.2.9", 5060, "tcp")) is None  # no TCP here
+    finally:
+        for s in socks:
+            s.close()
