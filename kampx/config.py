@@ -452,8 +452,8 @@ def _semantic_checks(cfg: Config) -> None:
         raise ConfigError("bad value for [core] children: must be at least 1")
     if cfg.core.children * len(addrs) > 200:
         raise ConfigError("bad value for [core] children: at most 200 workers in all")
-    if len(addrs) > 100:
-        raise ConfigError("bad value for [core] listen: at most 100 addresses")
+    if len(addrs) > 63:  # a socket's index is 6 bits in a hand-off frame
+        raise ConfigError("bad value for [core] listen: at most 63 addresses")
     _stream_checks(cfg, addrs)
     if cfg.core.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
         raise ConfigError(f"bad value for [core] log_level: '{cfg.core.log_level}'")

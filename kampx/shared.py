@@ -51,6 +51,9 @@ class SharedState:
         # each worker's count of open connections (column 0) and per source IP bucket
         self.stream_aliases = None
         self.stream_load = None
+        # worker id -> 1 while that worker takes work (not retiring): where a busy stream
+        # connection's reader spreads requests
+        self.live_workers = CounterRows(1, MAX_WORKER_IDS)
         if any(a.proto != "udp" for a in cfg.core.listen_addrs()):
             from kampx.transport.stream import IP_BUCKETS
 
@@ -75,6 +78,7 @@ class SharedState:
             self.trace_spec,
             self.stream_aliases,
             self.stream_load,
+            self.live_workers,
             self.location,
             self.permissions,
             self.dispatcher,

@@ -233,7 +233,18 @@ class Supervisor:
         w.pid = self._fork(w)
         self.workers[w.pid] = w
         self.steer_replies()
+        self.publish_workers()
         return w
+
+    def publish_workers(self) -> None:
+        """Which worker ids take work now (shared.live_workers): a worker reading a busy
+        TCP/TLS connection spreads its requests over them (transport/stream.py)."""
+        live = self.shared.live_workers
+        taking = {w.worker_id for w in self.workers.values() if not w.retiring}
+        for wid in range(live.shape[1]):
+            want = 1 if wid in taking else 0
+            if live.get(0, wid) != want:
+                live.add(0, wid, want - live.get(0, wid))
 
     def steer_replies(self) -> None:
         """Give the kernel's reply steering the live workers: each worker id to the reply
@@ -296,6 +307,7 @@ class Supervisor:
 
     def _worker_died(self, w: Worker, code: int):
         self.shared.txn_index.purge_owner(w.worker_id)
+        self.publish_workers()
         if self.shared.stream_aliases is not None:  # its connections died with it
             self.shared.stream_aliases.purge_owner(w.worker_id)
             self.shared.stream_load.zero_row(w.worker_id)
@@ -380,6 +392,7 @@ class Supervisor:
         old = [pid for pid, w in self.workers.items() if not w.retiring]
         for pid in old:
             self.workers[pid].retiring = True
+        self.publish_workers()
         for slot in self.worker_slots():
             self.spawn_worker(slot)
         self.retire_pending = (old, time.monotonic() + BOOT_TIMEOUT)

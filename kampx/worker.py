@@ -60,7 +60,7 @@ from kampx.tm.timers import TimerHeap
 from kampx.trace import Tracer
 from kampx.transport._recv import Receiver
 from kampx.transport.handoff import Handoff
-from kampx.transport.stream import SEND_FLAG, Streams
+from kampx.transport.stream import SEND_FLAG, SPREAD_FLAG, Streams
 
 log = logging.getLogger("kampx.worker")
 
@@ -364,9 +364,14 @@ class Worker:
                             break
                         idx, src, data = item
                         if idx & SEND_FLAG:  # a message to write on our connection
-                            ls = self.sockets[idx & 0x7F]
+                            ls = self.sockets[idx & 0x3F]
                             if streams is not None and ls.reliable:
                                 streams.send(ls, data, src, handed=True)
+                        elif idx & SPREAD_FLAG:  # a busy connection's request: as if read here
+                            try:
+                                process(data, src, self.sockets[idx & 0x3F], False)
+                            except Exception as e:
+                                self._internal_error(e)
                         elif idx < len(self.sockets):
                             try:  # receive(), inlined: a call per packet less
                                 process(data, src, self.sockets[idx], True)

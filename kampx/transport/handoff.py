@@ -180,7 +180,8 @@ class Handoff:
         if len(pkt) < o:
             raise BadFrame("frame too short")
         idx, port, n = _HDR.unpack_from(pkt)
-        if idx & 0x7F >= self.listen_count:  # 0x80: a message to write (transport/stream.py)
+        # 0x80: a message to write, 0x40: a stream's request to process (transport/stream.py)
+        if idx & 0x3F >= self.listen_count:
             raise BadFrame("frame names no listen socket")
         if port == 0:
             raise BadFrame("frame has source port 0")

@@ -46,6 +46,8 @@ from kampx.transport.sockets import BindError, ListenSocket, bind_reason
 log = logging.getLogger("kampx.stream")
 
 SEND_FLAG = 0x80  # in a hand-off frame's socket index: "write this on your connection"
+SPREAD_FLAG = 0x40  # "process this as read from that stream" (a busy connection's request)
+SPREAD_MIN = 4  # messages one read must bring before its requests are spread
 IP_BUCKETS = 256  # per-source counts are kept per hash bucket of the source IP
 BACKLOG = 1024
 READ_CHUNK = 65536
@@ -105,6 +107,12 @@ HANDED_SENDS = S.family(
     S.KIND_COUNTER,
     "Messages passed to the worker that owns their connection, to be written there",
 )
+SPREAD = S.family(
+    "tcp",
+    "spread_requests",
+    S.KIND_COUNTER,
+    "Requests of a busy connection passed to another worker to process",
+)
 MTU_SWITCHED = S.family(
     "tcp",
     "mtu_switched",
@@ -119,6 +127,7 @@ STATISTICS = (
     TLS_FAILURES,
     KEEPALIVES,
     HANDED_SENDS,
+    SPREAD,
     MTU_SWITCHED,
 )
 
@@ -340,6 +349,9 @@ class Streams:
         self.fds: dict[int, Conn] = {}
         self.by_key: dict[bytes, Conn] = {}
         self.dirty: list[Conn] = []  # connections written to this round
+        self.live = shared.live_workers
+        self.siblings: list[int] = []  # the other workers taking work (refreshed by sweep)
+        self.spread_turn = 0
         self.alias_ttl = self.cfg.connection_lifetime_s + ALIAS_SLACK_S
         self.max_bytes = self.cfg.max_message_bytes
 
@@ -489,26 +501,64 @@ class Streams:
 
     def _frame(self, c: Conn) -> None:
         buf = c.rbuf
+        got: list[bytes] = []
+        bad = None
+        framed = False
         while buf and c.state == OPEN:
             try:
                 data, pings = frame(buf, self.max_bytes)
             except FrameError as e:
-                self._bad_stream(c, e)
-                return
+                bad = e
+                break
             if data is None:
                 break
-            c.last = time.monotonic()
+            framed = True
             if pings:
                 self.stats.add(KEEPALIVES.base, pings)
                 for _ in range(pings):
                     self._write(c, b"\r\n")  # RFC 5626 3.5.1: the pong
                 continue
-            self.deliver(data, c.peer, c.lsock)
+            got.append(data)
+        if framed:
+            c.last = time.monotonic()
+        if len(got) >= SPREAD_MIN and self.siblings:
+            self._spread(c, got)
+        else:
+            for data in got:
+                self.deliver(data, c.peer, c.lsock)
+        if bad is not None:
+            if c.state == OPEN:
+                self._bad_stream(c, bad)
+            return
         if buf:
             if not c.since:
                 c.since = time.monotonic()
         else:
             c.since = 0.0
+
+    def _spread(self, c: Conn, got: list[bytes]) -> None:
+        """A read that brought a backlog of messages: its requests go round the workers that
+        take work (this one included), so that one busy connection (a trunk) does not hold
+        its whole load on one worker. The others process them as if they had read them and
+        their answers come back here to be written (handed sends). Replies stay: their
+        transaction's owner is named by their branch anyway."""
+        targets = self.siblings
+        n = len(targets) + 1
+        turn = self.spread_turn
+        index = c.lsock.index | SPREAD_FLAG
+        for data in got:
+            if data[:4] != b"SIP/":
+                turn = (turn + 1) % n
+                if turn and self.handoff.send(targets[turn - 1], index, c.peer, data):
+                    self.stats.inc(SPREAD.base)
+                    continue
+            self.deliver(data, c.peer, c.lsock)
+        self.spread_turn = turn
+
+    def _refresh_siblings(self) -> None:
+        live = self.live
+        me = self.worker_id
+        self.siblings = [w for w in range(live.shape[1]) if w != me and live.get(0, w)]
 
     def _bad_stream(self, c: Conn, e: FrameError) -> None:
         """What cannot be framed: a 400 when it is a request that can be addressed (no
@@ -674,6 +724,7 @@ class Streams:
     def sweep(self, now: float) -> None:
         """Once a second: idle connections, slow messages and connects that take too long
         are closed; the aliases of the others are kept alive."""
+        self._refresh_siblings()
         cfg = self.cfg
         idle_before = now - cfg.connection_lifetime_s
         refresh_at = now + self.alias_ttl
