@@ -129,6 +129,9 @@ class TcpConfig:
     # a message begun must be complete within this (a slow sender holds memory)
     message_timeout_s: int = 10
     max_send_queue_bytes: int = 1048576  # written but not yet taken by the peer
+    # a read from one connection that brings this many messages (its worker is behind)
+    # spreads their requests over the other workers; 0 = never (docs/transports.md)
+    spread_backlog: int = 16
     # RFC 3261 18.1.1: a request larger than this that would go over UDP goes over TCP
     # (when the proxy listens on TCP), and over UDP after all when TCP is refused; 0 = off,
     # as Kamailio's udp_mtu (the RFC suggests 1300)

@@ -47,7 +47,6 @@ log = logging.getLogger("kampx.stream")
 
 SEND_FLAG = 0x80  # in a hand-off frame's socket index: "write this on your connection"
 SPREAD_FLAG = 0x40  # "process this as read from that stream" (a busy connection's request)
-SPREAD_MIN = 4  # messages one read must bring before its requests are spread
 IP_BUCKETS = 256  # per-source counts are kept per hash bucket of the source IP
 BACKLOG = 1024
 READ_CHUNK = 65536
@@ -352,6 +351,7 @@ class Streams:
         self.live = shared.live_workers
         self.siblings: list[int] = []  # the other workers taking work (refreshed by sweep)
         self.spread_turn = 0
+        self.spread_backlog = self.cfg.spread_backlog
         self.alias_ttl = self.cfg.connection_lifetime_s + ALIAS_SLACK_S
         self.max_bytes = self.cfg.max_message_bytes
 
@@ -521,7 +521,7 @@ class Streams:
             got.append(data)
         if framed:
             c.last = time.monotonic()
-        if len(got) >= SPREAD_MIN and self.siblings:
+        if self.spread_backlog and len(got) >= self.spread_backlog and self.siblings:
             self._spread(c, got)
         else:
             for data in got:

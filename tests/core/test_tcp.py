@@ -652,21 +652,26 @@ def test_a_phone_on_tcp_over_ipv6_is_called_from_the_ipv4_carrier():
         px.close()
 
 
-def test_a_backlog_on_one_connection_is_spread_over_the_workers(px):
-    """Twelve requests in one write: the worker reading the connection passes some to the
-    other workers (as if they had read them); every answer still comes back on the
-    connection, written by its owner."""
+def test_a_backlog_on_one_connection_is_spread_over_the_workers():
+    """Twelve requests in one write ([tcp] spread_backlog 4): the worker reading the
+    connection passes some to the other workers (as if they had read them); every answer
+    still comes back on the connection, written by its owner."""
+    px = _proxy({"tcp": {"spread_backlog": 4}})
     phone = _phone(px)
     try:
         time.sleep(1.2)  # the reader learns who the other workers are once a second
+        counted = px.metric('kampx_core_rcv_requests_total{method="OPTIONS"}')
         requests = [_options(phone, px.addrs.proxy) for _ in range(12)]
         phone.send("".join(requests))
         replies = [phone.recv() for _ in requests]
         assert all(r.status == 200 for r in replies)
         sent = {r.get("call-id") for r in replies}
         assert len(sent) == 12  # each answered once
+        assert px.metric("kampx_tcp_spread_requests_total") >= 1
+        assert px.metric("kampx_tcp_handed_sends_total") >= 1
+        assert px.metric("kampx_core_internal_errors_total") == 0
+        # each counted once, by the worker that processed it
+        assert px.metric('kampx_core_rcv_requests_total{method="OPTIONS"}') == counted + 12
     finally:
         phone.close()
-    assert px.metric("kampx_tcp_spread_requests_total") >= 1
-    assert px.metric("kampx_tcp_handed_sends_total") >= 1
-    assert px.metric("kampx_core_internal_errors_total") == 0
+        px.close()
