@@ -129,3 +129,49 @@ def test_a_uri_without_port_names_a_tls_socket_on_5061():
     finally:
         for s in socks:
             s.close()
+
+
+# ------------------------------------------------------------------- hostile input --
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from kampx.transport._send import sockaddr  # noqa: E402
+
+_PIECES = st.sampled_from([
+    b"\r\n", b"\r\n\r\n", b"Content-Length: ", b"l:", b"0", b"5", b"999999999", b"\r", b"\n",
+    b"OPTIONS sip:x SIP/2.0", b"SIP/2.0 200 OK", b":", b" ", b"\x00", b"hello", b"\xff",
+])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(_PIECES, st.binary(max_size=40)), max_size=30))
+def test_framing_any_bytes_ends_in_messages_a_wait_or_a_frame_error(parts):
+    """Whatever a peer sends: frame() takes whole messages off the front, or waits, or says
+    why the stream cannot go on; it never raises anything else and always makes progress."""
+    buf = bytearray(b"".join(parts))
+    for _ in range(len(buf) + 2):
+        before = len(buf)
+        whole = bytes(buf)
+        try:
+            data, pings = frame(buf, 2048)
+        except FrameError as e:
+            assert e.args[0] in ("too_large", "bad_framing")
+            return
+        if data is None:
+            # a wait takes at most the lone CRLFs (padding, pongs) in front
+            taken = whole[: len(whole) - len(buf)] if len(buf) < before else b""
+            assert bytes(buf) == whole[len(taken):] and taken.replace(b"\r\n", b"") == b""
+            return
+        assert len(buf) < before  # a message or a ping was taken off
+        if data:
+            assert len(data) <= 2048 and data.find(b"\r\n\r\n") >= 0
+    raise AssertionError("frame() did not finish")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=60), st.none()), st.one_of(st.integers(), st.text(), st.none()),
+       st.booleans())
+def test_sockaddr_takes_anything_a_sender_could_write(ip, port, v6):
+    out = sockaddr(ip, port, v6)
+    assert out is None or len(out) == (28 if v6 else 16)

@@ -74,11 +74,9 @@ def sockaddr(str ip, object port, bint v6):
     cdef sockaddr_in6 a6
     cdef bytes text
     cdef long p
-    if ip is None or type(port) is not int:
-        return None
+    if ip is None or type(port) is not int or not 0 < port < 65536:
+        return None  # (compared as a Python int: any size)
     p = port
-    if not 0 < p < 65536:
-        return None
     try:
         text = ip.encode("ascii")
     except UnicodeEncodeError:

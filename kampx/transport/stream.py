@@ -239,8 +239,9 @@ class FrameError(Exception):
 def frame(buf: bytearray, max_bytes: int):
     """The next thing in `buf`, taken off its front: (b"", n) n keep-alive pings (CRLFCRLF)
     skipped, (message, 0) a whole message, (None, 0) nothing whole yet. Raises
-    FrameError("too_large") past max_bytes, FrameError("bad_framing") without a
-    Content-Length (its args[1] is the header block, for a 400)."""
+    FrameError("too_large") past max_bytes, FrameError("bad_framing") for what does not
+    start with a letter and for a message without a Content-Length (then its args[1] is the
+    header block, for a 400)."""
     pings = 0
     while buf[:2] == b"\r\n":
         if buf[:4] == b"\r\n\r\n":
@@ -252,6 +253,10 @@ def frame(buf: bytearray, max_bytes: int):
             del buf[:2]  # a lone CRLF (a pong, or a sender's padding)
     if pings:
         return _EMPTY, pings
+    if buf and buf[0] != 13 and not 65 <= (buf[0] | 0x20) - 0x20 <= 90:
+        # a SIP message starts with its method or "SIP/": anything else (a TLS hello on
+        # the TCP port, binary noise) is not worth waiting for
+        raise FrameError("bad_framing")
     end = buf.find(b"\r\n\r\n")
     if end < 0:
         if len(buf) > max_bytes:
@@ -352,6 +357,7 @@ class Streams:
         self.siblings: list[int] = []  # the other workers taking work (refreshed by sweep)
         self.spread_turn = 0
         self.spread_backlog = self.cfg.spread_backlog
+        self.noted: set[str] = set()  # the kinds of trouble already logged
         self.alias_ttl = self.cfg.connection_lifetime_s + ALIAS_SLACK_S
         self.max_bytes = self.cfg.max_message_bytes
 
@@ -374,6 +380,12 @@ class Streams:
             if not self._room(bucket):
                 sock.close()
                 self.stats.inc(CLOSED_BY.col("limit"))
+                self._note(
+                    "limit",
+                    f"a connection from {peer[0]} refused: [tcp] max_connections "
+                    f"({self.cfg.max_connections}) or max_connections_per_ip "
+                    f"({self.cfg.max_connections_per_ip}) reached",
+                )
                 continue
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -555,6 +567,13 @@ class Streams:
             self.deliver(data, c.peer, c.lsock)
         self.spread_turn = turn
 
+    def _note(self, what: str, text: str) -> None:
+        """A warning once per kind per worker (a flood costs one line; the counters in
+        kampx_tcp_closed_total say how many)."""
+        if what not in self.noted:
+            self.noted.add(what)
+            log.warning("%s (logged once; kampx_tcp_closed_total counts them)", text)
+
     def _refresh_siblings(self) -> None:
         live = self.live
         me = self.worker_id
@@ -635,6 +654,11 @@ class Streams:
 
     def _queue(self, c: Conn, data) -> bool:
         if len(c.wbuf) + len(data) > self.cfg.max_send_queue_bytes:
+            self._note(
+                "send_queue_full",
+                f"connection to {c.peer[0]}:{c.peer[1]} closed: the peer does not take what "
+                f"is written ([tcp] max_send_queue_bytes {self.cfg.max_send_queue_bytes})",
+            )
             self.close(c, "send_queue_full")
             return False
         c.wbuf += data
@@ -659,6 +683,11 @@ class Streams:
         bucket = ip_bucket(dest[0])
         if self.load.column_sum(0) >= self.cfg.max_connections:
             self.stats.inc(CLOSED_BY.col("limit"))
+            self._note(
+                "limit-out",
+                f"no connection opened to {dest[0]}:{dest[1]}: [tcp] max_connections "
+                f"({self.cfg.max_connections}) reached",
+            )
             return False
         sock = socket.socket(lsock.family, socket.SOCK_STREAM)
         try:

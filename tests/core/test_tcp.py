@@ -207,6 +207,25 @@ def test_a_request_without_content_length_gets_400_and_the_connection_closes(px)
         again.close()
 
 
+def test_garbage_on_a_connection_is_dropped_with_it_and_nothing_else_is_hurt(px):
+    """Binary noise and a TLS hello sent to the TCP port: each connection is closed and
+    counted, the workers go on (no internal error), other connections are served."""
+    good = _phone(px)
+    try:
+        for noise in (bytes(range(256)) * 3 + b"\r\n\r\n",
+                      b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 3000):
+            bad = _phone(px)
+            bad.send(noise)
+            assert bad.wait_closed(3.0)
+            bad.close()
+        good.send(_options(good, px.addrs.proxy))
+        assert good.recv().status == 200
+    finally:
+        good.close()
+    assert px.metric('kampx_tcp_closed_total{reason="bad_framing"}') == 2
+    assert px.metric("kampx_core_internal_errors_total") == 0
+
+
 def test_a_3kb_invite_from_a_tcp_phone_reaches_a_udp_phone(px):
     """alice (TCP) calls bob (UDP): 407, then the authorized INVITE with a 3 kB body goes
     out over UDP to bob, Record-Routed for both sockets; bob's 200 comes back on alice's
