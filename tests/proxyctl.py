@@ -106,6 +106,18 @@ def allocate_addresses(attempts: int = 200) -> Addresses:
     raise RuntimeError("no free loopback address block found")
 
 
+def has_ipv6_loopback() -> bool:
+    """True when ::1 can be bound (UDP and TCP) on this machine."""
+    try:
+        for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+            s = socket.socket(socket.AF_INET6, kind)
+            s.bind(("::1", 0))
+            s.close()
+        return True
+    except OSError:
+        return False
+
+
 def free_tcp_port(ip: str) -> int:
     s = socket.socket()
     s.bind((ip, 0))

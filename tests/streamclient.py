@@ -9,7 +9,7 @@ import socket
 import ssl
 import time
 
-from sipclient import SipMessage, parse
+from sipclient import SipMessage, new_branch, new_callid, new_tag, parse
 
 _CL = re.compile(rb"\r\n(?:content-length|l)[ \t]*:[ \t]*(\d+)", re.I)
 
@@ -135,3 +135,17 @@ def echo_reply(req: SipMessage, code: int, reason: str, to_tag: str, contact: st
     if contact:
         heads.append(f"Contact: <{contact}>")
     return lines(*heads)
+
+
+def options(peer: StreamPeer, target: str) -> str:
+    """A keepalive OPTIONS to `target` (a request URI) over the peer's connection, its Via
+    naming the peer's transport."""
+    return lines(
+        f"OPTIONS {target} SIP/2.0",
+        f"Via: SIP/2.0/{peer.transport} {peer.hostport};branch={new_branch()};rport",
+        f"From: <sip:ka@{peer.hostport}>;tag={new_tag()}",
+        f"To: <{target}>",
+        f"Call-ID: {new_callid()}",
+        "CSeq: 1 OPTIONS",
+        "Max-Forwards: 70",
+    )

@@ -66,6 +66,36 @@ cdef extern from "<poll.h>":
     short POLLOUT
 
 
+cdef class _Vectors:
+    """The mmsghdr and iovec arrays of one sendmmsg batch, freed with the object; each
+    message points into a bytes object the caller keeps alive for the call."""
+
+    cdef mmsghdr *vec
+    cdef iovec *iov
+    cdef Py_ssize_t n
+
+    def __cinit__(self, Py_ssize_t n):
+        self.n = n
+        self.vec = <mmsghdr *>PyMem_Malloc(n * sizeof(mmsghdr))
+        self.iov = <iovec *>PyMem_Malloc(n * sizeof(iovec))
+        if self.vec == NULL or self.iov == NULL:
+            raise MemoryError()
+        memset(self.vec, 0, n * sizeof(mmsghdr))
+
+    def __dealloc__(self):
+        PyMem_Free(self.vec)
+        PyMem_Free(self.iov)
+
+    cdef void set(self, Py_ssize_t i, bytes data, bytes addr):
+        self.iov[i].iov_base = PyBytes_AS_STRING(data)
+        self.iov[i].iov_len = PyBytes_GET_SIZE(data)
+        self.vec[i].msg_hdr.msg_iov = &self.iov[i]
+        self.vec[i].msg_hdr.msg_iovlen = 1
+        if addr is not None:
+            self.vec[i].msg_hdr.msg_name = PyBytes_AS_STRING(addr)
+            self.vec[i].msg_hdr.msg_namelen = <socklen_t>PyBytes_GET_SIZE(addr)
+
+
 def sockaddr(str ip, object port, bint v6):
     """The packed address (ip, port) names for a socket of that family; None when it is not
     one (not an IP of that family, not a port 1-65535): destinations are built from what
@@ -104,54 +134,36 @@ def sendto_batch(int fd, list items):
     then what is left is dropped; a datagram the kernel refuses is skipped."""
     cdef Py_ssize_t n = len(items), i, done = 0
     cdef int sent, failed = 0, waited = 0
-    cdef bytes data, addr
     cdef tuple item
     cdef pollfd pfd
     if n == 0:
         return 0
-    cdef mmsghdr *vec = <mmsghdr *>PyMem_Malloc(n * sizeof(mmsghdr))
-    cdef iovec *iov = <iovec *>PyMem_Malloc(n * sizeof(iovec))
-    if vec == NULL or iov == NULL:
-        PyMem_Free(vec)
-        PyMem_Free(iov)
-        raise MemoryError()
-    try:
-        memset(vec, 0, n * sizeof(mmsghdr))
-        for i in range(n):
-            item = <tuple>items[i]
-            data = <bytes>item[0]
-            addr = <bytes>item[1]
-            iov[i].iov_base = PyBytes_AS_STRING(data)
-            iov[i].iov_len = PyBytes_GET_SIZE(data)
-            vec[i].msg_hdr.msg_iov = &iov[i]
-            vec[i].msg_hdr.msg_iovlen = 1
-            vec[i].msg_hdr.msg_name = PyBytes_AS_STRING(addr)
-            vec[i].msg_hdr.msg_namelen = <socklen_t>PyBytes_GET_SIZE(addr)
-        while done < n:
-            with nogil:
-                sent = sendmmsg(fd, vec + done, <unsigned int>(n - done), MSG_DONTWAIT)
-            if sent < 0:
-                if errno == EINTR:
-                    continue
-                if errno == EAGAIN and not waited:
-                    waited = 1
-                    pfd.fd = fd
-                    pfd.events = POLLOUT
-                    pfd.revents = 0
-                    with nogil:
-                        poll(&pfd, 1, 5)
-                    continue
-                if errno == EAGAIN:
-                    failed += <int>(n - done)
-                    break
-                done += 1  # this one refused (no route, not permitted): the rest may go
-                failed += 1
+    cdef _Vectors v = _Vectors(n)
+    for i in range(n):
+        item = <tuple>items[i]
+        v.set(i, <bytes>item[0], <bytes>item[1])
+    while done < n:
+        with nogil:
+            sent = sendmmsg(fd, v.vec + done, <unsigned int>(n - done), MSG_DONTWAIT)
+        if sent < 0:
+            if errno == EINTR:
                 continue
-            done += sent
-        return failed
-    finally:
-        PyMem_Free(vec)
-        PyMem_Free(iov)
+            if errno == EAGAIN and not waited:
+                waited = 1
+                pfd.fd = fd
+                pfd.events = POLLOUT
+                pfd.revents = 0
+                with nogil:
+                    poll(&pfd, 1, 5)
+                continue
+            if errno == EAGAIN:
+                failed += <int>(n - done)
+                break
+            done += 1  # this one refused (no route, not permitted): the rest may go
+            failed += 1
+            continue
+        done += sent
+    return failed
 
 
 def send_batch(int fd, list packets):
@@ -160,39 +172,24 @@ def send_batch(int fd, list packets):
     an earlier send) and are dropped."""
     cdef Py_ssize_t n = len(packets), i, done = 0, skipped = 0
     cdef int sent
-    cdef bytes data
     if n == 0:
         return 0
-    cdef mmsghdr *vec = <mmsghdr *>PyMem_Malloc(n * sizeof(mmsghdr))
-    cdef iovec *iov = <iovec *>PyMem_Malloc(n * sizeof(iovec))
-    if vec == NULL or iov == NULL:
-        PyMem_Free(vec)
-        PyMem_Free(iov)
-        raise MemoryError()
-    try:
-        memset(vec, 0, n * sizeof(mmsghdr))
-        for i in range(n):
-            data = <bytes>packets[i]
-            iov[i].iov_base = PyBytes_AS_STRING(data)
-            iov[i].iov_len = PyBytes_GET_SIZE(data)
-            vec[i].msg_hdr.msg_iov = &iov[i]
-            vec[i].msg_hdr.msg_iovlen = 1
-        while done < n:
-            sent = sendmmsg(fd, vec + done, <unsigned int>(n - done), MSG_DONTWAIT)
-            if sent < 0:
-                if errno == EINTR:
-                    continue
-                if skipped == 0 and done < n - 1:
-                    # the error of an earlier send (an ICMP unreachable) surfaced on this
-                    # one: it is lost, the rest may still go
-                    done += 1
-                    skipped = 1
-                    continue
-                break
-            done += sent
-            if sent == 0:
-                break
-        return done - skipped
-    finally:
-        PyMem_Free(vec)
-        PyMem_Free(iov)
+    cdef _Vectors v = _Vectors(n)
+    for i in range(n):
+        v.set(i, <bytes>packets[i], None)
+    while done < n:
+        sent = sendmmsg(fd, v.vec + done, <unsigned int>(n - done), MSG_DONTWAIT)
+        if sent < 0:
+            if errno == EINTR:
+                continue
+            if skipped == 0 and done < n - 1:
+                # the error of an earlier send (an ICMP unreachable) surfaced on this
+                # one: it is lost, the rest may still go
+                done += 1
+                skipped = 1
+                continue
+            break
+        done += sent
+        if sent == 0:
+            break
+    return done - skipped

@@ -11,6 +11,7 @@ import socket
 
 import pytest
 from authkit import AuthProxy
+from proxyctl import has_ipv6_loopback
 from sipclient import Request, authorize, new_branch, new_callid, new_tag, parse
 
 PASSWORD = "alice-pw-1"
@@ -24,17 +25,7 @@ def _free_udp_port_v6() -> int:
     return port
 
 
-def _has_ipv6_loopback() -> bool:
-    try:
-        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-        s.bind(("::1", 0))
-        s.close()
-        return True
-    except OSError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _has_ipv6_loopback(), reason="no ::1 on this machine")
+pytestmark = pytest.mark.skipif(not has_ipv6_loopback(), reason="no ::1 on this machine")
 
 
 class Peer:

@@ -11,8 +11,9 @@ import time
 
 import pytest
 from authkit import AuthProxy
+from proxyctl import has_ipv6_loopback
 from sipclient import Request, authorize, new_branch, new_callid, new_tag, parse
-from streamclient import StreamPeer, StreamServer, echo_reply, lines
+from streamclient import StreamPeer, StreamServer, echo_reply, lines, options
 
 PASSWORD = "alice-pw-1"
 GW_PORT = 5070
@@ -44,15 +45,7 @@ def _phone(px) -> StreamPeer:
 
 
 def _options(peer: StreamPeer, proxy_ip: str) -> str:
-    return lines(
-        f"OPTIONS sip:{proxy_ip} SIP/2.0",
-        f"Via: SIP/2.0/TCP {peer.hostport};branch={new_branch()};rport",
-        f"From: <sip:ka@{peer.hostport}>;tag={new_tag()}",
-        f"To: <sip:{proxy_ip}>",
-        f"Call-ID: {new_callid()}",
-        "CSeq: 1 OPTIONS",
-        "Max-Forwards: 70",
-    )
+    return options(peer, f"sip:{proxy_ip}")
 
 
 def _register(px, phone: StreamPeer, user: str = "alice", password: str = PASSWORD) -> None:
@@ -132,20 +125,26 @@ class Carrier:
         self.sock.close()
 
 
-def _answered_call(px, phone: StreamPeer, carrier: Carrier):
-    """The carrier calls alice (registered over TCP): the INVITE arrives on her connection;
-    she answers, the carrier ACKs. Returns (the carrier's route set, Call-ID, its tag)."""
-    proxy = px.addrs.proxy
+def _carrier_invite_arrives(carrier: Carrier, phone: StreamPeer, tcp_host: str, udp_host: str):
+    """The carrier's INVITE (UDP) arrives on the phone's connection, Record-Routed twice
+    (UDP in, TCP out: Kamailio's double Record-Route, the TCP one naming its transport).
+    Returns (the INVITE, Call-ID, the carrier's tag)."""
     call_id, ftag = new_callid(), new_tag()
     carrier.invite(call_id, ftag)
     inv = phone.recv()
     assert inv.method == "INVITE"
-    assert inv.vias[0].startswith(f"SIP/2.0/TCP {proxy};branch=z9hG4bK")
-    # UDP in, TCP out: Kamailio's double Record-Route, the TCP one names its transport
+    assert inv.vias[0].startswith(f"SIP/2.0/TCP {tcp_host};branch=z9hG4bK")
     assert inv.get_all("record-route") == [
-        f"<sip:{proxy};transport=tcp;r2=on;lr>",
-        f"<sip:{proxy};r2=on;lr>",
+        f"<sip:{tcp_host};transport=tcp;r2=on;lr>",
+        f"<sip:{udp_host};r2=on;lr>",
     ]
+    return inv, call_id, ftag
+
+
+def _answered_call(px, phone: StreamPeer, carrier: Carrier):
+    """The carrier calls alice (registered over TCP): the INVITE arrives on her connection;
+    she answers, the carrier ACKs. Returns (the carrier's route set, Call-ID, its tag)."""
+    inv, call_id, ftag = _carrier_invite_arrives(carrier, phone, px.addrs.proxy, px.addrs.proxy)
     phone.send(echo_reply(inv, 180, "Ringing", "callee", None))
     phone.send(echo_reply(inv, 200, "OK", "callee", f"sip:alice@{phone.hostport};transport=tcp"))
     answer = carrier.recv(skip_provisional=True)
@@ -629,17 +628,7 @@ def test_a_request_past_udp_mtu_goes_over_tcp_and_over_udp_when_tcp_is_refused()
         px.close()
 
 
-def _has_ipv6_loopback() -> bool:
-    try:
-        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-        s.bind(("::1", 0))
-        s.close()
-        return True
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no ::1 on this machine")
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no ::1 on this machine")
 def test_a_phone_on_tcp_over_ipv6_is_called_from_the_ipv4_carrier():
     probe = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
     probe.bind(("::1", 0))
@@ -655,14 +644,7 @@ def test_a_phone_on_tcp_over_ipv6_is_called_from_the_ipv4_carrier():
         ok = phone.recv()
         assert ok.status == 200 and f"rport={phone.port}" in ok.vias[0]
         _register(px, phone)
-        carrier.invite(new_callid(), new_tag())
-        inv = phone.recv()
-        assert inv.method == "INVITE"
-        assert inv.vias[0].startswith(f"SIP/2.0/TCP [::1]:{port6};branch=")
-        assert inv.get_all("record-route") == [
-            f"<sip:[::1]:{port6};transport=tcp;r2=on;lr>",
-            f"<sip:{px.addrs.proxy};r2=on;lr>",
-        ]
+        inv, _, _ = _carrier_invite_arrives(carrier, phone, f"[::1]:{port6}", px.addrs.proxy)
         phone.send(echo_reply(inv, 486, "Busy Here", "callee", None))
         assert carrier.recv(skip_provisional=True).status == 486
     finally:

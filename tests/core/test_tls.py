@@ -15,7 +15,7 @@ import tempfile
 import pytest
 from authkit import AuthProxy
 from sipclient import Request, authorize, new_branch, new_callid, new_tag, parse
-from streamclient import StreamPeer, echo_reply, lines
+from streamclient import StreamPeer, echo_reply, lines, options
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl command")
 
@@ -77,15 +77,7 @@ def _client_ctx(pki: str, cert: str | None) -> ssl.SSLContext:
 
 
 def _options(peer: StreamPeer, proxy_ip: str) -> str:
-    return lines(
-        f"OPTIONS sip:{proxy_ip}:5061;transport=tls SIP/2.0",
-        f"Via: SIP/2.0/TLS {peer.hostport};branch={new_branch()};rport",
-        f"From: <sip:ka@{peer.ip}>;tag={new_tag()}",
-        f"To: <sip:{proxy_ip}>",
-        f"Call-ID: {new_callid()}",
-        "CSeq: 1 OPTIONS",
-        "Max-Forwards: 70",
-    )
+    return options(peer, f"sip:{proxy_ip}:5061;transport=tls")
 
 
 def test_a_phone_registered_over_tls_is_called_on_its_connection(pki):
