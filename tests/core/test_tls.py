@@ -15,7 +15,7 @@ import tempfile
 import pytest
 from authkit import AuthProxy
 from sipclient import Request, authorize, new_branch, new_callid, new_tag, parse
-from streamclient import StreamPeer, echo_reply, lines, options
+from streamclient import StreamPeer, StreamServer, echo_reply, lines, options
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl command")
 
@@ -54,15 +54,24 @@ def pki():
     shutil.rmtree(d, ignore_errors=True)
 
 
-def _proxy(pki: str, verify_client: bool) -> AuthProxy:
+def _proxy(pki: str, verify_client: bool, more: dict | None = None,
+           carrier_tls: bool = False) -> AuthProxy:
     tls = {
         "certificate": os.path.join(pki, "server.pem"),
         "private_key": os.path.join(pki, "server.key"),
         "ca_list": os.path.join(pki, "ca.pem"),
         "verify_client": verify_client,
+        **(more or {}),
     }
     px = AuthProxy(users={"alice": PASSWORD}, config={"tls": tls})
     px.add_listen(f"tls:{px.addrs.proxy}:5061")
+    if carrier_tls:  # outbound calls to the gateway over TLS, at GW:5061
+        with open(px.config_path) as f:
+            text = f.read()
+        old = f'carrier = "sip:{px.addrs.carrier}:5070"'
+        assert old in text
+        with open(px.config_path, "w") as f:
+            f.write(text.replace(old, f'carrier = "sip:{px.addrs.carrier}:5061;transport=tls"'))
     return px.start()
 
 
@@ -181,4 +190,87 @@ def test_a_certificate_that_cannot_be_loaded_stops_the_start_with_one_line(pki):
             px.start(ready_timeout=5)
         assert f"cannot listen on tls:{px.addrs.proxy}:5061: [tls] certificate/key" in str(e.value)
     finally:
+        px.close()
+
+
+def test_min_version_refuses_an_older_client(pki):
+    px = _proxy(pki, verify_client=False, more={"min_version": "TLSv1.3"})
+    try:
+        old = _client_ctx(pki, None)
+        old.maximum_version = ssl.TLSVersion.TLSv1_2
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            StreamPeer.connect(px.addrs.client, (px.addrs.proxy, 5061), tls=old)
+        new = StreamPeer.connect(px.addrs.client, (px.addrs.proxy, 5061), tls=_client_ctx(pki, None))
+        new.send(_options(new, px.addrs.proxy))
+        assert new.recv().status == 200
+        new.close()
+        assert px.metric("kampx_tcp_tls_handshake_failures_total") == 1
+    finally:
+        px.close()
+
+
+def _outbound_invite(px, phone: socket.socket):
+    """alice (UDP) calls a number kampx does not serve: 407, then the authorized INVITE
+    goes to the carrier. Returns the authorized request."""
+    hp = f"{px.addrs.phone}:{phone.getsockname()[1]}"
+    inv = Request("INVITE", "sip:+15559999@kampx.test", [
+        ("Via", f"SIP/2.0/UDP {hp};branch={new_branch()};rport"),
+        ("From", f"<sip:alice@kampx.test>;tag={new_tag()}"),
+        ("To", "<sip:+15559999@kampx.test>"),
+        ("Call-ID", new_callid()),
+        ("CSeq", "1 INVITE"),
+        ("Contact", f"<sip:alice@{hp}>"),
+        ("Max-Forwards", "70"),
+    ])
+    phone.sendto(inv.encode(), (px.addrs.proxy, 5060))
+    challenge = parse(phone.recvfrom(65535)[0])
+    assert challenge.status == 407
+    authed = authorize(inv, challenge, "alice", PASSWORD)
+    phone.sendto(authed.encode(), (px.addrs.proxy, 5060))
+    return authed
+
+
+def _final(phone: socket.socket):
+    while True:
+        reply = parse(phone.recvfrom(65535)[0])
+        if reply.status >= 200:
+            return reply
+
+
+def test_calls_to_a_tls_carrier_check_its_certificate(pki):
+    """[tls] verify_server: the gateway's certificate (for its IP, from the CA) is checked;
+    a call reaches it over TLS. A gateway showing another CA's certificate is refused: the
+    call fails at once with 480."""
+    px = _proxy(pki, verify_client=False, more={"verify_server": True}, carrier_tls=True)
+    gw_ip = px.addrs.carrier
+    _make_cert(pki, "ca", "gw", f"IP:{gw_ip}")
+    _make_cert(pki, "rogue-ca", "gw-rogue", f"IP:{gw_ip}")
+    phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    phone.bind((px.addrs.phone, 0))
+    phone.settimeout(3.0)
+    try:
+        for cert, works in (("gw", True), ("gw-rogue", False)):
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(os.path.join(pki, f"{cert}.pem"), os.path.join(pki, f"{cert}.key"))
+            gw = StreamServer(gw_ip, 5061, tls=ctx)
+            try:
+                if works:
+                    _outbound_invite(px, phone)
+                    conn = gw.accept()
+                    got = conn.recv()
+                    assert got.method == "INVITE"
+                    assert got.vias[0].startswith(f"SIP/2.0/TLS {px.addrs.proxy};branch=")
+                    conn.send(echo_reply(got, 486, "Busy Here", "gw", None))
+                    assert _final(phone).status == 486
+                    conn.close()
+                else:
+                    _outbound_invite(px, phone)
+                    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+                        gw.accept().recv()  # the proxy gives up on the handshake
+                    assert _final(phone).status == 480
+            finally:
+                gw.close()
+        assert px.metric("kampx_tcp_tls_handshake_failures_total") >= 1
+    finally:
+        phone.close()
         px.close()
