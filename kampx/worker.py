@@ -232,8 +232,12 @@ class Worker:
 
     def make_resolver(self) -> Resolver:
         """RFC 3263 for relays to names, its queries on this worker's loop; AAAA records
-        only when the proxy has an IPv6 socket to send from."""
+        only when the proxy has an IPv6 socket to send from, TCP and TLS targets only when
+        it listens on them."""
         v6 = any(ls.family == socket.AF_INET6 for ls in self.sockets)
+        # NAPTR/SRV may name the transports the proxy can send over (UDP first)
+        protos = {ls.proto for ls in self.sockets}
+        supported = tuple(t for t in ("udp", "tcp", "tls") if t in protos) or ("udp",)
         return Resolver(
             self.cfg.dns,
             self.ctx.shared.dns_cache,
@@ -242,6 +246,7 @@ class Worker:
             self.watch,
             self.unwatch,
             families=(A_RECORD, AAAA) if v6 else (A_RECORD,),
+            supported=supported,
         )
 
     def watch(self, fd: int, callback) -> None:

@@ -91,9 +91,9 @@ def resolve(
     rng: random.Random | None = None,
 ) -> Procedure:
     """The procedure for a URI's host, port (0: none given) and transport parameter (None:
-    none given). `secure`: a sips: URI (TLS only, when supported; until kampx speaks TLS a
-    sips: URI is resolved as sip:, as it always was). `families`: the address records to
-    ask for (AAAA only when the proxy can send over IPv6)."""
+    none given). `secure`: a sips: URI (TLS when supported, else resolved as sip:).
+    `supported`: the transports the proxy can send over, preferred first. `families`: the
+    address records to ask for (AAAA only when the proxy can send over IPv6)."""
     host = host[1:-1] if host.startswith("[") else host
     tried = _Tried()
     if transport is not None:

@@ -137,3 +137,19 @@ def test_srv_weight_zero_still_gets_chosen_sometimes():
     rng = random.Random(3)
     firsts = Counter(order_srv(records, rng)[0][3] for _ in range(5000))
     assert 0 < firsts["zero"] < 200
+
+
+def test_a_proxy_that_speaks_tcp_and_tls_follows_naptr_to_them():
+    zone = {q("carrier.example", "NAPTR"): [(10, 50, "s", "SIP+D2T", "", "_sip._tcp.carrier.example")],
+            q("_sip._tcp.carrier.example", "SRV"): [(10, 0, 5060, "sw1.carrier.example")],
+            q("_sips._tcp.carrier.example", "SRV"): [(10, 0, 5061, "sw2.carrier.example")],
+            q("sw1.carrier.example", "A"): ["192.0.2.1"],
+            q("sw2.carrier.example", "A"): ["192.0.2.2"]}
+    both = ("udp", "tcp", "tls")
+    assert run(resolve("carrier.example", supported=both), zone).targets == (
+        Target("192.0.2.1", 5060, "tcp"),)
+    # a sips: URI goes to the TLS service when the proxy speaks TLS
+    assert run(resolve("carrier.example", 0, None, True, naptr=False, supported=both),
+               zone).targets == (Target("192.0.2.2", 5061, "tls"),)
+    # UDP only: the TCP-only NAPTR is passed over (then nothing answers for UDP)
+    assert run(resolve("carrier.example"), zone).targets == ()
