@@ -12,6 +12,10 @@ The model (docs/architecture.md, "Streams"):
   connection aliases) names the owner; another worker passes it the message over the
   hand-off channel with SEND_FLAG set in the socket index, and the owner writes it. With no
   connection to that address the sending worker opens one (a carrier's `transport=tcp`).
+- A read that brings a backlog ([tcp] spread_backlog messages) passes its requests round
+  the other workers (SPREAD_FLAG frames): one busy connection does not hold a trunk's whole
+  load on one worker once that worker falls behind.
+- Each connection's messages of one loop round leave in one send (flush()).
 - Framing: a message ends after its headers' CRLFCRLF plus Content-Length bytes, which a
   stream must carry; without one the peer gets a 400 (when it can be addressed) and the
   connection is closed, as is one whose headers or body pass [tcp] max_message_bytes. CRLF
