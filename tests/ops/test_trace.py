@@ -47,7 +47,9 @@ class Trace:
         assert ready, "kampxctl trace did not start"
         self.first = self.proc.stderr.readline()
         assert self.first.startswith("tracing:"), self.first
-        time.sleep(0.3)
+        # an idle worker's loop round ends at least every 0.5 s (its epoll timeout): by then
+        # it has taken the trace; 1 s leaves room for a busy CI machine
+        time.sleep(1.0)
 
     def finish(self, timeout=15.0) -> tuple[int, str, str]:
         out, err = self.proc.communicate(timeout=timeout)
