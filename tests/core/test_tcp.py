@@ -6,6 +6,8 @@ reached over a TCP connection the proxy opens (transport=tcp)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import time
 
@@ -676,3 +678,36 @@ def test_a_backlog_on_one_connection_is_spread_over_the_workers():
     finally:
         phone.close()
         px.close()
+
+
+def test_a_killed_worker_takes_its_connections_and_leaves_no_count_or_alias(px):
+    """The TCP workers are SIGKILLed: the phone's connection closes, the supervisor
+    respawns them with their connection counts zeroed and their aliases gone, a call to
+    the phone fails at once with 480 (not sent towards a dead worker), and new connections
+    are served."""
+    phone, carrier = _phone(px), Carrier(px)
+    try:
+        _register(px, phone)
+        before = [pid for pid, t in px.children().items() if "tcp receiver" in t]
+        for pid in before:
+            os.kill(pid, signal.SIGKILL)
+        assert phone.wait_closed(3.0)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            now = [pid for pid, t in px.children().items() if "tcp receiver" in t]
+            if len(now) == 2 and not set(now) & set(before):
+                break
+            time.sleep(0.1)
+        info = json.loads(px.ctl("rpc", "core.tcp_info").stdout)
+        assert info["opened_connections"] == 0 and info["by_worker"] == {}, info
+        started = time.monotonic()
+        carrier.invite(new_callid(), new_tag())
+        assert carrier.recv(skip_provisional=True).status == 480
+        assert time.monotonic() - started < 2.5
+        fresh = _phone(px)
+        fresh.send(_options(fresh, px.addrs.proxy))
+        assert fresh.recv().status == 200
+        fresh.close()
+    finally:
+        phone.close()
+        carrier.close()
