@@ -20,8 +20,8 @@ KILL_EVERY_S = 0.3
 
 
 def _sender(px, users: list, acked: list, failed: list, stop: threading.Event) -> None:
-    """Register each user once, retransmitting like a UA (same request, 4 tries). The
-    Contact carries the user, so a binding filed under the wrong AOR would show."""
+    """Register each user once, retransmitting like a UA (same request, 4 tries), paced.
+    The Contact carries the user, so a binding filed under the wrong AOR would show."""
     with SipClient(px.addrs.client, 0, proxy=px.addr) as c:
         for user in users:
             if stop.is_set():
@@ -35,6 +35,9 @@ def _sender(px, users: list, acked: list, failed: list, stop: threading.Event) -
                 if r is not None:
                     (acked if r.status == 200 else failed).append((user, contact, r.status))
                     break
+            # paced (at most ~1000/s per sender): the load must last through every kill
+            # however fast the proxy answers, and stay small enough to check one by one
+            time.sleep(0.001)
 
 
 def _dump(px) -> list:
