@@ -547,7 +547,9 @@ class Streams:
                 self._bad_stream(c, bad)
             return
         if buf:
-            if not c.since:
+            # what is left began after the last whole message: a busy connection whose
+            # reads end mid-message is not a slow sender
+            if framed or not c.since:
                 c.since = time.monotonic()
         else:
             c.since = 0.0

@@ -711,3 +711,31 @@ def test_a_killed_worker_takes_its_connections_and_leaves_no_count_or_alias(px):
     finally:
         phone.close()
         carrier.close()
+
+
+def test_a_busy_connection_whose_reads_end_mid_message_is_not_a_slow_sender():
+    """[tcp] message_timeout_s 1: for 3 s every write finishes the last request and begins
+    the next, so the proxy's buffer is never empty; each request is answered and the
+    connection stays open (only a message that itself takes too long is slow)."""
+    px = _proxy({"tcp": {"message_timeout_s": 1}})
+    phone = _phone(px)
+    try:
+        first = _options(phone, px.addrs.proxy).encode()
+        phone.send(first[:30])
+        rest = first[30:]
+        answered = 0
+        started = time.monotonic()
+        while time.monotonic() - started < 3.0:
+            nxt = _options(phone, px.addrs.proxy).encode()
+            phone.send(rest + nxt[:30])  # the end of one request, the start of the next
+            rest = nxt[30:]
+            assert phone.recv().status == 200
+            answered += 1
+            time.sleep(0.2)
+        phone.send(rest)
+        assert phone.recv().status == 200
+        assert answered >= 10
+        assert px.metric('kampx_tcp_closed_total{reason="slow"}') == 0
+    finally:
+        phone.close()
+        px.close()
