@@ -257,6 +257,7 @@ class _Register:
         "act",
         "path",
         "nat_source",
+        "flow",
         "_contacts",
         "_header_expires",
     )
@@ -303,7 +304,8 @@ class _Register:
             return
         self.path = self._path(msg)
         lsock = msg.lsock
-        if lsock is not None and lsock.reliable:
+        self.flow = lsock is not None and lsock.reliable
+        if self.flow:
             # over TCP/TLS the binding is the connection (Kamailio's tcp alias, RFC 5626's
             # flow): lookup() sends calls back on it, wherever the Contact points
             self.nat_source = f"{_source_uri(msg.src)};transport={lsock.proto}"
@@ -348,7 +350,7 @@ class _Register:
                 raise _Reject(R_INV_REGID)
             reg_id = int(raw_reg_id)
         received = self.nat_source
-        if received and not self.msg.lsock.reliable and _contact_is_source(uri, self.src):
+        if received and not self.flow and _contact_is_source(uri, self.src):
             received = ""
         expires_at = float(self.act + expires) if expires else 0.0
         return (
