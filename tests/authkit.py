@@ -53,6 +53,15 @@ class AuthProxy(KampxProcess):
         with open(self.config_path, "w") as f:
             f.write(text)
 
+    def set_carrier(self, uri: str) -> None:
+        """[routing] carrier = `uri` instead of the gateway's UDP address (before start())."""
+        with open(self.config_path) as f:
+            text = f.read()
+        old = f'carrier = "sip:{self.addrs.carrier}:{GW_PORT}"'
+        assert old in text
+        with open(self.config_path, "w") as f:
+            f.write(text.replace(old, f'carrier = "{uri}"'))
+
     @property
     def gateway(self) -> tuple[str, int]:
         return (self.addrs.carrier, GW_PORT)

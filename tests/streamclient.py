@@ -9,7 +9,7 @@ import socket
 import ssl
 import time
 
-from sipclient import SipMessage, new_branch, new_callid, new_tag, parse
+from sipclient import Request, SipMessage, authorize, new_branch, new_callid, new_tag, parse
 
 _CL = re.compile(rb"\r\n(?:content-length|l)[ \t]*:[ \t]*(\d+)", re.I)
 
@@ -149,3 +149,71 @@ def options(peer: StreamPeer, target: str) -> str:
         "CSeq: 1 OPTIONS",
         "Max-Forwards: 70",
     )
+
+
+class UdpPeer:
+    """A UDP endpoint talking to one proxy address, with the send/recv of a StreamPeer."""
+
+    def __init__(self, ip: str, proxy: tuple, port: int = 0):
+        self.sock = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET,
+                                  socket.SOCK_DGRAM)
+        self.sock.bind((ip, port))
+        self.sock.settimeout(3.0)
+        self.proxy = proxy
+        self.transport = "UDP"
+        self.ip, self.port = ip, self.sock.getsockname()[1]
+        self.hostport = f"[{ip}]:{self.port}" if ":" in ip else f"{ip}:{self.port}"
+
+    def send(self, data: str | bytes) -> None:
+        self.sock.sendto(data.encode() if isinstance(data, str) else data, self.proxy)
+
+    def recv(self, timeout: float = 3.0, skip_provisional: bool = False) -> SipMessage:
+        self.sock.settimeout(timeout)
+        while True:
+            msg = parse(self.sock.recvfrom(65535)[0])
+            if skip_provisional and not msg.is_request and msg.status < 200:
+                continue
+            return msg
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def register(peer, user: str, password: str, contact_params: str = "") -> None:
+    """A digest REGISTER of `user` from `peer` (a StreamPeer or UdpPeer): 401, then 200."""
+    reg = Request("REGISTER", "sip:kampx.test", [
+        ("Via", f"SIP/2.0/{peer.transport} {peer.hostport};branch={new_branch()};rport"),
+        ("From", f"<sip:{user}@kampx.test>;tag={new_tag()}"),
+        ("To", f"<sip:{user}@kampx.test>"),
+        ("Call-ID", new_callid()),
+        ("CSeq", "1 REGISTER"),
+        ("Contact", f"<sip:{user}@{peer.hostport}{contact_params}>"),
+        ("Expires", "300"),
+        ("Max-Forwards", "70"),
+    ])
+    peer.send(reg.encode())
+    challenge = peer.recv()
+    assert challenge.status == 401, challenge.first_line
+    peer.send(authorize(reg, challenge, user, password).encode())
+    ok = peer.recv()
+    assert ok.status == 200, ok.first_line
+
+
+def outbound_invite(peer, user: str, password: str, number: str = "+15559999"):
+    """`user` calls `number`, which no one registered: 407, then the authorized INVITE that
+    goes to the carrier. Returns (the first INVITE, the 407, the authorized INVITE)."""
+    inv = Request("INVITE", f"sip:{number}@kampx.test", [
+        ("Via", f"SIP/2.0/{peer.transport} {peer.hostport};branch={new_branch()};rport"),
+        ("From", f"<sip:{user}@kampx.test>;tag={new_tag()}"),
+        ("To", f"<sip:{number}@kampx.test>"),
+        ("Call-ID", new_callid()),
+        ("CSeq", "1 INVITE"),
+        ("Contact", f"<sip:{user}@{peer.hostport}>"),
+        ("Max-Forwards", "70"),
+    ])
+    peer.send(inv.encode())
+    challenge = peer.recv(skip_provisional=True)
+    assert challenge.status == 407, challenge.first_line
+    authed = authorize(inv, challenge, user, password)
+    peer.send(authed.encode())
+    return inv, challenge, authed

@@ -15,7 +15,16 @@ import pytest
 from authkit import AuthProxy
 from proxyctl import has_ipv6_loopback
 from sipclient import Request, authorize, new_branch, new_callid, new_tag, parse
-from streamclient import StreamPeer, StreamServer, echo_reply, lines, options
+from streamclient import (
+    StreamPeer,
+    StreamServer,
+    UdpPeer,
+    echo_reply,
+    lines,
+    options,
+    outbound_invite,
+    register,
+)
 
 PASSWORD = "alice-pw-1"
 GW_PORT = 5070
@@ -26,12 +35,7 @@ def _proxy(config: dict | None = None, carrier_params: str = "") -> AuthProxy:
     px = AuthProxy(users={"alice": PASSWORD, "bob": "bob-pw-1"}, config=config)
     px.add_listen(f"tcp:{px.addrs.proxy}:5060")
     if carrier_params:
-        with open(px.config_path) as f:
-            text = f.read()
-        old = f'carrier = "sip:{px.addrs.carrier}:{GW_PORT}"'
-        assert old in text
-        with open(px.config_path, "w") as f:
-            f.write(text.replace(old, old[:-1] + carrier_params + '"'))
+        px.set_carrier(f"sip:{px.addrs.carrier}:{GW_PORT}{carrier_params}")
     return px.start()
 
 
@@ -52,26 +56,7 @@ def _options(peer: StreamPeer, proxy_ip: str) -> str:
 
 def _register(px, phone: StreamPeer, user: str = "alice", password: str = PASSWORD) -> None:
     """REGISTER over the connection with digest; the Contact names the phone's port."""
-    reg = Request(
-        "REGISTER",
-        "sip:kampx.test",
-        [
-            ("Via", f"SIP/2.0/TCP {phone.hostport};branch={new_branch()};rport"),
-            ("From", f"<sip:{user}@kampx.test>;tag={new_tag()}"),
-            ("To", f"<sip:{user}@kampx.test>"),
-            ("Call-ID", new_callid()),
-            ("CSeq", "1 REGISTER"),
-            ("Contact", f"<sip:{user}@{phone.hostport};transport=tcp>"),
-            ("Expires", "300"),
-            ("Max-Forwards", "70"),
-        ],
-    )
-    phone.send(reg.encode())
-    challenge = phone.recv()
-    assert challenge.status == 401
-    phone.send(authorize(reg, challenge, user, password).encode())
-    ok = phone.recv()
-    assert ok.status == 200, ok.first_line
+    register(phone, user, password, ";transport=tcp")
 
 
 class Carrier:
@@ -232,29 +217,10 @@ def test_a_3kb_invite_from_a_tcp_phone_reaches_a_udp_phone(px):
     out over UDP to bob, Record-Routed for both sockets; bob's 200 comes back on alice's
     connection."""
     proxy = px.addrs.proxy
-    bob = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    bob.bind((px.addrs.client, 0))
-    bob.settimeout(3.0)
-    bob_hp = f"{px.addrs.client}:{bob.getsockname()[1]}"
+    bob = UdpPeer(px.addrs.client, (proxy, 5060))
     alice = _phone(px)
     try:
-        reg = Request(
-            "REGISTER",
-            "sip:kampx.test",
-            [
-                ("Via", f"SIP/2.0/UDP {bob_hp};branch={new_branch()};rport"),
-                ("From", f"<sip:bob@kampx.test>;tag={new_tag()}"),
-                ("To", "<sip:bob@kampx.test>"),
-                ("Call-ID", new_callid()),
-                ("CSeq", "1 REGISTER"),
-                ("Contact", f"<sip:bob@{bob_hp}>"),
-                ("Expires", "300"),
-            ],
-        )
-        bob.sendto(reg.encode(), (proxy, 5060))
-        ch = parse(bob.recvfrom(65535)[0])
-        bob.sendto(authorize(reg, ch, "bob", "bob-pw-1").encode(), (proxy, 5060))
-        assert parse(bob.recvfrom(65535)[0]).status == 200
+        register(bob, "bob", "bob-pw-1")
 
         sdp = "v=0\r\n" + "".join(f"a=x-pad:{i:04d}{'z' * 40}\r\n" for i in range(64))
         assert len(sdp) > 3000
@@ -277,7 +243,7 @@ def test_a_3kb_invite_from_a_tcp_phone_reaches_a_udp_phone(px):
         challenge = alice.recv(skip_provisional=True)
         assert challenge.status == 407
         alice.send(authorize(inv, challenge, "alice", PASSWORD).encode())
-        got = parse(bob.recvfrom(65535)[0])
+        got = bob.recv()
         assert got.method == "INVITE" and got.body == sdp.encode()
         assert got.vias[0].startswith(f"SIP/2.0/UDP {proxy};branch=")
         assert got.vias[1].startswith(f"SIP/2.0/TCP {alice.hostport};")
@@ -285,8 +251,7 @@ def test_a_3kb_invite_from_a_tcp_phone_reaches_a_udp_phone(px):
             f"<sip:{proxy};r2=on;lr>",
             f"<sip:{proxy};transport=tcp;r2=on;lr>",
         ]
-        bob.sendto(echo_reply(got, 200, "OK", "bobtag", f"sip:bob@{bob_hp}").encode(),
-                   (proxy, 5060))
+        bob.send(echo_reply(got, 200, "OK", "bobtag", f"sip:bob@{bob.hostport}"))
         ok = alice.recv(skip_provisional=True)
         assert ok.status == 200 and ok.to_tag == "bobtag"
     finally:
@@ -444,42 +409,19 @@ def test_outbound_calls_to_a_tcp_carrier_use_one_connection_and_fail_fast_when_d
     gw_ip = px.addrs.carrier
     gw: StreamServer | None = StreamServer(gw_ip, GW_PORT)
     try:
-        phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        phone.bind((px.addrs.phone, 0))
-        phone.settimeout(3.0)
-        hp = f"{px.addrs.phone}:{phone.getsockname()[1]}"
-        proxy = (px.addrs.proxy, 5060)
-        inv = Request(
-            "INVITE",
-            "sip:+15559999@kampx.test",
-            [
-                ("Via", f"SIP/2.0/UDP {hp};branch={new_branch()};rport"),
-                ("From", f"<sip:alice@kampx.test>;tag={new_tag()}"),
-                ("To", "<sip:+15559999@kampx.test>"),
-                ("Call-ID", new_callid()),
-                ("CSeq", "1 INVITE"),
-                ("Contact", f"<sip:alice@{hp}>"),
-                ("Max-Forwards", "70"),
-            ],
-        )
-        phone.sendto(inv.encode(), proxy)
-        challenge = parse(phone.recvfrom(65535)[0])
-        assert challenge.status == 407
-        authed = authorize(inv, challenge, "alice", PASSWORD)
-        phone.sendto(authed.encode(), proxy)
+        phone = UdpPeer(px.addrs.phone, (px.addrs.proxy, 5060))
+        hp = phone.hostport
+        inv, challenge, authed = outbound_invite(phone, "alice", PASSWORD)
         conn = gw.accept()
         got = conn.recv()
         assert got.method == "INVITE"
         assert got.vias[0].startswith(f"SIP/2.0/TCP {px.addrs.proxy};branch=")
         conn.send(echo_reply(got, 200, "OK", "gwtag", f"sip:gw@{gw_ip}:{GW_PORT};transport=tcp"))
-        while True:
-            ok = parse(phone.recvfrom(65535)[0])
-            if ok.status >= 200:
-                break
+        ok = phone.recv(skip_provisional=True)
         assert ok.status == 200
         # the BYE to the gateway's Contact reuses the proxy's connection
         routes = ok.get_all("record-route")[::-1]
-        phone.sendto(
+        phone.send(
             lines(
                 f"BYE sip:gw@{gw_ip}:{GW_PORT};transport=tcp SIP/2.0",
                 f"Via: SIP/2.0/UDP {hp};branch={new_branch()};rport",
@@ -489,8 +431,7 @@ def test_outbound_calls_to_a_tcp_carrier_use_one_connection_and_fail_fast_when_d
                 f"Call-ID: {authed.get('call-id')}",
                 "CSeq: 3 BYE",
                 "Max-Forwards: 70",
-            ).encode(),
-            proxy,
+            )
         )
         bye = conn.recv()
         assert bye.method == "BYE"
@@ -498,7 +439,7 @@ def test_outbound_calls_to_a_tcp_carrier_use_one_connection_and_fail_fast_when_d
         with pytest.raises((TimeoutError, socket.timeout)):
             gw.sock.accept()  # no second connection
         conn.send(echo_reply(bye, 200, "OK", "gwtag", None))
-        assert parse(phone.recvfrom(65535)[0]).status == 200
+        assert phone.recv().status == 200
 
         # the gateway goes away: the next call fails at once with 480
         conn.close()
@@ -508,12 +449,8 @@ def test_outbound_calls_to_a_tcp_carrier_use_one_connection_and_fail_fast_when_d
         again = authorize(inv, challenge, "alice", PASSWORD, nc=2)
         again.set("Call-ID", new_callid())
         started = time.monotonic()
-        phone.sendto(again.encode(), proxy)
-        while True:
-            reply = parse(phone.recvfrom(65535)[0])
-            if reply.status >= 200:
-                break
-        assert reply.status == 480
+        phone.send(again.encode())
+        assert phone.recv(skip_provisional=True).status == 480
         assert time.monotonic() - started < 2.0
         assert px.metric("kampx_tcp_active_open_total") >= 2
         assert px.metric('kampx_tcp_closed_total{reason="connect_failed"}') >= 1
@@ -558,30 +495,11 @@ def test_a_request_past_udp_mtu_goes_over_tcp_and_over_udp_when_tcp_is_refused()
     it refuses TCP; a small one stays on UDP."""
     px = _proxy({"tcp": {"udp_mtu": 1300}})
     carrier = Carrier(px)
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    # alice's phone: UDP and TCP on the same port, registered over UDP
+    tcp = StreamServer(px.addrs.client, 0)
+    udp = UdpPeer(px.addrs.client, (px.addrs.proxy, 5060), tcp.port)
     try:
-        # bob's phone: UDP and TCP on the same port, registered over UDP
-        tcp = StreamServer(px.addrs.client, 0)
-        udp.bind((px.addrs.client, tcp.port))
-        udp.settimeout(3.0)
-        hp = f"{px.addrs.client}:{tcp.port}"
-        reg = Request(
-            "REGISTER",
-            "sip:kampx.test",
-            [
-                ("Via", f"SIP/2.0/UDP {hp};branch={new_branch()};rport"),
-                ("From", f"<sip:alice@kampx.test>;tag={new_tag()}"),
-                ("To", "<sip:alice@kampx.test>"),
-                ("Call-ID", new_callid()),
-                ("CSeq", "1 REGISTER"),
-                ("Contact", f"<sip:alice@{hp}>"),
-                ("Expires", "300"),
-            ],
-        )
-        udp.sendto(reg.encode(), (px.addrs.proxy, 5060))
-        ch = parse(udp.recvfrom(65535)[0])
-        udp.sendto(authorize(reg, ch, "alice", PASSWORD).encode(), (px.addrs.proxy, 5060))
-        assert parse(udp.recvfrom(65535)[0]).status == 200
+        register(udp, "alice", PASSWORD)
 
         def invite(size: int) -> None:
             body = "v=0\r\n" + "a=x-pad:" + "z" * size + "\r\n"
@@ -609,23 +527,24 @@ def test_a_request_past_udp_mtu_goes_over_tcp_and_over_udp_when_tcp_is_refused()
         conn.close()
 
         invite(100)  # small: UDP, as always
-        small = parse(udp.recvfrom(65535)[0])
+        small = udp.recv()
         assert small.method == "INVITE" and small.vias[0].startswith("SIP/2.0/UDP ")
-        udp.sendto(echo_reply(small, 486, "Busy Here", "x", None).encode(), (px.addrs.proxy, 5060))
+        udp.send(echo_reply(small, 486, "Busy Here", "x", None))
         assert carrier.recv(skip_provisional=True).status == 486
 
         tcp.close()  # the phone stops taking TCP: the large INVITE goes over UDP after all
         time.sleep(0.2)
         invite(3000)
-        big = parse(udp.recvfrom(65535)[0])
+        big = udp.recv()
         while big.method == "ACK":  # the proxy's ACK to the 486 above
-            big = parse(udp.recvfrom(65535)[0])
+            big = udp.recv()
         assert big.method == "INVITE" and big.vias[0].startswith(f"SIP/2.0/UDP {px.addrs.proxy};")
-        udp.sendto(echo_reply(big, 486, "Busy Here", "x", None).encode(), (px.addrs.proxy, 5060))
+        udp.send(echo_reply(big, 486, "Busy Here", "x", None))
         assert carrier.recv(skip_provisional=True).status == 486
         assert px.metric("kampx_tcp_mtu_switched_total") == 2
     finally:
         udp.close()
+        tcp.close()
         carrier.close()
         px.close()
 

@@ -14,8 +14,17 @@ import tempfile
 
 import pytest
 from authkit import AuthProxy
-from sipclient import Request, authorize, new_branch, new_callid, new_tag, parse
-from streamclient import StreamPeer, StreamServer, echo_reply, lines, options
+from sipclient import new_branch, new_callid, new_tag, parse
+from streamclient import (
+    StreamPeer,
+    StreamServer,
+    UdpPeer,
+    echo_reply,
+    lines,
+    options,
+    outbound_invite,
+    register,
+)
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl command")
 
@@ -66,12 +75,7 @@ def _proxy(pki: str, verify_client: bool, more: dict | None = None,
     px = AuthProxy(users={"alice": PASSWORD}, config={"tls": tls})
     px.add_listen(f"tls:{px.addrs.proxy}:5061")
     if carrier_tls:  # outbound calls to the gateway over TLS, at GW:5061
-        with open(px.config_path) as f:
-            text = f.read()
-        old = f'carrier = "sip:{px.addrs.carrier}:5070"'
-        assert old in text
-        with open(px.config_path, "w") as f:
-            f.write(text.replace(old, f'carrier = "sip:{px.addrs.carrier}:5061;transport=tls"'))
+        px.set_carrier(f"sip:{px.addrs.carrier}:5061;transport=tls")
     return px.start()
 
 
@@ -100,24 +104,7 @@ def test_a_phone_registered_over_tls_is_called_on_its_connection(pki):
     try:
         phone.send(_options(phone, proxy))
         assert phone.recv().status == 200
-        reg = Request(
-            "REGISTER",
-            "sip:kampx.test",
-            [
-                ("Via", f"SIP/2.0/TLS {phone.hostport};branch={new_branch()};rport"),
-                ("From", f"<sip:alice@kampx.test>;tag={new_tag()}"),
-                ("To", "<sip:alice@kampx.test>"),
-                ("Call-ID", new_callid()),
-                ("CSeq", "1 REGISTER"),
-                ("Contact", f"<sip:alice@{phone.hostport};transport=tls>"),
-                ("Expires", "300"),
-            ],
-        )
-        phone.send(reg.encode())
-        challenge = phone.recv()
-        assert challenge.status == 401
-        phone.send(authorize(reg, challenge, "alice", PASSWORD).encode())
-        assert phone.recv().status == 200
+        register(phone, "alice", PASSWORD, ";transport=tls")
 
         carrier.sendto(
             lines(
@@ -209,34 +196,6 @@ def test_min_version_refuses_an_older_client(pki):
         px.close()
 
 
-def _outbound_invite(px, phone: socket.socket):
-    """alice (UDP) calls a number kampx does not serve: 407, then the authorized INVITE
-    goes to the carrier. Returns the authorized request."""
-    hp = f"{px.addrs.phone}:{phone.getsockname()[1]}"
-    inv = Request("INVITE", "sip:+15559999@kampx.test", [
-        ("Via", f"SIP/2.0/UDP {hp};branch={new_branch()};rport"),
-        ("From", f"<sip:alice@kampx.test>;tag={new_tag()}"),
-        ("To", "<sip:+15559999@kampx.test>"),
-        ("Call-ID", new_callid()),
-        ("CSeq", "1 INVITE"),
-        ("Contact", f"<sip:alice@{hp}>"),
-        ("Max-Forwards", "70"),
-    ])
-    phone.sendto(inv.encode(), (px.addrs.proxy, 5060))
-    challenge = parse(phone.recvfrom(65535)[0])
-    assert challenge.status == 407
-    authed = authorize(inv, challenge, "alice", PASSWORD)
-    phone.sendto(authed.encode(), (px.addrs.proxy, 5060))
-    return authed
-
-
-def _final(phone: socket.socket):
-    while True:
-        reply = parse(phone.recvfrom(65535)[0])
-        if reply.status >= 200:
-            return reply
-
-
 def test_calls_to_a_tls_carrier_check_its_certificate(pki):
     """[tls] verify_server: the gateway's certificate (for its IP, from the CA) is checked;
     a call reaches it over TLS. A gateway showing another CA's certificate is refused: the
@@ -245,9 +204,7 @@ def test_calls_to_a_tls_carrier_check_its_certificate(pki):
     gw_ip = px.addrs.carrier
     _make_cert(pki, "ca", "gw", f"IP:{gw_ip}")
     _make_cert(pki, "rogue-ca", "gw-rogue", f"IP:{gw_ip}")
-    phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    phone.bind((px.addrs.phone, 0))
-    phone.settimeout(3.0)
+    phone = UdpPeer(px.addrs.phone, (px.addrs.proxy, 5060))
     try:
         for cert, works in (("gw", True), ("gw-rogue", False)):
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -255,19 +212,19 @@ def test_calls_to_a_tls_carrier_check_its_certificate(pki):
             gw = StreamServer(gw_ip, 5061, tls=ctx)
             try:
                 if works:
-                    _outbound_invite(px, phone)
+                    outbound_invite(phone, "alice", PASSWORD)
                     conn = gw.accept()
                     got = conn.recv()
                     assert got.method == "INVITE"
                     assert got.vias[0].startswith(f"SIP/2.0/TLS {px.addrs.proxy};branch=")
                     conn.send(echo_reply(got, 486, "Busy Here", "gw", None))
-                    assert _final(phone).status == 486
+                    assert phone.recv(skip_provisional=True).status == 486
                     conn.close()
                 else:
-                    _outbound_invite(px, phone)
+                    outbound_invite(phone, "alice", PASSWORD)
                     with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
                         gw.accept().recv()  # the proxy gives up on the handshake
-                    assert _final(phone).status == 480
+                    assert phone.recv(skip_provisional=True).status == 480
             finally:
                 gw.close()
         assert px.metric("kampx_tcp_tls_handshake_failures_total") >= 1
