@@ -16,7 +16,8 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.string cimport memchr, memcmp, memcpy
-from libc.stdint cimport int32_t, int16_t, uint64_t
+from libc.stdio cimport snprintf
+from libc.stdint cimport int32_t, int16_t, uint32_t, uint64_t
 
 import re
 
@@ -128,6 +129,8 @@ cdef enum:
 METHOD_NAMES = ("OTHER", "INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "INFO",
                 "UPDATE", "PRACK", "SUBSCRIBE", "NOTIFY", "MESSAGE", "REFER", "PUBLISH")
 cdef dict _METHOD_IDS = {m: i for i, m in enumerate(METHOD_NAMES) if i}
+cdef tuple _METHOD_BYTES = tuple(m.encode() for m in METHOD_NAMES)
+cdef tuple _SMALL_NUMBERS = tuple(b"%d" % k for k in range(256))
 METHOD_IDS = dict(_METHOD_IDS)
 
 
@@ -1020,6 +1023,7 @@ cdef class Message:
     # eager parse results
     cdef ViaPos topvia
     cdef object _top_via            # the Via view of topvia, built on first use
+    cdef object _uri                # the Request-URI's URI view, built on first use
     cdef AddrPos from_a, to_a
     cdef Py_ssize_t cseq_num_s, cseq_num_e, cseq_m_s, cseq_m_e
     cdef unsigned long long cseq_num
@@ -1033,6 +1037,7 @@ cdef class Message:
     cdef int removed_via, removed_route   # values taken off the top by remove_top_*()
     cdef bytes new_ruri
     cdef bytes via_extra             # params appended to the top Via (received/rport)
+    cdef list stamp_relay, stamp_reply  # via_extra's edits for serialize / a reply, made once
     cdef readonly bint edited
     # what the proxy attaches while it processes the message (declared: a slot each, typed
     # in _cparse.pyi; the transport sets src/lsock/handed_off, the modules the rest)
@@ -1129,10 +1134,15 @@ cdef class Message:
         """The Request-URI parsed (URI), after any rewrite."""
         if not self.is_request:
             return None
+        if self._uri is not None:  # a URI is immutable: made once per Request-URI
+            return self._uri
+        cdef URI u
         if self.new_ruri is not None:
-            return URI(self.new_ruri)
-        cdef URI u = URI.__new__(URI)
-        u._fill(self.p, &self.ruri_pos)
+            u = URI(self.new_ruri)
+        else:
+            u = URI.__new__(URI)
+            u._fill(self.p, &self.ruri_pos)
+        self._uri = u
         return u
 
     @property
@@ -1431,10 +1441,12 @@ cdef class Message:
         if not b or b" " in b or b"\t" in b or b"\r" in b or b"\n" in b:
             raise ValueError("bad Request-URI")
         self.new_ruri = b
+        self._uri = None
         self.edited = True
 
     def reset_ruri(self):
         self.new_ruri = None
+        self._uri = None
 
     def add_top_via_params(self, str params):
         """Stamp parameters (e.g. ';received=1.2.3.4;rport=5060') on the top Via: what a
@@ -1449,6 +1461,30 @@ cdef class Message:
         if b and (b[0] != 59 or b"\r" in b or b"\n" in b or b"," in b):
             raise ValueError("Via parameters must start with ';' and hold no ',' or line break")
         self.via_extra = b if b else None
+        self.stamp_relay = self.stamp_reply = None
+        self.edited = True
+
+    def stamp_source(self):
+        """received/rport on the top Via from `src` (RFC 3261 18.2.1, RFC 3581 4): both
+        when the Via asks for rport, else received when the sent-by host is not the source
+        address. What the transport does to every request it takes in; a request without a
+        Via is left alone."""
+        if self.first[H_VIA] < 0:
+            return
+        ip, port = self.src
+        cdef bytes ipb = (<str?>ip).encode("utf-8", "surrogateescape")
+        cdef ViaPos *v = &self.topvia
+        cdef Py_ssize_t hs = v.host_s, he = v.host_e
+        if he - hs >= 2 and self.p[hs] == 91:  # "[v6]": compared without its brackets
+            hs += 1
+            he -= 1
+        if v.has_rport:
+            self.via_extra = b";received=" + ipb + (b";rport=%d" % <int?>port)
+        elif he - hs != len(ipb) or memcmp(self.p + hs, PyBytes_AS_STRING(ipb), he - hs) != 0:
+            self.via_extra = b";received=" + ipb
+        else:
+            return
+        self.stamp_relay = self.stamp_reply = None
         self.edited = True
 
     cdef int _lump(self, Py_ssize_t s, Py_ssize_t e, bytes data, int kind) except -1:
@@ -1538,6 +1574,31 @@ cdef class Message:
             raise ValueError("Max-Forwards must be 0..255")
         self._set("Max-Forwards", str(n).encode(), True)
 
+    def process_maxfwd(self, int default, int limit):
+        """Kamailio's mf_process_maxfwd_header(default) (RFC 3261 16.6 step 3): an absent
+        Max-Forwards is inserted with `default`, a present one decremented and capped at
+        `limit`. 1: the request may go on; -1: Max-Forwards is 0 or not a number (483)."""
+        cdef int mf = self.max_forwards_value
+        cdef int n
+        cdef Hdr *h
+        if mf == -1:
+            self.set_max_forwards(min(default, 255))
+            return 1
+        if mf <= 0:  # 0, or -2: not a number
+            return -1
+        n = min(mf - 1, limit)
+        if n < 0:
+            n = 0
+        if n > 255:
+            n = 255
+        if self.counts[H_MAX_FORWARDS] == 1 and self.added is None:
+            # the common case: one line as received, its value replaced
+            h = &self.hdrs[self.first[H_MAX_FORWARDS]]
+            self._lump(h.val_s, h.val_e, <bytes>_SMALL_NUMBERS[n], REP)
+        else:
+            self.set_max_forwards(n)
+        return 1
+
     def remove_top_route(self):
         """Remove the first Route value (the whole line when it was the line's last value).
         Each call removes the next one: a proxy that finds its own address twice (double
@@ -1607,7 +1668,9 @@ cdef class Message:
             return self.raw
         # derived edits first: they lose to any recorded edit they overlap
         if self.via_extra is not None:
-            edits.extend(self._stamp_edits(True))
+            if self.stamp_relay is None:
+                self.stamp_relay = self._stamp_edits(True)
+            edits.extend(self.stamp_relay)
         derived = len(edits)
         if rr is None:
             rr = self.rr_line
@@ -1675,7 +1738,86 @@ cdef class Message:
         cdef Hdr *h = &self.hdrs[self.first[H_VIA]]
         if self.via_extra is None:
             return self.buf[h.val_s:h.val_e]
-        return _apply(self.buf, h.val_e, self._stamp_edits(False))[h.val_s:]
+        if self.stamp_reply is None:
+            self.stamp_reply = self._stamp_edits(False)
+        return _apply(self.buf, h.val_e, self.stamp_reply)[h.val_s:]
+
+    def server_key(self, method=None):
+        """The key of the server transaction this request belongs to (RFC 3261 17.2.3):
+        top branch, sent-by (host lower-cased) and method class (ACK counts as INVITE;
+        `method` overrides it), as bytes; None when the branch is not an RFC 3261 one (no
+        z9hG4bK cookie: kampx/tm/keys.py keys it by the RFC 2543 fields)."""
+        cdef ViaPos *v = &self.topvia
+        cdef const unsigned char *p = self.p
+        cdef Py_ssize_t bn, hn, mn, k, pos
+        cdef bytes m, out
+        cdef char portbuf[8]
+        cdef int pn, port
+        cdef char *o
+        if self.first[H_VIA] < 0 or v.branch_s < 0:
+            return None
+        bn = v.branch_e - v.branch_s
+        if bn <= 7 or memcmp(p + v.branch_s, b"z9hG4bK", 7) != 0:
+            return None
+        if method is None:
+            if self.is_request and self.method_id:
+                m = _METHOD_BYTES[M_INVITE if self.method_id == M_ACK else self.method_id]
+            else:
+                m = (<str>self.method).encode("utf-8", "surrogateescape")
+        else:
+            m = (<str?>method).encode("utf-8", "surrogateescape")
+        port = v.port
+        pn = 0
+        while True:  # the port's digits, backwards
+            portbuf[pn] = 48 + port % 10
+            pn += 1
+            port //= 10
+            if port == 0 or pn == 8:
+                break
+        hn = v.host_e - v.host_s
+        mn = len(m)
+        out = PyBytes_FromStringAndSize(NULL, bn + 1 + hn + 1 + pn + 1 + mn)
+        o = PyBytes_AS_STRING(out)
+        memcpy(o, p + v.branch_s, bn)
+        pos = bn
+        o[pos] = 0
+        pos += 1
+        for k in range(hn):
+            o[pos + k] = LOWER[p[v.host_s + k]]
+        pos += hn
+        o[pos] = 58  # ":"
+        pos += 1
+        for k in range(pn):
+            o[pos + k] = portbuf[pn - 1 - k]
+        pos += pn
+        o[pos] = 0
+        pos += 1
+        memcpy(o + pos, PyBytes_AS_STRING(m), mn)
+        return out
+
+    def sl_tag(self, str prefix):
+        """The To-tag of a stateless reply to this request: `prefix`, '.', 8 hex of a hash
+        of Call-ID, From tag and top branch, so a retransmission gets the same tag without
+        any state (what Kamailio's sl does with a CRC)."""
+        cdef uint32_t h = 2166136261u  # FNV-1a, 32 bits
+        cdef Py_ssize_t s, e, k
+        cdef int part
+        cdef const unsigned char *p = self.p
+        cdef Hdr *hd
+        for part in range(3):
+            s = e = -1
+            if part == 0 and self.first[H_CALL_ID] >= 0:
+                hd = &self.hdrs[self.first[H_CALL_ID]]
+                s, e = hd.val_s, hd.val_e
+            elif part == 1 and self.from_a.tag_s >= 0:
+                s, e = self.from_a.tag_s, self.from_a.tag_e
+            elif part == 2 and self.first[H_VIA] >= 0 and self.topvia.branch_s >= 0:
+                s, e = self.topvia.branch_s, self.topvia.branch_e
+            for k in range(s, e):
+                h = (h ^ p[k]) * 16777619u
+            h = (h ^ (0x100 if s < 0 else 0)) * 16777619u  # absent and empty differ
+            h = (h ^ 0) * 16777619u
+        return f"{prefix}.{h:08x}"
 
     def header_lines(self, str name):
         """The raw header lines (bytes, with their line ends) of `name`, for copying into a
@@ -2221,51 +2363,92 @@ def parse(data):
 
 # -- replies ------------------------------------------------------------------------------------
 
-cdef bytes _terminated(bytes line):
+cdef inline Py_ssize_t _put(char *out, Py_ssize_t pos, const char *src, Py_ssize_t n) noexcept:
+    # copy when there is somewhere to copy to (build_reply's second pass), else just count
+    if out != NULL:
+        memcpy(out + pos, src, n)
+    return pos + n
+
+
+cdef Py_ssize_t _put_line(char *out, Py_ssize_t pos, const char *src, Py_ssize_t n) noexcept:
     # a copied line that was the datagram's last one may lack its line end
-    if line.endswith(b"\n"):
-        return line
-    return line + (b"\n" if line.endswith(b"\r") else b"\r\n")
+    pos = _put(out, pos, src, n)
+    if n and src[n - 1] == 10:
+        return pos
+    if n and src[n - 1] == 13:
+        return _put(out, pos, b"\n", 1)
+    return _put(out, pos, b"\r\n", 2)
 
 
 def build_reply(Message req, int code, reason, to_tag=None, extra=None, body=b""):
     """A response to `req` (RFC 3261 8.2.6.2): status line, every Via line as received (the
     top one with the received/rport stamp the transport recorded), From, To (with `to_tag`
     added when the request's To has none and code > 100), Call-ID, CSeq, the `extra` header
-    lines (sequence of "Name: value" str/bytes), Content-Length and `body`."""
+    lines (sequence of "Name: value" str/bytes), Content-Length and `body`. Measured once,
+    then written into the one bytes object it returns."""
     if not 100 <= code <= 699:
         raise ValueError("status code must be 100..699")
-    cdef list out = [b"SIP/2.0 %d " % code, _value_bytes(reason), b"\r\n"]
-    cdef int k
+    cdef bytes reason_b = _value_bytes(reason)
+    cdef bytes tag_b = None
+    cdef bytes top = None
+    cdef bytes body_b = _to_bytes(body)
+    cdef list extra_b = [_value_bytes(x) for x in extra] if extra else None
+    cdef char status[4]
+    cdef char clen[32]
+    cdef int clen_n
+    cdef Py_ssize_t pos, vend, total = 0
+    cdef int k, rnd
     cdef Hdr *h
-    cdef bint first_via = True
-    cdef bytes b = req.buf, line
-    for k in range(req.nhdr):
-        h = &req.hdrs[k]
-        if h.hid == H_VIA:
-            if first_via:
-                first_via = False
-                out.append(b"Via: ")
-                out.append(req.top_via_with_stamp())
-                out.append(b"\r\n")
-            else:
-                out.append(_terminated(b[h.line_s:h.line_e]))
-        elif h.hid == H_TO and req.first[H_TO] == k:
-            line = _terminated(b[h.line_s:h.line_e])
-            if to_tag is not None and code > 100 and req.to_a.tag_s < 0:
-                # ";tag=" after the To value, before its line end
-                vend = h.val_e - h.line_s
-                line = line[:vend] + b";tag=" + _token_bytes(to_tag) + line[vend:]
-            out.append(line)
-        elif (h.hid == H_FROM and req.first[H_FROM] == k) or \
-             (h.hid == H_CALL_ID and req.first[H_CALL_ID] == k) or \
-             (h.hid == H_CSEQ and req.first[H_CSEQ] == k):
-            out.append(_terminated(b[h.line_s:h.line_e]))
-    if extra:
-        for x in extra:
-            out.append(_value_bytes(x))
-            out.append(b"\r\n")
-    body = _to_bytes(body)
-    out.append(b"Content-Length: %d\r\n\r\n" % len(body))
-    out.append(body)
-    return b"".join(out)
+    cdef bint first_via
+    cdef const char *b = <const char *>req.p
+    cdef char *out = NULL
+    cdef bytes result = None
+    if to_tag is not None and code > 100 and req.first[H_TO] >= 0 and req.to_a.tag_s < 0:
+        tag_b = _token_bytes(to_tag)
+    if req.first[H_VIA] >= 0:
+        top = req.top_via_with_stamp()
+    status[0] = 48 + code // 100
+    status[1] = 48 + code // 10 % 10
+    status[2] = 48 + code % 10
+    clen_n = snprintf(clen, sizeof(clen), "Content-Length: %zd\r\n\r\n", len(body_b))
+    for rnd in range(2):  # the first round measures, the second writes
+        pos = _put(out, 0, b"SIP/2.0 ", 8)
+        pos = _put(out, pos, status, 3)
+        pos = _put(out, pos, b" ", 1)
+        pos = _put(out, pos, PyBytes_AS_STRING(reason_b), len(reason_b))
+        pos = _put(out, pos, b"\r\n", 2)
+        first_via = True
+        for k in range(req.nhdr):
+            h = &req.hdrs[k]
+            if h.hid == H_VIA:
+                if first_via:
+                    first_via = False
+                    pos = _put(out, pos, b"Via: ", 5)
+                    pos = _put(out, pos, PyBytes_AS_STRING(top), len(top))
+                    pos = _put(out, pos, b"\r\n", 2)
+                else:
+                    pos = _put_line(out, pos, b + h.line_s, h.line_e - h.line_s)
+            elif h.hid == H_TO and req.first[H_TO] == k:
+                if tag_b is not None:  # ";tag=" after the To value, before its line end
+                    vend = h.val_e - h.line_s
+                    pos = _put(out, pos, b + h.line_s, vend)
+                    pos = _put(out, pos, b";tag=", 5)
+                    pos = _put(out, pos, PyBytes_AS_STRING(tag_b), len(tag_b))
+                    pos = _put_line(out, pos, b + h.val_e, h.line_e - h.val_e)
+                else:
+                    pos = _put_line(out, pos, b + h.line_s, h.line_e - h.line_s)
+            elif (h.hid == H_FROM and req.first[H_FROM] == k) or \
+                 (h.hid == H_CALL_ID and req.first[H_CALL_ID] == k) or \
+                 (h.hid == H_CSEQ and req.first[H_CSEQ] == k):
+                pos = _put_line(out, pos, b + h.line_s, h.line_e - h.line_s)
+        if extra_b is not None:
+            for x in extra_b:
+                pos = _put(out, pos, PyBytes_AS_STRING(<bytes>x), len(<bytes>x))
+                pos = _put(out, pos, b"\r\n", 2)
+        pos = _put(out, pos, clen, clen_n)
+        pos = _put(out, pos, PyBytes_AS_STRING(body_b), len(body_b))
+        if rnd == 0:
+            total = pos
+            result = PyBytes_FromStringAndSize(NULL, total)
+            out = PyBytes_AS_STRING(result)
+    return result

@@ -9,12 +9,5 @@ def process_maxfwd(msg, default: int, limit: int = MAX_LIMIT) -> int:
     """Kamailio's mf_process_maxfwd_header(default): an absent header is inserted with
     `default`; a present one is decremented, and capped at `limit`. Returns 1 when the
     request may go on, -1 when Max-Forwards is 0 or not a number (the script answers 483
-    Too Many Hops)."""
-    mf = msg.max_forwards
-    if mf is None:
-        msg.set_max_forwards(min(default, 255))
-        return 1
-    if mf <= 0:
-        return -1
-    msg.set_max_forwards(min(mf - 1, limit))
-    return 1
+    Too Many Hops). Done in C on the parsed header (kampx._cparse Message.process_maxfwd)."""
+    return msg.process_maxfwd(default, limit)

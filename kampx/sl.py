@@ -11,8 +11,6 @@ sl_tag_prefix.
 
 from __future__ import annotations
 
-import hashlib
-
 from kampx import __version__
 from kampx import methods as M
 from kampx import stats as S
@@ -30,12 +28,9 @@ STATISTICS = (SL_REPLIES, SL_ERR_REPLIES)
 
 
 def to_tag(prefix: str, msg) -> str:
-    """Kamailio's sl tag shape: 32 hex of the instance, '.', 8 hex of the request."""
-    h = hashlib.blake2s(
-        f"{msg.call_id}\x00{msg.from_tag}\x00{msg.branch}".encode("utf-8", "surrogateescape"),
-        digest_size=4,
-    ).hexdigest()
-    return f"{prefix}.{h}"
+    """Kamailio's sl tag shape: 32 hex of the instance, '.', 8 hex of the request (a hash
+    of its Call-ID, From tag and top branch: kampx._cparse Message.sl_tag)."""
+    return msg.sl_tag(prefix)
 
 
 def own_tag_start(prefix: str) -> str:

@@ -549,19 +549,6 @@ class Worker:
                 self.stats.inc(SL_ERR_REPLIES.base)
                 self.stats.inc(SL_REPLIES.base + 400 - 100)
 
-    @staticmethod
-    def _stamp_via(msg) -> None:
-        """received/rport on the top Via of a request (RFC 3261 18.2.1, RFC 3581 4)."""
-        via = msg.top_via
-        ip, port = msg.src
-        host = via.host
-        if host.startswith("["):
-            host = host[1:-1]
-        if via.rport is not None:
-            msg.add_top_via_params(f";received={ip};rport={port}")
-        elif host != ip:
-            msg.add_top_via_params(f";received={ip}")
-
     def _on_request(self, msg) -> None:
         t0 = time.perf_counter_ns()
         stats = self.stats
@@ -570,7 +557,7 @@ class Worker:
         if msg.top_via is None:
             stats.inc(ERR_REQUESTS.base)  # nowhere to send a reply: drop
             return
-        self._stamp_via(msg)
+        msg.stamp_source()  # received/rport (RFC 3261 18.2.1, RFC 3581 4)
         if self.tm.match_request(msg):
             if msg.method_id == M.ACK and self._acks_own_reply(msg):
                 pass  # Kamailio's sl ACK filter: the ACK of a reply this proxy made ends here

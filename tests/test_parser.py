@@ -1057,6 +1057,95 @@ def test_build_reply_without_via_from_to():
     assert r.via == [] and r.from_ is None and r.to is None and r.cseq_num == 1
 
 
+def test_build_reply_tag_on_an_unterminated_to_line():
+    m = parse(b"OPTIONS sip:x@h SIP/2.0\r\nCSeq: 1 OPTIONS\r\nCall-ID: c\r\n"
+              b"Via: SIP/2.0/UDP a;branch=z9hG4bK1\r\nTo: <sip:x@h>")
+    out = build_reply(m, 404, "Not Here", to_tag="t7")
+    assert b"\r\nTo: <sip:x@h>;tag=t7\r\nContent-Length: 0\r\n\r\n" in out
+    assert parse(out).to_tag == "t7"
+
+
+# -- what the transport and tm take from a request, in C ----------------------------------------------------
+
+def test_stamp_source_follows_rfc3581_and_rfc3261():
+    m = basic()  # its Via asks for rport
+    m.src = ("198.51.100.7", 5099)
+    m.stamp_source()
+    assert m.top_via_with_stamp() == (b"SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa1;rport=5099"
+                                      b";received=198.51.100.7")
+    same = parse(make("Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa1", *BASIC[1:]))
+    same.src = ("192.0.2.1", 6000)  # sent-by is the source: nothing to add
+    same.stamp_source()
+    assert same.top_via_with_stamp() == b"SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa1"
+    assert not same.edited
+    other = parse(make("Via: SIP/2.0/UDP host.example;branch=z9hG4bKa1", *BASIC[1:]))
+    other.src = ("192.0.2.1", 5060)
+    other.stamp_source()
+    assert other.via[0].raw == "SIP/2.0/UDP host.example;branch=z9hG4bKa1"  # as received
+    assert parse(other.serialize()).via[0].received == "192.0.2.1"
+    v6 = parse(make("Via: SIP/2.0/TCP [2001:db8::1]:5060;branch=z9hG4bKa1", *BASIC[1:]))
+    v6.src = ("2001:db8::1", 40000)  # brackets are not part of the address
+    v6.stamp_source()
+    assert not v6.edited
+    none = parse(make("CSeq: 1 OPTIONS", start="OPTIONS sip:x@h SIP/2.0"))
+    none.src = ("192.0.2.1", 5060)
+    none.stamp_source()  # no Via: nothing to stamp, no error
+    assert not none.edited
+
+
+@pytest.mark.parametrize("line,rc,after", [
+    ("Max-Forwards: 70", 1, "69"),
+    ("Max-Forwards: 1", 1, "0"),
+    ("Max-Forwards: 0", -1, "0"),
+    ("Max-Forwards: 200", 1, "70"),       # capped at the limit (Kamailio's max_limit)
+    ("Max-Forwards: 65535", 1, "70"),
+    ("Max-Forwards: abc", -1, "abc"),     # not a number: 483, the header left as it was
+    (None, 1, "10"),                      # absent: inserted with the default
+])
+def test_process_maxfwd(line, rc, after):
+    headers = [h for h in BASIC if not h.startswith("Max-Forwards")] + ([line] if line else [])
+    m = parse(make(*headers))
+    assert m.process_maxfwd(10, 70) == rc
+    out = parse(m.serialize())
+    assert out.header_all("max-forwards") == [after]
+
+
+def test_process_maxfwd_on_two_lines_and_twice():
+    m = parse(make(*BASIC, "Max-Forwards: 9"))  # the first line counts, the others go
+    assert m.process_maxfwd(10, 70) == 1
+    assert parse(m.serialize()).header_all("max-forwards") == ["69"]
+    m = basic()
+    m.process_maxfwd(10, 70)
+    m.process_maxfwd(10, 70)  # decremented from what came in, not twice
+    assert parse(m.serialize()).header_all("max-forwards") == ["69"]
+
+
+def test_server_key_is_branch_sent_by_and_method_class():
+    m = parse(make("Via: SIP/2.0/UDP Host.Example:5070;branch=z9hG4bKx1", *BASIC[1:]))
+    assert m.server_key() == b"z9hG4bKx1\x00host.example:5070\x00INVITE"
+    assert m.server_key("CANCEL") == b"z9hG4bKx1\x00host.example:5070\x00CANCEL"
+    ack = parse(make("Via: SIP/2.0/UDP h;branch=z9hG4bKx1", *BASIC[1:], start="ACK sip:b@h SIP/2.0"))
+    assert ack.server_key() == b"z9hG4bKx1\x00h:0\x00INVITE"  # ACK: the INVITE's class
+    odd = parse(make("Via: SIP/2.0/UDP h:65535;branch=z9hG4bKx1", *BASIC[1:],
+                     start="FOO sip:b@h SIP/2.0"))
+    assert odd.server_key() == b"z9hG4bKx1\x00h:65535\x00FOO"
+    for via in ("Via: SIP/2.0/UDP h;branch=1234", "Via: SIP/2.0/UDP h;branch=z9hG4bK",
+                "Via: SIP/2.0/UDP h"):
+        assert parse(make(via, *BASIC[1:])).server_key() is None  # RFC 2543: keyed elsewhere
+    assert parse(make("CSeq: 1 OPTIONS", start="OPTIONS sip:x@h SIP/2.0")).server_key() is None
+
+
+def test_sl_tag_is_stable_per_request_and_tells_requests_apart():
+    a = basic().sl_tag("p" * 32)
+    assert a == basic().sl_tag("p" * 32)  # a retransmission: the same tag
+    prefix, _, h = a.partition(".")
+    assert prefix == "p" * 32 and len(h) == 8 and int(h, 16) >= 0
+    other_branch = parse(make("Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa2", *BASIC[1:]))
+    assert other_branch.sl_tag("p") != basic().sl_tag("p")
+    no_tag = parse(make(*BASIC[:2], "From: <sip:alice@example.com>", *BASIC[3:]))
+    assert no_tag.sl_tag("p") != basic().sl_tag("p")
+
+
 # -- odds and ends ---------------------------------------------------------------------------------------------
 
 def test_message_made_directly_is_empty_and_safe():

@@ -20,6 +20,9 @@ _PREFIX_LEN = len(OUR_PREFIX)
 def server_key(msg, method: str | None = None) -> bytes:
     """The key of the server transaction `msg` belongs to. `method` overrides the method
     class (CANCEL looks up its INVITE with method="INVITE")."""
+    key = msg.server_key(method)  # the RFC 3261 key, made in C
+    if key is not None:
+        return key
     if method is None:
         method = msg.method
         if method == "ACK":
