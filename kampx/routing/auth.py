@@ -18,7 +18,7 @@ from kampx import methods as _M
 from kampx import sl as _sl
 from kampx.auth import authenticator as _a
 from kampx.auth.authenticator import AUTH_CHALLENGES
-from kampx.routing.context import Result, ctx
+from kampx.routing.context import Result, ctx, result
 from kampx.routing.security import guard
 
 SUBSCRIBER_TABLE = "subscriber"
@@ -78,21 +78,21 @@ def auth_check(realm, table: str = SUBSCRIBER_TABLE, flags: int = 0) -> Result:
     -6 nonce-count replayed, -8 auth user mismatch."""
     _table(table)
     w, msg = ctx.worker, ctx.msg
-    return Result(_auth(w).check(msg, _realm(realm), _a.kind_for(msg), int(flags)))
+    return result(_auth(w).check(msg, _realm(realm), _a.kind_for(msg), int(flags)))
 
 
 def www_authorize(realm, table: str = SUBSCRIBER_TABLE) -> Result:
     """Check Authorization credentials (whatever the method)."""
     _table(table)
     w, msg = ctx.worker, ctx.msg
-    return Result(_auth(w).check(msg, _realm(realm), _a.WWW))
+    return result(_auth(w).check(msg, _realm(realm), _a.WWW))
 
 
 def proxy_authorize(realm, table: str = SUBSCRIBER_TABLE) -> Result:
     """Check Proxy-Authorization credentials (whatever the method)."""
     _table(table)
     w, msg = ctx.worker, ctx.msg
-    return Result(_auth(w).check(msg, _realm(realm), _a.PROXY))
+    return result(_auth(w).check(msg, _realm(realm), _a.PROXY))
 
 
 def has_credentials(realm) -> bool:
@@ -147,7 +147,7 @@ def is_subscriber(uri, table: str = SUBSCRIBER_TABLE, flags: int = 0) -> Result:
     except SipParseError:
         u = None
     if u is None or not u.user:
-        return Result(-2)
+        return result(-2)
     cache = _auth(ctx.worker).subscribers
     found = cache.get(u.user, u.host if int(flags) & 1 else None)
-    return Result(1 if found is not None else -1)
+    return result(1 if found is not None else -1)

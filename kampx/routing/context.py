@@ -26,7 +26,18 @@ class Result(int):
     __slots__ = ()
 
     def __bool__(self) -> bool:
-        return int(self) > 0
+        return self > 0  # int's comparison: no new int per test
 
     def __repr__(self) -> str:
         return f"Result({int(self)})"
+
+
+# the codes script functions return, made once: an int subclass is immutable
+_RESULTS = {code: Result(code) for code in range(-10, 11)}
+
+
+def result(code: int) -> Result:
+    """Result(code), the same object for the common codes (-10..10): the script calls
+    pike_check_req(), lookup(), auth_check() on every request."""
+    r = _RESULTS.get(code)
+    return r if r is not None else Result(code)

@@ -19,7 +19,7 @@ positive).
 from __future__ import annotations
 
 from kampx.dispatcher import dispatch as _ds
-from kampx.routing.context import Result, ctx
+from kampx.routing.context import Result, ctx, result
 
 __all__ = [
     "ds_select_dst",
@@ -36,31 +36,31 @@ def ds_select_dst(setid: int, alg: int, limit: int = 0) -> Result:
     hash, 1 From, 2 To, 3 R-URI hash, 4 round-robin, 6 random, 8 priority, 9 weight) and keep up to
     `limit` (0: all) for ds_next_dst(). -1 when the set does not exist or has no usable
     destination."""
-    return Result(_ds.select_dst(ctx.worker, ctx.msg, int(setid), int(alg), int(limit)))
+    return result(_ds.select_dst(ctx.worker, ctx.msg, int(setid), int(alg), int(limit)))
 
 
 def ds_select_domain(setid: int, alg: int, limit: int = 0) -> Result:
     """As ds_select_dst(), but rewrite the Request-URI's host:port instead of $du."""
-    return Result(_ds.select_dst(ctx.worker, ctx.msg, int(setid), int(alg), int(limit), True))
+    return result(_ds.select_dst(ctx.worker, ctx.msg, int(setid), int(alg), int(limit), True))
 
 
 def ds_next_dst() -> Result:
     """In a failure route: use the next destination of the last selection; -1 when none
     is left."""
-    return Result(_ds.next_dst(ctx.worker, ctx.msg))
+    return result(_ds.next_dst(ctx.worker, ctx.msg))
 
 
 def ds_next_domain() -> Result:
     """ds_next_dst() for a selection made by ds_select_domain()."""
-    return Result(_ds.next_dst(ctx.worker, ctx.msg))
+    return result(_ds.next_dst(ctx.worker, ctx.msg))
 
 
 def ds_mark_dst(state: str = "ip") -> Result:
     """In a failure route: mark the destination that failed: "ip" (the default) inactive
     and probing, "a" active, "d" disabled, "t" trying, each letter optionally with "p"."""
-    return Result(_ds.mark_dst(ctx.worker, ctx.msg, str(state)))
+    return result(_ds.mark_dst(ctx.worker, ctx.msg, str(state)))
 
 
 def ds_is_from_list(setid: int = -1) -> Result:
     """1 when the request comes from a destination of set `setid` (-1: any set)."""
-    return Result(_ds.is_from_list(ctx.worker, ctx.msg, int(setid)))
+    return result(_ds.is_from_list(ctx.worker, ctx.msg, int(setid)))

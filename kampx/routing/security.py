@@ -3,7 +3,7 @@ ban (kampx/security): per worker, the guard is built on first use, after fork.""
 
 from __future__ import annotations
 
-from kampx.routing.context import Result, ctx
+from kampx.routing.context import Result, ctx, result
 
 __all__ = ["is_scanner", "pike_check_req", "auth_banned"]
 
@@ -32,7 +32,7 @@ def pike_check_req() -> Result:
     """Flood protection per source IP ([security] pike_*): 1 allowed, -1 the source just went
     over the limit, -2 it is banned. Carriers and the proxy itself are exempt."""
     w = ctx.worker
-    return Result(guard(w).pike_check(ctx.msg))
+    return result(guard(w).pike_check(ctx.msg))
 
 
 def auth_banned() -> bool:
