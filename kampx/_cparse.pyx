@@ -1795,6 +1795,30 @@ cdef class Message:
         memcpy(o + pos, PyBytes_AS_STRING(m), mn)
         return out
 
+    def dialog_key(self, bint callee=False):
+        """Call-ID, NUL, the From tag (the To tag with `callee`) as bytes: the key of the
+        dialog this message belongs to in the dialog index (kampx/dialog.py's `key`, which
+        this equals; an absent Call-ID or tag counts as empty)."""
+        cdef Py_ssize_t cs = 0, ce = 0, ts = 0, te = 0
+        cdef AddrPos *a = &self.to_a if callee else &self.from_a
+        cdef int k = self.first[H_CALL_ID]
+        cdef int hk = self.first[H_TO] if callee else self.first[H_FROM]
+        cdef bytes out
+        cdef char *o
+        if k >= 0:
+            if self.hdrs[k].folded:  # the value as the call_id view gives it
+                tag = (self.to_tag if callee else self.from_tag) or ""
+                return f"{self.call_id}\0{tag}".encode("utf-8", "surrogateescape")
+            cs, ce = self.hdrs[k].val_s, self.hdrs[k].val_e
+        if hk >= 0 and a.tag_s >= 0:
+            ts, te = a.tag_s, a.tag_e
+        out = PyBytes_FromStringAndSize(NULL, (ce - cs) + 1 + (te - ts))
+        o = PyBytes_AS_STRING(out)
+        memcpy(o, self.p + cs, ce - cs)
+        o[ce - cs] = 0
+        memcpy(o + (ce - cs) + 1, self.p + ts, te - ts)
+        return out
+
     def sl_tag(self, str prefix):
         """The To-tag of a stateless reply to this request: `prefix`, '.', 8 hex of a hash
         of Call-ID, From tag and top branch, so a retransmission gets the same tag without

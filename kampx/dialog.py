@@ -283,7 +283,7 @@ class Dialogs:
         state = CREATING.get(msg.method)
         if state is None:
             return None
-        k = f"{msg.call_id}\0{msg.from_tag or ''}".encode("utf-8", "surrogateescape")
+        k = msg.dialog_key()
         now = time.monotonic()
         if msg.dlg_manage and self.table is not None and self._track(k, msg, state):
             state |= TRACKED
@@ -420,11 +420,10 @@ class Dialogs:
                 self._bye_untracked(msg)
             return True
         now = time.monotonic()
-        call_id = msg.call_id or ""
-        k = f"{call_id}\0{msg.from_tag or ''}".encode("utf-8", "surrogateescape")
+        k = msg.dialog_key()
         value = self.index.lookup(k, now)
         if value < 0 or value & STATE < EARLY:
-            k = f"{call_id}\0{msg.to_tag or ''}".encode("utf-8", "surrogateescape")
+            k = msg.dialog_key(True)
             value = self.index.lookup(k, now)
             if value < 0 or value & STATE < EARLY:
                 self.stats.inc(DIALOG_REJECTED.base)

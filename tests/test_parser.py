@@ -1135,6 +1135,19 @@ def test_server_key_is_branch_sent_by_and_method_class():
     assert parse(make("CSeq: 1 OPTIONS", start="OPTIONS sip:x@h SIP/2.0")).server_key() is None
 
 
+def test_dialog_key_is_the_dialog_modules_key():
+    from kampx.dialog import key
+    m = parse(make(*BASIC[:3], "To: <sip:bob@example.com>;tag=t9", *BASIC[4:]))
+    assert m.dialog_key() == key(m.call_id, "f1") == b"c1@192.0.2.1\x00f1"
+    assert m.dialog_key(True) == key(m.call_id, "t9")
+    assert basic().dialog_key(True) == key("c1@192.0.2.1", "")  # no To tag: empty
+    folded = parse(make(*BASIC[:4], "Call-ID: c1\r\n @h", *BASIC[5:]))
+    assert folded.call_id == "c1 @h" and folded.dialog_key() == key(folded.call_id, "f1")
+    raw = make(*BASIC[:4], "Call-ID: c\u00e9X", *BASIC[5:]).replace(b"X", b"\xff")
+    odd = parse(raw)  # not UTF-8: the bytes as received
+    assert odd.dialog_key() == key(odd.call_id, "f1") == b"c\xc3\xa9\xff\x00f1"
+
+
 def test_sl_tag_is_stable_per_request_and_tells_requests_apart():
     a = basic().sl_tag("p" * 32)
     assert a == basic().sl_tag("p" * 32)  # a retransmission: the same tag
