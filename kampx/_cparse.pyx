@@ -1339,6 +1339,20 @@ cdef class Message:
         return self._top_via
 
     @property
+    def has_via(self):
+        """Whether the message has a Via (without building the top_via view)."""
+        return self.first[H_VIA] >= 0
+
+    @property
+    def reply_port(self):
+        """Where a reply to this request goes over UDP (RFC 3261 18.2.2, RFC 3581 4): the
+        top Via's sent-by port (5060 when absent); 0 when it asks for rport or there is no
+        Via: the source port, then."""
+        if self.first[H_VIA] < 0 or self.topvia.has_rport:
+            return 0
+        return self.topvia.port or 5060
+
+    @property
     def branch(self):
         """The top Via's branch, or None."""
         if self.first[H_VIA] < 0 or self.topvia.branch_s < 0:

@@ -46,6 +46,27 @@ TABLES = ("acc", "missed_calls", "acc_cdrs")
 
 DIRECTIONS = ("inbound", "outbound", "local")
 CDR_RECORD = "cdr"  # the first item of a CDR record (Accounting.ended)
+ROW_RECORD = "row"  # the first item of a transaction's row record (Accounting._row)
+# the party columns (Kamailio's default log_extra), and a transaction row's columns
+PARTY_FIELDS = (
+    "src_user",
+    "src_domain",
+    "src_ip",
+    "dst_ouser",
+    "dst_user",
+    "dst_domain",
+    "direction",
+)
+ROW_FIELDS = (
+    "t",
+    "method",
+    "from_tag",
+    "to_tag",
+    "callid",
+    "sip_code",
+    "sip_reason",
+    "time",
+) + PARTY_FIELDS
 FAIL_CLASSES = ("3xx", "4xx", "5xx", "6xx")
 # histogram buckets of call durations, seconds
 DURATION_BUCKETS_S = (5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
@@ -172,27 +193,31 @@ class Accounting:
 
     def parties(self, req) -> dict:
         """src_user=$fU, src_domain=$fd, src_ip=$si, dst_ouser=$tU, dst_user=$rU,
-        dst_domain=$rd (the Request-URI as relayed), direction. Kept on the request for
-        its next record (the dialog's start, then its final), while its flags and
-        Request-URI stay what they were."""
+        dst_domain=$rd (the Request-URI as relayed), direction: PARTY_FIELDS as a dict."""
+        return dict(zip(PARTY_FIELDS, self.party_values(req)))
+
+    def party_values(self, req) -> tuple:
+        """The party columns (PARTY_FIELDS order). Kept on the request for its next record
+        (the dialog's start, then its final), while its flags and Request-URI stay what
+        they were."""
         key = (req.flags, req.ruri)
         cached = req.__dict__.get("acc_parties")
         if cached is not None and cached[0] == key:
             return cached[1]
         src_user, src_domain = _from_parts(req)
         dst_user, dst_domain = _uri_parts(req.uri)
-        parties = {
-            "src_user": src_user,
-            "src_domain": src_domain,
-            "src_ip": req.src[0] if req.src else "",
-            "dst_ouser": _to_user(req),
-            "dst_user": dst_user,
-            "dst_domain": dst_domain,
+        values = (
+            src_user,
+            src_domain,
+            req.src[0] if req.src else "",
+            _to_user(req),
+            dst_user,
+            dst_domain,
             # an in-dialog request of a tracked call: the call's (kampx/dialog.py)
-            "direction": req.__dict__.get("dlg_direction") or self.direction(req.flags),
-        }
-        req.__dict__["acc_parties"] = (key, parties)
-        return parties
+            req.__dict__.get("dlg_direction") or self.direction(req.flags),
+        )
+        req.__dict__["acc_parties"] = (key, values)
+        return values
 
     # -- transactions --
 
@@ -221,19 +246,21 @@ class Accounting:
         else:
             stats.inc(CALLS_FAILED.col((direction, FAIL_CLASSES[min(code // 100, 6) - 3])))
 
-    def _row(self, table: str, req, code: int, reason: str, to_tag) -> dict:
-        row = {
-            "t": table,
-            "method": req.method,
-            "from_tag": req.from_tag or "",
-            "to_tag": to_tag or req.to_tag or "",
-            "callid": req.call_id or "",
-            "sip_code": code,
-            "sip_reason": reason,
-            "time": time.time(),
-        }
-        row.update(self.parties(req))
-        return row
+    def _row(self, table: str, req, code: int, reason: str, to_tag) -> tuple:
+        """A transaction's row as its journal record: ROW_RECORD, then the values of
+        ROW_FIELDS (a tuple: half the bytes and marshal time of a dict; decode_record
+        makes the dict)."""
+        return (
+            ROW_RECORD,
+            table,
+            req.method,
+            req.from_tag or "",
+            to_tag or req.to_tag or "",
+            req.call_id or "",
+            code,
+            reason,
+            time.time(),
+        ) + self.party_values(req)
 
     # -- dialogs --
 
@@ -260,7 +287,7 @@ class Accounting:
             S.observe(self.stats, CALL_DURATION, direction_name(direction), duration)
         self._emit(marshal.dumps((CDR_RECORD, end_reason, end, code, reason, setup, answer)))
 
-    def emit(self, row: dict) -> None:
+    def emit(self, row: tuple | dict) -> None:
         self._emit(marshal.dumps(row))
 
     def _emit(self, data: bytes) -> None:
@@ -310,6 +337,9 @@ def decode_record(data: bytes) -> dict | None:
     made from the dialog's records (`Accounting.ended`); None when it is not one."""
     try:
         record = marshal.loads(data)
+        if isinstance(record, tuple) and len(record) == 1 + len(ROW_FIELDS):
+            if record[0] == ROW_RECORD:
+                return dict(zip(ROW_FIELDS, record[1:]))
         if isinstance(record, tuple) and len(record) == 7 and record[0] == CDR_RECORD:
             _, end_reason, end, code, reason, setup, answer = record
             info = decode_dialog(setup, answer)

@@ -41,7 +41,7 @@ import time
 from collections import deque
 
 from kampx import stats as S
-from kampx.acc import DIRECTIONS, direction_name
+from kampx.acc import DIRECTIONS, PARTY_FIELDS, direction_name
 
 DIALOGS_PROCESSED = S.family(
     "dialog",
@@ -316,8 +316,9 @@ class Dialogs:
         }
         direction = DIRECTION_INDEX["local"]  # when nothing accounts the call
         if self.acc is not None:
-            info.update(self.acc.parties(msg))
-            direction = DIRECTION_INDEX.get(info["direction"], direction)
+            parties = self.acc.party_values(msg)
+            info.update(zip(PARTY_FIELDS, parties))
+            direction = DIRECTION_INDEX.get(parties[-1], direction)  # direction comes last
         if self.table.create(k, state, now + self.ttl_setup, info, direction):
             return True
         self.stats.inc(DIALOGS_UNTRACKED.base)

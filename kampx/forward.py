@@ -146,10 +146,10 @@ class Forwarder:
     def reply_destination(msg, src) -> tuple:
         """Where a reply to request `msg` goes (RFC 3261 18.2.2, RFC 3581): the source IP,
         at the source port with rport or over a stream, else the sent-by port."""
-        via = msg.top_via
-        if via is None or via.rport is not None or msg.lsock.reliable:
+        port = msg.reply_port  # 0: rport, or no Via
+        if port == 0 or msg.lsock.reliable:
             return src  # a stream: the connection it came on (RFC 3261 18.2.2)
-        return (src[0], via.port or 5060)
+        return (src[0], port)
 
     def forward_stateless(self, msg, dest, branch_prefix: str) -> bool:
         """Forward without a transaction (an ACK for a 2xx): our Via with a fresh branch."""

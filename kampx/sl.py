@@ -44,9 +44,8 @@ def stateless_reply(worker, msg, code: int, reason: str, extra=None, body=b"") -
     answered."""
     if msg.method_id == M.ACK:
         return False
-    headers = list(extra) if extra else []
-    headers.append(worker.server_header)
-    tag = to_tag(worker.sl_tag_prefix, msg) if code > 100 else None
+    headers = [*extra, worker.server_header] if extra else [worker.server_header]
+    tag = msg.sl_tag(worker.sl_tag_prefix) if code > 100 else None  # to_tag(), inlined
     data = build_reply(msg, code, reason, to_tag=tag, extra=headers, body=body)
     ok = msg.lsock.sendto(data, Forwarder.reply_destination(msg, msg.src))
     stats = worker.stats

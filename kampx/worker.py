@@ -554,7 +554,7 @@ class Worker:
         stats = self.stats
         if not msg.handed_off:  # counted once, by the worker that read it
             stats.inc(RCV_REQUESTS.base + msg.method_id)
-        if msg.top_via is None:
+        if not msg.has_via:
             stats.inc(ERR_REQUESTS.base)  # nowhere to send a reply: drop
             return
         msg.stamp_source()  # received/rport (RFC 3261 18.2.1, RFC 3581 4)

@@ -22,6 +22,9 @@ class Msg(SimpleNamespace):
                          has_to_tag=to_tag is not None, rr_added=rr, dialog_admitted=False,
                          dlg_manage=False)
 
+    def dialog_key(self, callee=False):  # Message.dialog_key's contract
+        return D.key(self.call_id or "", (self.to_tag if callee else self.from_tag) or "")
+
 
 TAGGED = SimpleNamespace(has_to_tag=True)  # a reply with a To-tag
 

@@ -1120,6 +1120,16 @@ def test_process_maxfwd_on_two_lines_and_twice():
     assert parse(m.serialize()).header_all("max-forwards") == ["69"]
 
 
+def test_reply_port_and_has_via():
+    assert basic().has_via and basic().reply_port == 0  # rport: the source port
+    plain = parse(make("Via: SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bKa1", *BASIC[1:]))
+    assert plain.reply_port == 5070
+    default = parse(make("Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKa1", *BASIC[1:]))
+    assert default.reply_port == 5060
+    none = parse(make("CSeq: 1 OPTIONS", start="OPTIONS sip:x@h SIP/2.0"))
+    assert not none.has_via and none.reply_port == 0
+
+
 def test_server_key_is_branch_sent_by_and_method_class():
     m = parse(make("Via: SIP/2.0/UDP Host.Example:5070;branch=z9hG4bKx1", *BASIC[1:]))
     assert m.server_key() == b"z9hG4bKx1\x00host.example:5070\x00INVITE"

@@ -73,6 +73,11 @@ class Req(SimpleNamespace):
             **kw,
         )
 
+    def dialog_key(self, callee=False):  # Message.dialog_key's contract
+        from kampx.dialog import key
+
+        return key(self.call_id or "", (self.to_tag if callee else self.from_tag) or "")
+
     def header(self, name):
         return {"from": "<sip:+15550100@carrier.example>;tag=ft", "to": "<sip:alice@kampx.test>"}[
             name
@@ -209,6 +214,27 @@ def test_transaction_records_follow_the_flags(env):
     assert env.count(CALLS_ATTEMPTED.col("local")) == 2
     assert env.count(CALLS_ANSWERED.col("local")) == 1
     assert env.count(CALLS_FAILED.col(("outbound", "5xx"))) == 1
+
+
+def test_a_row_record_is_a_tuple_that_decodes_to_the_whole_row(env):
+    import marshal
+
+    acc = env.dialogs.acc
+    acc.final(Req(flags=LOG | INBOUND), 200, "OK", "tt")
+    (row,) = env.records()
+    assert list(row) == ["t", "method", "from_tag", "to_tag", "callid", "sip_code",
+                         "sip_reason", "time", "src_user", "src_domain", "src_ip", "dst_ouser",
+                         "dst_user", "dst_domain", "direction"]
+    assert row["t"] == "acc" and row["to_tag"] == "tt" and row["callid"] == "c1"
+    assert (row["src_user"], row["src_domain"], row["src_ip"]) == (
+        "+15550100", "carrier.example", "203.0.113.10")
+    assert (row["dst_ouser"], row["dst_user"], row["dst_domain"], row["direction"]) == (
+        "alice", "alice", "198.51.100.7", "inbound")
+    # what went through the pipe is the compact form; a dict (an older writer) still reads
+    assert isinstance(marshal.loads(marshal.dumps(acc._row("acc", Req(), 200, "OK", None))),
+                      tuple)
+    assert decode_record(marshal.dumps(row)) == row
+    assert decode_record(marshal.dumps(("row", "acc"))) is None  # malformed: dropped
 
 
 def test_expired_dialogs_end_with_a_timeout_cdr_and_stuck_setups_as_lost(env):
