@@ -6,6 +6,8 @@ Locks are robust process-shared mutexes: a process killed while holding one does
 others (see `recoveries`). Times are `time.monotonic()` seconds (CLOCK_MONOTONIC is system-wide).
 """
 
+import mmap
+
 class LockError(RuntimeError):
     """A shared mutex is unusable (memory corrupted); the structure cannot be trusted."""
 
@@ -183,3 +185,26 @@ class NonceCounts:
         """1 accept (nc above the last seen; stored), 0 replay (nc <= last seen),
         -1 stale (slot reused for another nonce, or an index/generation never issued).
         nc must be 0..0xffffffff (RFC 7616: 8 hex digits), else ValueError."""
+
+class DialogSlots:
+    def __init__(
+        self,
+        mm: mmap.mmap,
+        mutex: SharedMutex,
+        capacity: int,
+        nslots: int,
+        header: int,
+        slot: int,
+        setup_at: int,
+        answer_at: int,
+        probe: int,
+    ) -> None: ...
+    def create(self, h: int, state: int, expires: float, data: bytes, direction: int) -> bool: ...
+    def set_state(self, h: int, state: int, expires: float) -> bool: ...
+    def answer(
+        self, h: int, state: int, expires: float, data: bytes, session_s: int, answered: float
+    ) -> bool: ...
+    def refresh(
+        self, h: int, now: float, lifetime: float, caller: bool, cseq: int, session: bool
+    ) -> bool: ...
+    def take(self, h: int) -> tuple[int, int, float, bytes, bytes] | None: ...

@@ -17,7 +17,7 @@ Locking rules, enforced by keeping every locked section inside a `nogil` C funct
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.errno cimport errno
-from libc.stdint cimport UINT32_MAX, int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport UINT32_MAX, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memcpy
 from posix.mman cimport MAP_ANONYMOUS, MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
@@ -209,6 +209,14 @@ cdef class SharedMutex(_Striped):
         self._init_locks(<kx_mutex_t *>(self.base + LINE), 1)
 
     def __enter__(self):
+        self.acquire()
+        return None
+
+    def __exit__(self, *exc):
+        kx_mutex_unlock(self.locks)
+        return False
+
+    cdef int acquire(self) except -1:
         cdef int rc = kx_mutex_trylock(self.locks)
         if rc == 2:
             with nogil:
@@ -217,11 +225,223 @@ cdef class SharedMutex(_Striped):
             kx_atomic_add64(&(<uint64_t *>self.base)[0], 1)
         elif rc < 0:
             raise LockError("the shared mutex is unusable")
-        return None
+        return 0
 
-    def __exit__(self, *exc):
+    cdef void release(self) noexcept:
         kx_mutex_unlock(self.locks)
-        return False
+
+
+# the slot head of kampx/dialog_table.py ("<BBHHHQddII"): byte offsets of its fields
+cdef enum:
+    D_STATE = 0
+    D_DIRECTION = 1
+    D_NSETUP = 2
+    D_NANSWER = 4
+    D_SESSION = 6
+    D_HASH = 8
+    D_EXPIRES = 16
+    D_ANSWERED = 24
+    D_CALLER_CSEQ = 32
+    D_CALLEE_CSEQ = 36
+    D_FREE = 0
+    D_TOMBSTONE = 255
+
+
+@cython.final
+cdef class DialogSlots:
+    """The per-call operations of kampx/dialog_table.py's slots (create, set_state,
+    answer, refresh, take) in C over its shared mapping, under its SharedMutex: the layout,
+    probing and counting are the Python module's (its docstring); this only does them
+    without a struct pack or a slice per field. `h` is the dialog key's hash (key_hash)."""
+
+    cdef object _view  # the mapping's buffer, held: the pointer below stays valid
+    cdef unsigned char *base
+    cdef uint64_t *words
+    cdef SharedMutex mutex
+    cdef Py_ssize_t capacity, nslots, header, slot, setup_at, answer_at, probe
+
+    def __init__(self, mm, SharedMutex mutex, Py_ssize_t capacity, Py_ssize_t nslots,
+                 Py_ssize_t header, Py_ssize_t slot, Py_ssize_t setup_at, Py_ssize_t answer_at,
+                 Py_ssize_t probe):
+        cdef unsigned char[::1] view = mm
+        if view.shape[0] < header + nslots * slot:
+            raise ValueError("the mapping is smaller than the slots")
+        self._view = view
+        self.base = &view[0]
+        self.words = <uint64_t *>self.base
+        self.mutex = mutex
+        self.capacity, self.nslots, self.header, self.slot = capacity, nslots, header, slot
+        self.setup_at, self.answer_at, self.probe = setup_at, answer_at, probe
+
+    cdef inline unsigned char *_at(self, Py_ssize_t i) noexcept:
+        return self.base + self.header + i * self.slot
+
+    cdef Py_ssize_t _find(self, uint64_t h) noexcept:
+        cdef Py_ssize_t i = <Py_ssize_t>(h % <uint64_t>self.nslots), j
+        cdef unsigned char *p
+        for j in range(self.probe):
+            p = self._at(i)
+            if p[D_STATE] == D_FREE:
+                return -1
+            if p[D_STATE] != D_TOMBSTONE and memcmp(p + D_HASH, &h, 8) == 0:
+                return i
+            i = i + 1 if i + 1 < self.nslots else 0
+        return -1
+
+    cdef void _count(self, int state, int delta) noexcept:
+        cdef uint64_t d = <uint64_t><int64_t>delta
+        self.words[0] += d
+        if state == 2:
+            self.words[1] += d
+        elif state == 3:
+            self.words[2] += d
+
+    def create(self, uint64_t h, int state, double expires, bytes data, int direction):
+        """A new slot: the INVITE's record `data`, `state`, `direction`, `expires`; False
+        when the table is at capacity or no free slot is within the probe window."""
+        cdef Py_ssize_t n = len(data), i, j
+        cdef unsigned char *p
+        cdef uint16_t zero16 = 0, n16 = <uint16_t>n
+        cdef double zero = 0.0
+        cdef uint32_t zero32 = 0
+        if n > self.answer_at - self.setup_at:
+            raise ValueError("the setup record is larger than its room")
+        self.mutex.acquire()
+        try:
+            if self.words[0] >= <uint64_t>self.capacity:
+                self.words[3] += 1
+                return False
+            i = <Py_ssize_t>(h % <uint64_t>self.nslots)
+            for j in range(self.probe):
+                p = self._at(i)
+                if p[D_STATE] == D_FREE or p[D_STATE] == D_TOMBSTONE:
+                    memcpy(p + self.setup_at, PyBytes_AS_STRING(data), n)
+                    p[D_DIRECTION] = <unsigned char>direction
+                    memcpy(p + D_NSETUP, &n16, 2)
+                    memcpy(p + D_NANSWER, &zero16, 2)
+                    memcpy(p + D_SESSION, &zero16, 2)
+                    memcpy(p + D_HASH, &h, 8)
+                    memcpy(p + D_EXPIRES, &expires, 8)
+                    memcpy(p + D_ANSWERED, &zero, 8)
+                    memcpy(p + D_CALLER_CSEQ, &zero32, 4)
+                    memcpy(p + D_CALLEE_CSEQ, &zero32, 4)
+                    p[D_STATE] = <unsigned char>state  # last: the slot is taken now
+                    self._count(state, 1)
+                    return True
+                i = i + 1 if i + 1 < self.nslots else 0
+            self.words[3] += 1
+            return False
+        finally:
+            self.mutex.release()
+
+    def set_state(self, uint64_t h, int state, double expires):
+        cdef Py_ssize_t i
+        cdef unsigned char *p
+        cdef int old
+        self.mutex.acquire()
+        try:
+            i = self._find(h)
+            if i < 0:
+                return False
+            p = self._at(i)
+            old = p[D_STATE]
+            memcpy(p + D_EXPIRES, &expires, 8)
+            p[D_STATE] = <unsigned char>state
+            if old != state:
+                self._count(old, -1)
+                self._count(state, 1)
+            return True
+        finally:
+            self.mutex.release()
+
+    def answer(self, uint64_t h, int state, double expires, bytes data, int session_s,
+               double answered):
+        """The 2xx's record, once (a second 2xx of a forked INVITE finds it set: False)."""
+        cdef Py_ssize_t n = len(data), i
+        cdef unsigned char *p
+        cdef uint16_t have, n16 = <uint16_t>n, s16 = <uint16_t>session_s
+        cdef int old
+        if n > self.slot - self.answer_at:
+            raise ValueError("the answer record is larger than its room")
+        self.mutex.acquire()
+        try:
+            i = self._find(h)
+            if i < 0:
+                return False
+            p = self._at(i)
+            memcpy(&have, p + D_NANSWER, 2)
+            if have:
+                return False
+            memcpy(p + self.answer_at, PyBytes_AS_STRING(data), n)
+            memcpy(p + D_NANSWER, &n16, 2)
+            memcpy(p + D_SESSION, &s16, 2)
+            memcpy(p + D_EXPIRES, &expires, 8)
+            memcpy(p + D_ANSWERED, &answered, 8)
+            old = p[D_STATE]
+            p[D_STATE] = <unsigned char>state
+            if old != state:
+                self._count(old, -1)
+                self._count(state, 1)
+            return True
+        finally:
+            self.mutex.release()
+
+    def refresh(self, uint64_t h, double now, double lifetime, bint caller, uint32_t cseq,
+                bint session):
+        """An in-dialog request: the sender's highest CSeq, and the dialog's new end (its
+        session interval instead of `lifetime` when it has one; only a session refresh
+        renews that)."""
+        cdef Py_ssize_t i
+        cdef unsigned char *p
+        cdef uint32_t have
+        cdef uint16_t session_s
+        cdef double expires
+        self.mutex.acquire()
+        try:
+            i = self._find(h)
+            if i < 0:
+                return False
+            p = self._at(i)
+            memcpy(&have, p + (D_CALLER_CSEQ if caller else D_CALLEE_CSEQ), 4)
+            if cseq > have:
+                memcpy(p + (D_CALLER_CSEQ if caller else D_CALLEE_CSEQ), &cseq, 4)
+            memcpy(&session_s, p + D_SESSION, 2)
+            if not session_s:
+                expires = now + lifetime
+                memcpy(p + D_EXPIRES, &expires, 8)
+            elif session:
+                expires = now + session_s
+                memcpy(p + D_EXPIRES, &expires, 8)
+            return True
+        finally:
+            self.mutex.release()
+
+    def take(self, uint64_t h):
+        """Free the slot: (state, direction, answer time or 0, setup record, answer
+        record); None when `h` is not tracked (exactly one caller gets a dialog's end)."""
+        cdef Py_ssize_t i
+        cdef unsigned char *p
+        cdef uint16_t n_setup, n_answer
+        cdef double answered
+        cdef int state
+        self.mutex.acquire()
+        try:
+            i = self._find(h)
+            if i < 0:
+                return None
+            p = self._at(i)
+            state = p[D_STATE]
+            memcpy(&n_setup, p + D_NSETUP, 2)
+            memcpy(&n_answer, p + D_NANSWER, 2)
+            memcpy(&answered, p + D_ANSWERED, 8)
+            out = (state, p[D_DIRECTION], answered,
+                   (<char *>p)[self.setup_at:self.setup_at + n_setup],
+                   (<char *>p)[self.answer_at:self.answer_at + n_answer])
+            p[D_STATE] = D_TOMBSTONE
+            self._count(state, -1)
+            return out
+        finally:
+            self.mutex.release()
 
 
 cdef inline void _plan(Py_ssize_t capacity, int *segbits, uint64_t *nbuckets) noexcept nogil:

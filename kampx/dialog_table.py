@@ -18,7 +18,10 @@ direction and answer time, and the db writer decodes the records into the CDR. S
 by the key hash with linear probing over at most PROBE slots; a freed slot becomes a
 tombstone, turned back to free by the timer's sweep once the slot after it is free. Every
 access holds one robust process-shared mutex (kampx._shm.SharedMutex: no system call when
-free, taken over from a holder that died); dialogs are touched a few times per call.
+free, taken over from a holder that died); dialogs are touched a few times per call. What a
+call does to its slot (create, set_state, answer, refresh, take) runs in C
+(kampx._shm.DialogSlots: the same layout, probing and lock, without a struct pack or a slice
+per field); the timer's sweep and the control process's reads stay here.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import re
 import struct
 from collections.abc import Iterator
 
-from kampx._shm import SharedMutex
+from kampx._shm import DialogSlots, SharedMutex
 from kampx.memfd import SharedMemory
 
 # slot states (the live ones are kampx.dialog's PENDING, EARLY, CONFIRMED)
@@ -42,14 +45,12 @@ _HEAD = struct.Struct("<BBHHHQddII")
 H_STATE, H_DIRECTION, H_NSETUP, H_NANSWER, H_SESSION, H_HASH, H_EXPIRES = range(7)
 H_ANSWERED, H_CALLER_CSEQ, H_CALLEE_CSEQ = range(7, 10)
 # the head's fields that change alone, read and written in place (offsets in the head)
-O_STATE, O_DIRECTION = 0, 1
+O_DIRECTION = 1
 O_LENGTHS = struct.calcsize("<BB")  # setup length, answer length
-O_ANSWER_LEN = struct.calcsize("<BBH")  # answer length, session interval
 O_HASH = struct.calcsize("<BBHHH")
 O_EXPIRES = struct.calcsize("<BBHHHQ")  # expiry, answer time
 _U16X2 = struct.Struct("<HH")
 _U64 = struct.Struct("<Q")
-_F64 = struct.Struct("<d")
 _F64X2 = struct.Struct("<dd")
 SETUP_AT = _HEAD.size  # the INVITE's side, written once
 ANSWER_AT = 1280  # the 2xx's side, written once
@@ -78,6 +79,10 @@ class DialogTable:
         self.mm = self.shm.mm
         self.words = self.shm.words(64)
         self.nbytes = self.shm.nbytes
+        # the per-call operations, in C over the same bytes and lock (kampx/_shm.pyx)
+        self.slots = DialogSlots(
+            self.mm, self.lock, self.capacity, self.nslots, HEADER, SLOT, SETUP_AT, ANSWER_AT, PROBE
+        )
 
     # ---------------------------------------------------------------- slots ---------------
     # A dialog is two records: what its INVITE said (setup), what its 2xx said
@@ -85,9 +90,6 @@ class DialogTable:
 
     def _head(self, i: int) -> tuple:
         return _HEAD.unpack_from(self.mm, HEADER + i * SLOT)
-
-    def _put_head(self, i: int, head: tuple) -> None:
-        _HEAD.pack_into(self.mm, HEADER + i * SLOT, *head)
 
     def _records(self, i: int, head: tuple) -> tuple[bytes, bytes]:
         off = HEADER + i * SLOT
@@ -101,10 +103,6 @@ class DialogTable:
         info["caller_cseq"] = max(head[H_CALLER_CSEQ], info.get("caller_cseq", 0))
         info["callee_cseq"] = head[H_CALLEE_CSEQ]
         return info
-
-    def _write(self, i: int, at: int, data: bytes) -> None:
-        off = HEADER + i * SLOT + at
-        self.mm[off : off + len(data)] = data
 
     def _set_state(self, i: int, state: int) -> None:
         self.mm[HEADER + i * SLOT] = state
@@ -130,47 +128,16 @@ class DialogTable:
         elif state == 3:
             w[W_CONFIRMED] += delta
 
-    def _move(self, i: int, old: int, new: int) -> None:
-        if new != old:
-            self._count(old, -1)
-            self._count(new, 1)
-
     # ---------------------------------------------------------------- the API -------------
 
     def create(self, k: bytes, state: int, expires: float, info: dict, direction: int = 0) -> bool:
         """Track dialog `k` (`info`: what its INVITE said; `direction`: a byte `take`
         gives back); False when the table is full (the call goes on untracked)."""
-        h = key_hash(k)
-        home = h % self.nslots
-        data = _encode(info, SETUP_MAX)
-        with self.lock:
-            if self.words[W_COUNT] >= self.capacity:
-                self.words[W_FULL] += 1
-                return False
-            mm = self.mm
-            for j in range(PROBE):
-                i = (home + j) % self.nslots
-                if mm[HEADER + i * SLOT] in (FREE, TOMBSTONE):
-                    self._write(i, SETUP_AT, data)
-                    self._put_head(i, (state, direction, len(data), 0, 0, h, expires, 0.0, 0, 0))
-                    self._count(state, 1)
-                    return True
-            self.words[W_FULL] += 1
-            return False
+        return self.slots.create(key_hash(k), state, expires, _encode(info, SETUP_MAX), direction)
 
     def set_state(self, k: bytes, state: int, expires: float) -> bool:
         """Dialog `k` moves to `state` (EARLY), to end at `expires`; False if untracked."""
-        h = key_hash(k)
-        with self.lock:
-            i = self._find(h)
-            if i < 0:
-                return False
-            off = HEADER + i * SLOT
-            old = self.mm[off]
-            _F64.pack_into(self.mm, off + O_EXPIRES, expires)
-            self.mm[off] = state
-            self._move(i, old, state)
-            return True
+        return self.slots.set_state(key_hash(k), state, expires)
 
     def answer(
         self,
@@ -183,22 +150,9 @@ class DialogTable:
     ) -> bool:
         """Dialog `k` was answered at `answered` (epoch s): what its 2xx said (`fields`),
         its new state and end, its session interval (`session_s`, RFC 4028; 0: none)."""
-        h = key_hash(k)
-        data = _encode(fields, ANSWER_MAX)
-        with self.lock:
-            i = self._find(h)
-            if i < 0:
-                return False
-            mm, off = self.mm, HEADER + i * SLOT
-            if _U16X2.unpack_from(mm, off + O_ANSWER_LEN)[0]:
-                return False  # a second 2xx (forked INVITE): the first one made the dialog
-            self._write(i, ANSWER_AT, data)
-            _U16X2.pack_into(mm, off + O_ANSWER_LEN, len(data), session_s)
-            _F64X2.pack_into(mm, off + O_EXPIRES, expires, answered)
-            old = mm[off]
-            mm[off] = state
-            self._move(i, old, state)
-            return True
+        return self.slots.answer(
+            key_hash(k), state, expires, _encode(fields, ANSWER_MAX), session_s, answered
+        )
 
     def refresh(
         self, k: bytes, now: float, lifetime: float, caller: bool, cseq: int, session: bool
@@ -207,34 +161,15 @@ class DialogTable:
         CSeq is remembered (a BYE kampx sends must be above it) and the dialog lives on:
         `lifetime` more seconds, or its session interval when it has one and the request
         refreshes the session (`session`: a re-INVITE or UPDATE, RFC 4028)."""
-        h = key_hash(k)
-        with self.lock:
-            i = self._find(h)
-            if i < 0:
-                return False
-            head = list(self._head(i))
-            if caller:
-                head[H_CALLER_CSEQ] = max(head[H_CALLER_CSEQ], cseq)
-            else:
-                head[H_CALLEE_CSEQ] = max(head[H_CALLEE_CSEQ], cseq)
-            session_s = head[H_SESSION]
-            if not session_s:
-                head[H_EXPIRES] = now + lifetime
-            elif session:
-                head[H_EXPIRES] = now + session_s
-            self._put_head(i, tuple(head))
-            return True
+        return self.slots.refresh(
+            key_hash(k), now, lifetime, caller, min(max(cseq, 0), 0xFFFFFFFF), session
+        )
 
     def take(self, k: bytes) -> tuple[int, int, float, bytes, bytes] | None:
         """Stop tracking `k`: (state, direction, answer time or 0, setup record, answer
         record), the records undecoded (`decode`); None when it was not tracked (or
         another process took it first: exactly one caller gets a dialog's end)."""
-        h = key_hash(k)
-        with self.lock:
-            i = self._find(h)
-            if i < 0:
-                return None
-            return self._free(i)
+        return self.slots.take(key_hash(k))
 
     def remove(self, k: bytes) -> tuple[int, dict] | None:
         """As `take`, decoded: (state, info)."""
