@@ -1024,6 +1024,7 @@ cdef class Message:
     cdef ViaPos topvia
     cdef object _top_via            # the Via view of topvia, built on first use
     cdef object _uri                # the Request-URI's URI view, built on first use
+    cdef object _from_na, _to_na    # the From and To views, built on first use
     cdef AddrPos from_a, to_a
     cdef Py_ssize_t cseq_num_s, cseq_num_e, cseq_m_s, cseq_m_e
     cdef unsigned long long cseq_num
@@ -1295,14 +1296,31 @@ cdef class Message:
         """From (RFC 3261 20.20) as NameAddr; None when absent."""
         if self.first[H_FROM] < 0:
             return None
-        return NameAddr.from_pos(self.p, &self.from_a)
+        if self._from_na is None:  # immutable, of the bytes as received: made once
+            self._from_na = NameAddr.from_pos(self.p, &self.from_a)
+        return self._from_na
 
     @property
     def to(self):
         """To (RFC 3261 20.39) as NameAddr; None when absent."""
         if self.first[H_TO] < 0:
             return None
-        return NameAddr.from_pos(self.p, &self.to_a)
+        if self._to_na is None:
+            self._to_na = NameAddr.from_pos(self.p, &self.to_a)
+        return self._to_na
+
+    def addr_user_host(self, bint to_side=False):
+        """(user or None, host) of the From URI (the To URI with `to_side`), as its
+        parsed_uri gives them, without building the views; None when the header is absent.
+        Raises BadUri as parsed_uri does."""
+        cdef AddrPos *a = &self.to_a if to_side else &self.from_a
+        cdef UriPos u
+        if self.first[H_TO if to_side else H_FROM] < 0:
+            return None
+        if parse_uri_at(self.p, a.uri_s, a.uri_e, &u) < 0:
+            raise BadUri("Bad URI")
+        return (_str(self.p, u.user_s, u.user_e) if u.user_s >= 0 else None,
+                _str(self.p, u.host_s, u.host_e))
 
     @property
     def from_tag(self):

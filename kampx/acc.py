@@ -152,23 +152,21 @@ def _uri_parts(uri) -> tuple[str, str]:
 
 
 def _from_parts(req) -> tuple[str, str]:
-    a = req.from_
-    if a is None:
-        return "", ""
     try:
-        return _uri_parts(a.parsed_uri)
+        parts = req.addr_user_host()
     except (ValueError, SipParseError):
         return "", ""
+    if parts is None:
+        return "", ""
+    return parts[0] or "", parts[1] or ""
 
 
 def _to_user(req) -> str:
-    a = req.to
-    if a is None:
-        return ""
     try:
-        return a.parsed_uri.user or ""
+        parts = req.addr_user_host(True)
     except (ValueError, SipParseError):
         return ""
+    return (parts[0] or "") if parts is not None else ""
 
 
 class Accounting:

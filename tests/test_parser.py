@@ -1158,6 +1158,19 @@ def test_dialog_key_is_the_dialog_modules_key():
     assert odd.dialog_key() == key(odd.call_id, "f1") == b"c\xc3\xa9\xff\x00f1"
 
 
+def test_addr_user_host_is_what_the_parsed_uris_say():
+    m = basic()
+    assert m.addr_user_host() == (m.from_.parsed_uri.user, m.from_.parsed_uri.host) == (
+        "alice", "example.com")
+    assert m.addr_user_host(True) == ("bob", "example.com")
+    anon = parse(make(*BASIC[:3], "To: <sip:example.com>", *BASIC[4:]))
+    assert anon.addr_user_host(True) == (None, "example.com")
+    none = parse(make("CSeq: 1 OPTIONS", start="OPTIONS sip:x@h SIP/2.0"))
+    assert none.addr_user_host() is None and none.addr_user_host(True) is None
+    tel = parse(make(*BASIC[:2], "From: <tel:+15550100>;tag=f1", *BASIC[3:]))
+    assert tel.addr_user_host() == (tel.from_.parsed_uri.user, tel.from_.parsed_uri.host)
+
+
 def test_sl_tag_is_stable_per_request_and_tells_requests_apart():
     a = basic().sl_tag("p" * 32)
     assert a == basic().sl_tag("p" * 32)  # a retransmission: the same tag

@@ -73,6 +73,10 @@ class Req(SimpleNamespace):
             **kw,
         )
 
+    def addr_user_host(self, to_side=False):  # Message.addr_user_host's contract
+        u = (self.to if to_side else self.from_).parsed_uri
+        return u.user, u.host
+
     def dialog_key(self, callee=False):  # Message.dialog_key's contract
         from kampx.dialog import key
 
