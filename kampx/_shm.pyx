@@ -296,6 +296,22 @@ cdef class DialogSlots:
         elif state == 3:
             self.words[2] += d
 
+    cdef unsigned char *_locked_slot(self, uint64_t h) except? NULL:
+        # dialog h's slot with the lock held (the caller releases it); NULL, the lock
+        # released, when h is not tracked
+        cdef Py_ssize_t i
+        self.mutex.acquire()
+        i = self._find(h)
+        if i < 0:
+            self.mutex.release()
+            return NULL
+        return self._at(i)
+
+    cdef void _move(self, int old, int new) noexcept:
+        if new != old:
+            self._count(old, -1)
+            self._count(new, 1)
+
     def create(self, uint64_t h, int state, double expires, bytes data, int direction):
         """A new slot: the INVITE's record `data`, `state`, `direction`, `expires`; False
         when the table is at capacity or no free slot is within the probe window."""
@@ -335,21 +351,16 @@ cdef class DialogSlots:
             self.mutex.release()
 
     def set_state(self, uint64_t h, int state, double expires):
-        cdef Py_ssize_t i
         cdef unsigned char *p
         cdef int old
-        self.mutex.acquire()
+        p = self._locked_slot(h)
+        if p == NULL:
+            return False
         try:
-            i = self._find(h)
-            if i < 0:
-                return False
-            p = self._at(i)
             old = p[D_STATE]
             memcpy(p + D_EXPIRES, &expires, 8)
             p[D_STATE] = <unsigned char>state
-            if old != state:
-                self._count(old, -1)
-                self._count(state, 1)
+            self._move(old, state)
             return True
         finally:
             self.mutex.release()
@@ -357,18 +368,16 @@ cdef class DialogSlots:
     def answer(self, uint64_t h, int state, double expires, bytes data, int session_s,
                double answered):
         """The 2xx's record, once (a second 2xx of a forked INVITE finds it set: False)."""
-        cdef Py_ssize_t n = len(data), i
+        cdef Py_ssize_t n = len(data)
         cdef unsigned char *p
         cdef uint16_t have, n16 = <uint16_t>n, s16 = <uint16_t>session_s
         cdef int old
         if n > self.slot - self.answer_at:
             raise ValueError("the answer record is larger than its room")
-        self.mutex.acquire()
+        p = self._locked_slot(h)
+        if p == NULL:
+            return False
         try:
-            i = self._find(h)
-            if i < 0:
-                return False
-            p = self._at(i)
             memcpy(&have, p + D_NANSWER, 2)
             if have:
                 return False
@@ -379,9 +388,7 @@ cdef class DialogSlots:
             memcpy(p + D_ANSWERED, &answered, 8)
             old = p[D_STATE]
             p[D_STATE] = <unsigned char>state
-            if old != state:
-                self._count(old, -1)
-                self._count(state, 1)
+            self._move(old, state)
             return True
         finally:
             self.mutex.release()
@@ -391,17 +398,14 @@ cdef class DialogSlots:
         """An in-dialog request: the sender's highest CSeq, and the dialog's new end (its
         session interval instead of `lifetime` when it has one; only a session refresh
         renews that)."""
-        cdef Py_ssize_t i
         cdef unsigned char *p
         cdef uint32_t have
         cdef uint16_t session_s
         cdef double expires
-        self.mutex.acquire()
+        p = self._locked_slot(h)
+        if p == NULL:
+            return False
         try:
-            i = self._find(h)
-            if i < 0:
-                return False
-            p = self._at(i)
             memcpy(&have, p + (D_CALLER_CSEQ if caller else D_CALLEE_CSEQ), 4)
             if cseq > have:
                 memcpy(p + (D_CALLER_CSEQ if caller else D_CALLEE_CSEQ), &cseq, 4)
@@ -419,17 +423,14 @@ cdef class DialogSlots:
     def take(self, uint64_t h):
         """Free the slot: (state, direction, answer time or 0, setup record, answer
         record); None when `h` is not tracked (exactly one caller gets a dialog's end)."""
-        cdef Py_ssize_t i
         cdef unsigned char *p
         cdef uint16_t n_setup, n_answer
         cdef double answered
         cdef int state
-        self.mutex.acquire()
+        p = self._locked_slot(h)
+        if p == NULL:
+            return None
         try:
-            i = self._find(h)
-            if i < 0:
-                return None
-            p = self._at(i)
             state = p[D_STATE]
             memcpy(&n_setup, p + D_NSETUP, 2)
             memcpy(&n_answer, p + D_NANSWER, 2)

@@ -296,18 +296,7 @@ class Accounting:
 
 
 # the party columns a CDR takes from its dialog's records, as they are
-_CDR_COPIED = (
-    "callid",
-    "from_tag",
-    "to_tag",
-    "src_user",
-    "src_domain",
-    "src_ip",
-    "dst_ouser",
-    "dst_user",
-    "dst_domain",
-    "direction",
-)
+_CDR_COPIED = ("callid", "from_tag", "to_tag") + PARTY_FIELDS
 
 
 def cdr_row(info: dict, end_reason: str, end: float) -> dict:
