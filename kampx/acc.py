@@ -189,13 +189,10 @@ class Accounting:
 
     # -- the party columns (Kamailio's default log_extra) --
 
-    def parties(self, req) -> dict:
-        """src_user=$fU, src_domain=$fd, src_ip=$si, dst_ouser=$tU, dst_user=$rU,
-        dst_domain=$rd (the Request-URI as relayed), direction: PARTY_FIELDS as a dict."""
-        return dict(zip(PARTY_FIELDS, self.party_values(req)))
-
     def party_values(self, req) -> tuple:
-        """The party columns (PARTY_FIELDS order). Kept on the request for its next record
+        """The party columns, PARTY_FIELDS in order: src_user=$fU, src_domain=$fd,
+        src_ip=$si, dst_ouser=$tU, dst_user=$rU, dst_domain=$rd (the Request-URI as
+        relayed), direction. Kept on the request for its next record
         (the dialog's start, then its final), while its flags and Request-URI stay what
         they were."""
         key = (req.flags, req.ruri)

@@ -27,15 +27,11 @@ SL_ERR_REPLIES = S.family(
 STATISTICS = (SL_REPLIES, SL_ERR_REPLIES)
 
 
-def to_tag(prefix: str, msg) -> str:
-    """Kamailio's sl tag shape: 32 hex of the instance, '.', 8 hex of the request (a hash
-    of its Call-ID, From tag and top branch: kampx._cparse Message.sl_tag)."""
-    return msg.sl_tag(prefix)
-
-
 def own_tag_start(prefix: str) -> str:
-    """What every to_tag(prefix, ...) starts with: an ACK whose To-tag starts so acknowledges
-    a reply sent here statelessly, and ends before the script (Kamailio's sl ACK filter)."""
+    """What every stateless To-tag starts with (Message.sl_tag(prefix), Kamailio's sl tag
+    shape: 32 hex of the instance, '.', 8 hex of the request): an ACK whose To-tag starts so
+    acknowledges a reply sent here statelessly, and ends before the script (Kamailio's sl
+    ACK filter)."""
     return f"{prefix}."
 
 
@@ -45,7 +41,7 @@ def stateless_reply(worker, msg, code: int, reason: str, extra=None, body=b"") -
     if msg.method_id == M.ACK:
         return False
     headers = [*extra, worker.server_header] if extra else [worker.server_header]
-    tag = msg.sl_tag(worker.sl_tag_prefix) if code > 100 else None  # to_tag(), inlined
+    tag = msg.sl_tag(worker.sl_tag_prefix) if code > 100 else None
     data = build_reply(msg, code, reason, to_tag=tag, extra=headers, body=body)
     ok = msg.lsock.sendto(data, Forwarder.reply_destination(msg, msg.src))
     stats = worker.stats

@@ -311,12 +311,16 @@ def test_bad_uris(bad):
 
 def test_ruri_view_after_rewrite():
     m = basic()
+    assert m.uri.user == "bob" and m.uri is m.uri  # made once
     m.set_ruri("sip:carol@192.0.2.9:5080;transport=udp")
     assert m.ruri == "sip:carol@192.0.2.9:5080;transport=udp"
     assert m.original_ruri == "sip:bob@example.com"
     assert (m.uri.user, m.uri.host, m.uri.port) == ("carol", "192.0.2.9", 5080)
+    m.set_ruri("sip:dave@192.0.2.10")  # each rewrite gets its own view
+    assert (m.uri.user, m.uri.host, m.uri.port) == ("dave", "192.0.2.10", 0)
     m.reset_ruri()
     assert m.ruri == "sip:bob@example.com"
+    assert (m.uri.user, m.uri.host) == ("bob", "example.com")
 
 
 # -- name-addr / addr-spec -----------------------------------------------------------------------------------

@@ -292,8 +292,7 @@ class TransactionManager:
                 self.retransmission(own, msg)
                 return False
             return True
-        # the RFC 3261 key from C; an RFC 2543 request's from its fields (keys.py)
-        key = msg.txn_key = msg.server_key() or server_key(msg)
+        key = msg.txn_key = server_key(msg)
         t = self.server.get(key)
         if t is None:
             if not msg.handed_off:
