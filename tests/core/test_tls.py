@@ -14,7 +14,7 @@ import tempfile
 
 import pytest
 from authkit import AuthProxy
-from sipclient import new_branch, new_callid, new_tag, parse
+from sipclient import ack_for, new_branch, new_callid, new_tag, parse
 from streamclient import (
     StreamPeer,
     StreamServer,
@@ -212,19 +212,24 @@ def test_calls_to_a_tls_carrier_check_its_certificate(pki):
             gw = StreamServer(gw_ip, 5061, tls=ctx)
             try:
                 if works:
-                    outbound_invite(phone, "alice", PASSWORD)
+                    _, _, authed = outbound_invite(phone, "alice", PASSWORD)
                     conn = gw.accept()
                     got = conn.recv()
                     assert got.method == "INVITE"
                     assert got.vias[0].startswith(f"SIP/2.0/TLS {px.addrs.proxy};branch=")
                     conn.send(echo_reply(got, 486, "Busy Here", "gw", None))
-                    assert phone.recv(skip_provisional=True).status == 486
+                    busy = phone.recv(skip_provisional=True)
+                    assert busy.status == 486
+                    # the ACK stops the 486's retransmissions, which would reach the next call
+                    phone.send(ack_for(authed, busy).encode())
                     conn.close()
                 else:
-                    outbound_invite(phone, "alice", PASSWORD)
+                    _, _, authed = outbound_invite(phone, "alice", PASSWORD)
                     with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
                         gw.accept().recv()  # the proxy gives up on the handshake
-                    assert phone.recv(skip_provisional=True).status == 480
+                    refused = phone.recv(skip_provisional=True)
+                    assert refused.status == 480
+                    phone.send(ack_for(authed, refused).encode())
             finally:
                 gw.close()
         assert px.metric("kampx_tcp_tls_handshake_failures_total") >= 1
