@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kampx import _cparse as cp
 from kampx._cparse import (SipParseError, build_reply, header_id_of, parse, parse_auth_header,
@@ -475,6 +477,72 @@ def test_parse_auth_header_forms():
 def test_bad_auth_headers(bad):
     with pytest.raises(SipParseError, match="credentials"):
         parse_auth_header(bad)
+
+
+def _auth_header_reference(value: str):
+    """The parameter grammar parse_auth_header keeps, written plainly: the model its typed
+    scanner is checked against."""
+    v = value.strip(" \t")
+    sp = 0
+    while sp < len(v) and v[sp] not in " \t":
+        sp += 1
+    scheme, rest = v[:sp], v[sp:]
+    params, i, n = {}, 0, len(rest)
+    while i < n:
+        if rest[i] in " ,\t":
+            i += 1
+            continue
+        j = i
+        while j < n and rest[j] not in "= ,\t":
+            j += 1
+        name = rest[i:j].lower()
+        while j < n and rest[j] in " \t":
+            j += 1
+        if not name or j >= n or rest[j] != "=":
+            raise SipParseError("Bad credentials")
+        j += 1
+        while j < n and rest[j] in " \t":
+            j += 1
+        if j < n and rest[j] == '"':
+            j, out = j + 1, []
+            while j < n and rest[j] != '"':
+                if rest[j] == "\\" and j + 1 < n:
+                    j += 1
+                out.append(rest[j])
+                j += 1
+            if j >= n:
+                raise SipParseError("Bad credentials")
+            val, j = "".join(out), j + 1
+        else:
+            k = j
+            while j < n and rest[j] not in " ,\t":
+                j += 1
+            val = rest[k:j]
+        params[name] = val
+        i = j
+    return scheme, params
+
+
+def test_parse_auth_header_unescapes_quoted_values():
+    assert parse_auth_header(r'Digest username="a\"b", realm="x\\y", nonce="", uri="\z"') == (
+        "Digest", {"username": 'a"b', "realm": "x\\y", "nonce": "", "uri": "z"})
+    assert parse_auth_header('Digest username="\u00e9l\u00e8ve", realm=r')[1] == {
+        "username": "\u00e9l\u00e8ve", "realm": "r"}
+    with pytest.raises(SipParseError):
+        parse_auth_header('Digest username="a\\"')  # the escaped quote does not close it
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet='Dg ,\t="\\ab\u00e9', max_size=40))
+def test_parse_auth_header_matches_its_model(tail):
+    value = "Digest " + tail
+    try:
+        expected = _auth_header_reference(value)
+    except SipParseError:
+        with pytest.raises(SipParseError):
+            parse_auth_header(value)
+        return
+    assert parse_auth_header(value) == expected
 
 
 # -- framing: Content-Length ------------------------------------------------------------------------------------

@@ -117,43 +117,36 @@ def parse_credentials(value: str) -> tuple[str, dict[str, str]]:
         raise DigestError(str(e)) from None
 
 
+_REQUIRED = ("username", "realm", "nonce", "uri", "response")
+
+
 def credentials(params: dict[str, str]) -> Credentials:
     """Digest parameters (lower-case names) -> Credentials, or DigestError naming what is
     missing or malformed. Only what verification needs is checked here; the nonce's own
     validity is nonce.py's business."""
-    missing = [k for k in ("username", "realm", "nonce", "uri", "response") if not params.get(k)]
-    if missing:
-        raise DigestError(f"missing {', '.join(missing)}")
-    algorithm = (params.get("algorithm") or "MD5").upper()
+    get = params.get
+    username, realm, nonce = get("username"), get("realm"), get("nonce")
+    uri, resp = get("uri"), get("response")
+    if not (username and realm and nonce and uri and resp):
+        raise DigestError(f"missing {', '.join(k for k in _REQUIRED if not get(k))}")
+    algorithm = (get("algorithm") or "MD5").upper()
     base = base_algorithm(algorithm)
-    resp = params["response"].lower()
+    resp = resp.lower()
     if len(resp) != HEX_LEN[base] or not _LOWER_HEX.match(resp):
         raise DigestError("malformed response")
-    qop = params.get("qop")
-    nc = cnonce = None
+    qop = get("qop")
+    nc = None
+    cnonce = get("cnonce")
     if qop is not None:
         qop = qop.lower()
         if qop not in QOPS:
             raise DigestError(f"unsupported qop {qop!r}")
-        nc, cnonce = params.get("nc"), params.get("cnonce")
+        nc = get("nc")
         if not nc or not _HEX8.match(nc) or not cnonce:
             raise DigestError("qop without a valid nc and cnonce")
-    elif algorithm.endswith("-SESS") and not params.get("cnonce"):
+    elif not cnonce and algorithm.endswith("-SESS"):
         raise DigestError("-sess algorithm without cnonce")
-    else:
-        cnonce = params.get("cnonce")
-    return Credentials(
-        params["username"],
-        params["realm"],
-        params["nonce"],
-        params["uri"],
-        resp,
-        algorithm,
-        qop,
-        nc,
-        cnonce,
-        params.get("opaque"),
-    )
+    return Credentials(username, realm, nonce, uri, resp, algorithm, qop, nc, cnonce, get("opaque"))
 
 
 def verify(cred: Credentials, stored_ha1: str, method: str, body: bytes = b"") -> bool:

@@ -32,6 +32,9 @@ _BODY = struct.Struct(">BQII")
 MAC_LEN = 16
 RAW_LEN = _BODY.size + MAC_LEN  # 33 bytes
 TEXT_LEN = RAW_LEN * 4 // 3  # 44 characters, no padding (33 is a multiple of 3)
+# the base64url alphabet back to the standard one, for binascii's strict decoder (what
+# base64.urlsafe_b64decode does, without its lenient pass over foreign characters)
+_URLSAFE = bytes.maketrans(b"-_", b"+/")
 FUTURE_SLACK_MS = 1000  # a nonce "from the future" beyond this is forged
 
 
@@ -83,7 +86,7 @@ class Nonces:
         if len(nonce) != TEXT_LEN:
             return _FORGED
         try:
-            raw = base64.urlsafe_b64decode(nonce.encode("ascii"))
+            raw = binascii.a2b_base64(nonce.encode("ascii").translate(_URLSAFE), strict_mode=True)
         except (binascii.Error, UnicodeEncodeError, ValueError):
             return _FORGED
         if len(raw) != RAW_LEN:

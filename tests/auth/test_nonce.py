@@ -61,6 +61,9 @@ def test_expiry_makes_it_stale(counts, clock):
     lambda s: s[:-2],                                         # truncated
     lambda s: s + "AAAA",                                     # longer
     lambda s: "!" * len(s),                                   # not base64
+    lambda s: "\u00e9" * len(s),                              # not ASCII
+    lambda s: s[:10] + "=" + s[11:],                          # padding inside
+    lambda s: s[:10] + " " + s[11:],                          # a character to skip
     lambda s: "",
 ])
 def test_tampered_nonces_are_forged(counts, clock, mangle):
