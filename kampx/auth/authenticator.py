@@ -292,17 +292,18 @@ def uri_matches(digest_uri: str, request_uri: str) -> bool:
     )
 
 
-def _uri_user(text) -> str | None:
-    if not text:
-        return None
+def _party_user(msg, to_side: bool = False) -> str | None:
+    """The user of the From URI (the To URI with `to_side`), read from the parsed offsets;
+    None when it has none or the URI does not parse."""
     try:
-        return parse_uri(text).user
+        parts = msg.addr_user_host(to_side)
     except SipParseError:
         return None
+    return parts[0] if parts is not None else None
 
 
 def _ids_match(msg, auth_user: str) -> bool:
     """auth_check flag 1: the auth user is the From user, and for REGISTER also the To user."""
-    if _uri_user(msg.from_uri) != auth_user:
+    if _party_user(msg) != auth_user:
         return False
-    return msg.method != "REGISTER" or _uri_user(msg.to_uri) == auth_user
+    return msg.method != "REGISTER" or _party_user(msg, True) == auth_user

@@ -58,12 +58,14 @@ def env(tmp_path):
     admin.close()
 
 
-def request(method="REGISTER", from_user="alice", to_user=None, auth_headers=(), ruri=None):
+def request(method="REGISTER", from_user="alice", to_user=None, auth_headers=(), ruri=None,
+            from_uri=None):
     ruri = ruri or (f"sip:{REALM}" if method == "REGISTER" else f"sip:5551234@{REALM}")
     to_user = to_user or (from_user if method == "REGISTER" else "5551234")
     lines = [f"{method} {ruri} SIP/2.0",
              "Via: SIP/2.0/UDP 127.0.0.9:5070;branch=z9hG4bKabc",
-             f"From: <sip:{from_user}@{REALM}>;tag=1", f"To: <sip:{to_user}@{REALM}>",
+             f"From: <{from_uri or f'sip:{from_user}@{REALM}'}>;tag=1",
+             f"To: <sip:{to_user}@{REALM}>",
              "Call-ID: c1", f"CSeq: 2 {method}"]
     lines += [f"{name}: {value}" for name, value in auth_headers]
     lines += ["Content-Length: 0", "", ""]
@@ -210,6 +212,16 @@ def test_flag_1_from_user(env):
     msg = request("INVITE", from_user="bob",
                   auth_headers=[("Proxy-Authorization", creds(env, "INVITE"))])
     assert check(env, msg, flags=0) == A.AUTH_OK
+
+
+def test_flag_1_a_from_without_the_user_is_a_mismatch(env):
+    for uri in (f"sip:{REALM}", f"sip:al%69ce@{REALM}", f"sip:alice2@{REALM}"):
+        msg = request("INVITE", from_uri=uri,
+                      auth_headers=[("Proxy-Authorization", creds(env, "INVITE"))])
+        assert check(env, msg, flags=1) == A.AUTH_USER_MISMATCH, uri
+    msg = request("INVITE", from_uri=f"sip:alice@{REALM}:5070;transport=udp",
+                  auth_headers=[("Proxy-Authorization", creds(env, "INVITE"))])
+    assert check(env, msg, flags=1) == A.AUTH_OK
 
 
 def test_flag_1_to_user_for_register(env):
