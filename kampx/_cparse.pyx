@@ -2037,7 +2037,7 @@ def parse_auth_header(str value):
     (scheme, {lower-cased param: value}) with quoted values unquoted. SipParseError when
     the parameter list is malformed."""
     # typed str and Py_UCS4 reads: each character test is a C comparison, not a Python
-    # index and `in` (3.5 -> 1 us for a REGISTER's credentials)
+    # index and `in` (3.5 -> 1.6 us for a REGISTER's credentials)
     cdef str v = _collapse(value).strip(" \t")
     cdef Py_ssize_t n = len(v), sp = 0, i, j, k
     cdef Py_UCS4 c
