@@ -744,15 +744,17 @@ class Streams:
             self.ep.unregister(c.fd)
         except OSError:
             pass
-        try:
-            c.sock.close()
-        except OSError:
-            pass
+        # the shared counts drop before the socket closes: a peer that sees the close and
+        # connects again at once must find its slot free ([tcp] max_connections_per_ip)
         row = self.worker_id
         self.load.add(row, 0, -1)
         self.load.add(row, c.bucket, -1)
         self.stats.add(OPEN_CONNECTIONS.col(c.lsock.proto), -1)
         self.stats.inc(CLOSED_BY.col(reason))
+        try:
+            c.sock.close()
+        except OSError:
+            pass
         if failed_connect:
             self.on_unreachable(c.lsock, c.peer)
 
