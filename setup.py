@@ -11,6 +11,7 @@ EXTENSIONS = [
     Extension("kampx.transport._recv", ["kampx/transport/_recv.pyx"]),
     Extension("kampx.transport._send", ["kampx/transport/_send.pyx"]),
     Extension("kampx.tm.timers", ["kampx/tm/timers.pyx"]),
+    Extension("kampx.auth._digest", ["kampx/auth/_digest.pyx"], include_dirs=INCLUDE),
 ]
 
 setup(ext_modules=cythonize(EXTENSIONS, language_level=3,

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kampx import _cparse as cp
-from kampx._cparse import (SipParseError, build_reply, header_id_of, parse, parse_auth_header,
+from kampx._cparse import (SipParseError, auth_fields, build_reply, header_id_of, parse, parse_auth_header,
                            parse_name_addr, parse_uri, split_commas, unescape)
 
 
@@ -532,8 +532,13 @@ def test_parse_auth_header_unescapes_quoted_values():
         parse_auth_header('Digest username="a\\"')  # the escaped quote does not close it
 
 
-@settings(max_examples=400, deadline=None)
-@given(st.text(alphabet='Dg ,\t="\\ab\u00e9', max_size=40))
+# one, two and four bytes a character (PEP 393): the scanner has a variant for each
+_AUTH_ALPHABET = 'DgA ,\t="\\ab\u00e9\u0416\U0001f600'
+_WANTED = ("a", "ab", "dg", "ba", "gda")
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.text(alphabet=_AUTH_ALPHABET, max_size=40))
 def test_parse_auth_header_matches_its_model(tail):
     value = "Digest " + tail
     try:
@@ -541,8 +546,18 @@ def test_parse_auth_header_matches_its_model(tail):
     except SipParseError:
         with pytest.raises(SipParseError):
             parse_auth_header(value)
+        with pytest.raises(SipParseError):
+            auth_fields(value, _WANTED)
         return
     assert parse_auth_header(value) == expected
+    # the digest check's form: only the wanted names, the same values
+    assert auth_fields(value, _WANTED) == (expected[0], [expected[1].get(n) for n in _WANTED])
+
+
+def test_auth_fields_reads_names_in_any_case_and_keeps_the_last():
+    assert auth_fields('Digest USERNAME="a", Realm=r, x="y", realm="s"', ("username", "realm",
+                                                                          "nonce")) == (
+        "Digest", ["a", "s", None])
 
 
 # -- framing: Content-Length ------------------------------------------------------------------------------------

@@ -25,6 +25,8 @@ from typing import NamedTuple
 from kampx import stats as S
 from kampx._cparse import SipParseError, parse_uri
 from kampx.auth import digest
+from kampx.auth._digest import find_params
+from kampx.auth._digest import pick as pick_credentials
 from kampx.auth.nonce import NonceState
 from kampx.auth.subscribers import name_fits
 from kampx.db import StorageError
@@ -152,18 +154,14 @@ class Authenticator:
         return Outcome(code, kind, username, stale=code == AUTH_STALE_NONCE)
 
     def _check(self, msg, realm: str, kind: Kind, flags: int) -> Outcome:
-        found = self.find_credentials(msg, realm, kind)
-        if found is None:
+        cred = pick_credentials(msg.header_all(kind.credentials), realm)
+        if cred is None:
             return self._fail(
                 msg, kind, AUTH_NO_CREDENTIALS, "no_credentials", counts_for_ban=False
             )
-        if isinstance(found, digest.DigestError):
+        if isinstance(cred, digest.DigestError):  # unparseable, or fields missing/malformed
             return self._fail(msg, kind, AUTH_ERROR, "bad_credentials")
-        try:
-            cred = digest.credentials(found)
-            base = cred.base_algorithm
-        except digest.DigestError:
-            return self._fail(msg, kind, AUTH_ERROR, "bad_credentials")
+        base = cred.base_algorithm
         user, at, domain = cred.username.partition("@")
         if not at:
             domain = realm
@@ -220,17 +218,7 @@ class Authenticator:
     def find_credentials(self, msg, realm: str, kind: Kind):
         """The params of the first Digest credentials for `realm` (case-insensitive, as
         Kamailio compares), a DigestError when only unparseable ones exist, else None."""
-        want = realm.lower()
-        error = None
-        for value in msg.header_all(kind.credentials):
-            try:
-                scheme, params = digest.parse_credentials(value)
-            except digest.DigestError as e:
-                error = e
-                continue
-            if scheme.lower() == "digest" and params.get("realm", "").lower() == want:
-                return params
-        return error
+        return find_params(msg.header_all(kind.credentials), realm)
 
     def _verify(self, cred, sub, column: str, base: str, method: str, body: bytes) -> bool:
         stored = getattr(sub, column, "") if sub is not None else ""

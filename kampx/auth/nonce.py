@@ -20,21 +20,19 @@ clock step cannot make nonces live forever or die at once.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import struct
 import time
 from enum import IntEnum
 
+from kampx.auth._digest import b64url_decode
+
 VERSION = 1
 _BODY = struct.Struct(">BQII")
 MAC_LEN = 16
 RAW_LEN = _BODY.size + MAC_LEN  # 33 bytes
 TEXT_LEN = RAW_LEN * 4 // 3  # 44 characters, no padding (33 is a multiple of 3)
-# the base64url alphabet back to the standard one, for binascii's strict decoder (what
-# base64.urlsafe_b64decode does, without its lenient pass over foreign characters)
-_URLSAFE = bytes.maketrans(b"-_", b"+/")
 FUTURE_SLACK_MS = 1000  # a nonce "from the future" beyond this is forged
 
 
@@ -83,13 +81,8 @@ class Nonces:
 
     def check(self, nonce: str) -> NonceCheck:
         """Whether `nonce` is one of ours and still young enough; counts nothing."""
-        if len(nonce) != TEXT_LEN:
-            return _FORGED
-        try:
-            raw = binascii.a2b_base64(nonce.encode("ascii").translate(_URLSAFE), strict_mode=True)
-        except (binascii.Error, UnicodeEncodeError, ValueError):
-            return _FORGED
-        if len(raw) != RAW_LEN:
+        raw = b64url_decode(nonce) if len(nonce) == TEXT_LEN else None
+        if raw is None:  # another length or alphabet, padding: not a spelling we issue
             return _FORGED
         body, mac = raw[: _BODY.size], raw[_BODY.size :]
         if not hmac.compare_digest(mac, self._mac(body)):

@@ -64,6 +64,7 @@ def test_expiry_makes_it_stale(counts, clock):
     lambda s: "\u00e9" * len(s),                              # not ASCII
     lambda s: s[:10] + "=" + s[11:],                          # padding inside
     lambda s: s[:10] + " " + s[11:],                          # a character to skip
+    lambda s: s[:7] + "+" + s[8:],                            # the standard alphabet
     lambda s: "",
 ])
 def test_tampered_nonces_are_forged(counts, clock, mangle):

@@ -1,0 +1,119 @@
+"""The digest check's C (kampx/auth/_digest.pyx) held to references outside it: MD5 against
+hashlib, the request-digest against the RFC 2617 formula built with hashlib, the nonce text
+decoder against the base64 module, and pick() against find_params + credentials()."""
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kampx.auth import _digest as C
+from kampx.auth import digest as d
+
+
+@pytest.mark.parametrize("n", [0, 1, 55, 56, 57, 63, 64, 65, 119, 120, 128, 1000])
+def test_md5_at_the_block_and_padding_edges(n):
+    data = bytes(range(256)) * 4
+    assert C.md5_hexdigest(data[:n]) == hashlib.md5(data[:n]).hexdigest()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_md5_of_any_bytes_is_hashlibs(data):
+    assert C.md5_hexdigest(data) == hashlib.md5(data).hexdigest()
+
+
+def test_md5_of_text_is_of_its_utf8_with_surrogates_kept():
+    for text in ("", "abc", "j\u00f6rg", "\u0416", "\U0001f600", "bad\udcff"):
+        assert C.md5_hexdigest(text) == hashlib.md5(
+            text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _reference(ha1, nonce, method, uri, qop, nc, cnonce, sess, body):
+    """RFC 2617 3.2.2.1 with hashlib, written out."""
+    def md5(s):
+        return hashlib.md5(s if isinstance(s, bytes) else s.encode("utf-8", "surrogateescape")
+                           ).hexdigest()
+    if sess:
+        ha1 = md5(f"{ha1}:{nonce}:{cnonce or ''}")
+    ha2 = md5(f"{method}:{uri}:{md5(body)}" if qop == "auth-int" else f"{method}:{uri}")
+    if qop:
+        return md5(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
+    return md5(f"{ha1}:{nonce}:{ha2}")
+
+
+_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=80)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ha1=st.text(alphabet="0123456789abcdef", min_size=32, max_size=32) | _text,
+       nonce=_text, uri=_text, qop=st.sampled_from([None, "auth", "auth-int"]),
+       nc=st.text(alphabet="0123456789abcdef", min_size=8, max_size=8), cnonce=_text,
+       sess=st.booleans(), body=st.binary(max_size=200))
+def test_md5_response_is_the_rfc_formula(ha1, nonce, uri, qop, nc, cnonce, sess, body):
+    got = C.md5_response(ha1, nonce, "INVITE", uri, qop, nc, cnonce, sess, body)
+    assert got == _reference(ha1, nonce, "INVITE", uri, qop, nc, cnonce, sess, body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=60))
+def test_b64url_decode_reads_what_base64_writes(raw):
+    text = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    assert C.b64url_decode(text) == raw
+
+
+@pytest.mark.parametrize("text", [
+    "A",             # a length no encoding has
+    "AB",            # bits left over past the last byte: another spelling of "AA"
+    "AA==",          # padding
+    "A+",            # the standard alphabet
+    "A/",
+    "A\u00e9",       # not ASCII
+    "A A",
+])
+def test_b64url_decode_refuses_every_other_spelling(text):
+    assert C.b64url_decode(text) is None
+
+
+VALID = ('Digest username="alice", realm="kampx.test", nonce="n", uri="sip:kampx.test", '
+         'response="' + "ab" * 16 + '"')
+
+
+@pytest.mark.parametrize("values,expected", [
+    ([], None),
+    (['Digest realm="other", username="a"'], None),                 # another realm
+    (['Basic realm="kampx.test"'], None),                           # another scheme
+    (['Digest username="unterminated'], C.DigestError),             # only unparseable
+    (['Digest username="unterminated', VALID], C.Credentials),     # the next one is good
+    (['Digest realm="KAMPX.test", nonce="n"', VALID], C.DigestError),  # first for the realm
+    ([VALID.replace('"' + "ab" * 16 + '"', "xyz")], C.DigestError),   # malformed response
+])
+def test_pick_is_find_params_then_credentials(values, expected):
+    got = C.pick(values, "Kampx.Test")
+    if expected is None:
+        assert got is None
+    else:
+        assert isinstance(got, expected)
+    # the two-step form it replaces gives the same answer
+    found = C.find_params(values, "Kampx.Test")
+    if isinstance(found, dict):
+        try:
+            two_step = d.credentials(found)
+        except d.DigestError as e:
+            two_step = e
+    else:
+        two_step = found
+    assert type(got) is type(two_step)
+
+
+def test_picked_credentials_carry_the_fields():
+    c = C.pick([VALID.replace("ab" * 16, "AB" * 16) + ", qop=AUTH, nc=0000000A, cnonce=c, "
+                "algorithm=md5-sess, opaque=o"], "kampx.test")
+    assert (c.username, c.realm, c.nonce, c.uri) == ("alice", "kampx.test", "n", "sip:kampx.test")
+    assert (c.response, c.algorithm, c.base_algorithm, c.sess) == ("ab" * 16, "MD5-SESS", "MD5",
+                                                                   True)
+    assert (c.qop, c.nc, c.nc_value, c.cnonce, c.opaque, c.user) == ("auth", "0000000A", 10, "c",
+                                                                     "o", "alice")
