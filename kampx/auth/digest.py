@@ -112,7 +112,9 @@ def verify(cred: Credentials, stored_ha1: str, method: str, body: bytes = b"") -
 
 
 def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if '"' in text or "\\" in text:
+        text = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
 
 
 def challenge(
@@ -125,13 +127,14 @@ def challenge(
 ) -> str:
     """A WWW-Authenticate / Proxy-Authenticate value, parameters in Kamailio's order:
     `Digest realm="R", nonce="N"[, opaque="O"][, qop="auth"][, stale=true][, algorithm=A]`."""
-    parts = [f"Digest realm={_quote(realm)}", f"nonce={_quote(nonce)}"]
-    if opaque is not None:
-        parts.append(f"opaque={_quote(opaque)}")
-    if qop:
-        parts.append(f"qop={_quote(qop)}")
-    if stale:
-        parts.append("stale=true")
-    if algorithm:
-        parts.append(f"algorithm={algorithm}")
-    return ", ".join(parts)
+    value = f"Digest realm={_quote(realm)}, nonce={_quote(nonce)}"
+    if opaque is not None or qop or stale or algorithm:  # a plain challenge is the common one
+        if opaque is not None:
+            value += f", opaque={_quote(opaque)}"
+        if qop:
+            value += f", qop={_quote(qop)}"
+        if stale:
+            value += ", stale=true"
+        if algorithm:
+            value += f", algorithm={algorithm}"
+    return value
