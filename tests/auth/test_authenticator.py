@@ -276,8 +276,8 @@ def test_challenge_headers(env):
 def test_unknown_user_and_wrong_password_do_the_same_work(env, monkeypatch):
     """Same number of digest computations and database probes on both failure paths."""
     calls = []
-    real = digest.response
-    monkeypatch.setattr(digest, "response", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = digest.verify
+    monkeypatch.setattr(digest, "verify", lambda *a, **k: calls.append(1) or real(*a, **k))
 
     def work(user, password):
         calls.clear()
