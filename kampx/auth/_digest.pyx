@@ -14,7 +14,8 @@ client put on the wire, since the SIP parser decodes that way. An ASCII str is h
 its own buffer.
 """
 
-from libc.stdint cimport uint32_t
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.stdint cimport uint32_t, uint64_t
 
 from kampx._cparse import SipParseError, auth_fields, parse_auth_header
 
@@ -263,25 +264,22 @@ for _i in range(64):
     B64URL[_ALPHABET[_i]] = _i
 
 
-def b64url_decode(str text):
-    """base64url without padding (RFC 4648 5) -> bytes; None for anything else: another
-    alphabet, padding, a length no encoding has, bits left over. Strict, so that one
-    nonce has one spelling."""
+cdef Py_ssize_t _b64url_into(str text, unsigned char *p, Py_ssize_t cap) except -2:
+    """Decode base64url without padding into p (cap bytes at most): the length, or -1 for
+    anything else (another alphabet, padding, a length no encoding has, bits left over)."""
     cdef Py_ssize_t n = len(text), i, o = 0
     cdef Py_UCS4 ch
     cdef uint32_t acc = 0
     cdef int bits = 0, v
-    if n % 4 == 1:
-        return None
-    out = bytearray(n * 3 // 4)
-    cdef unsigned char *p = out
+    if n % 4 == 1 or n * 3 // 4 > cap:
+        return -1
     for i in range(n):
         ch = text[i]
         if ch >= 128:
-            return None
+            return -1
         v = B64URL[ch]
         if v < 0:
-            return None
+            return -1
         acc = (acc << 6) | <uint32_t>v
         bits += 6
         if bits >= 8:
@@ -289,8 +287,70 @@ def b64url_decode(str text):
             p[o] = <unsigned char>(acc >> bits)
             o += 1
     if acc & ((1u << bits) - 1):  # non-zero bits past the last byte: another spelling
+        return -1
+    return o
+
+
+def b64url_decode(str text):
+    """base64url without padding (RFC 4648 5) -> bytes; None for anything else: another
+    alphabet, padding, a length no encoding has, bits left over. Strict, so that one
+    nonce has one spelling."""
+    out = bytearray(len(text) * 3 // 4 + 1)
+    cdef Py_ssize_t n = _b64url_into(text, out, len(out))
+    return None if n < 0 else bytes(out[:n])
+
+
+# A nonce (kampx/auth/nonce.py): version (1) | issued ms (8) | index (4) | generation (4),
+# big-endian, then a 16-byte MAC over those 17 bytes, all in base64url (44 characters)
+cdef enum:
+    NONCE_BODY = 17
+    NONCE_RAW = 33
+
+
+cdef inline uint64_t _be(const unsigned char *p, int n) noexcept nogil:
+    cdef uint64_t v = 0
+    cdef int i
+    for i in range(n):
+        v = (v << 8) | p[i]
+    return v
+
+
+def open_nonce(str text, keyed):
+    """(version, issued_ms, index, generation) of a nonce whose MAC `keyed` (a keyed
+    BLAKE2s state, copied per MAC) confirms; None for any other text."""
+    cdef unsigned char raw[NONCE_RAW + 1]
+    cdef const unsigned char *mac
+    cdef unsigned char diff = 0
+    cdef int i
+    if len(text) != 44 or _b64url_into(text, raw, NONCE_RAW) != NONCE_RAW:
         return None
-    return bytes(out)
+    h = keyed.copy()
+    h.update(PyBytes_FromStringAndSize(<char *>raw, NONCE_BODY))
+    expected = h.digest()
+    if len(expected) != NONCE_RAW - NONCE_BODY:
+        return None
+    mac = expected
+    for i in range(NONCE_RAW - NONCE_BODY):  # constant time: every byte compared
+        diff |= mac[i] ^ raw[NONCE_BODY + i]
+    if diff:
+        return None
+    return (raw[0], _be(raw + 1, 8), _be(raw + 9, 4), _be(raw + 13, 4))
+
+
+def seal_nonce(keyed, int version, uint64_t issued_ms, uint32_t index, uint32_t generation):
+    """The nonce text for these fields, MAC'd with `keyed` (open_nonce's inverse)."""
+    cdef unsigned char body[NONCE_BODY]
+    cdef int i
+    body[0] = <unsigned char>version
+    for i in range(8):
+        body[1 + i] = <unsigned char>(issued_ms >> (8 * (7 - i)))
+    for i in range(4):
+        body[9 + i] = <unsigned char>(index >> (8 * (3 - i)))
+        body[13 + i] = <unsigned char>(generation >> (8 * (3 - i)))
+    raw = PyBytes_FromStringAndSize(<char *>body, NONCE_BODY)
+    h = keyed.copy()
+    h.update(raw)
+    return b64url_encode(raw + h.digest())
 
 
 def b64url_encode(bytes raw) -> str:

@@ -20,17 +20,15 @@ clock step cannot make nonces live forever or die at once.
 from __future__ import annotations
 
 import hashlib
-import hmac
-import struct
 import time
 from enum import IntEnum
 
-from kampx.auth._digest import b64url_decode, b64url_encode
+from kampx.auth._digest import open_nonce, seal_nonce
 
 VERSION = 1
-_BODY = struct.Struct(">BQII")
+BODY_LEN = 17  # version, issued at, index, generation
 MAC_LEN = 16
-RAW_LEN = _BODY.size + MAC_LEN  # 33 bytes
+RAW_LEN = BODY_LEN + MAC_LEN  # 33 bytes
 TEXT_LEN = RAW_LEN * 4 // 3  # 44 characters, no padding (33 is a multiple of 3)
 FUTURE_SLACK_MS = 1000  # a nonce "from the future" beyond this is forged
 
@@ -52,6 +50,7 @@ class NonceCheck:
 
 
 _FORGED = NonceCheck(NonceState.FORGED)
+_VALID, _STALE = NonceState.VALID, NonceState.STALE  # an enum member read costs a lookup
 
 
 def _now_ms() -> int:
@@ -69,35 +68,28 @@ class Nonces:
         self.expires_ms = int(expires_s * 1000)
         self._clock = clock
         # keyed BLAKE2s, 3x as fast as HMAC-SHA256 (two per REGISTER); each MAC copies this
-        # keyed state instead of parsing the key arguments again (6.5k -> 4.9k instructions)
+        # keyed state instead of parsing the key arguments again (6.5k -> 4.9k instructions).
+        # The layout is packed, MAC'd and checked in C (kampx/auth/_digest.pyx: seal_nonce,
+        # open_nonce); the policy (version, age, slots) is here.
         self._keyed = hashlib.blake2s(key=self._secret, digest_size=MAC_LEN)
-
-    def _mac(self, body: bytes) -> bytes:
-        h = self._keyed.copy()
-        h.update(body)
-        return h.digest()
 
     def issue(self) -> str:
         index, generation = self._counts.new_index()
-        body = _BODY.pack(VERSION, self._clock(), index, generation)
-        return b64url_encode(body + self._mac(body))
+        return seal_nonce(self._keyed, VERSION, self._clock(), index, generation)
 
     def check(self, nonce: str) -> NonceCheck:
         """Whether `nonce` is one of ours and still young enough; counts nothing."""
-        raw = b64url_decode(nonce) if len(nonce) == TEXT_LEN else None
-        if raw is None:  # another length or alphabet, padding: not a spelling we issue
+        fields = open_nonce(nonce, self._keyed)  # None: not a spelling we issue, or MAC
+        if fields is None:
             return _FORGED
-        body, mac = raw[: _BODY.size], raw[_BODY.size :]
-        if not hmac.compare_digest(mac, self._mac(body)):
-            return _FORGED
-        version, issued, index, generation = _BODY.unpack(body)
+        version, issued, index, generation = fields
         if version != VERSION:
             return _FORGED
         now = self._clock()
         if issued > now + FUTURE_SLACK_MS:
             return _FORGED
-        state = NonceState.STALE if now - issued > self.expires_ms else NonceState.VALID
-        return NonceCheck(state, index, generation, issued)
+        return NonceCheck(_STALE if now - issued > self.expires_ms else _VALID, index, generation,
+                          issued)
 
     def count(self, check: NonceCheck, nc: int) -> int:
         """Record nonce-count `nc` for a valid nonce, after its response was verified:
