@@ -88,8 +88,9 @@ class Nonces:
         now = self._clock()
         if issued > now + FUTURE_SLACK_MS:
             return _FORGED
-        return NonceCheck(_STALE if now - issued > self.expires_ms else _VALID, index, generation,
-                          issued)
+        return NonceCheck(
+            _STALE if now - issued > self.expires_ms else _VALID, index, generation, issued
+        )
 
     def count(self, check: NonceCheck, nc: int) -> int:
         """Record nonce-count `nc` for a valid nonce, after its response was verified:
