@@ -21,6 +21,7 @@ cdef extern from "Python.h":
     int PyUnicode_KIND(object)
     void *PyUnicode_DATA(object)
     Py_ssize_t PyUnicode_GET_LENGTH(object)
+    bint PyUnicode_IS_ASCII(object)
 from libc.string cimport memchr, memcmp, memcpy
 from libc.stdio cimport snprintf
 from libc.stdint cimport int32_t, int16_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -2048,7 +2049,8 @@ def parse_auth_header(str value):
 
 
 def auth_fields(str value, tuple names):
-    """parse_auth_header for a caller that wants only `names` (lower-case): returns
+    """parse_auth_header for a caller that wants only `names` (lower-case ASCII; any other
+    name matches nothing): returns
     (scheme, [value or None per name]), the last one when a name repeats, as the dict
     keeps it. The same grammar and errors; no dict and no string for the other params
     (the digest check: kampx/auth/_digest.pyx)."""
@@ -2068,7 +2070,7 @@ cdef inline bint _name_is(const ucs_t *d, Py_ssize_t i, Py_ssize_t j, str want):
     cdef Py_ssize_t k, n = j - i
     cdef const uint8_t *w
     cdef uint32_t c
-    if n != PyUnicode_GET_LENGTH(want):
+    if n != PyUnicode_GET_LENGTH(want) or not PyUnicode_IS_ASCII(want):
         return False
     w = <const uint8_t *>PyUnicode_DATA(want)
     for k in range(n):
@@ -2159,7 +2161,7 @@ cdef str _scan_auth_in(str v, const ucs_t *d, dict params, tuple names, list fou
             params[v[nm_s:nm_e].lower()] = val if val is not None else v[k:e]
         else:
             for w in range(len(names)):
-                if _name_is(d, nm_s, nm_e, <str>names[w]):
+                if _name_is(d, nm_s, nm_e, <str?>names[w]):
                     found[w] = val if val is not None else v[k:e]
                     break
         i = j

@@ -558,6 +558,11 @@ def test_auth_fields_reads_names_in_any_case_and_keeps_the_last():
     assert auth_fields('Digest USERNAME="a", Realm=r, x="y", realm="s"', ("username", "realm",
                                                                           "nonce")) == (
         "Digest", ["a", "s", None])
+    # names are lower-case ASCII: another one matches nothing; a name that is no string
+    # is refused, not read as one
+    assert auth_fields('Digest a=1, b=2', ("a", "b\u00e9", "b")) == ("Digest", ["1", None, "2"])
+    with pytest.raises(TypeError):
+        auth_fields("Digest a=1", (1,))
 
 
 # -- framing: Content-Length ------------------------------------------------------------------------------------
