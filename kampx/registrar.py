@@ -39,7 +39,7 @@ import time
 
 from kampx import cluster, dset, sl
 from kampx import stats as S
-from kampx._cparse import SipParseError, parse_name_addr, parse_uri, split_commas
+from kampx._cparse import SipParseError, parse_name_addr, parse_uri, split_commas, unescape
 from kampx.usrloc import ERR_CSEQ, ERR_FULL, ERR_TOO_LARGE, ERR_TOO_MANY, OK, LockError
 
 ACCEPTED_REGS = S.family("registrar", "accepted_regs", S.KIND_COUNTER, "REGISTER requests accepted")
@@ -140,14 +140,18 @@ def aor_of(uri: str, use_domain: bool, case_sensitive: bool = False) -> str:
 
 
 def _aor_of_uri(u, use_domain: bool, case_sensitive: bool) -> str:
-    user = u.user or ""
+    return _aor_of_parts(u.user, u.host, use_domain, case_sensitive)
+
+
+def _aor_of_parts(user: str | None, host: str, use_domain: bool, case_sensitive: bool) -> str:
+    user = user or ""
     if "%" in user:
-        user = u.user_unescaped
+        user = unescape(user)
     if not case_sensitive:
         user = user.lower()
     if not use_domain:
         return user
-    host = u.host.lower()
+    host = host.lower()
     return f"{user}@{host}" if user else host
 
 
@@ -274,7 +278,11 @@ class _Register:
         if msg.cseq_num is None:
             raise _Reject(R_CS_MISS)
         try:
-            self.aor = aor_of(aor_uri or msg.to_uri, cfg.use_domain, cfg.case_sensitive)
+            if aor_uri:
+                self.aor = aor_of(aor_uri, cfg.use_domain, cfg.case_sensitive)
+            else:  # the To URI's user and host from the parsed offsets, no URI object
+                user, host = msg.addr_user_host(True)
+                self.aor = _aor_of_parts(user, host, cfg.use_domain, cfg.case_sensitive)
         except SipParseError:
             raise _Reject(R_AOR_PARSE) from None
         if not self.aor:

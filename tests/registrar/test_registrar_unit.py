@@ -112,6 +112,19 @@ def test_aor_is_case_insensitive_by_default():
     assert reg.lookup(w, w.request(invite_text("sip:Alice@kampx.test"))) == 1
 
 
+@pytest.mark.parametrize("to, use_domain, expected", [
+    ("sip:Al%69ce@Kampx.TEST;user=phone", False, "alice"),   # escapes decoded, lower-cased
+    ("sip:Al%69ce@Kampx.TEST", True, "alice@kampx.test"),
+    ("sips:bob@[2001:DB8::1]:5061", True, "bob@[2001:db8::1]"),
+])
+def test_save_takes_the_aor_from_the_to_uri_as_aor_of_does(to, use_domain, expected):
+    w = Worker(use_domain=use_domain)
+    assert reg.save(w, w.request(register_text(to=to))) == reg.RC_SAVED
+    assert reg.aor_of(to, use_domain) == expected
+    assert [b.contact for b in reg._store(w).lookup(expected, time.time())] == [
+        "sip:alice@127.0.0.1:5070"]
+
+
 def test_save_counts_and_replies():
     w = Worker()
     rc = reg.save(w, w.request(register_text()))
