@@ -97,30 +97,12 @@ def verify(cred: Credentials, stored_ha1: str, method: str, body: bytes = b"") -
     """True when the client's response matches the one computed from the stored HA1.
     Compared in constant time; the cost is the same whatever the HA1 is, so a made-up HA1
     for an unknown user takes as long as a real one."""
+    ha1_hex = stored_ha1.lower()
+    fields = (cred.nonce, method, cred.uri, cred.qop, cred.nc, cred.cnonce)
     if cred.base_algorithm == "MD5":  # straight to the C (the credentials say which form)
-        expected = md5_response(
-            stored_ha1.lower(),
-            cred.nonce,
-            method,
-            cred.uri,
-            cred.qop,
-            cred.nc,
-            cred.cnonce,
-            cred.sess,
-            body,
-        )
+        expected = md5_response(ha1_hex, *fields, cred.sess, body)
     else:
-        expected = response(
-            cred.algorithm,
-            stored_ha1.lower(),
-            cred.nonce,
-            method,
-            cred.uri,
-            cred.qop,
-            cred.nc,
-            cred.cnonce,
-            body,
-        )
+        expected = response(cred.algorithm, ha1_hex, *fields, body)
     return hmac.compare_digest(expected, cred.response)
 
 
