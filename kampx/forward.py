@@ -130,7 +130,8 @@ class Forwarder:
         if host is not None:
             return self.resolve(host, int(port or 0))
         try:
-            u = parse_uri(msg.dst or msg.ruri)
+            # the Request-URI's view is built once per Request-URI (rewrites included)
+            u = parse_uri(msg.dst) if msg.dst else msg.uri
         except SipParseError:
             return None
         if u.scheme not in ("sip", "sips"):

@@ -131,17 +131,17 @@ def ruri_host():
 
 def from_domain():
     """The From URI's host ($fd)."""
-    return _uri_host(ctx.msg.from_uri)
+    return _addr_part(False, 1)
 
 
 def from_user():
     """The From URI's user ($fU)."""
-    return _uri_user(ctx.msg.from_uri)
+    return _addr_part(False, 0)
 
 
 def to_user():
     """The To URI's user ($tU)."""
-    return _uri_user(ctx.msg.to_uri)
+    return _addr_part(True, 0)
 
 
 def user_agent():
@@ -149,18 +149,14 @@ def user_agent():
     return ctx.msg.user_agent
 
 
-def _uri_host(text):
+def _addr_part(to_side: bool, index: int):
+    """The user (0) or host (1) of the From URI (the To URI with `to_side`), read from the
+    parsed offsets (no URI object); None when there is none."""
     try:
-        return parse_uri(text).host if text else None
-    except SipParseError:
+        parts = ctx.msg.addr_user_host(to_side)
+    except SipParseError:  # the parser already refuses a bad From/To URI: not expected
         return None
-
-
-def _uri_user(text):
-    try:
-        return parse_uri(text).user if text else None
-    except SipParseError:
-        return None
+    return parts[index] if parts is not None else None
 
 
 def is_myself(uri: str | None = None) -> bool:
