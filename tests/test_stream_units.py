@@ -175,3 +175,36 @@ def test_framing_any_bytes_ends_in_messages_a_wait_or_a_frame_error(parts):
 def test_sockaddr_takes_anything_a_sender_could_write(ip, port, v6):
     out = sockaddr(ip, port, v6)
     assert out is None or len(out) == (28 if v6 else 16)
+
+
+def test_a_closed_connection_frees_its_slot_before_the_peer_can_see_the_close():
+    """[tcp] max_connections_per_ip is counted in shared rows: close() must drop the
+    connection's counts before the socket closes, or a peer that sees the close and
+    reconnects at once is refused for a slot that is no longer used."""
+    from types import SimpleNamespace
+
+    from kampx._shm import CounterRows
+    from kampx.transport.stream import IP_BUCKETS, Conn, Streams, ip_bucket
+
+    load = CounterRows(4, 1 + IP_BUCKETS)
+    bucket = ip_bucket("192.0.2.7")
+    seen_at_close = []
+
+    class Sock:
+        def fileno(self):
+            return 99
+
+        def close(self):  # the moment the peer can see the close
+            seen_at_close.append((load.column_sum(0), load.column_sum(bucket)))
+
+    streams = Streams.__new__(Streams)
+    streams.worker_id, streams.load, streams.fds, streams.by_key = 1, load, {}, {}
+    streams.aliases = SimpleNamespace(release=lambda key, wid: None)
+    streams.ep = SimpleNamespace(unregister=lambda fd: None)
+    streams.stats = SimpleNamespace(add=lambda col, n: None, inc=lambda col: None)
+    c = Conn(Sock(), SimpleNamespace(proto="tcp"), ("192.0.2.7", 5060), b"k", bucket, False, 0.0)
+    load.add(1, 0, 1)
+    load.add(1, bucket, 1)
+    streams.fds[c.fd] = c
+    streams.close(c, "too_large")
+    assert seen_at_close == [(0, 0)]

@@ -72,24 +72,27 @@ def md5_hexdigest(data) -> str:
     return out[:32].decode("ascii")
 
 
-def md5_response(str ha1_hex, str nonce, str method, str uri, qop, nc, cnonce,
-                 bint sess, bytes body) -> str:
+def md5_response(str ha1_hex not None, str nonce not None, str method not None,
+                 str uri not None, qop, nc, cnonce, bint sess, bytes body not None) -> str:
     """The MD5 request-digest (RFC 2617 3.2.2.1; RFC 2069 without qop): digest.response's
     MD5 and MD5-sess cases. `ha1_hex` is hashed as given (lower-case hex when it is
-    anyone's; a malformed stored one simply matches nothing)."""
+    anyone's; a malformed stored one simply matches nothing). qop, nc and cnonce are
+    hashed as the Python form formats them (credentials() lets no None through)."""
     cdef md5_ctx x
     cdef char sess_ha1[32]
     cdef char ha2[32]
     cdef char hbody[32]
     cdef char out[32]
     cdef bint has_qop = qop is not None and qop != ""
+    if has_qop:
+        qop, nc, cnonce = f"{qop}", f"{nc}", f"{cnonce}"
     if sess:  # HA1 = H(HA1:nonce:cnonce)
         md5_init(&x)
         md5_str(&x, ha1_hex)
         md5_colon(&x)
         md5_str(&x, nonce)
         md5_colon(&x)
-        md5_str(&x, cnonce or "")
+        md5_str(&x, f"{cnonce or ''}")
         md5_hex(&x, sess_ha1)
     md5_init(&x)
     md5_str(&x, method)
@@ -134,7 +137,6 @@ BASE_ALGORITHM = {"MD5": "MD5", "MD5-SESS": "MD5", "SHA-256": "SHA-256",
                   "SHA-256-SESS": "SHA-256"}
 HEX_LEN = {"MD5": 32, "SHA-256": 64}
 QOPS = ("auth", "auth-int")
-_REQUIRED = ("username", "realm", "nonce", "uri", "response")
 
 
 cdef bint _all_hex(str s, bint lower_only):
@@ -220,35 +222,35 @@ def find_params(values, str realm):
     """The params of the first Digest credentials among header `values` for `realm`
     (case-insensitive, as Kamailio compares), a DigestError when only unparseable ones
     exist, else None."""
-    want = realm.lower()
-    error = None
-    for value in values:
-        try:
-            scheme, params = parse_auth_header(value)
-        except SipParseError as e:
-            error = DigestError(str(e))
-            continue
-        if scheme.lower() == "digest" and (<dict>params).get("realm", "").lower() == want:
-            return params
-    return error
+    return _first_for_realm(values, realm, False)
 
 
 def pick(values, str realm):
     """The Credentials among header `values` for `realm` (find_params and credentials()
     in one call, no dict of parameters): a DigestError (returned, not raised) when the
     first ones for `realm` are malformed or only unparseable ones exist, else None."""
+    return _first_for_realm(values, realm, True)
+
+
+cdef object _first_for_realm(values, str realm, bint validate):
     want = realm.lower()
     error = None
     for value in values:
         try:
-            scheme, f = auth_fields(value, _FIELDS)
+            if validate:  # the ten fields only
+                scheme, found = auth_fields(value, _FIELDS)
+                r = (<list>found)[1]
+            else:
+                scheme, found = parse_auth_header(value)
+                r = (<dict>found).get("realm")
         except SipParseError as e:
             error = DigestError(str(e))
             continue
-        r = (<list>f)[1]
         if scheme.lower() == "digest" and (r if r is not None else "").lower() == want:
+            if not validate:
+                return found
             try:
-                return _validated(f)
+                return _validated(found)
             except DigestError as e:
                 return e
     return error

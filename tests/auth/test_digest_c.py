@@ -117,3 +117,16 @@ def test_picked_credentials_carry_the_fields():
                                                                    True)
     assert (c.qop, c.nc, c.nc_value, c.cnonce, c.opaque, c.user) == ("auth", "0000000A", 10, "c",
                                                                      "o", "alice")
+
+
+def test_md5_response_formats_missing_fields_as_the_python_form_and_refuses_none_text():
+    # qop without nc/cnonce (credentials() never lets it through; digest.response() may be
+    # called so): hashed as the f-string form hashes them, like the SHA-256 path
+    got = C.md5_response("a" * 32, "n", "INVITE", "sip:x", "auth", None, None, False, b"")
+    assert got == _reference("a" * 32, "n", "INVITE", "sip:x", "auth", None, None, False, b"")
+    # a missing nonce, method, URI or body is a TypeError, never read as a string
+    args = dict(ha1_hex="a" * 32, nonce="n", method="INVITE", uri="sip:x", qop="auth-int",
+                nc="00000001", cnonce="c", sess=False, body=b"")
+    for name in ("ha1_hex", "nonce", "method", "uri", "body"):
+        with pytest.raises(TypeError):
+            C.md5_response(**{**args, name: None})
