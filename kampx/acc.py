@@ -39,6 +39,7 @@ import time
 from kampx import methods as M
 from kampx import stats as S
 from kampx._cparse import SipParseError
+from kampx.dialog_table import PARTY_FIELDS
 from kampx.dialog_table import decode as decode_dialog
 
 log = logging.getLogger("kampx.acc")
@@ -47,16 +48,8 @@ TABLES = ("acc", "missed_calls", "acc_cdrs")
 DIRECTIONS = ("inbound", "outbound", "local")
 CDR_RECORD = "cdr"  # the first item of a CDR record (Accounting.ended)
 ROW_RECORD = "row"  # the first item of a transaction's row record (Accounting._row)
-# the party columns (Kamailio's default log_extra), and a transaction row's columns
-PARTY_FIELDS = (
-    "src_user",
-    "src_domain",
-    "src_ip",
-    "dst_ouser",
-    "dst_user",
-    "dst_domain",
-    "direction",
-)
+# a transaction row's columns: its own, then the party columns (PARTY_FIELDS, Kamailio's
+# default log_extra, which a tracked dialog's record keeps too)
 ROW_FIELDS = (
     "t",
     "method",
@@ -286,9 +279,7 @@ class Accounting:
         self._emit(marshal.dumps(row))
 
     def _emit(self, data: bytes) -> None:
-        from kampx.dialog import OP_ACC
-
-        if not self.journal.write(OP_ACC, data):
+        if not self.journal.record(data):
             self.stats.inc(RECORDS_DROPPED.base)
 
 

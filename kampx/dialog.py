@@ -41,7 +41,7 @@ import time
 from collections import deque
 
 from kampx import stats as S
-from kampx.acc import DIRECTIONS, PARTY_FIELDS, direction_name
+from kampx.acc import DIRECTIONS, direction_name
 
 DIALOGS_PROCESSED = S.family(
     "dialog",
@@ -103,7 +103,11 @@ STATE = 7  # an index value's state bits
 
 OP_PUT, OP_DELETE, OP_ACC = 1, 2, 3  # OP_ACC: an accounting record (kampx/acc.py), marshal
 DIRECTION_INDEX = {name: i for i, name in enumerate(DIRECTIONS)}  # the byte a slot keeps
+LOCAL = DIRECTION_INDEX["local"]
+NO_PARTIES = ("", "", "", "", "", "", "local")  # a dialog nothing accounts (PARTY_FIELDS)
 _RECORD = struct.Struct("!BBdH")  # op, state, timeout (epoch seconds), key length
+_ACC_PREFIX = _RECORD.pack(OP_ACC, 0, 0.0, 0)[:-2]  # an accounting record's head, but its length
+_U16 = struct.Struct("!H")
 MAX_KEY = 2048  # longer Call-ID + tag pairs are not journaled
 PIPE_BUF = select.PIPE_BUF  # a pipe write up to this size is atomic
 MAX_DATA = PIPE_BUF - _RECORD.size  # the largest accounting record
@@ -196,6 +200,17 @@ class Journal:
             self._seal()
         self.pending.append(rec)
         self.size += len(rec)
+        return True
+
+    def record(self, data: bytes) -> bool:
+        """Queue an accounting record (OP_ACC, kampx/acc.py); False when it is too large."""
+        n = len(data)
+        if n > MAX_DATA:
+            return False
+        if self.size + _RECORD.size + n > PIPE_BUF:
+            self._seal()
+        self.pending.append(_ACC_PREFIX + _U16.pack(n) + data)
+        self.size += _RECORD.size + n
         return True
 
     def _seal(self) -> None:
@@ -301,25 +316,26 @@ class Dialogs:
     def _track(self, k: bytes, msg, state: int) -> bool:
         now = time.time()
         contacts = msg.contacts
-        info = {
-            "callid": msg.call_id,
-            "from_tag": msg.from_tag or "",
-            "to_tag": "",
-            "from": msg.header("from"),
-            "to": msg.header("to"),
-            "ruri": msg.original_ruri,
-            "caller_contact": contacts[0].uri if contacts else None,
-            "caller_addr": list(msg.src),
-            "socket": msg.lsock.index,
-            "caller_cseq": msg.cseq_num or 0,
-            "setup": now,
-        }
-        direction = DIRECTION_INDEX["local"]  # when nothing accounts the call
+        # kampx/dialog_table.py's SETUP_FIELDS, in order
+        info = (
+            msg.call_id,
+            msg.from_tag or "",
+            "",
+            msg.header("from"),
+            msg.header("to"),
+            msg.original_ruri,
+            contacts[0].uri if contacts else None,
+            list(msg.src),
+            msg.lsock.index,
+            msg.cseq_num or 0,
+            now,
+        )
         if self.acc is not None:
             parties = self.acc.party_values(msg)
-            info.update(zip(PARTY_FIELDS, parties))
-            direction = DIRECTION_INDEX.get(parties[-1], direction)  # direction comes last
-        if self.table.create(k, state, now + self.ttl_setup, info, direction):
+            direction = DIRECTION_INDEX.get(parties[-1], LOCAL)  # direction comes last
+        else:
+            parties, direction = NO_PARTIES, LOCAL  # when nothing accounts the call
+        if self.table.create(k, state, now + self.ttl_setup, info + parties, direction):
             return True
         self.stats.inc(DIALOGS_UNTRACKED.base)
         return False
@@ -351,24 +367,23 @@ class Dialogs:
         contacts = reply.contacts
         rrs = [r.raw for r in reply.record_routes]
         at, below = _own_record_route(rrs, reply.lsock)
-        fields = {
-            "to_tag": reply.to_tag or "",
-            "to": reply.header("to"),
-            "callee_contact": contacts[0].uri if contacts else None,
-            "callee_addr": list(reply.src),
-            "callee_socket": reply.lsock.index,  # the callee's side may be another transport
+        session_s = _session_interval(reply)
+        # kampx/dialog_table.py's ANSWER_FIELDS, in order
+        fields = (
+            reply.to_tag or "",
+            reply.header("to"),
+            contacts[0].uri if contacts else None,
+            list(reply.src),
+            reply.lsock.index,  # the callee's side may be another transport
             # RFC 3261 12.1: the callee's side of us is the Record-Routes above ours,
             # nearest first; the caller's side those below
-            "callee_route": rrs[:at][::-1] if at >= 0 else [],
-            "caller_route": rrs[below:] if at >= 0 else [],
-            "answered": now,
-            "code": code,
-            "reason": reply.reason or "",
-        }
-
-        session_s = _session_interval(reply)
-        if session_s:
-            fields["session_expires"] = session_s
+            rrs[:at][::-1] if at >= 0 else [],
+            rrs[below:] if at >= 0 else [],
+            now,
+            code,
+            reply.reason or "",
+            session_s,
+        )
         expires = now + (session_s or self.lifetime)
         self.table.answer(k, CONFIRMED, expires, fields, session_s, now)
 
@@ -487,6 +502,8 @@ def _own_record_route(rrs: list[str], lsock) -> tuple[int, int]:
     """Where this proxy's Record-Route is in a 2xx's list (the socket the 2xx came in on:
     the one the INVITE left by), and where the caller's side starts after it: past both of
     ours when the INVITE crossed sockets (kampx/rr.py); (-1, 0) when it is not there."""
+    if rrs and rrs[0] == lsock.rr_value:
+        return 0, 1  # the common case: the callee's side Record-Routed nothing
     double = lsock.rr_double.decode()
     for i, r in enumerate(rrs):
         if r == lsock.rr_value:

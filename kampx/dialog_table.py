@@ -63,6 +63,48 @@ W_COUNT, W_EARLY, W_CONFIRMED, W_FULL = range(4)
 # what a dialog too big for its slot gives up first (it can then not be ended by kampx)
 SHEDDABLE = ("caller_route", "callee_route", "caller_contact", "callee_contact", "from", "to")
 
+# The two records as kampx/dialog.py writes them: tuples of these fields in this order (half
+# the bytes and a third of marshal's time of a dict); `decode` turns them into the dict every
+# reader gets. A record too big for its slot is shed to a dict (`_encode`), which `decode`
+# reads as it is, as it does any dict a caller of create()/answer() passes.
+# The party columns (Kamailio's default log_extra), which acc (kampx/acc.py) writes too.
+PARTY_FIELDS = (
+    "src_user",
+    "src_domain",
+    "src_ip",
+    "dst_ouser",
+    "dst_user",
+    "dst_domain",
+    "direction",
+)
+SETUP_FIELDS = (
+    "callid",
+    "from_tag",
+    "to_tag",
+    "from",
+    "to",
+    "ruri",
+    "caller_contact",
+    "caller_addr",
+    "socket",
+    "caller_cseq",
+    "setup",
+) + PARTY_FIELDS
+# session_expires last: left out of the dict when 0 (the 2xx set no session interval)
+ANSWER_FIELDS = (
+    "to_tag",
+    "to",
+    "callee_contact",
+    "callee_addr",
+    "callee_socket",
+    "callee_route",
+    "caller_route",
+    "answered",
+    "code",
+    "reason",
+    "session_expires",
+)
+
 
 def key_hash(k: bytes) -> int:
     """A 64-bit hash of a dialog key, the same in every process of one kampx (they are all
@@ -130,10 +172,14 @@ class DialogTable:
 
     # ---------------------------------------------------------------- the API -------------
 
-    def create(self, k: bytes, state: int, expires: float, info: dict, direction: int = 0) -> bool:
-        """Track dialog `k` (`info`: what its INVITE said; `direction`: a byte `take`
-        gives back); False when the table is full (the call goes on untracked)."""
-        return self.slots.create(key_hash(k), state, expires, _encode(info, SETUP_MAX), direction)
+    def create(
+        self, k: bytes, state: int, expires: float, info: tuple | dict, direction: int = 0
+    ) -> bool:
+        """Track dialog `k` (`info`: what its INVITE said, SETUP_FIELDS' values or a dict;
+        `direction`: a byte `take` gives back); False when the table is full (the call goes
+        on untracked)."""
+        data = _encode(info, SETUP_MAX, SETUP_FIELDS)
+        return self.slots.create(key_hash(k), state, expires, data, direction)
 
     def set_state(self, k: bytes, state: int, expires: float) -> bool:
         """Dialog `k` moves to `state` (EARLY), to end at `expires`; False if untracked."""
@@ -144,15 +190,15 @@ class DialogTable:
         k: bytes,
         state: int,
         expires: float,
-        fields: dict,
+        fields: tuple | dict,
         session_s: int = 0,
         answered: float = 0.0,
     ) -> bool:
-        """Dialog `k` was answered at `answered` (epoch s): what its 2xx said (`fields`),
-        its new state and end, its session interval (`session_s`, RFC 4028; 0: none)."""
-        return self.slots.answer(
-            key_hash(k), state, expires, _encode(fields, ANSWER_MAX), session_s, answered
-        )
+        """Dialog `k` was answered at `answered` (epoch s): what its 2xx said (`fields`:
+        ANSWER_FIELDS' values or a dict), its new state and end, its session interval
+        (`session_s`, RFC 4028; 0: none)."""
+        data = _encode(fields, ANSWER_MAX, ANSWER_FIELDS)
+        return self.slots.answer(key_hash(k), state, expires, data, session_s, answered)
 
     def refresh(
         self, k: bytes, now: float, lifetime: float, caller: bool, cseq: int, session: bool
@@ -242,24 +288,35 @@ class DialogTable:
 
 def decode(setup: bytes, answer: bytes = b"") -> dict:
     """A dialog's details from its two records (what `take` gives back)."""
-    info = _decode(setup)
+    info = _decode(setup, SETUP_FIELDS)
     if answer:
-        info.update(_decode(answer))
+        info.update(_decode(answer, ANSWER_FIELDS))
     return info
 
 
-def _decode(data: bytes) -> dict:
+def _decode(data: bytes, fields: tuple[str, ...]) -> dict:
     try:
         info = marshal.loads(data)
     except (EOFError, ValueError, TypeError):  # a writer died halfway through the slot
         return {}
+    if isinstance(info, tuple) and len(info) == len(fields):
+        return _as_dict(info, fields)
     return info if isinstance(info, dict) else {}
 
 
-def _encode(info: dict, room: int) -> bytes:
+def _as_dict(values: tuple, fields: tuple[str, ...]) -> dict:
+    info = dict(zip(fields, values))
+    if not info.get("session_expires", 1):
+        del info["session_expires"]
+    return info
+
+
+def _encode(info: tuple | dict, room: int, fields: tuple[str, ...]) -> bytes:
     data = marshal.dumps(info)
     if len(data) <= room:
         return data
+    if isinstance(info, tuple):  # too big: shed by name, as a dict
+        info = _as_dict(info, fields)
     for name in SHEDDABLE:  # keep what the CDR needs
         if info.pop(name, None) is not None:
             info["partial"] = True

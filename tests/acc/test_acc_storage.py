@@ -500,9 +500,7 @@ def test_postgresql_storage_keeps_records_on_the_server(pg, tmp_path):
     """A node's records go to the shared server (every node's CDRs in one place), not into
     the node's own SQLite file."""
     local = tmp_path / "node.db"
-    cfg = kconfig.from_dict(
-        {"db": {"url": pg.url, "local": "sqlite:///" + str(local).lstrip("/")}}
-    )
+    cfg = kconfig.from_dict({"db": {"url": pg.url, "local": "sqlite:///" + str(local).lstrip("/")}})
     with open_storage(cfg) as s:
         s.open_local()
         s.acc.insert([cdr()])

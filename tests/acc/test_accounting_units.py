@@ -24,7 +24,8 @@ from kampx.acc import (
     decode_record,
 )
 from kampx.config import AccConfig, DialogConfig
-from kampx.dialog_table import PROBE, DialogTable, key_hash
+from kampx.dialog_table import ANSWER_FIELDS, PROBE, SETUP_FIELDS, DialogTable, key_hash
+from kampx.dialog_table import decode as decode_dialog
 
 ACC = AccConfig()
 LOG, MISSED, FAILED, INBOUND, OUTBOUND = (1 << f for f in (1, 2, 3, 4, 5))
@@ -226,17 +227,37 @@ def test_a_row_record_is_a_tuple_that_decodes_to_the_whole_row(env):
     acc = env.dialogs.acc
     acc.final(Req(flags=LOG | INBOUND), 200, "OK", "tt")
     (row,) = env.records()
-    assert list(row) == ["t", "method", "from_tag", "to_tag", "callid", "sip_code",
-                         "sip_reason", "time", "src_user", "src_domain", "src_ip", "dst_ouser",
-                         "dst_user", "dst_domain", "direction"]
+    assert list(row) == [
+        "t",
+        "method",
+        "from_tag",
+        "to_tag",
+        "callid",
+        "sip_code",
+        "sip_reason",
+        "time",
+        "src_user",
+        "src_domain",
+        "src_ip",
+        "dst_ouser",
+        "dst_user",
+        "dst_domain",
+        "direction",
+    ]
     assert row["t"] == "acc" and row["to_tag"] == "tt" and row["callid"] == "c1"
     assert (row["src_user"], row["src_domain"], row["src_ip"]) == (
-        "+15550100", "carrier.example", "203.0.113.10")
+        "+15550100",
+        "carrier.example",
+        "203.0.113.10",
+    )
     assert (row["dst_ouser"], row["dst_user"], row["dst_domain"], row["direction"]) == (
-        "alice", "alice", "198.51.100.7", "inbound")
+        "alice",
+        "alice",
+        "198.51.100.7",
+        "inbound",
+    )
     # what went through the pipe is the compact form; a dict (an older writer) still reads
-    assert isinstance(marshal.loads(marshal.dumps(acc._row("acc", Req(), 200, "OK", None))),
-                      tuple)
+    assert isinstance(marshal.loads(marshal.dumps(acc._row("acc", Req(), 200, "OK", None))), tuple)
     assert decode_record(marshal.dumps(row)) == row
     assert decode_record(marshal.dumps(("row", "acc"))) is None  # malformed: dropped
 
@@ -253,6 +274,61 @@ def test_expired_dialogs_end_with_a_timeout_cdr_and_stuck_setups_as_lost(env):
     reasons = sorted(r["end_reason"] for r in env.records())
     assert reasons == ["lost", "timeout"]
     assert env.table.counts()[0] == 0
+
+
+def test_a_tracked_dialog_is_written_as_two_tuples_read_back_as_one_dict(env):
+    d = env.dialogs
+    req, k, _ = establish(d)
+    slots_get = env.table.slots.take(key_hash(k))  # the records as they sit in the slot
+    _, direction, answered, setup, answer = slots_get
+    assert isinstance(marshal.loads(setup), tuple) and isinstance(marshal.loads(answer), tuple)
+    assert len(marshal.loads(setup)) == len(SETUP_FIELDS)
+    assert len(marshal.loads(answer)) == len(ANSWER_FIELDS)
+    info = decode_dialog(setup, answer)
+    assert info == {
+        "callid": "c1",
+        "from_tag": "ft",
+        "to_tag": "tt",  # the 2xx's record, read second, fills it in
+        "from": "<sip:+15550100@carrier.example>;tag=ft",
+        "to": "<sip:alice@kampx.test>;tag=tt",
+        "ruri": "sip:alice@kampx.test",
+        "caller_contact": "sip:c@203.0.113.10",
+        "caller_addr": ["203.0.113.10", 5060],
+        "socket": 0,
+        "caller_cseq": 1,
+        "setup": info["setup"],
+        "src_user": "+15550100",
+        "src_domain": "carrier.example",
+        "src_ip": "203.0.113.10",
+        "dst_ouser": "alice",
+        "dst_user": "alice",
+        "dst_domain": "198.51.100.7",
+        "direction": "inbound",
+        "callee_contact": "sip:alice@198.51.100.7",
+        "callee_addr": ["198.51.100.7", 5060],
+        "callee_socket": 0,
+        "callee_route": [],
+        "caller_route": [],
+        "answered": answered,
+        "code": 200,
+        "reason": "OK",
+    }  # no session_expires: the 2xx set none
+    assert direction == 0 and info["setup"] <= answered
+    # a session interval is kept; a record of another shape (a torn write) reads as nothing
+    values = marshal.loads(answer)[:-1] + (1800,)
+    assert decode_dialog(setup, marshal.dumps(values))["session_expires"] == 1800
+    assert decode_dialog(marshal.dumps(("c1", "ft"))) == {}
+
+
+def test_an_oversized_tuple_record_is_shed_by_name_too():
+    t = DialogTable(4)
+    values = dict.fromkeys(SETUP_FIELDS, "")
+    values.update(caller_cseq=0, socket=0, setup=0.0)
+    values.update(callid="c", src_user="alice", caller_contact="sip:" + "x" * 1500)
+    assert t.create(b"k", D.CONFIRMED, time.time() + 60, tuple(values.values()))
+    got = t.get(b"k")[2]
+    assert got["partial"] and "caller_contact" not in got
+    assert got["callid"] == "c" and got["src_user"] == "alice"
 
 
 def test_the_table_is_bounded_and_slots_come_back():

@@ -340,8 +340,9 @@ def user_call(px, user, number):
     from sipclient import authorize
 
     c = px.client(user)
-    req = c.request("INVITE", f"sip:{number}@kampx.test", from_uri=f"sip:{user}@kampx.test",
-                    body=SDP)
+    req = c.request(
+        "INVITE", f"sip:{number}@kampx.test", from_uri=f"sip:{user}@kampx.test", body=SDP
+    )
     c.send(req)
     ch = c.final(req)
     assert ch.status == 407
