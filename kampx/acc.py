@@ -170,6 +170,15 @@ class Accounting:
         self.log_bit, self.missed_bit, self.failed_bit, self.in_bit, self.out_bit = flag_bits(cfg)
         self.mask = self.log_bit | self.missed_bit | self.failed_bit | self.in_bit | self.out_bit
         self.cdr_on_failed = cfg.cdr_on_failed
+        # the call counters' columns by direction: (attempted, answered, failed by class)
+        self._call_cols = {
+            d: (
+                CALLS_ATTEMPTED.col(d),
+                CALLS_ANSWERED.col(d),
+                tuple(CALLS_FAILED.col((d, c)) for c in FAIL_CLASSES),
+            )
+            for d in DIRECTIONS
+        }
         self.journal = journal
         self.stats = stats
 
@@ -228,11 +237,12 @@ class Accounting:
 
     def _count_call(self, direction: str, code: int) -> None:
         stats = self.stats
-        stats.inc(CALLS_ATTEMPTED.col(direction))
+        attempted, answered, failed = self._call_cols[direction]
+        stats.inc(attempted)
         if code < 300:
-            stats.inc(CALLS_ANSWERED.col(direction))
+            stats.inc(answered)
         else:
-            stats.inc(CALLS_FAILED.col((direction, FAIL_CLASSES[min(code // 100, 6) - 3])))
+            stats.inc(failed[min(code // 100, 6) - 3])
 
     def _row(self, table: str, req, code: int, reason: str, to_tag) -> tuple:
         """A transaction's row as its journal record: ROW_RECORD, then the values of

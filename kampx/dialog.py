@@ -472,7 +472,7 @@ class Dialogs:
     @staticmethod
     def _side(msg, k: bytes) -> str:
         """Who sent in-dialog request `msg` of dialog `k`: "caller" or "callee"."""
-        return "caller" if split_key(k)[1] == (msg.from_tag or "") else "callee"
+        return "caller" if k == msg.dialog_key() else "callee"  # keyed by the From tag
 
     def _refresh(self, k: bytes, msg) -> None:
         """An in-dialog request of tracked dialog `k`: its lifetime starts again, and the

@@ -508,3 +508,110 @@ def test_postgresql_storage_keeps_records_on_the_server(pg, tmp_path):
     conn = sqlite3.connect(local)
     assert conn.execute("SELECT COUNT(*) FROM acc_cdrs").fetchone() == (0,)
     conn.close()
+
+
+def _column_by_column(row, columns, stamp):
+    """acc_params' contract for one record, written the plain way: each column on its own."""
+    from kampx.db.base import _acc_code, _acc_text
+
+    out = []
+    for name, kind, width in columns:
+        v = row.get(name)
+        if kind == "text":
+            out.append(_acc_text(v, width))
+        elif kind == "time":
+            out.append(None if v is None else stamp(float(v)))
+        elif kind == "code":
+            out.append(_acc_code(v))
+        else:
+            out.append(0.0 if v is None else round(float(v), 3))
+    return tuple(out)
+
+
+def test_acc_params_fast_path_gives_what_each_column_alone_would():
+    """The usual record (every text a short ASCII str) takes a path that checks all texts at
+    once; anything else (missing keys, None, too long, non-ASCII, a lone surrogate, NUL, a
+    number in a text column) must come out exactly as the column-by-column conversion."""
+    from kampx.db.base import ACC_TABLE_COLUMNS, acc_params
+
+    usual = {
+        "t": "acc",
+        "method": "INVITE",
+        "from_tag": "ft",
+        "to_tag": "tt",
+        "callid": "c1",
+        "sip_code": 200,
+        "sip_reason": "OK",
+        "time": 1700000000.5,
+        "src_user": "alice",
+        "src_domain": "kampx.test",
+        "src_ip": "127.0.0.1",
+        "dst_ouser": "bob",
+        "dst_user": "bob",
+        "dst_domain": "127.0.0.2",
+        "direction": "local",
+    }
+    cdr = {
+        "t": "acc_cdrs",
+        "start_time": 1700000000.0,
+        "end_time": 1700000012.3456,
+        "duration": 12.3456,
+        "setup_time": 1699999999.0,
+        "callid": "c1",
+        "from_tag": "ft",
+        "to_tag": "tt",
+        "src_user": "alice",
+        "src_domain": "kampx.test",
+        "src_ip": "127.0.0.1",
+        "dst_ouser": "bob",
+        "dst_user": "bob",
+        "dst_domain": "127.0.0.2",
+        "direction": "inbound",
+        "sip_code": 0,
+        "sip_reason": "",
+        "end_reason": "caller",
+    }
+    odd_texts = ["x" * 300, "Bj\u00f6rk", "a\udcffb", "nul\x00here", 42, "", "  "]
+    numbers = {"time", "start_time", "end_time", "setup_time", "duration", "sip_code"}
+    rows = [usual, cdr]
+    for base in (usual, cdr):
+        for name in set(base) - {"t"}:
+            rows.append({**base, name: None})
+            rows.append({k: x for k, x in base.items() if k != name})  # the key left out
+            if name not in numbers:
+                rows.extend({**base, name: v} for v in odd_texts)
+    got = acc_params(rows, utc_text)
+    want: dict[str, list[tuple]] = {}
+    for row in rows:
+        want.setdefault(row["t"], []).append(
+            _column_by_column(row, ACC_TABLE_COLUMNS[row["t"]], utc_text)
+        )
+    assert got == want
+    assert len(got["acc"]) > 100 and len(got["acc_cdrs"]) > 100
+
+
+def test_acc_params_names_the_bad_value_on_either_path():
+    from kampx.db.base import acc_params
+
+    row = {"t": "acc", "method": "INVITE", "callid": "c", "time": "soon"}
+    with pytest.raises(StorageError, match=r"record 0 \(acc\): bad 'time' 'soon'"):
+        acc_params([row], utc_text)
+    full = {
+        "t": "acc",
+        "method": "INVITE",
+        "from_tag": "",
+        "to_tag": "",
+        "callid": "c",
+        "sip_code": 1200,
+        "sip_reason": "",
+        "time": 1.0,
+        "src_user": "",
+        "src_domain": "",
+        "src_ip": "",
+        "dst_ouser": "",
+        "dst_user": "",
+        "dst_domain": "",
+        "direction": "",
+    }
+    with pytest.raises(StorageError, match=r"record 1 \(acc\): bad 'sip_code' 1200"):
+        acc_params([{**full, "sip_code": 200}, full], utc_text)
