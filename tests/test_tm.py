@@ -280,6 +280,19 @@ def test_max_transactions_refuses_with_503(monkeypatch):
         h.close()
 
 
+def test_a_final_s_branch_absorbs_retransmissions_for_the_wait_then_goes(h):
+    """The branch that carried a transaction's final lives as long as the transaction (it
+    goes with it, no timer of its own), a non-INVITE's and an INVITE's 2xx alike."""
+    for method in ("OPTIONS", "INVITE"):
+        h.receive_request(h.request(method, branch=f"z9hG4bK{method}", call_id=method))
+        h.reply(200, "OK", method=method)
+        assert len(h.tm.client) == 1
+        h.tick(4)
+        h.reply(200, "OK", method=method)  # a retransmitted final still finds its branch
+        h.tick(2)
+        assert not h.tm.client and not h.tm.server, method
+
+
 def test_a_finished_transaction_is_forgotten_and_gives_its_room_back(h):
     h.receive_request(h.request())
     h.reply(200, "OK")

@@ -931,6 +931,7 @@ class TransactionManager:
         if code < 300:
             c.state = C_ACCEPTED if c.is_invite else C_COMPLETED
             t.pending -= 1
+            proceeding = t.state == S_PROCEEDING
             if t.is_invite and t.state in (S_PROCEEDING, S_ACCEPTED):
                 # RFC 3261 16.7 step 10: a 2xx ends the other branches of a forked INVITE
                 for other in t.branches:
@@ -943,7 +944,10 @@ class TransactionManager:
                 self._relay_reply(t, msg, code, stateless=t.state == S_ACCEPTED)
             elif t.state == S_PROCEEDING:
                 self._relay_reply(t, msg, code)
-            self._later_drop(c)
+            if not proceeding or t.state == S_PROCEEDING:
+                self._later_drop(c)
+            # else this reply was the transaction's final: it ends after the same wait and
+            # drops its branches then (_terminate), so the branch needs no timer of its own
             return
         c.state = C_COMPLETED
         if c.is_invite:
