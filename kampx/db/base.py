@@ -10,7 +10,6 @@ it (a database connection shared across fork corrupts the file or the protocol s
 
 from __future__ import annotations
 
-import operator
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -333,79 +332,28 @@ def acc_params(rows: Iterable[Mapping[str, Any]], stamp) -> dict[str, list[tuple
         table = row.get("t")
         if not isinstance(table, str) or table not in ACC_TABLE_COLUMNS:
             continue
-        plan = _PLANS[table]
-        try:
-            values = list(plan.take(row))
-        except KeyError:  # a column left out: its default
-            values = [row.get(name) for name in plan.names]
-        if not plan.usual(values):
-            values = _acc_values(i, table, ACC_TABLE_COLUMNS[table], values, stamp)
-        else:  # what kampx writes: only the times, the code and the duration to convert
+        columns = ACC_TABLE_COLUMNS[table]
+        values: list[Any] = []
+        for name, kind, width in columns:
+            v = row.get(name)
             try:
-                for at in plan.times:
-                    v = values[at]
-                    values[at] = None if v is None else stamp(float(v))
-                for at in plan.codes:
-                    values[at] = _acc_code(values[at])
-                for at in plan.reals:
-                    v = values[at]
-                    values[at] = 0.0 if v is None else round(float(v), 3)
-            except (TypeError, ValueError, OverflowError):  # say which, as the slow path does
-                values = _acc_values(
-                    i, table, ACC_TABLE_COLUMNS[table], [row.get(n) for n in plan.names], stamp
-                )
+                if kind == "text":
+                    # the common case (what kampx writes) without a call
+                    if v.__class__ is str and len(v) <= width and v.isascii() and "\x00" not in v:
+                        values.append(v)
+                    else:
+                        values.append(_acc_text(v, width))
+                elif kind == "time":
+                    values.append(None if v is None else stamp(float(v)))
+                elif kind == "code":
+                    values.append(_acc_code(v))
+                else:
+                    values.append(0.0 if v is None else round(float(v), 3))
+            except (TypeError, ValueError, OverflowError) as e:
+                raise StorageError(
+                    f"accounting record {i} ({table}): bad {name!r} {v!r} ({e})"
+                ) from None
         out.setdefault(table, []).append(tuple(values))
-    return out
-
-
-class _Plan:
-    """How one table's row is read fast: its column names, where its text columns are and how
-    wide (`usual`: every text value a str that needs no change, checked in a few C-level
-    passes instead of a Python test per column), and where the other kinds are."""
-
-    def __init__(self, columns: tuple[tuple[str, str, int], ...]):
-        self.names = tuple(name for name, _, _ in columns)
-        self.take = operator.itemgetter(*self.names)
-        texts = [i for i, (_, kind, _) in enumerate(columns) if kind == "text"]
-        self.widths = tuple(columns[i][2] for i in texts)
-        self.pick_texts = operator.itemgetter(*texts)
-        self.times = tuple(i for i, (_, kind, _) in enumerate(columns) if kind == "time")
-        self.codes = tuple(i for i, (_, kind, _) in enumerate(columns) if kind == "code")
-        self.reals = tuple(i for i, (_, kind, _) in enumerate(columns) if kind == "real")
-
-    def usual(self, values: list) -> bool:
-        texts = self.pick_texts(values)
-        try:
-            joined = "".join(texts)  # TypeError: one is not a str
-        except TypeError:
-            return False
-        return (
-            joined.isascii()
-            and "\x00" not in joined
-            and all(map(operator.le, map(len, texts), self.widths))
-        )
-
-
-_PLANS = {table: _Plan(columns) for table, columns in ACC_TABLE_COLUMNS.items()}
-
-
-def _acc_values(i: int, table: str, columns, values: list, stamp) -> list:
-    """A record's values converted column by column (anything not in kampx's usual form)."""
-    out: list[Any] = []
-    for (name, kind, width), v in zip(columns, values):
-        try:
-            if kind == "text":
-                out.append(_acc_text(v, width))
-            elif kind == "time":
-                out.append(None if v is None else stamp(float(v)))
-            elif kind == "code":
-                out.append(_acc_code(v))
-            else:
-                out.append(0.0 if v is None else round(float(v), 3))
-        except (TypeError, ValueError, OverflowError) as e:
-            raise StorageError(
-                f"accounting record {i} ({table}): bad {name!r} {v!r} ({e})"
-            ) from None
     return out
 
 
