@@ -1329,6 +1329,25 @@ cdef class Message:
         return (_str(self.p, u.user_s, u.user_e) if u.user_s >= 0 else None,
                 _str(self.p, u.host_s, u.host_e))
 
+    def acc_parties(self):
+        """(From user, From host, To user, Request-URI user, Request-URI host): accounting's
+        party columns $fU $fd $tU $rU $rd in one call, each "" when absent; a From or To
+        whose URI does not parse gives "" (addr_user_host would raise); the Request-URI
+        as `uri` gives it (after any rewrite)."""
+        cdef UriPos u
+        fu = fh = tu = ""
+        if self.first[H_FROM] >= 0 and parse_uri_at(self.p, self.from_a.uri_s, self.from_a.uri_e, &u) >= 0:
+            if u.user_s >= 0:
+                fu = _str(self.p, u.user_s, u.user_e)
+            fh = _str(self.p, u.host_s, u.host_e)
+        if self.first[H_TO] >= 0 and parse_uri_at(self.p, self.to_a.uri_s, self.to_a.uri_e, &u) >= 0:
+            if u.user_s >= 0:
+                tu = _str(self.p, u.user_s, u.user_e)
+        r = self.uri
+        if r is None:
+            return fu, fh, tu, "", ""
+        return fu, fh, tu, r.user or "", r.host or ""
+
     @property
     def from_tag(self):
         if self.first[H_FROM] < 0 or self.from_a.tag_s < 0:

@@ -38,7 +38,6 @@ import time
 
 from kampx import methods as M
 from kampx import stats as S
-from kampx._cparse import SipParseError
 from kampx.dialog_table import PARTY_FIELDS
 from kampx.dialog_table import decode as decode_dialog
 
@@ -138,30 +137,6 @@ def flag_bits(cfg) -> tuple[int, int, int, int, int]:
     )
 
 
-def _uri_parts(uri) -> tuple[str, str]:
-    if uri is None:
-        return "", ""
-    return uri.user or "", uri.host or ""
-
-
-def _from_parts(req) -> tuple[str, str]:
-    try:
-        parts = req.addr_user_host()
-    except (ValueError, SipParseError):
-        return "", ""
-    if parts is None:
-        return "", ""
-    return parts[0] or "", parts[1] or ""
-
-
-def _to_user(req) -> str:
-    try:
-        parts = req.addr_user_host(True)
-    except (ValueError, SipParseError):
-        return ""
-    return (parts[0] or "") if parts is not None else ""
-
-
 class Accounting:
     """One process's accounting: `final()` for replies, `cdr()` for ended dialogs; records
     go out through `journal` (kampx.dialog.Journal, flushed by the process's loop)."""
@@ -201,13 +176,12 @@ class Accounting:
         cached = req.__dict__.get("acc_parties")
         if cached is not None and cached[0] == key:
             return cached[1]
-        src_user, src_domain = _from_parts(req)
-        dst_user, dst_domain = _uri_parts(req.uri)
+        src_user, src_domain, dst_ouser, dst_user, dst_domain = req.acc_parties()
         values = (
             src_user,
             src_domain,
             req.src[0] if req.src else "",
-            _to_user(req),
+            dst_ouser,
             dst_user,
             dst_domain,
             # an in-dialog request of a tracked call: the call's (kampx/dialog.py)

@@ -1263,6 +1263,44 @@ def test_addr_user_host_is_what_the_parsed_uris_say():
     assert tel.addr_user_host() == (tel.from_.parsed_uri.user, tel.from_.parsed_uri.host)
 
 
+def test_acc_parties_are_what_the_parsed_uris_say():
+    def views(m):
+        out = []
+        for side in (m.from_, m.to):
+            try:
+                u = side.parsed_uri if side is not None else None
+            except SipParseError:
+                u = None
+            out.append(u)
+        f, t = out
+        r = m.uri
+        return (
+            (f.user or "") if f else "",
+            (f.host or "") if f else "",
+            (t.user or "") if t else "",
+            (r.user or "") if r else "",
+            (r.host or "") if r else "",
+        )
+
+    m = basic()
+    assert m.acc_parties() == views(m) == ("alice", "example.com", "bob", "bob", "example.com")
+    anon = parse(make(*BASIC[:3], "To: <sip:example.com>", *BASIC[4:]))
+    assert anon.acc_parties() == views(anon) and anon.acc_parties()[2] == ""
+    none = parse(make("CSeq: 1 OPTIONS", start="OPTIONS sip:x@h SIP/2.0"))
+    assert none.acc_parties() == views(none) == ("", "", "", "x", "h")
+    tel = parse(make(*BASIC[:2], "From: <tel:+15550100>;tag=f1", *BASIC[3:]))
+    assert tel.acc_parties() == views(tel)
+    escaped = parse(make(*BASIC[:3], "To: <sip:b%40b@example.com>", *BASIC[4:]))
+    assert escaped.acc_parties()[2] == "b%40b" == escaped.to.parsed_uri.user  # as received
+    rewritten = basic()
+    rewritten.set_ruri("sip:carol@192.0.2.9:5070")
+    assert rewritten.acc_parties()[3:] == ("carol", "192.0.2.9") == views(rewritten)[3:]
+    reply = parse(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+                  b"From: <sip:a@x>;tag=1\r\nTo: <sip:b@y>\r\nCall-ID: c\r\nCSeq: 1 BYE\r\n"
+                  b"Content-Length: 0\r\n\r\n")
+    assert reply.acc_parties() == ("a", "x", "b", "", "")
+
+
 def test_sl_tag_is_stable_per_request_and_tells_requests_apart():
     a = basic().sl_tag("p" * 32)
     assert a == basic().sl_tag("p" * 32)  # a retransmission: the same tag

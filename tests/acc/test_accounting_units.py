@@ -78,6 +78,10 @@ class Req(SimpleNamespace):
         u = (self.to if to_side else self.from_).parsed_uri
         return u.user, u.host
 
+    def acc_parties(self):  # Message.acc_parties' contract
+        f, t, r = self.from_.parsed_uri, self.to.parsed_uri, self.uri
+        return f.user or "", f.host or "", t.user or "", r.user or "", r.host or ""
+
     def dialog_key(self, callee=False):  # Message.dialog_key's contract
         from kampx.dialog import key
 
