@@ -476,6 +476,8 @@ def touch(m):
         except SipParseError:
             pass
     m.top_via_with_stamp()
+    parties = m.acc_parties()  # accounting reads these from any accepted request or reply
+    assert parties[:2] == tuple(x or "" for x in (m.addr_user_host() or ("", "")))
     if m.is_request:
         parse(cp.build_reply(m, 200, "OK", to_tag="t", extra=["X: y"]))
 
