@@ -487,3 +487,29 @@ def test_our_record_routes_split_the_route_sets_single_and_double():
     at, below = _own_record_route(double, v6)
     assert double[:at] == [up] and double[below:] == [down]
     assert _own_record_route([up, down], v6) == (-1, 0)
+
+
+def test_party_values_of_a_parsed_request_follow_its_flags_and_request_uri(env):
+    """On a real Message: the values are kept on the request for its next record, and made
+    again when its flags or Request-URI changed (the cache must not hide the parser's
+    acc_parties method, a name on the same object)."""
+    from kampx._cparse import parse
+
+    m = parse(
+        b"INVITE sip:alice@kampx.test SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.10;branch=z9hG4bK1\r\n"
+        b"From: <sip:+15550100@carrier.example>;tag=ft\r\nTo: <sip:alice@kampx.test>\r\n"
+        b"Call-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    )
+    m.src = ("203.0.113.10", 5060)
+    acc = env.dialogs.acc
+    m.flags = LOG | INBOUND
+    first = acc.party_values(m)
+    assert first == (
+        "+15550100", "carrier.example", "203.0.113.10", "alice", "alice", "kampx.test", "inbound"
+    )
+    assert acc.party_values(m) is first  # kept
+    m.flags = LOG | OUTBOUND
+    assert acc.party_values(m)[-1] == "outbound"
+    m.set_ruri("sip:bob@198.51.100.7")
+    assert acc.party_values(m)[3:6] == ("alice", "bob", "198.51.100.7")
+    assert m.acc_parties()[3:] == ("bob", "198.51.100.7")  # still the parser's method
