@@ -195,22 +195,20 @@ class Journal:
         """Queue a record; False when it is too large to journal."""
         if len(k) > (MAX_DATA if op == OP_ACC else MAX_KEY):
             return False
-        rec = _RECORD.pack(op, state, timeout, len(k)) + k
+        return self._queue(_RECORD.pack(op, state, timeout, len(k)) + k)
+
+    def record(self, data: bytes) -> bool:
+        """Queue an accounting record (OP_ACC, kampx/acc.py), its head prebuilt; False when
+        it is too large to journal."""
+        if len(data) > MAX_DATA:
+            return False
+        return self._queue(_ACC_PREFIX + _U16.pack(len(data)) + data)
+
+    def _queue(self, rec: bytes) -> bool:
         if self.size + len(rec) > PIPE_BUF:
             self._seal()
         self.pending.append(rec)
         self.size += len(rec)
-        return True
-
-    def record(self, data: bytes) -> bool:
-        """Queue an accounting record (OP_ACC, kampx/acc.py); False when it is too large."""
-        n = len(data)
-        if n > MAX_DATA:
-            return False
-        if self.size + _RECORD.size + n > PIPE_BUF:
-            self._seal()
-        self.pending.append(_ACC_PREFIX + _U16.pack(n) + data)
-        self.size += _RECORD.size + n
         return True
 
     def _seal(self) -> None:

@@ -513,3 +513,29 @@ def test_party_values_of_a_parsed_request_follow_its_flags_and_request_uri(env):
     m.set_ruri("sip:bob@198.51.100.7")
     assert acc.party_values(m)[3:6] == ("alice", "bob", "198.51.100.7")
     assert m.acc_parties()[3:] == ("bob", "198.51.100.7")  # still the parser's method
+
+
+def test_an_accounting_record_is_journaled_as_write_would_and_a_too_big_one_dropped(env):
+    """Journal.record (the accounting path, its head prebuilt) puts in the pipe exactly the
+    bytes write(OP_ACC, ...) would; a record over MAX_DATA is refused and counted."""
+    from kampx.acc import RECORDS_DROPPED
+
+    r, w = D.journal_pipe()
+    try:
+        stats = S.Stats(CounterRows(1, S.ncols()), 0)
+        a, b = D.Journal(w, stats), D.Journal(w, stats)
+        data = marshal.dumps(("row", "acc", "INVITE"))
+        assert a.record(data) and b.write(D.OP_ACC, data)
+        a.flush()
+        first = os.read(r, 1 << 16)
+        b.flush()
+        assert first == os.read(r, 1 << 16)
+        os.write(w, first)
+        assert D.read_journal(r) == ([(D.OP_ACC, data, 0, 0.0)], b"")
+        assert not a.record(b"x" * (D.MAX_DATA + 1)) and a.record(b"x" * D.MAX_DATA)
+    finally:
+        os.close(r)
+        os.close(w)
+    acc = env.dialogs.acc
+    acc.emit(("row", "x" * D.MAX_DATA))
+    assert env.count(RECORDS_DROPPED.base) == 1 and env.records() == []
