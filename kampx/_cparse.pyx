@@ -1046,6 +1046,8 @@ cdef class Message:
     cdef bytes new_ruri
     cdef bytes via_extra             # params appended to the top Via (received/rport)
     cdef list stamp_relay, stamp_reply  # via_extra's edits for serialize / a reply, made once
+    cdef bytes stamp_received        # ";received=<ip>" when stamp_source made via_extra
+    cdef bytes stamp_rport           # ";rport=<port>" then too (None: the Via has no rport)
     cdef readonly bint edited
     # what the proxy attaches while it processes the message (declared: a slot each, typed
     # in _cparse.pyi; the transport sets src/lsock/handed_off, the modules the rest)
@@ -1520,6 +1522,7 @@ cdef class Message:
             raise ValueError("Via parameters must start with ';' and hold no ',' or line break")
         self.via_extra = b if b else None
         self.stamp_relay = self.stamp_reply = None
+        self.stamp_received = self.stamp_rport = None  # any parameters: the general edits
         self.edited = True
 
     def stamp_source(self):
@@ -1536,10 +1539,16 @@ cdef class Message:
         if he - hs >= 2 and self.p[hs] == 91:  # "[v6]": compared without its brackets
             hs += 1
             he -= 1
+        cdef char digits[16]
+        cdef int n
         if v.has_rport:
-            self.via_extra = b";received=" + ipb + (b";rport=%d" % <int?>port)
+            n = snprintf(digits, sizeof(digits), ";rport=%d", <int?>port)
+            self.stamp_received = b";received=" + ipb
+            self.stamp_rport = PyBytes_FromStringAndSize(digits, n)
+            self.via_extra = self.stamp_received + self.stamp_rport
         elif he - hs != len(ipb) or memcmp(self.p + hs, PyBytes_AS_STRING(ipb), he - hs) != 0:
-            self.via_extra = b";received=" + ipb
+            self.via_extra = self.stamp_received = b";received=" + ipb
+            self.stamp_rport = None
         else:
             return
         self.stamp_relay = self.stamp_reply = None
@@ -1770,6 +1779,14 @@ cdef class Message:
         # the edits that write via_extra into the top Via (see add_top_via_params)
         cdef list out = [], tail = []
         cdef ViaPos *v = &self.topvia
+        if self.stamp_received is not None:  # stamp_source's: what the loop below makes of it
+            if self.stamp_rport is not None:
+                out.append((v.rport_p, v.rport_e, self.stamp_rport, REP))
+            if relay:
+                out.append((v.params_s, v.params_s, self.stamp_received, INS))
+            else:
+                out.append((v.e, v.e, self.stamp_received, INS))
+            return out
         received = None
         for part in self.via_extra.split(b";")[1:]:
             name = part.partition(b"=")[0].strip().lower()
@@ -1796,9 +1813,32 @@ cdef class Message:
         cdef Hdr *h = &self.hdrs[self.first[H_VIA]]
         if self.via_extra is None:
             return self.buf[h.val_s:h.val_e]
+        if self.stamp_received is not None:
+            return self._via_with_source_stamp(h)
         if self.stamp_reply is None:
             self.stamp_reply = self._stamp_edits(False)
         return _apply(self.buf, h.val_e, self.stamp_reply)[h.val_s:]
+
+    cdef bytes _via_with_source_stamp(self, Hdr *h):
+        # top_via_with_stamp for stamp_source's stamp, in one copy: the rport parameter
+        # filled in, received at the end of the top via-parm (_stamp_edits(False), direct)
+        cdef ViaPos *v = &self.topvia
+        cdef const char *b = <const char *>self.p
+        cdef bytes rcv = self.stamp_received, rp = self.stamp_rport
+        cdef Py_ssize_t cut = v.rport_p if rp is not None else v.e
+        cdef Py_ssize_t resume = v.rport_e if rp is not None else v.e
+        cdef Py_ssize_t nr = len(rcv), np = len(rp) if rp is not None else 0
+        cdef Py_ssize_t pos
+        cdef bytes out = PyBytes_FromStringAndSize(
+            NULL, (h.val_e - h.val_s) - (resume - cut) + np + nr)
+        cdef char *o = PyBytes_AS_STRING(out)
+        pos = _put(o, 0, b + h.val_s, cut - h.val_s)
+        if rp is not None:
+            pos = _put(o, pos, PyBytes_AS_STRING(rp), np)
+            pos = _put(o, pos, b + resume, v.e - resume)
+        pos = _put(o, pos, PyBytes_AS_STRING(rcv), nr)
+        _put(o, pos, b + v.e, h.val_e - v.e)
+        return out
 
     def server_key(self, method=None):
         """The key of the server transaction this request belongs to (RFC 3261 17.2.3):

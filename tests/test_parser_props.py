@@ -449,6 +449,32 @@ def test_serialize_is_repeatable(sample, ops):
     assert a.replace(line % 1, line % 2, 1) == b
 
 
+@SETTINGS
+@given(sip_message(), st.sampled_from(["192.0.2.9", "198.51.100.7", "2001:db8::1", "10.0.0.1"]),
+       st.integers(1, 65535), st.lists(op, max_size=4))
+def test_source_stamp_writes_what_the_general_stamp_writes(sample, ip, src_port, ops):
+    """stamp_source() writes received/rport by a direct path; add_top_via_params() with the
+    same parameters by the general one. A reply's Via and the relayed request agree."""
+    data, info = sample
+    fast, general = parse(data), parse(data)
+    if not fast.via:
+        return
+    fast.src = (ip, src_port)
+    fast.stamp_source()
+    if not fast.edited:
+        return  # sent-by is the source and no rport: nothing stamped
+    rport = fast.via[0].rport is not None
+    general.add_top_via_params(f";received={ip}" + (f";rport={src_port}" if rport else ""))
+    event(f"rport: {rport}")
+    assert fast.top_via_with_stamp() == general.top_via_with_stamp()
+    for m in (fast, general):
+        apply(Model(info), m, ops)
+    assert fast.serialize() == general.serialize()
+    if info["is_request"]:
+        assert cp.build_reply(fast, 200, "OK", to_tag="t") == \
+            cp.build_reply(general, 200, "OK", to_tag="t")
+
+
 # -- 3. garbage in: SipParseError or a message, nothing else ---------------------------------------------------
 
 def touch(m):
