@@ -15,7 +15,7 @@ buffer, applied once by serialize(). An unedited message goes out as its origina
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
 from cpython.unicode cimport PyUnicode_DecodeUTF8
-from libc.string cimport memchr, memcmp, memcpy
+from libc.string cimport memchr, memcmp, memcpy, memset
 from libc.stdio cimport snprintf
 from libc.stdint cimport int32_t, int16_t, uint8_t, uint16_t, uint32_t, uint64_t
 
@@ -104,6 +104,28 @@ for _i in range(1, H_COUNT):
     _NAME_TO_ID[CANONICAL[_i].lower()] = _i
 for _k, _v in COMPACT.items():
     _NAME_TO_ID[_k] = _v
+
+# the same names for header_id() on the wire's bytes: lower-cased full names grouped by
+# length (H_OTHER ends a group), compact forms by letter
+DEF MAX_NAME = 24              # longer than any known name
+DEF MAX_SAME_LENGTH = 8        # known names of one length (at most 5 today)
+cdef tuple _LOWER_NAME_BYTES = tuple(
+    b"" if _n is None else _n.lower().encode("ascii") for _n in CANONICAL)
+cdef const char *_LOWER_NAME[H_COUNT]
+cdef int _ID_BY_LENGTH[MAX_NAME][MAX_SAME_LENGTH]
+cdef int _COMPACT_ID[256]
+memset(_ID_BY_LENGTH, 0, sizeof(_ID_BY_LENGTH))
+memset(_COMPACT_ID, 0, sizeof(_COMPACT_ID))
+for _i in range(1, H_COUNT):
+    _LOWER_NAME[_i] = PyBytes_AS_STRING(_LOWER_NAME_BYTES[_i])
+    _n = len(_LOWER_NAME_BYTES[_i])
+    _k = 0
+    while _ID_BY_LENGTH[_n][_k] != H_OTHER:
+        _k += 1
+    assert _n < MAX_NAME and _k < MAX_SAME_LENGTH - 1, "widen MAX_NAME / MAX_SAME_LENGTH"
+    _ID_BY_LENGTH[_n][_k] = _i
+for _k, _v in COMPACT.items():
+    _COMPACT_ID[ord(_k)] = _v
 
 # headers whose value is a comma-separated list (RFC 3261 7.3.1)
 cdef set _LIST_HEADERS = {H_VIA, H_CONTACT, H_ROUTE, H_RECORD_ROUTE, H_PATH, H_SUPPORTED,
@@ -969,16 +991,25 @@ cdef bint _plain_uint32(const unsigned char *p, Hdr *h) noexcept:
     return v <= 0xFFFFFFFF
 
 
-cdef int header_id(const unsigned char *p, Py_ssize_t s, Py_ssize_t e):
+cdef int header_id(const unsigned char *p, Py_ssize_t s, Py_ssize_t e) noexcept:
+    # the name's id without a Python object: every header line of every message comes here
     cdef Py_ssize_t n = e - s
-    cdef char buf[24]
+    cdef unsigned char buf[MAX_NAME]
     cdef Py_ssize_t k
-    if n <= 0 or n > 20:
+    cdef int hid
+    if n <= 0 or n >= MAX_NAME:
         return H_OTHER
     for k in range(n):
         buf[k] = LOWER[p[s + k]]
-    key = PyUnicode_DecodeUTF8(buf, n, "replace")
-    return _NAME_TO_ID.get(key, H_OTHER)
+    if n == 1:
+        return _COMPACT_ID[buf[0]]
+    for k in range(MAX_SAME_LENGTH):
+        hid = _ID_BY_LENGTH[n][k]
+        if hid == H_OTHER:
+            break
+        if memcmp(buf, _LOWER_NAME[hid], n) == 0:
+            return hid
+    return H_OTHER
 
 
 cpdef int header_id_of(str name):

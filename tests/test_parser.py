@@ -1339,3 +1339,50 @@ def test_canonical_names_and_compact_table():
     assert cp.CANONICAL[header_id_of("via")] == "Via"
     for short, hid in cp.COMPACT.items():
         assert len(short) == 1 and header_id_of(short) == hid and cp.CANONICAL[hid]
+
+
+def _with_header(name: str, value: str = "v1") -> cp.Message:
+    return parse(make("Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKa1", "From: <sip:a@h>;tag=1",
+                      "To: <sip:b@h>", "Call-ID: c1", "CSeq: 1 OPTIONS", f"{name}: {value}",
+                      start="OPTIONS sip:h SIP/2.0", content_length=False))
+
+
+def _value_for(name: str) -> str:
+    """A value the parser accepts for this header (Contact, Content-Length... are checked)."""
+    for value in ("<sip:v1@h>", "0"):
+        try:
+            _with_header(name, value)
+            return value
+        except SipParseError:
+            pass
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("hid", range(1, len(cp.CANONICAL)))
+def test_every_known_name_on_the_wire_gets_its_id(hid):
+    """The parser tells known names apart in C (by length, then the lower-cased bytes):
+    every canonical name and compact form, in any case, reaches the same header as the
+    name looked up from Python; the one-byte-longer or -shorter name is another header."""
+    canonical = cp.CANONICAL[hid]
+    if hid in (cp.header_id_of(n) for n in ("via", "from", "to", "call-id", "cseq")):
+        pytest.skip("always present in the message built here")
+    forms = [canonical, canonical.lower(), canonical.upper(), canonical.swapcase()]
+    forms += [s for s, h in cp.COMPACT.items() if h == hid] + \
+        [s.upper() for s, h in cp.COMPACT.items() if h == hid]
+    value = _value_for(canonical)
+    for form in forms:
+        m = _with_header(form, value)
+        assert m.header(canonical) == value, form
+        assert m.header_all(canonical) == [value], form
+    for near in (canonical + "s", canonical[:-1], canonical[:-1] + "_", "X" + canonical[1:]):
+        if cp.header_id_of(near) == 0:
+            m = _with_header(near, value)
+            assert m.header(canonical) is None, near
+            assert m.header(near) == value, near
+
+
+def test_unknown_one_letter_and_long_names_are_other_headers():
+    for name in ("z", "Z", "q", "X-" + "a" * 40, "Via-" + "x" * 19):
+        m = _with_header(name)
+        assert m.header(name) == "v1"
+        assert cp.header_id_of(name) == 0
