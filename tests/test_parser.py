@@ -1386,3 +1386,21 @@ def test_unknown_one_letter_and_long_names_are_other_headers():
         m = _with_header(name)
         assert m.header(name) == "v1"
         assert cp.header_id_of(name) == 0
+
+
+@pytest.mark.parametrize("n", [0, 1, 9, 10, 99, 100, 1000, 12345])
+def test_build_reply_writes_the_body_length(n):
+    r = parse(cp.build_reply(basic(), 200, "OK", to_tag="t", body=b"x" * n))
+    assert r.header("content-length") == str(n) and r.body == b"x" * n
+
+
+@pytest.mark.parametrize("port", [1, 9, 10, 5060, 65535])
+def test_stamp_writes_the_source_port(port):
+    m = basic()  # its Via asks for rport
+    m.src = ("198.51.100.7", port)
+    m.stamp_source()
+    assert parse(cp.build_reply(m, 200, "OK")).via[0].rport == port
+    assert parse(m.serialize()).via[0].rport == port
+    with pytest.raises(ValueError):
+        m.src = ("198.51.100.7", 70000)
+        m.stamp_source()
