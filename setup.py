@@ -7,6 +7,7 @@ INCLUDE = ["kampx/include"]
 EXTENSIONS = [
     Extension("kampx._cparse", ["kampx/_cparse.pyx"]),
     Extension("kampx._shm", ["kampx/_shm.pyx"], include_dirs=INCLUDE),
+    Extension("kampx._records", ["kampx/_records.pyx"]),
     Extension("kampx.usrloc._store", ["kampx/usrloc/_store.pyx"], include_dirs=INCLUDE),
     Extension("kampx.transport._recv", ["kampx/transport/_recv.pyx"]),
     Extension("kampx.transport._send", ["kampx/transport/_send.pyx"]),

@@ -18,7 +18,7 @@ duration sum / count, per direction (inbound_flag: from the carrier, outbound_fl
 neither: local).
 
 Where records go: the process that makes one (a worker, the timer, the control process)
-writes it as one record (marshal's format: every process runs the same interpreter) into
+writes it as one record (kampx/_records.pyx's form; marshal's for a dict) into
 the journal pipe (kampx/dialog.py's, records of at most
 PIPE_BUF bytes written whole, never blocking: a full pipe keeps them in the process until
 the next round); the db writer reads them and inserts them in batches into the database
@@ -36,6 +36,7 @@ import os
 import syslog
 import time
 
+from kampx import _records as records
 from kampx import methods as M
 from kampx import stats as S
 from kampx.dialog_table import PARTY_FIELDS
@@ -257,10 +258,10 @@ class Accounting:
         if answered:
             duration = round(max(0.0, end - answered), 3)
             S.observe(self.stats, CALL_DURATION, direction_name(direction), duration)
-        self._emit(marshal.dumps((CDR_RECORD, end_reason, end, code, reason, setup, answer)))
+        self._emit(records.dumps((CDR_RECORD, end_reason, end, code, reason, setup, answer)))
 
     def emit(self, row: tuple | dict) -> None:
-        self._emit(marshal.dumps(row))
+        self._emit(records.dumps(row) if type(row) is tuple else marshal.dumps(row))
 
     def _emit(self, data: bytes) -> None:
         if not self.journal.record(data):
@@ -295,7 +296,7 @@ def decode_record(data: bytes) -> dict | None:
     """A journal's accounting record as its row: a transaction's row as emitted, a CDR
     made from the dialog's records (`Accounting.ended`); None when it is not one."""
     try:
-        record = marshal.loads(data)
+        record = records.loads(data)
         if isinstance(record, tuple) and len(record) == 1 + len(ROW_FIELDS):
             if record[0] == ROW_RECORD:
                 return dict(zip(ROW_FIELDS, record[1:]))

@@ -101,7 +101,7 @@ CREATING = {"INVITE": PENDING, "SUBSCRIBE": EARLY, "REFER": EARLY}
 TRACKED = 8  # in an index value: the dialog's details are in the DialogTable (dlg_manage())
 STATE = 7  # an index value's state bits
 
-OP_PUT, OP_DELETE, OP_ACC = 1, 2, 3  # OP_ACC: an accounting record (kampx/acc.py), marshal
+OP_PUT, OP_DELETE, OP_ACC = 1, 2, 3  # OP_ACC: an accounting record (kampx/acc.py)
 DIRECTION_INDEX = {name: i for i, name in enumerate(DIRECTIONS)}  # the byte a slot keeps
 LOCAL = DIRECTION_INDEX["local"]
 NO_PARTIES = ("", "", "", "", "", "", "local")  # a dialog nothing accounts (PARTY_FIELDS)
