@@ -1013,6 +1013,9 @@ cdef int header_id(const unsigned char *p, Py_ssize_t s, Py_ssize_t e) noexcept:
 
 cpdef int header_id_of(str name):
     """The id of a header name (full or compact, any case); 0 for an unknown header."""
+    hid = _NAME_TO_ID.get(name)  # the usual spelling: lower case, as the modules write it
+    if hid is not None:
+        return hid
     if not name.isascii():      # str.lower() maps some non-ASCII letters onto ASCII ones
         return H_OTHER
     return _NAME_TO_ID.get(name.lower(), H_OTHER)

@@ -1404,3 +1404,10 @@ def test_stamp_writes_the_source_port(port):
     with pytest.raises(ValueError):
         m.src = ("198.51.100.7", 70000)
         m.stamp_source()
+
+
+def test_header_id_of_any_case_but_only_ascii():
+    for name in ("via", "Via", "VIA", "v", "V", "user-agent", "User-Agent"):
+        assert cp.CANONICAL[header_id_of(name)] in ("Via", "User-Agent")
+    assert header_id_of("\u212a") == 0  # KELVIN SIGN lower-cases to "k" (Supported's form)
+    assert header_id_of("x-unknown") == 0
