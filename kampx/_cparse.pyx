@@ -516,6 +516,29 @@ cdef class URI:
         return self.raw
 
 
+cdef bint _uri_has_param(const unsigned char *p, UriPos *u, const char *name, int n) noexcept:
+    # a URI parameter `name` (lower case) is present, with or without a value: the test
+    # `name in URI.params` makes (_split_params: each ';' part's name, stripped, any case)
+    cdef Py_ssize_t i = u.params_s, e = u.params_e, s, ne, a, b
+    while i < e:
+        s = i
+        while i < e and p[i] != 59:
+            i += 1
+        ne = s
+        while ne < i and p[ne] != 61:
+            ne += 1
+        a = s
+        b = ne
+        while a < b and (p[a] == 32 or 9 <= p[a] <= 13):
+            a += 1
+        while b > a and (p[b - 1] == 32 or 9 <= p[b - 1] <= 13):
+            b -= 1
+        if name_is(p, a, b, name, n):
+            return True
+        i += 1
+    return False
+
+
 cdef dict _split_params(str text):
     cdef dict out = {}
     if not text:
@@ -1487,6 +1510,41 @@ cdef class Message:
     def routes(self):
         """Route values, in order (RFC 3261 20.34)."""
         return self._addr_list(H_ROUTE)
+
+    def route_hops(self, int n):
+        """(count, hops): how many Route values the request carries, and the first `n` as
+        (host, port, lr, r2) read from their URIs: what loose_route decides on, without a
+        NameAddr, a URI and a params dict per Route (the same values as
+        routes[i].parsed_uri's host, port, "lr"/"r2" in params). A hop whose URI does not
+        parse is None. BadHeader, as `routes`, for a Route value that does not parse."""
+        cdef list hops = []
+        cdef Py_ssize_t count = 0, i, e
+        cdef int k
+        cdef AddrPos a
+        cdef UriPos u
+        cdef const unsigned char *p = self.p
+        if self.first[H_ROUTE] < 0:
+            return 0, hops
+        for k in range(self.first[H_ROUTE], self.nhdr):
+            if self.hdrs[k].hid != H_ROUTE:
+                continue
+            i = self.hdrs[k].val_s
+            e = self.hdrs[k].val_e
+            while i < e:
+                i = parse_addr(p, i, e, &a)
+                if i < 0 or check_addr_uri(p, &a) < 0:
+                    raise BadHeader("Bad Route header")
+                if count < n:
+                    if parse_uri_at(p, a.uri_s, a.uri_e, &u) < 0:
+                        hops.append(None)
+                    else:
+                        hops.append((_str(p, u.host_s, u.host_e), u.port,
+                                     _uri_has_param(p, &u, b"lr", 2),
+                                     _uri_has_param(p, &u, b"r2", 2)))
+                count += 1
+                if i < e:
+                    i += 1
+        return count, hops
 
     @property
     def record_routes(self):

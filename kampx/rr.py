@@ -41,10 +41,34 @@ def loose_route(worker, msg) -> bool:
     is in-dialog (To-tag) but not in a dialog this proxy Record-Routed and saw established
     (kampx/dialog.py; counted as dialog.rejected_requests): nothing is changed then.
     """
+    # the common case first, from the parser's offsets: every Route is ours (one, or the
+    # two of a double Record-Route), so the next hop is the Request-URI
     try:
-        routes = msg.routes
+        count, hops = msg.route_hops(2)
     except SipParseError:
         return False
+    if not count:
+        return False
+    myself = worker.forwarder.is_myself
+    first = hops[0]
+    if first is not None and myself(first[0], first[1]):
+        ours = 1
+        if count > 1 and first[3]:
+            second = hops[1]
+            if second is not None and myself(second[0], second[1]):
+                ours = 2
+        if count == ours:
+            if msg.has_to_tag and not worker.dialogs.admit(msg):
+                return False  # a Route of ours, but no dialog of ours (kampx/dialog.py)
+            for _ in range(ours):
+                msg.remove_top_route()
+            return True
+    return _route_set(worker, msg)
+
+
+def _route_set(worker, msg) -> bool:
+    """loose_route() when the Route set goes on past ours or does not start with ours."""
+    routes = msg.routes
     uri = msg.uri
     if routes:
         first = routes[0].parsed_uri if _is_uri(routes[0]) else None

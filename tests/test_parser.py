@@ -1411,3 +1411,18 @@ def test_header_id_of_any_case_but_only_ascii():
         assert cp.CANONICAL[header_id_of(name)] in ("Via", "User-Agent")
     assert header_id_of("\u212a") == 0  # KELVIN SIGN lower-cases to "k" (Supported's form)
     assert header_id_of("x-unknown") == 0
+
+
+def test_route_hops_reads_hosts_ports_and_the_lr_r2_flags():
+    m = basic("Route: <sip:127.0.0.1;r2=on;lr>, <sip:[2001:db8::1]:5070;LR;r2=on>",
+              "Route: <sip:next.example;transport=udp>, <sip:x.example;lr=1>")
+    count, hops = m.route_hops(3)
+    assert count == 4
+    assert hops == [("127.0.0.1", 0, True, True), ("[2001:db8::1]", 5070, True, True),
+                    ("next.example", 0, False, False)]
+    for hop, r in zip(hops, m.routes):
+        u = r.parsed_uri
+        assert hop == (u.host, u.port, "lr" in u.params, "r2" in u.params)
+    assert m.route_hops(0) == (4, [])
+    assert basic().route_hops(2) == (0, [])
+    assert basic("Route: <sip:h;lrx;xlr;r2>").route_hops(1) == (1, [("h", 0, False, True)])

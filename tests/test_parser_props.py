@@ -475,6 +475,29 @@ def test_source_stamp_writes_what_the_general_stamp_writes(sample, ip, src_port,
             cp.build_reply(general, 200, "OK", to_tag="t")
 
 
+@SETTINGS
+@given(sip_message(), st.integers(0, 4))
+def test_route_hops_read_what_the_route_views_read(sample, n):
+    """route_hops(n), loose_route's quick read, gives what routes[i].parsed_uri gives."""
+    m = parse(sample[0])
+    try:
+        routes = m.routes
+    except SipParseError:
+        with pytest.raises(SipParseError):
+            m.route_hops(n)
+        return
+    count, hops = m.route_hops(n)
+    event(f"routes: {min(count, 3)}")
+    assert count == len(routes) and len(hops) == min(n, count)
+    for hop, r in zip(hops, routes):
+        try:
+            u = r.parsed_uri
+        except SipParseError:
+            assert hop is None
+            continue
+        assert hop == (u.host, u.port, "lr" in u.params, "r2" in u.params)
+
+
 # -- 3. garbage in: SipParseError or a message, nothing else ---------------------------------------------------
 
 def touch(m):
