@@ -17,7 +17,8 @@ Two measures per scenario (three with --stages):
            own cost inflates every call alike, so read these as shares, not microseconds.
 For an exact, repeatable count (instructions, whatever else the machine does):
     valgrind --tool=callgrind python3 tools/profile_flow.py --scenario S --calls N --time-only
-at two values of N; the difference over the difference in N is the cost of one call.
+at two values of N; the difference over the difference in N is the cost of one call
+(tools/callgrind_flow.sh does it; --own: kampx's work alone, --stage: one function).
 """
 from __future__ import annotations
 
@@ -171,6 +172,50 @@ def shares(scenario: str, calls: int, top: int) -> float:
     return harness / (harness + total)
 
 
+def mark_kampx_work() -> None:
+    """--mark-kampx: every datagram's processing, the journal flush and the timers go
+    through operator.call, a C function the harness never calls otherwise, so that
+    callgrind --toggle-collect=_operator_call counts kampx's own instructions and none of
+    the harness's (tools/callgrind_flow.sh --own)."""
+    import operator
+
+    from kampx.sandbox import Sandbox
+
+    call = operator.call
+
+    def feed(self, data, src, guarded=False):
+        w = self.worker
+        try:
+            call(w.receive if guarded else w.process, data, src, w.sockets[0], False)
+        finally:
+            call(w.dialogs.journal.flush)
+
+    run_timers = Sandbox.run_timers
+    Sandbox.feed = feed
+    Sandbox.run_timers = lambda self: call(run_timers, self)
+
+
+def mark_function(where: str) -> None:
+    """--mark module:Qual.name: that function runs inside a functools.partial call, so that
+    callgrind --toggle-collect=partial_vectorcall counts its instructions, callees included
+    (tools/callgrind_flow.sh --stage). It must be looked up through its module or class
+    when called (a name imported elsewhere under its own name is not replaced)."""
+    import functools
+    import importlib
+
+    module, qual = where.split(":")
+    owner = importlib.import_module(module)
+    *path, name = qual.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    fn = getattr(owner, name)
+
+    def marked(*args, **kwargs):
+        return functools.partial(fn)(*args, **kwargs)
+
+    setattr(owner, name, marked)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scenario", choices=SCENARIOS, action="append")
@@ -178,7 +223,15 @@ def main() -> int:
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--time-only", action="store_true")
     ap.add_argument("--stages", action="store_true", help="also time each message kind")
+    ap.add_argument("--mark-kampx", action="store_true",
+                    help="kampx's own work through operator.call (for callgrind)")
+    ap.add_argument("--mark", metavar="MODULE:QUAL.NAME",
+                    help="one function through functools.partial (for callgrind)")
     args = ap.parse_args()
+    if args.mark_kampx:
+        mark_kampx_work()
+    if args.mark:
+        mark_function(args.mark)
     for scenario in args.scenario or SCENARIOS:
         us = time_per_call(scenario, args.calls)
         print(f"{scenario}: {us:.1f} us of CPU per call with the harness "
