@@ -776,6 +776,11 @@ def parse_name_addr(value):
 
 # -- Via ----------------------------------------------------------------------------------
 
+cdef struct AddrCursor:
+    int k                             # the header line (index into hdrs); -1: not started
+    Py_ssize_t i                      # where the next value starts on it
+
+
 cdef struct ViaPos:
     Py_ssize_t s, e                  # whole via-parm
     Py_ssize_t ver_s, ver_e          # protocol version ("2.0")
@@ -1479,24 +1484,36 @@ cdef class Message:
                     i += 1
         return out
 
+    cdef bint _next_addr(self, int hid, AddrCursor *c, AddrPos *a) except -1:
+        # the next name-addr value of header `hid` (all its lines, in order) into `a`: True,
+        # or False after the last; BadHeader for a value that does not parse. `c` starts
+        # zeroed (k = -1: not started).
+        cdef Hdr *h
+        if c.k < 0:
+            if self.first[hid] < 0:
+                return False
+            c.k = self.first[hid]
+            c.i = self.hdrs[c.k].val_s
+        while True:
+            h = &self.hdrs[c.k]
+            if h.hid == hid and c.i < h.val_e:
+                c.i = parse_addr(self.p, c.i, h.val_e, a)
+                if c.i < 0 or check_addr_uri(self.p, a) < 0:
+                    raise BadHeader("Bad " + CANONICAL[hid] + " header")
+                if c.i < h.val_e:
+                    c.i += 1  # past the comma
+                return True
+            c.k += 1
+            if c.k >= self.nhdr:
+                return False
+            c.i = self.hdrs[c.k].val_s
+
     cdef list _addr_list(self, int hid):
         cdef list out = []
         cdef AddrPos a
-        cdef Py_ssize_t i, e
-        if self.first[hid] < 0:
-            return out
-        for k in range(self.first[hid], self.nhdr):
-            if self.hdrs[k].hid != hid:
-                continue
-            i = self.hdrs[k].val_s
-            e = self.hdrs[k].val_e
-            while i < e:
-                i = parse_addr(self.p, i, e, &a)
-                if i < 0 or check_addr_uri(self.p, &a) < 0:
-                    raise BadHeader("Bad " + CANONICAL[hid] + " header")
-                out.append(NameAddr.from_pos(self.p, &a))
-                if i < e:
-                    i += 1
+        cdef AddrCursor c = AddrCursor(-1, 0)
+        while self._next_addr(hid, &c, &a):
+            out.append(NameAddr.from_pos(self.p, &a))
         return out
 
     @property
@@ -1518,32 +1535,20 @@ cdef class Message:
         routes[i].parsed_uri's host, port, "lr"/"r2" in params). A hop whose URI does not
         parse is None. BadHeader, as `routes`, for a Route value that does not parse."""
         cdef list hops = []
-        cdef Py_ssize_t count = 0, i, e
-        cdef int k
+        cdef Py_ssize_t count = 0
         cdef AddrPos a
         cdef UriPos u
+        cdef AddrCursor c = AddrCursor(-1, 0)
         cdef const unsigned char *p = self.p
-        if self.first[H_ROUTE] < 0:
-            return 0, hops
-        for k in range(self.first[H_ROUTE], self.nhdr):
-            if self.hdrs[k].hid != H_ROUTE:
-                continue
-            i = self.hdrs[k].val_s
-            e = self.hdrs[k].val_e
-            while i < e:
-                i = parse_addr(p, i, e, &a)
-                if i < 0 or check_addr_uri(p, &a) < 0:
-                    raise BadHeader("Bad Route header")
-                if count < n:
-                    if parse_uri_at(p, a.uri_s, a.uri_e, &u) < 0:
-                        hops.append(None)
-                    else:
-                        hops.append((_str(p, u.host_s, u.host_e), u.port,
-                                     _uri_has_param(p, &u, b"lr", 2),
-                                     _uri_has_param(p, &u, b"r2", 2)))
-                count += 1
-                if i < e:
-                    i += 1
+        while self._next_addr(H_ROUTE, &c, &a):
+            if count < n:
+                if parse_uri_at(p, a.uri_s, a.uri_e, &u) < 0:
+                    hops.append(None)
+                else:
+                    hops.append((_str(p, u.host_s, u.host_e), u.port,
+                                 _uri_has_param(p, &u, b"lr", 2),
+                                 _uri_has_param(p, &u, b"r2", 2)))
+            count += 1
         return count, hops
 
     @property
