@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -55,6 +56,7 @@ class KampxProcess:
         }
         for name, keys in (config or {}).items():
             sections.setdefault(name, {}).update(keys)
+        self.ctl_socket = sections["control"].get("socket") or None
         self.listen_count = len(sections["core"]["listen"])
         self.children_expected = sections["core"]["children"] * self.listen_count
         self.config_path = os.path.join(self.workdir, "kampx.toml")
@@ -96,9 +98,26 @@ class KampxProcess:
             # before and after must not see one still booting)
             if (proxyctl.ping(self.addr, 0.2, src_ip=self.addrs.client)
                     and len(self.worker_pids()) >= self.children_expected):
+                self._wait_for_ctl(deadline)
                 return self
             time.sleep(0.05)
         raise RuntimeError(f"kampx not ready in {ready_timeout}s:\n{self.log_tail()}")
+
+    def _wait_for_ctl(self, deadline: float) -> None:
+        """The ctl helper binds the control socket on its own schedule, after the workers
+        may already answer: a test's first kampxctl must not find it missing. Up to the
+        start deadline (a test that breaks the control socket on purpose still starts)."""
+        if self.ctl_socket is None:
+            return
+        while time.monotonic() < deadline:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect(self.ctl_socket)
+                return
+            except OSError:
+                time.sleep(0.02)
+            finally:
+                s.close()
 
     def metrics_text(self, timeout: float = 5.0) -> str:
         """/metrics scraped over HTTP, as Prometheus would; waits for the ctl process."""
