@@ -85,9 +85,11 @@ cdef inline Py_ssize_t _put_sized(char *o, Py_ssize_t pos, char short_code, char
     return pos + n
 
 
-def dumps(tuple values not None):
+def dumps(values):
     """`values` as bytes (see the module's docstring); marshal's bytes for what the form
-    does not take."""
+    does not take (anything but a flat tuple of its types, a dict included)."""
+    if type(values) is not tuple:
+        return marshal.dumps(values)
     cdef Py_ssize_t count = PyTuple_GET_SIZE(values)
     cdef Py_ssize_t size = _size(values) if count <= _MAX_VALUES else -1
     if size < 0:

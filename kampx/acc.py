@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import logging
-import marshal
 import os
 import syslog
 import time
@@ -261,7 +260,7 @@ class Accounting:
         self._emit(records.dumps((CDR_RECORD, end_reason, end, code, reason, setup, answer)))
 
     def emit(self, row: tuple | dict) -> None:
-        self._emit(records.dumps(row) if type(row) is tuple else marshal.dumps(row))
+        self._emit(records.dumps(row))
 
     def _emit(self, data: bytes) -> None:
         if not self.journal.record(data):

@@ -314,7 +314,7 @@ def _as_dict(values: tuple, fields: tuple[str, ...]) -> dict:
 
 
 def _encode(info: tuple | dict, room: int, fields: tuple[str, ...]) -> bytes:
-    data = records.dumps(info) if type(info) is tuple else marshal.dumps(info)
+    data = records.dumps(info)
     if len(data) <= room:
         return data
     if isinstance(info, tuple):  # too big: shed by name, as a dict

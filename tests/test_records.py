@@ -47,6 +47,7 @@ def test_what_the_form_does_not_take_goes_to_marshal(values):
     (2**70,),                       # past 64 bits
     ((1, 2),),                      # nested
     ({"a": 1},),
+    {"callid": "c1", "partial": True},  # a shed dialog record: not a tuple at all
     tuple(range(256)),              # more values than the count byte holds
 ])
 def test_fallback_cases_are_marshal_bytes(values):
