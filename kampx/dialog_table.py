@@ -11,8 +11,9 @@ the control process (dlg end). A worker that crashes loses none of it.
 Layout: a header of counters, then `nslots` slots (nslots > capacity, so probe windows stay
 short). A slot is a 40-byte head (state, direction, the lengths of its two records, session
 interval, key hash, expiry, answer time, the caller's and callee's CSeq) and two records:
-what the INVITE said and what the 2xx said, each written once as a flat tuple in
-kampx/_records.pyx's form (a quarter of marshal's time; marshal's format for a shed dict).
+what the INVITE said and what the 2xx said, each written once as a tuple (its addresses and
+route sets lists) in kampx/_records.pyx's form (a quarter of marshal's time; marshal's format
+for a shed dict).
 A dialog's end (`take`) hands back the head's figures and the two records undecoded: the
 worker that ends a call needs only its direction and answer time, and the db writer decodes
 the records into the CDR. Slots are found
@@ -65,9 +66,9 @@ W_COUNT, W_EARLY, W_CONFIRMED, W_FULL = range(4)
 # what a dialog too big for its slot gives up first (it can then not be ended by kampx)
 SHEDDABLE = ("caller_route", "callee_route", "caller_contact", "callee_contact", "from", "to")
 
-# The two records as kampx/dialog.py writes them: tuples of these fields in this order (half
-# the bytes and a third of marshal's time of a dict); `decode` turns them into the dict every
-# reader gets. A record too big for its slot is shed to a dict (`_encode`), which `decode`
+# The two records as kampx/dialog.py writes them: tuples of these fields in this order (fewer
+# bytes and less time than a dict, in kampx/_records.pyx's form); `decode` turns them into the
+# dict every reader gets. A record too big for its slot is shed to a dict (`_encode`), which `decode`
 # reads as it is, as it does any dict a caller of create()/answer() passes.
 # The party columns (Kamailio's default log_extra), which acc (kampx/acc.py) writes too.
 PARTY_FIELDS = (

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from kampx import _records as records
 from kampx import dialog as D
 from kampx import stats as S
 from kampx._shm import CounterRows, KeyIndex
@@ -285,9 +286,11 @@ def test_a_tracked_dialog_is_written_as_two_tuples_read_back_as_one_dict(env):
     req, k, _ = establish(d)
     slots_get = env.table.slots.take(key_hash(k))  # the records as they sit in the slot
     _, direction, answered, setup, answer = slots_get
-    assert isinstance(marshal.loads(setup), tuple) and isinstance(marshal.loads(answer), tuple)
-    assert len(marshal.loads(setup)) == len(SETUP_FIELDS)
-    assert len(marshal.loads(answer)) == len(ANSWER_FIELDS)
+    # both in kampx/_records.pyx's compact form (lists included), not marshal's
+    assert setup[0] == answer[0] == records.MAGIC
+    assert isinstance(records.loads(setup), tuple) and isinstance(records.loads(answer), tuple)
+    assert len(records.loads(setup)) == len(SETUP_FIELDS)
+    assert len(records.loads(answer)) == len(ANSWER_FIELDS)
     info = decode_dialog(setup, answer)
     assert info == {
         "callid": "c1",
@@ -319,9 +322,10 @@ def test_a_tracked_dialog_is_written_as_two_tuples_read_back_as_one_dict(env):
     }  # no session_expires: the 2xx set none
     assert direction == 0 and info["setup"] <= answered
     # a session interval is kept; a record of another shape (a torn write) reads as nothing
-    values = marshal.loads(answer)[:-1] + (1800,)
-    assert decode_dialog(setup, marshal.dumps(values))["session_expires"] == 1800
-    assert decode_dialog(marshal.dumps(("c1", "ft"))) == {}
+    values = records.loads(answer)[:-1] + (1800,)
+    assert decode_dialog(setup, records.dumps(values))["session_expires"] == 1800
+    assert decode_dialog(setup, marshal.dumps(values))["session_expires"] == 1800  # older
+    assert decode_dialog(records.dumps(("c1", "ft"))) == {}
 
 
 def test_an_oversized_tuple_record_is_shed_by_name_too():
