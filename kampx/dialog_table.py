@@ -68,8 +68,8 @@ SHEDDABLE = ("caller_route", "callee_route", "caller_contact", "callee_contact",
 
 # The two records as kampx/dialog.py writes them: tuples of these fields in this order (fewer
 # bytes and less time than a dict, in kampx/_records.pyx's form); `decode` turns them into the
-# dict every reader gets. A record too big for its slot is shed to a dict (`_encode`), which `decode`
-# reads as it is, as it does any dict a caller of create()/answer() passes.
+# dict every reader gets. A record too big for its slot is shed to a dict (`_encode`), which
+# `decode` reads as it is, as it does any dict a caller of create()/answer() passes.
 # The party columns (Kamailio's default log_extra), which acc (kampx/acc.py) writes too.
 PARTY_FIELDS = (
     "src_user",
