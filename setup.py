@@ -4,6 +4,7 @@ from setuptools import Extension, setup
 
 INCLUDE = ["kampx/include"]
 
+# Cython sources written for C: no negative indices, no bounds checks.
 EXTENSIONS = [
     Extension("kampx._cparse", ["kampx/_cparse.pyx"]),
     Extension("kampx._shm", ["kampx/_shm.pyx"], include_dirs=INCLUDE),
@@ -15,5 +16,17 @@ EXTENSIONS = [
     Extension("kampx.auth._digest", ["kampx/auth/_digest.pyx"], include_dirs=INCLUDE),
 ]
 
-setup(ext_modules=cythonize(EXTENSIONS, language_level=3,
-                            compiler_directives={"boundscheck": False, "wraparound": False}))
+# Python modules compiled as they are written, with the C types of the .pxd beside them
+# (docs/development.md): Python's semantics kept, negative indices and bounds checks included.
+PYTHON_COMPILED = [
+    Extension("kampx.tm.manager", ["kampx/tm/manager.py"]),
+]
+
+setup(
+    ext_modules=cythonize(
+        EXTENSIONS,
+        language_level=3,
+        compiler_directives={"boundscheck": False, "wraparound": False},
+    )
+    + cythonize(PYTHON_COMPILED, language_level=3)
+)
