@@ -20,6 +20,8 @@ EXTENSIONS = [
 # (docs/development.md): Python's semantics kept, negative indices and bounds checks included.
 PYTHON_COMPILED = [
     Extension("kampx.tm.manager", ["kampx/tm/manager.py"]),
+    Extension("kampx.dialog", ["kampx/dialog.py"]),
+    Extension("kampx.acc", ["kampx/acc.py"]),
 ]
 
 setup(

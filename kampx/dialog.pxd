@@ -1,0 +1,11 @@
+# C types for kampx/dialog.py, compiled as it is written (setup.py's PYTHON_COMPILED).
+
+cdef class Journal:
+    cdef public object fd, stats, held
+    cdef public list pending
+    cdef public Py_ssize_t size
+
+cdef class Dialogs:
+    cdef public object index, journal, stats, table, acc
+    cdef public bint enforce
+    cdef public double lifetime, linger, ttl_setup, _full_logged
