@@ -17,6 +17,7 @@ traces, so the script's module state stays the one the worker built). A log whos
 from __future__ import annotations
 
 import functools
+import inspect
 import types
 from collections.abc import Callable
 
@@ -30,7 +31,7 @@ ROUTE = "route"  # a function of the script itself (request_route, REQINIT, ...)
 _API_FUNCTIONS = {
     id(fn): name
     for name in routing.__all__
-    if isinstance(fn := getattr(routing, name), types.FunctionType)
+    if inspect.isroutine(fn := getattr(routing, name))  # compiled ones are not FunctionType
 }
 
 
@@ -68,7 +69,7 @@ class Call:
 
 
 def _show(value: object) -> str:
-    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType)):
+    if inspect.isroutine(value):
         return value.__name__
     if value.__class__.__name__ == "Message":  # a route function's msg: not worth a line
         return "msg"

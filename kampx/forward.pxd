@@ -1,0 +1,9 @@
+# C types for kampx/forward.py, compiled as it is written (setup.py's PYTHON_COMPILED).
+
+cdef class Forwarder:
+    cdef public object sockets, stats, dialogs
+    cdef public str realm
+    cdef public bint forward_stray_replies
+    cdef public long long _stateless_seq
+    cdef public set _myself
+    cdef public dict _senders
