@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from conftest import REPO, stale_compiled_modules
+from buildcheck import REPO, stale_compiled_modules
 
 
 def compiled_paths() -> list[str]:

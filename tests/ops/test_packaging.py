@@ -149,6 +149,8 @@ def test_debian_package_builds():
                      "./etc/kampx/kampx.toml", "./usr/share/kampx/grafana/kampx-dashboard.json"):
             assert path in files, path
         assert re.search(r"/kampx/_cparse\.cpython-\d+-[^ ]+\.so", files)
+        # the Python modules setup.py compiles ship compiled too (docs/development.md)
+        assert re.search(r"/kampx/tm/manager\.cpython-\d+-[^ ]+\.so", files)
         info = subprocess.run(["dpkg-deb", "-I", deb], capture_output=True, text=True).stdout
         assert "python3-psutil" in info and "python3-prometheus-client" in info
         package = subprocess.run(["dpkg-deb", "-f", deb, "Package"], capture_output=True,
