@@ -13,8 +13,8 @@ dialog's addresses and route sets); `dumps` writes such a tuple in one measured 
 Anything else (a dict, a str with non-ASCII characters, an int past 64 bits, a nested tuple,
 a list in a list, more than 255 values) is written by marshal, as before, and `loads` tells
 the two apart by the first byte: MAGIC is never the first byte of marshal's output (a type
-code), so every record ever written still reads. The reader trusts nothing: a record cut short or with an unknown type code
-raises ValueError, as marshal.loads does on a torn record.
+code), so every record ever written still reads. The reader trusts nothing: a record cut
+short or with an unknown type code raises ValueError, as marshal.loads does on a torn record.
 
 The form: MAGIC, the count (1 byte), then per value a type code and its bytes:
   N None, T True, F False, i int (8 bytes, little-endian, signed), d float (8 bytes, the
