@@ -52,6 +52,11 @@ PYTHON_COMPILED = [
         "kampx/routing/security.py",
         "kampx/routing/sl.py",
         "kampx/routing/tm.py",
+        # the db writer's per-record work: journal records into rows, rows into SQLite
+        "kampx/dbwriter.py",
+        "kampx/dialog_table.py",
+        "kampx/db/base.py",
+        "kampx/db/sqlite.py",
     )
 ]
 # ... and these with their annotations as C types too (`t: ServerTxn` reads its fields

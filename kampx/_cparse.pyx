@@ -33,50 +33,8 @@ DEF MAX_HEADERS = 1024         # header lines; more is not a message a proxy sho
 DEF INITIAL_HEADERS = 32
 
 # -- header ids ---------------------------------------------------------------------------
-# Known headers get an id so that lookups and the proxy's own checks never compare names.
-cdef enum:
-    H_OTHER = 0
-    H_VIA
-    H_FROM
-    H_TO
-    H_CALL_ID
-    H_CSEQ
-    H_CONTACT
-    H_MAX_FORWARDS
-    H_ROUTE
-    H_RECORD_ROUTE
-    H_CONTENT_LENGTH
-    H_CONTENT_TYPE
-    H_EXPIRES
-    H_AUTHORIZATION
-    H_PROXY_AUTHORIZATION
-    H_WWW_AUTHENTICATE
-    H_PROXY_AUTHENTICATE
-    H_USER_AGENT
-    H_SERVER
-    H_SUPPORTED
-    H_REQUIRE
-    H_PROXY_REQUIRE
-    H_UNSUPPORTED
-    H_PATH
-    H_EVENT
-    H_SUBJECT
-    H_ALLOW
-    H_ALLOW_EVENTS
-    H_CONTENT_ENCODING
-    H_REFER_TO
-    H_REFERRED_BY
-    H_SESSION_EXPIRES
-    H_ACCEPT
-    H_ACCEPT_CONTACT
-    H_REJECT_CONTACT
-    H_REQUEST_DISPOSITION
-    H_IDENTITY
-    H_IDENTITY_INFO
-    H_MIN_EXPIRES
-    H_DATE
-    H_REASON
-    H_COUNT
+# Known headers get an id so that lookups and the proxy's own checks never compare names
+# (the ids, H_OTHER .. H_COUNT, are declared in _cparse.pxd).
 
 # canonical names by id (index = id); used to write headers and to look names up
 CANONICAL = (
@@ -320,15 +278,6 @@ cdef Py_ssize_t scan_param_value(const unsigned char *p, Py_ssize_t i, Py_ssize_
 
 # -- URIs -----------------------------------------------------------------------------------
 
-cdef struct UriPos:
-    Py_ssize_t scheme_s, scheme_e
-    Py_ssize_t user_s, user_e        # -1 when no userinfo
-    Py_ssize_t pass_s, pass_e        # -1 when no password
-    Py_ssize_t host_s, host_e        # IPv6 including brackets
-    int port                          # 0 when absent
-    Py_ssize_t params_s, params_e     # after the first ';' (exclusive of it); s == e when none
-    Py_ssize_t headers_s, headers_e   # after '?'
-    int kind                          # 1 sip, 2 sips, 3 tel, 0 other absoluteURI
 
 
 cdef int check_host(const unsigned char *p, Py_ssize_t s, Py_ssize_t e) noexcept nogil:
@@ -348,6 +297,9 @@ cdef int check_host(const unsigned char *p, Py_ssize_t s, Py_ssize_t e) noexcept
             return -1
     return 0
 
+
+# The position records the parsers fill (UriPos, AddrPos, AddrCursor, ViaPos, Hdr: offsets
+# into the datagram) are declared in _cparse.pxd.
 
 cdef int parse_uri_at(const unsigned char *p, Py_ssize_t s, Py_ssize_t e, UriPos *u) noexcept nogil:
     """Parse the URI occupying exactly [s, e). Returns 0 or -1.
@@ -585,13 +537,6 @@ def parse_uri(uri):
 
 # -- name-addr / addr-spec (From, To, Contact, Route, Record-Route, Path) ---------------------
 
-cdef struct AddrPos:
-    Py_ssize_t s, e                 # the whole value
-    Py_ssize_t disp_s, disp_e       # display name (quotes kept), s == e when none
-    Py_ssize_t uri_s, uri_e
-    Py_ssize_t params_s, params_e   # header params after the URI (after the first ';')
-    Py_ssize_t tag_s, tag_e         # -1 when no tag
-    bint brackets
 
 
 cdef Py_ssize_t parse_params(const unsigned char *p, Py_ssize_t i, Py_ssize_t e,
@@ -776,25 +721,8 @@ def parse_name_addr(value):
 
 # -- Via ----------------------------------------------------------------------------------
 
-cdef struct AddrCursor:
-    int k                             # the header line (index into hdrs); -1: not started
-    Py_ssize_t i                      # where the next value starts on it
 
 
-cdef struct ViaPos:
-    Py_ssize_t s, e                  # whole via-parm
-    Py_ssize_t ver_s, ver_e          # protocol version ("2.0")
-    Py_ssize_t tr_s, tr_e            # transport
-    Py_ssize_t host_s, host_e
-    int port
-    Py_ssize_t params_s, params_e
-    Py_ssize_t branch_s, branch_e    # -1 when absent
-    Py_ssize_t received_s, received_e
-    Py_ssize_t rport_s, rport_e      # rport_s -1 absent; rport_s == rport_e: flag without value
-    int rport                         # the value when there is one
-    Py_ssize_t rport_p                # the ';' that starts the rport parameter
-    Py_ssize_t maddr_s, maddr_e
-    int has_rport
 
 
 cdef inline bint name_is(const unsigned char *p, Py_ssize_t s, Py_ssize_t e, const char *lit, int n) noexcept nogil:
@@ -996,12 +924,6 @@ cdef class Via:
 
 # -- the header table -----------------------------------------------------------------------
 
-cdef struct Hdr:
-    int32_t name_s, name_e
-    int32_t val_s, val_e      # trimmed value; may contain folding
-    int32_t line_s, line_e    # the whole header including its line end(s)
-    int16_t hid
-    int16_t folded
 
 
 cdef bint _plain_uint32(const unsigned char *p, Hdr *h) noexcept:
@@ -1067,73 +989,9 @@ cdef class CSeq:
 
 cdef class Message:
     """A parsed SIP message (RFC 3261 7). Header values come out as str (UTF-8, undecodable
-    bytes preserved). Edits are recorded and applied once by serialize()."""
+    bytes preserved). Edits are recorded and applied once by serialize().
 
-    # the datagram and its frame
-    cdef readonly bytes buf
-    cdef const unsigned char *p
-    cdef Py_ssize_t end            # end of the framed message (body end)
-    cdef Py_ssize_t hdr_s          # first header line
-    cdef Py_ssize_t body_s
-    # start line
-    cdef readonly bint is_request
-    cdef readonly int method_id
-    cdef Py_ssize_t m_s, m_e, ruri_s, ruri_e, ver_s, ver_e, reason_s, reason_e
-    cdef Py_ssize_t sl_e             # end of the start line's text (before its CR LF)
-    cdef bint sl_loose               # request line with runs of SP/HT: rewritten when edited
-    cdef readonly int status
-    # headers
-    cdef Hdr *hdrs
-    cdef int nhdr, cap
-    cdef bint no_blank               # the datagram ended before the empty line
-    cdef int first[H_COUNT]
-    cdef int counts[H_COUNT]
-    # eager parse results
-    cdef ViaPos topvia
-    cdef object _top_via            # the Via view of topvia, built on first use
-    cdef object _uri                # the Request-URI's URI view, built on first use
-    cdef object _from_na, _to_na    # the From and To views, built on first use
-    cdef AddrPos from_a, to_a
-    cdef Py_ssize_t cseq_num_s, cseq_num_e, cseq_m_s, cseq_m_e
-    cdef unsigned long long cseq_num
-    cdef readonly int max_forwards_value   # -1 absent, -2 not a number
-    cdef long long clen                     # -1 absent
-    cdef readonly int contact_star
-    cdef UriPos ruri_pos
-    # edits
-    cdef list lumps                  # [(start, end, bytes, kind) or None when cancelled]
-    cdef dict added                  # header key -> [index in lumps] of lines edits added
-    cdef int removed_via, removed_route   # values taken off the top by remove_top_*()
-    cdef bytes new_ruri
-    cdef bytes via_extra             # params appended to the top Via (received/rport)
-    cdef list stamp_relay, stamp_reply  # via_extra's edits for serialize / a reply, made once
-    cdef bytes stamp_received        # ";received=<ip>" when stamp_source made via_extra
-    cdef bytes stamp_rport           # ";rport=<port>" then too (None: the Via has no rport)
-    cdef readonly bint edited
-    # what the proxy attaches while it processes the message (declared: a slot each, typed
-    # in _cparse.pyi; the transport sets src/lsock/handed_off, the modules the rest)
-    cdef public object src           # (ip, port) it came from
-    cdef public object lsock         # the listen socket it arrived on
-    cdef public bint handed_off      # passed over by the worker that read it
-    cdef public object dst           # $du: send here instead of the Request-URI (a URI)
-    cdef public bytes txn_key        # its server transaction's key (tm)
-    cdef public bytes invite_key     # a CANCEL's: the key of the INVITE it cancels
-    cdef public object txn           # its server transaction, once tm made one
-    cdef public list branches        # the destination set's appended branches (dset)
-    cdef public bint path_route      # a branch's Path went into the Route header (dset)
-    cdef public bint rr_added        # record_route() added ours (rr)
-    cdef readonly bytes rr_line      # ours, as serialize() writes it unless told otherwise
-    cdef public bint dialog_admitted # an in-dialog request of a known dialog (dialog)
-    cdef public object auth_outcome  # what auth_check() found (auth)
-    cdef public object peer_tag      # the tag of the address row allow_*() matched
-    cdef public object error_reply   # (code, reason, headers) for sl_reply_error()
-    cdef public object on_failure    # t_on_failure(): the failure route armed (tm)
-    cdef public object fr_timers     # t_set_fr(): (fr_inv, fr) seconds, 0 = default (tm)
-    cdef public object ds_next       # dispatcher: what ds_next_dst() moves on to
-    cdef public int flags            # setflag()/isflagset(): the message flags (acc)
-    cdef public bint dlg_manage      # dlg_manage(): its dialog is tracked (dialog)
-    # anything a route script attaches of its own
-    cdef dict __dict__
+    Its fields are declared in _cparse.pxd, so that compiled modules read them in C."""
 
     def __cinit__(self):
         # a Message made directly (not by parse()) is an empty, harmless one
@@ -2700,7 +2558,7 @@ cdef Py_ssize_t _put_line(char *out, Py_ssize_t pos, const char *src, Py_ssize_t
     return _put(out, pos, b"\r\n", 2)
 
 
-def build_reply(Message req, int code, reason, to_tag=None, extra=None, body=b""):
+def build_reply(Message req not None, int code, reason, to_tag=None, extra=None, body=b""):
     """A response to `req` (RFC 3261 8.2.6.2): status line, every Via line as received (the
     top one with the received/rport stamp the transport recorded), From, To (with `to_tag`
     added when the request's To has none and code > 100), Call-ID, CSeq, the `extra` header

@@ -173,7 +173,7 @@ class Accounting:
         (the dialog's start, then its final), while its flags and Request-URI stay what
         they were."""
         key = (req.flags, req.ruri)
-        cached = req.__dict__.get("acc_party_values")
+        cached = req.acc_party_values
         if cached is not None and cached[0] == key:
             return cached[1]
         src_user, src_domain, dst_ouser, dst_user, dst_domain = req.acc_parties()
@@ -185,9 +185,9 @@ class Accounting:
             dst_user,
             dst_domain,
             # an in-dialog request of a tracked call: the call's (kampx/dialog.py)
-            req.__dict__.get("dlg_direction") or self.direction(req.flags),
+            req.dlg_direction or self.direction(req.flags),
         )
-        req.__dict__["acc_party_values"] = (key, values)
+        req.acc_party_values = (key, values)
         return values
 
     # -- transactions --

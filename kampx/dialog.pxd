@@ -1,4 +1,4 @@
-# C types for kampx/dialog.py, compiled as it is written (setup.py's PYTHON_COMPILED).
+# C types for kampx/dialog.py, compiled as it is written (setup.py's PYTHON_TYPED).
 
 cdef class Journal:
     cdef public object fd, stats, held

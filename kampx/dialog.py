@@ -453,7 +453,7 @@ class Dialogs:
                 if tracked:
                     direction = self.end(k, self._side(msg, k))
                     if direction is not None:  # the BYE's own record is the call's direction
-                        msg.__dict__["dlg_direction"] = direction
+                        msg.dlg_direction = direction
         elif state == CONFIRMED and method != "ACK":
             self._confirm(k, now, tracked)  # Kamailio resets a dialog's timeout likewise
             if tracked:

@@ -20,7 +20,7 @@ class Msg(SimpleNamespace):
     def __init__(self, method="INVITE", call_id="c1", from_tag="ft", to_tag=None, rr=True):
         super().__init__(method=method, call_id=call_id, from_tag=from_tag, to_tag=to_tag,
                          has_to_tag=to_tag is not None, rr_added=rr, dialog_admitted=False,
-                         dlg_manage=False)
+                         dlg_manage=False, dlg_direction=None)
 
     def dialog_key(self, callee=False):  # Message.dialog_key's contract
         return D.key(self.call_id or "", (self.to_tag if callee else self.from_tag) or "")

@@ -1084,6 +1084,13 @@ def test_non_ascii_digits_are_not_numbers():
 
 # -- build_reply -------------------------------------------------------------------------------------------------
 
+def test_build_reply_refuses_none_instead_of_reading_through_it():
+    # a transaction that let its request go must not reach the reply builder: a TypeError,
+    # where a None read as a Message would have crashed the worker
+    with pytest.raises(TypeError):
+        build_reply(None, 200, "OK")
+
+
 def test_build_reply_copies_and_stamps():
     m = parse(make("Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa1;rport",
                    "v: SIP/2.0/UDP 192.0.2.50;branch=z9hG4bKz", *BASIC[1:],

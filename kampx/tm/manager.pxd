@@ -1,3 +1,5 @@
+from kampx._cparse cimport Message
+
 cdef class ServerTxn:
     cdef public object key, method, request, lsock, reply_dest, last_reply, to_tag
     cdef public object best_reply, best_local_reason, timer_g, timer_end, index_key, invite

@@ -25,7 +25,7 @@ import time
 
 from kampx import dset
 from kampx import methods as M
-from kampx._cparse import SipParseError, build_reply, parse
+from kampx._cparse import Message, SipParseError, build_reply, parse
 from kampx.dialog import CONFIRMED, STATE
 from kampx.dns.resolver import FAILED_RELAYS
 from kampx.dns.rfc3263 import UNAVAILABLE
@@ -52,7 +52,7 @@ from kampx.tm.stats import (
     UAC_TRANSACTIONS,
     UAS_TRANSACTIONS,
 )
-from kampx.tm.timers import TimerHeap
+from kampx.tm.timers import Timer, TimerHeap
 from kampx.transport.stream import MTU_SWITCHED
 
 log = logging.getLogger("kampx.tm")
@@ -111,24 +111,24 @@ class ServerTxn:
         "next_dst",
     )
 
-    def __init__(self, key, msg, lsock, reply_dest, label):
+    def __init__(self, key, msg: Message, lsock, reply_dest, label):
         self.key = key
         self.index_key = key
         self.method = msg.method
         self.is_invite = msg.method_id == M.INVITE
-        self.request = msg
+        self.request: Message | None = msg  # let go once the final reply is sent
         self.lsock = lsock
         self.reply_dest = reply_dest
         self.state = S_PROCEEDING
-        self.last_reply = None
+        self.last_reply: bytes | None = None
         self.last_code = 0
-        self.to_tag = None
-        self.branches = []
+        self.to_tag: str | None = None
+        self.branches: list[ClientTxn] = []
         self.best_code = 0
         self.best_reply = None  # the parsed reply chosen so far (None: local)
         self.best_local_reason = None
-        self.timer_g = None
-        self.timer_end = None
+        self.timer_g: Timer | None = None
+        self.timer_end: Timer | None = None
         self.g_interval = 0.0
         self.cancelled = False
         self.pending = 0  # branches without a final response
@@ -273,7 +273,7 @@ class TransactionManager:
 
     # ---------------------------------------------------------------- matching ------------
 
-    def match_request(self, msg) -> bool:
+    def match_request(self, msg: Message) -> bool:
         """Match a request against the transactions before the script sees it (Kamailio's
         t_check_trans done by the core): a retransmission is answered from its transaction,
         an ACK to a non-2xx final absorbed, a packet of another worker's transaction handed
@@ -305,7 +305,7 @@ class TransactionManager:
         self.retransmission(t, msg)
         return False
 
-    def match_reply(self, msg) -> bool:
+    def match_reply(self, msg: Message) -> bool:
         """A reply: to its client transaction here, or handed to the worker its branch
         names. False when it belongs to no transaction (a stray reply)."""
         branch = msg.branch
@@ -329,7 +329,7 @@ class TransactionManager:
 
     # ---------------------------------------------------------------- t_relay -------------
 
-    def t_relay(self, msg, host=None, port=None) -> bool:
+    def t_relay(self, msg: Message, host=None, port=None) -> bool:
         """t_relay(): relay `msg` statefully to host:port, $du or its Request-URI, forking
         to every branch of its destination set; a CANCEL cancels the INVITE it matches, an
         ACK (to a 2xx) goes statelessly. An in-dialog request outside every dialog kampx
@@ -337,7 +337,7 @@ class TransactionManager:
         nothing was relayed."""
         mid = msg.method_id
         if mid == M.CANCEL:
-            t = self.server.get(msg.invite_key)
+            t = self.server.get(msg.invite_key or b"")  # match_request set it
             if t is None:
                 return False
             return self.cancel(msg, t, msg.lsock, msg.src)
@@ -370,7 +370,7 @@ class TransactionManager:
             t.next_dst = None
         return True
 
-    def _relay_to_name(self, msg, name: Unresolved) -> bool:
+    def _relay_to_name(self, msg: Message, name: Unresolved) -> bool:
         """t_relay() to a host name: at once when the resolver has the answers cached,
         else the branch waits in C_RESOLVING while the worker goes on."""
         pending: list = []
@@ -452,7 +452,7 @@ class TransactionManager:
         c.state = C_TRYING
         self._start_branch(c, self._first_reply_timeout(t))
 
-    def _send_ack(self, msg, target) -> bool:
+    def _send_ack(self, msg: Message, target) -> bool:
         return self.fwd.forward_stateless(msg, self.fwd.target_dest(target), self.branch_prefix)
 
     def next_target(self, t: ServerTxn):
@@ -482,7 +482,7 @@ class TransactionManager:
     def lookup(self, key: bytes):
         return self.server.get(key)
 
-    def new_server(self, msg, lsock, src):
+    def new_server(self, msg: Message, lsock, src):
         """Create the server transaction for `msg` and claim its key in the shared index.
         Returns the transaction, or None when it cannot be created: the proxy holds
         [tm] max_transactions already, or their messages fill [tm] max_memory_mb, or the
@@ -549,7 +549,7 @@ class TransactionManager:
         self.stats.add(TXN_MEMORY.base, -t.charged)
         t.charged = 0
 
-    def _refuse(self, msg, why: str) -> None:
+    def _refuse(self, msg: Message, why: str) -> None:
         """A request refused for want of room: 503 for sl_reply_error(), counted, logged
         at most every LIMIT_LOG_EVERY_S (a flood must not become a flood of log lines)."""
         self.stats.inc(TXN_REFUSED.base)
@@ -560,7 +560,7 @@ class TransactionManager:
             log.warning("new transactions refused with 503: %s", why)
         return None
 
-    def retransmission(self, t: ServerTxn, msg) -> None:
+    def retransmission(self, t: ServerTxn, msg: Message) -> None:
         """A retransmitted request (or ACK) for server transaction t."""
         if msg.method_id == M.ACK:
             self._on_ack(t)
@@ -590,10 +590,13 @@ class TransactionManager:
 
     def _send_local(self, t: ServerTxn, code: int, reason: str, extra=None, body=b"") -> None:
         """A reply generated here for server transaction t (100, t_reply, 408, 487)."""
+        req = t.request
+        if req is None:  # its final went out and let the request go: nothing more to send
+            return
         headers = list(extra) if extra else []
         headers.append(self.server_header)
         data = build_reply(
-            t.request,
+            req,
             code,
             reason,
             to_tag=self._tag(t) if code > 100 else None,
@@ -647,7 +650,7 @@ class TransactionManager:
     def _timer_g(self, t: ServerTxn) -> None:
         if t.state != S_COMPLETED:
             return
-        self._send_upstream(t, t.last_reply)
+        self._send_upstream(t, t.last_reply or b"")
         t.g_interval = min(2 * t.g_interval, self.t2)
         t.timer_g = self.timers.call_later(t.g_interval, self._timer_g, t)
 
@@ -676,7 +679,7 @@ class TransactionManager:
 
     # ---------------------------------------------------------------- relaying ------------
 
-    def relay(self, msg, lsock, src, dest, send_lsock) -> bool:
+    def relay(self, msg: Message, lsock, src, dest, send_lsock) -> bool:
         """t_relay(): create (or reuse) the server transaction and send one branch to
         `dest` (ip, port) from `send_lsock` (dest None: a branch that waits for its name to
         resolve, sent by _resolved()). False when the request could not be relayed."""
@@ -725,7 +728,7 @@ class TransactionManager:
             self._start_branch(c, self._first_reply_timeout(t))
         return True
 
-    def _over_tcp(self, msg, branch: str, dest: tuple, lsock, data: bytes) -> tuple:
+    def _over_tcp(self, msg: Message, branch: str, dest: tuple, lsock, data: bytes) -> tuple:
         """RFC 3261 18.1.1: a request larger than [tcp] udp_mtu that would go over UDP goes
         over TCP when the proxy has a TCP socket of that family. Returns (the UDP fallback
         or None, the socket, the data) to send with."""
@@ -845,7 +848,7 @@ class TransactionManager:
 
     # ---------------------------------------------------------------- CANCEL --------------
 
-    def cancel(self, cancel_msg, invite_t: ServerTxn, lsock, src) -> bool:
+    def cancel(self, cancel_msg: Message, invite_t: ServerTxn, lsock, src) -> bool:
         """Relay a CANCEL (RFC 3261 16.10): 200 to it, CANCEL on every pending branch."""
         ct = self.new_server(cancel_msg, lsock, src)
         if ct is None:
@@ -886,7 +889,7 @@ class TransactionManager:
 
     # ---------------------------------------------------------------- replies -------------
 
-    def on_reply(self, msg, c: ClientTxn) -> None:
+    def on_reply(self, msg: Message, c: ClientTxn) -> None:
         """A reply for branch c (owner already checked)."""
         self.stats.inc(RPL_RECEIVED.base)
         code = msg.status
@@ -956,7 +959,7 @@ class TransactionManager:
         self._later_drop(c)
         self._branch_final(t, code, msg, None)
 
-    def _late_reply(self, c: ClientTxn, msg, code: int) -> None:
+    def _late_reply(self, c: ClientTxn, msg: Message, code: int) -> None:
         """A reply on a branch that already had its final."""
         t = c.server
         if c.is_invite and code >= 300 and c.ack_data is not None:
@@ -966,7 +969,7 @@ class TransactionManager:
             return
         self.stats.inc(RPL_ABSORBED.base)
 
-    def _relay_reply(self, t: ServerTxn, msg, code: int, stateless: bool = False) -> None:
+    def _relay_reply(self, t: ServerTxn, msg: Message, code: int, stateless: bool = False) -> None:
         try:
             msg.remove_top_via()
         except (ValueError, SipParseError):

@@ -62,6 +62,8 @@ class Req(SimpleNamespace):
             rr_added=True,
             dialog_admitted=False,
             dlg_manage=manage,
+            dlg_direction=None,
+            acc_party_values=None,
             flags=flags,
             src=("203.0.113.10", 5060),
             from_=SimpleNamespace(parsed_uri=uri("+15550100", "carrier.example")),
