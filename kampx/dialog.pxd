@@ -5,6 +5,10 @@ cdef class Journal:
     cdef public list pending
     cdef public Py_ssize_t size
 
+    cpdef bint _queue(self, bytes rec) except -1
+    cpdef _seal(self)
+    cpdef flush(self)
+
 cdef class Dialogs:
     cdef public object index, journal, stats, table, acc
     cdef public bint enforce

@@ -27,3 +27,23 @@ cdef class TransactionManager:
     cdef public dict server, client
     cdef public str branch_prefix, tag_prefix
     cdef dict __dict__
+
+    # the calls between the manager's own steps, C calls (cpdef: still callable, and still
+    # overridable on an instance, from Python)
+    cpdef ServerTxn new_server(self, Message msg, lsock, src)
+    cpdef _charge(self, long long cost)
+    cpdef bint _charge_bytes(self, ServerTxn t, long long n) except -1
+    cpdef _uncharge(self, ServerTxn t)
+    cpdef _send_upstream(self, ServerTxn t, bytes data)
+    cpdef str _tag(self, ServerTxn t)
+    cpdef _send_local(self, ServerTxn t, int code, str reason, extra=*, body=*)
+    cpdef _reply(self, ServerTxn t, int code, bytes data, str reason=*, to_tag=*)
+    cpdef _end_after(self, ServerTxn t, double delay)
+    cpdef _terminate(self, ServerTxn t)
+    cpdef bint relay(self, Message msg, lsock, src, dest, send_lsock) except -1
+    cpdef _start_branch(self, ClientTxn c, double fr)
+    cpdef bint _send_branch(self, ClientTxn c) except -1
+    cpdef _stop_branch(self, ClientTxn c)
+    cpdef _drop_branch(self, ClientTxn c)
+    cpdef on_reply(self, Message msg, ClientTxn c)
+    cpdef _relay_reply(self, ServerTxn t, Message msg, int code, bint stateless=*)

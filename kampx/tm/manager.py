@@ -522,7 +522,7 @@ class TransactionManager:
 
     # -- the proxy-wide limits (shared totals; the supervisor takes back a dead worker's) --
 
-    def _charge(self, cost: int):
+    def _charge(self, cost):  # cost: int (C-typed in manager.pxd)
         """Count one more transaction of `cost` bytes in the proxy's totals; None when it
         fits, else why not (nothing counted)."""
         load = self.load
@@ -535,7 +535,7 @@ class TransactionManager:
             return f"[tm] max_memory_mb ({self.max_bytes >> 20}) reached"
         return None
 
-    def _charge_bytes(self, t: ServerTxn, n: int) -> bool:
+    def _charge_bytes(self, t: ServerTxn, n) -> bool:  # n: int (manager.pxd)
         if self.load.add_get(0, TXN_BYTES, n) > self.max_bytes:
             self.load.add(0, TXN_BYTES, -n)
             return False
@@ -588,7 +588,7 @@ class TransactionManager:
             t.to_tag = f"{self.tag_prefix}{t.label & 0xFFFFFF:06x}"
         return t.to_tag
 
-    def _send_local(self, t: ServerTxn, code: int, reason: str, extra=None, body=b"") -> None:
+    def _send_local(self, t: ServerTxn, code, reason: str, extra=None, body=b"") -> None:
         """A reply generated here for server transaction t (100, t_reply, 408, 487)."""
         req = t.request
         if req is None:  # its final went out and let the request go: nothing more to send
@@ -616,7 +616,7 @@ class TransactionManager:
         self._send_local(t, code, reason, extra, body)
         return True
 
-    def _reply(self, t: ServerTxn, code: int, data: bytes, reason: str = "", to_tag=None) -> None:
+    def _reply(self, t: ServerTxn, code, data: bytes, reason: str = "", to_tag=None) -> None:
         """Send a reply upstream and move the server transaction on (`reason` and `to_tag`:
         the reply's, for the dialog and accounting records of a final)."""
         t.last_reply = data
@@ -969,7 +969,7 @@ class TransactionManager:
             return
         self.stats.inc(RPL_ABSORBED.base)
 
-    def _relay_reply(self, t: ServerTxn, msg: Message, code: int, stateless: bool = False) -> None:
+    def _relay_reply(self, t: ServerTxn, msg: Message, code, stateless: bool = False) -> None:
         try:
             msg.remove_top_via()
         except (ValueError, SipParseError):
