@@ -5,3 +5,14 @@ cdef class Accounting:
     cdef public bint cdr_on_failed
     cdef public dict _call_cols
     cdef public object journal, stats
+
+    # the calls a final reply's records make, C calls from tm's manager and the dialogs
+    # (cpdef: still callable from Python). The parameters that .py annotates `int` are C
+    # ints here, so acc.py leaves them unannotated (a Python `int` there would conflict).
+    cpdef str direction(self, long long flags)
+    cpdef tuple party_values(self, req)
+    cpdef final(self, req, int code, str reason, to_tag)
+    cpdef _count_call(self, str direction, int code)
+    cpdef tuple _row(self, str table, req, int code, str reason, to_tag)
+    cpdef emit(self, row)
+    cpdef _emit(self, bytes data)

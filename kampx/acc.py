@@ -157,7 +157,7 @@ class Accounting:
         self.journal = journal
         self.stats = stats
 
-    def direction(self, flags: int) -> str:
+    def direction(self, flags) -> str:
         if flags & self.in_bit:
             return "inbound"
         if flags & self.out_bit:
@@ -192,7 +192,7 @@ class Accounting:
 
     # -- transactions --
 
-    def final(self, req, code: int, reason: str, to_tag) -> None:
+    def final(self, req, code, reason: str, to_tag) -> None:
         """The final reply `code` to request `req` left (a stateful or stateless one).
         Call only when req.flags & self.mask (the caller's test keeps this off the path of
         unaccounted requests)."""
@@ -209,7 +209,7 @@ class Accounting:
         if call and flags & self.missed_bit:
             self.emit(self._row("missed_calls", req, code, reason, to_tag))
 
-    def _count_call(self, direction: str, code: int) -> None:
+    def _count_call(self, direction: str, code) -> None:
         stats = self.stats
         attempted, answered, failed = self._call_cols[direction]
         stats.inc(attempted)
@@ -218,7 +218,7 @@ class Accounting:
         else:
             stats.inc(failed[min(code // 100, 6) - 3])
 
-    def _row(self, table: str, req, code: int, reason: str, to_tag) -> tuple:
+    def _row(self, table: str, req, code, reason: str, to_tag) -> tuple:
         """A transaction's row as its journal record: ROW_RECORD, then the values of
         ROW_FIELDS (a tuple: half the bytes and marshal time of a dict; decode_record
         makes the dict)."""

@@ -191,7 +191,7 @@ class Journal:
         self.size = 0
         self.held: deque[tuple[bytes, int]] = deque()  # (chunk, records) the pipe refused
 
-    def write(self, op: int, k: bytes, state: int = 0, timeout: float = 0.0) -> bool:
+    def write(self, op, k: bytes, state=0, timeout: float = 0.0) -> bool:
         """Queue a record; False when it is too large to journal."""
         if len(k) > (MAX_DATA if op == OP_ACC else MAX_KEY):
             return False
@@ -311,7 +311,7 @@ class Dialogs:
         self.stats.inc(DIALOGS_PROCESSED.base)
         return k, state
 
-    def _track(self, k: bytes, msg, state: int) -> bool:
+    def _track(self, k: bytes, msg, state) -> bool:
         now = time.time()
         contacts = msg.contacts
         # kampx/dialog_table.py's SETUP_FIELDS, in order
@@ -338,7 +338,7 @@ class Dialogs:
         self.stats.inc(DIALOGS_UNTRACKED.base)
         return False
 
-    def on_reply(self, k: bytes, state: int, code: int, reply) -> int:
+    def on_reply(self, k: bytes, state, code, reply) -> int:
         """Reply `reply` (code `code`) relayed upstream for the transaction that started
         dialog `k` (in `state`); returns the dialog's new state. Called before the reply is
         sent, so the caller's ACK or PRACK always finds the dialog."""
@@ -360,7 +360,7 @@ class Dialogs:
             return CONFIRMED | tracked
         return state
 
-    def _answered(self, k: bytes, code: int, reply) -> None:
+    def _answered(self, k: bytes, code, reply) -> None:
         now = time.time()
         contacts = reply.contacts
         rrs = [r.raw for r in reply.record_routes]
@@ -385,7 +385,7 @@ class Dialogs:
         expires = now + (session_s or self.lifetime)
         self.table.answer(k, CONFIRMED, expires, fields, session_s, now)
 
-    def failed(self, k: bytes, state: int, code: int = 0, reason: str = "") -> None:
+    def failed(self, k: bytes, state, code=0, reason: str = "") -> None:
         """The transaction that started dialog `k` ended without a 2xx (final `code`)."""
         if state & STATE != CONFIRMED:
             self.index.discard(k)
@@ -393,7 +393,7 @@ class Dialogs:
             if state & TRACKED:
                 self.end(k, "canceled" if code == 487 else "failed", code, reason)
 
-    def end(self, k: bytes, why: str, code: int = 0, reason: str = "") -> str | None:
+    def end(self, k: bytes, why: str, code=0, reason: str = "") -> str | None:
         """Stop tracking dialog `k` and write its CDR (`why`: caller, callee, timeout,
         failed, canceled); returns its direction, None when it was not tracked (or another
         process ended it first). Its records are not decoded here (the db writer does)."""
@@ -410,14 +410,14 @@ class Dialogs:
             return None
         return tracked[2] if tracked is not None else {}
 
-    def _end(self, k: bytes, why: str, code: int, reason: str):
+    def _end(self, k: bytes, why: str, code, reason: str):
         taken = self.table.take(k) if self.table is not None else None
         if taken is not None and self.acc is not None:
             _, direction, answered, setup, answer = taken
             self.acc.ended(direction, answered, setup, answer, why, code, reason)
         return taken
 
-    def _confirm(self, k: bytes, now: float, tracked: int = 0) -> None:
+    def _confirm(self, k: bytes, now: float, tracked=0) -> None:
         self.index.put(k, CONFIRMED | tracked, now, now + self.lifetime)
         self.journal.write(OP_PUT, k, CONFIRMED, time.time() + self.lifetime)
 

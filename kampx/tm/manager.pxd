@@ -1,4 +1,6 @@
 from kampx._cparse cimport Message
+from kampx.acc cimport Accounting
+from kampx.dialog cimport Dialogs
 
 cdef class ServerTxn:
     cdef public object key, method, request, lsock, reply_dest, last_reply, to_tag
@@ -22,7 +24,9 @@ cdef class TransactionManager:
     cdef public double t1, t2, t4, fr, fr_inv, fr_failover, wait, _limit_logged, index_ttl
     cdef public long long max_transactions, max_bytes, max_branches, udp_mtu, worker_id
     cdef public long long _label, acc_mask
-    cdef public object overload_reply, stats, timers, fwd, resolver, hooks, dialogs, acc
+    cdef public object overload_reply, stats, timers, fwd, resolver, hooks
+    cdef public Dialogs dialogs
+    cdef public Accounting acc
     cdef public object handoff_to, txn_index, load, server_header, report
     cdef public dict server, client
     cdef public str branch_prefix, tag_prefix
