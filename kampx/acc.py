@@ -33,13 +33,13 @@ import json
 import logging
 import os
 import syslog
-import time
+from time import monotonic, time
 
 from kampx import _records as records
-from kampx import methods as M
 from kampx import stats as S
 from kampx.dialog_table import PARTY_FIELDS
 from kampx.dialog_table import decode as decode_dialog
+from kampx.methods import INVITE
 
 log = logging.getLogger("kampx.acc")
 TABLES = ("acc", "missed_calls", "acc_cdrs")
@@ -197,7 +197,7 @@ class Accounting:
         Call only when req.flags & self.mask (the caller's test keeps this off the path of
         unaccounted requests)."""
         flags = req.flags
-        call = req.method_id == M.INVITE and not req.has_to_tag
+        call = req.method_id == INVITE and not req.has_to_tag
         if call:
             self._count_call(self.direction(flags), code)
         if code < 300:
@@ -231,7 +231,7 @@ class Accounting:
             req.call_id or "",
             code,
             reason,
-            time.time(),
+            time(),
         ) + self.party_values(req)
 
     # -- dialogs --
@@ -251,7 +251,7 @@ class Accounting:
         DIRECTIONS, answer time or 0, and its two records): the duration histogram here,
         the CDR as one record that carries the dialog's records undecoded (the db writer
         makes the row: `decode_record`). `code`/`reason`: the final of a failed call."""
-        end = time.time() if now is None else now
+        end = time() if now is None else now
         if not answered and not self.cdr_on_failed:
             return
         if answered:
@@ -376,7 +376,7 @@ class AccSink:
             self._file = None
 
     def _open(self):
-        now = time.monotonic()
+        now = monotonic()
         if self._file is not None and now - self._checked >= 1.0:
             self._checked = now
             try:

@@ -37,8 +37,8 @@ import logging
 import os
 import select
 import struct
-import time
 from collections import deque
+from time import monotonic, sleep, time
 
 from kampx import stats as S
 from kampx.acc import DIRECTIONS, direction_name
@@ -239,10 +239,10 @@ class Journal:
 
     def drain(self, timeout: float) -> None:
         """Flush until everything is in the pipe or `timeout` passed (a process exiting)."""
-        deadline = time.monotonic() + timeout
+        deadline = monotonic() + timeout
         self.flush()
-        while self.held and time.monotonic() < deadline:
-            time.sleep(0.01)
+        while self.held and monotonic() < deadline:
+            sleep(0.01)
             self.flush()
 
 
@@ -297,7 +297,7 @@ class Dialogs:
         if state is None:
             return None
         k = msg.dialog_key()
-        now = time.monotonic()
+        now = monotonic()
         if msg.dlg_manage and self.table is not None and self._track(k, msg, state):
             state |= TRACKED
         if not self.index.put(k, state, now, now + self.ttl_setup):
@@ -312,7 +312,7 @@ class Dialogs:
         return k, state
 
     def _track(self, k: bytes, msg, state) -> bool:
-        now = time.time()
+        now = time()
         contacts = msg.contacts
         # kampx/dialog_table.py's SETUP_FIELDS, in order
         info = (
@@ -345,15 +345,15 @@ class Dialogs:
         tracked = state & TRACKED
         if code < 200:
             if code > 100 and reply.has_to_tag and state & STATE == PENDING:
-                now = time.monotonic()
+                now = monotonic()
                 self.index.put(k, EARLY | tracked, now, now + self.ttl_setup)
                 if tracked:
-                    self.table.set_state(k, EARLY, time.time() + self.ttl_setup)
+                    self.table.set_state(k, EARLY, time() + self.ttl_setup)
                 return EARLY | tracked
             return state
         if code < 300:
             if state & STATE != CONFIRMED:
-                self._confirm(k, time.monotonic(), tracked)
+                self._confirm(k, monotonic(), tracked)
                 self.stats.inc(DIALOGS_CONFIRMED.base)
                 if tracked:
                     self._answered(k, code, reply)
@@ -361,7 +361,7 @@ class Dialogs:
         return state
 
     def _answered(self, k: bytes, code, reply) -> None:
-        now = time.time()
+        now = time()
         contacts = reply.contacts
         rrs = [r.raw for r in reply.record_routes]
         at, below = _own_record_route(rrs, reply.lsock)
@@ -419,7 +419,7 @@ class Dialogs:
 
     def _confirm(self, k: bytes, now: float, tracked=0) -> None:
         self.index.put(k, CONFIRMED | tracked, now, now + self.lifetime)
-        self.journal.write(OP_PUT, k, CONFIRMED, time.time() + self.lifetime)
+        self.journal.write(OP_PUT, k, CONFIRMED, time() + self.lifetime)
 
     # -- the in-dialog side --
 
@@ -433,7 +433,7 @@ class Dialogs:
             if self.table is not None and msg.method == "BYE":
                 self._bye_untracked(msg)
             return True
-        now = time.monotonic()
+        now = monotonic()
         k = msg.dialog_key()
         value = self.index.lookup(k, now)
         if value < 0 or value & STATE < EARLY:
@@ -477,18 +477,18 @@ class Dialogs:
         sender's CSeq is remembered (a BYE kampx sends must be above it)."""
         caller = self._side(msg, k) == "caller"
         session = msg.method in ("INVITE", "UPDATE")
-        self.table.refresh(k, time.time(), self.lifetime, caller, msg.cseq_num or 0, session)
+        self.table.refresh(k, time(), self.lifetime, caller, msg.cseq_num or 0, session)
 
     def known(self, call_id: str | None, tag: str | None) -> bool:
         """Whether (Call-ID, caller tag) is a dialog past its setup (for stray 2xx)."""
-        value = self.index.lookup(key(call_id or "", tag or ""), time.monotonic())
+        value = self.index.lookup(key(call_id or "", tag or ""), monotonic())
         return value >= 0 and value & STATE >= EARLY
 
     def expire(self) -> int:
         """End every tracked dialog whose lifetime (or setup time) ran out: a CDR each
         ("timeout"; "lost" for one whose setup never finished: its worker died). The
         timer process calls this."""
-        ended = self.table.expire(time.time()) if self.table is not None else []
+        ended = self.table.expire(time()) if self.table is not None else []
         if self.acc is not None:
             for state, direction, answered, setup, answer in ended:
                 why = "timeout" if state == CONFIRMED else "lost"

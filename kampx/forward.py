@@ -10,7 +10,7 @@ and a reply that matches no transaction.
 
 from __future__ import annotations
 
-import socket
+from socket import AF_INET, AF_INET6, inet_pton
 from typing import NamedTuple
 
 from kampx._cparse import SipParseError, parse_uri
@@ -19,7 +19,7 @@ from kampx.stats.core import DROP_REPLIES, FWD_REPLIES, FWD_REQUESTS, SEND_ERROR
 
 def is_ip(host: str) -> bool:
     try:
-        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+        inet_pton(AF_INET6 if ":" in host else AF_INET, host)
         return True
     except OSError:
         return False
@@ -91,7 +91,7 @@ class Forwarder:
         """The listen socket to send to `dest` from: the first of its address family and
         transport (a StreamDest names TCP or TLS; a plain tuple UDP). None when the proxy
         has no such socket (it listens on no TLS address, say)."""
-        fam = socket.AF_INET6 if ":" in dest[0] else socket.AF_INET
+        fam = AF_INET6 if ":" in dest[0] else AF_INET
         proto = dest[2] if len(dest) == 3 else "udp"
         return self._senders.get((fam, proto))
 

@@ -25,12 +25,11 @@ import os
 import select
 import signal
 import socket
-import time
 import traceback
+from time import monotonic, perf_counter_ns, time
 from typing import Any
 
 from kampx import __version__, sl
-from kampx import methods as M
 from kampx import stats as S
 from kampx._cparse import BadFraming, SipParseError, parse
 from kampx.dialog import Dialogs
@@ -39,6 +38,7 @@ from kampx.dns.rfc3263 import AAAA
 from kampx.dns.rfc3263 import A as A_RECORD
 from kampx.forward import Forwarder
 from kampx.hep import HepExporter
+from kampx.methods import ACK
 from kampx.overload import OverloadControl
 from kampx.routing.context import ctx as script_ctx
 from kampx.routing.hooks import Hooks
@@ -318,16 +318,16 @@ class Worker:
         hep = self.hep
         on_timer_error = self._timer_error
         rotated = 0.0
-        next_check = time.monotonic() + 1.0
+        next_check = monotonic() + 1.0
         reading = True
         while True:
             if self.stopping and reading:
                 # stop taking new work; the others (or nobody) read the sockets now
                 ep.unregister(mine.fd)
                 reading = False
-                self.stop_deadline = time.monotonic() + self.stop_bound
+                self.stop_deadline = monotonic() + self.stop_bound
             if not reading:
-                now = time.monotonic()
+                now = monotonic()
                 if now >= self.stop_deadline:
                     return
                 if self.tm.busy() == 0:
@@ -431,19 +431,19 @@ class Worker:
                         # light trunk load takes turns over every worker (docs/architecture.md).
                         # At most every ROTATE_EVERY_S: under load the kernel already passes
                         # over busy workers, and the two system calls are not free.
-                        now = time.monotonic()
+                        now = monotonic()
                         if now - rotated >= ROTATE_EVERY_S:
                             rotated = now
                             ep.unregister(fd)
                             ep.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
             timers.run(on_timer_error)
-            now = time.monotonic()
+            now = monotonic()
             if now >= next_check:
                 next_check = now + 1.0
                 overload.tick(now)
                 if streams is not None:
                     streams.sweep(now)
-                if tracer.expired(time.time()):  # a trace ends by itself, ctl or not
+                if tracer.expired(time()):  # a trace ends by itself, ctl or not
                     tracer.stop()
                     process = self.pipeline()
                 if os.getppid() != self.supervisor_pid:
@@ -550,7 +550,7 @@ class Worker:
                 self.stats.inc(SL_REPLIES.base + 400 - 100)
 
     def _on_request(self, msg) -> None:
-        t0 = time.perf_counter_ns()
+        t0 = perf_counter_ns()
         stats = self.stats
         if not msg.handed_off:  # counted once, by the worker that read it
             stats.inc(RCV_REQUESTS.base + msg.method_id)
@@ -559,11 +559,11 @@ class Worker:
             return
         msg.stamp_source()  # received/rport (RFC 3261 18.2.1, RFC 3581 4)
         if self.tm.match_request(msg):
-            if msg.method_id == M.ACK and self._acks_own_reply(msg):
+            if msg.method_id == ACK and self._acks_own_reply(msg):
                 pass  # Kamailio's sl ACK filter: the ACK of a reply this proxy made ends here
             elif not (self.overload.behind and self.overload.refuse(msg)):
                 self.hooks.request_route(msg)
-        stats.observe_us((time.perf_counter_ns() - t0) // 1000)
+        stats.observe_us((perf_counter_ns() - t0) // 1000)
 
     def _acks_own_reply(self, msg) -> bool:
         """An ACK (no transaction of ours) for a reply this proxy sent statelessly: its

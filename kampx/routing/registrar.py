@@ -5,7 +5,10 @@ tells "not registered" from an error."""
 
 from __future__ import annotations
 
-from kampx import registrar as _reg
+from kampx.registrar import lookup as _lookup
+from kampx.registrar import registered as _registered
+from kampx.registrar import save as _save
+from kampx.registrar import unregister as _unregister
 from kampx.routing.context import Result, ctx, result
 
 __all__ = ["save", "lookup", "registered", "unregister"]
@@ -15,21 +18,21 @@ def save(table: str = "location", flags: int = 0, uri: str | None = None) -> Res
     """Store the REGISTER's contacts for the To URI's AOR (or `uri`'s) and reply to it
     (RFC 3261 10.3). 1 saved, 3 all removed, 4 query; -1 refused, -2 too many contacts.
     flags 0x02: do not reply."""
-    return result(_reg.save(ctx.worker, ctx.msg, table, flags, uri))
+    return result(_save(ctx.worker, ctx.msg, table, flags, uri))
 
 
 def lookup(table: str = "location", uri: str | None = None) -> Result:
     """Rewrite the Request-URI to the best registered contact of its AOR (or `uri`'s).
     1 found, -1 not registered, -3 the URI is unusable."""
-    return result(_reg.lookup(ctx.worker, ctx.msg, table, uri))
+    return result(_lookup(ctx.worker, ctx.msg, table, uri))
 
 
 def registered(table: str = "location", uri: str | None = None) -> Result:
     """1 when the AOR of the Request-URI (or `uri`) has a binding, else -1."""
-    return result(_reg.registered(ctx.worker, ctx.msg, table, uri))
+    return result(_registered(ctx.worker, ctx.msg, table, uri))
 
 
 def unregister(table: str, uri: str, ruid: str | None = None) -> Result:
     """Remove the AOR's bindings (or only the one with `ruid`). 1 done, -1 bad URI,
     -3 no such binding."""
-    return result(_reg.unregister(ctx.worker, ctx.msg, table, uri, ruid))
+    return result(_unregister(ctx.worker, ctx.msg, table, uri, ruid))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-import time
+from time import monotonic
 
-from kampx import methods as _M
+from kampx.methods import ACK, CANCEL
 from kampx.routing.context import ctx
 from kampx.routing.flow import ScriptExit
 
@@ -36,12 +36,12 @@ def t_check_trans() -> bool:
     For other requests: a retransmission of an existing transaction is answered from it and
     the script ends here (Kamailio's t_check_trans)."""
     w, msg = ctx.worker, ctx.msg
-    if msg.method_id == _M.CANCEL:
+    if msg.method_id == CANCEL:
         return w.tm.lookup(msg.invite_key) is not None
     t = w.tm.lookup(msg.txn_key)
     if t is None:
         return False
-    if msg.method_id == _M.ACK:
+    if msg.method_id == ACK:
         return True
     w.tm.retransmission(t, msg)
     raise ScriptExit()
@@ -51,9 +51,9 @@ def t_precheck_trans() -> bool:
     """True when another copy of this request is already being handled (by this or another
     worker): the shared transaction index has its key."""
     w, msg = ctx.worker, ctx.msg
-    if msg.method_id in (_M.ACK, _M.CANCEL):
+    if msg.method_id in (ACK, CANCEL):
         return False
-    return w.txn_index.lookup(msg.txn_key, time.monotonic()) >= 0
+    return w.txn_index.lookup(msg.txn_key, monotonic()) >= 0
 
 
 def t_newtran() -> bool:

@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import logging
 import os
-import time
+from time import monotonic
 
 from kampx import dset
-from kampx import methods as M
 from kampx._cparse import Message, SipParseError, build_reply, parse
 from kampx.dialog import CONFIRMED, STATE
 from kampx.dns.resolver import FAILED_RELAYS
 from kampx.dns.rfc3263 import UNAVAILABLE
 from kampx.forward import StreamDest, Unresolved
+from kampx.methods import ACK, CANCEL, INVITE
 from kampx.overload import overload_reply
 from kampx.routing.flow import HandedOff, ScriptExit
 from kampx.rr import branch_lines
@@ -115,7 +115,7 @@ class ServerTxn:
         self.key = key
         self.index_key = key
         self.method = msg.method
-        self.is_invite = msg.method_id == M.INVITE
+        self.is_invite = msg.method_id == INVITE
         self.request: Message | None = msg  # let go once the final reply is sent
         self.lsock = lsock
         self.reply_dest = reply_dest
@@ -279,8 +279,8 @@ class TransactionManager:
         an ACK to a non-2xx final absorbed, a packet of another worker's transaction handed
         to it. True when the script is to see the request."""
         mid = msg.method_id
-        now = time.monotonic()
-        if mid == M.CANCEL:
+        now = monotonic()
+        if mid == CANCEL:
             key = msg.invite_key = server_key(msg, "INVITE")
             msg.txn_key = server_key(msg)
             if not msg.handed_off and self.server.get(key) is None:
@@ -300,7 +300,7 @@ class TransactionManager:
                 if owner >= 0 and owner != self.worker_id and self.handoff_to(owner, msg):
                     return False
             return True
-        if mid == M.ACK and 200 <= t.last_code < 300:
+        if mid == ACK and 200 <= t.last_code < 300:
             return True  # an ACK for a 2xx sharing the INVITE's branch: route it
         self.retransmission(t, msg)
         return False
@@ -336,12 +336,12 @@ class TransactionManager:
         established is refused (403 for sl_reply_error: kampx/dialog.py). False when
         nothing was relayed."""
         mid = msg.method_id
-        if mid == M.CANCEL:
+        if mid == CANCEL:
             t = self.server.get(msg.invite_key or b"")  # match_request set it
             if t is None:
                 return False
             return self.cancel(msg, t, msg.lsock, msg.src)
-        if host is None and port is None and mid != M.ACK and msg.branches:
+        if host is None and port is None and mid != ACK and msg.branches:
             return dset.fork(msg, self.t_relay)
         if msg.has_to_tag and not self.dialogs.admit(msg):
             msg.error_reply = FORBIDDEN_REPLY
@@ -351,7 +351,7 @@ class TransactionManager:
             return False
         if type(dest) is Unresolved:
             return self._relay_to_name(msg, dest)
-        if mid == M.ACK:
+        if mid == ACK:
             return self.fwd.forward_stateless(msg, dest, self.branch_prefix)
         lsock = self.fwd.socket_for(dest)
         if lsock is None:
@@ -381,7 +381,7 @@ class TransactionManager:
             name.secure,
             lambda found: self._resolved(pending[0], found) if pending else None,
         )
-        if msg.method_id == M.ACK:  # a 2xx's ACK: stateless, to the first target
+        if msg.method_id == ACK:  # a 2xx's ACK: stateless, to the first target
             if lookup is None:
                 pending.append(_StatelessAck(msg))
                 return True
@@ -494,7 +494,7 @@ class TransactionManager:
         t = self.server.get(key)
         if t is not None:
             return t
-        owner = self.txn_index.claim(key, self.worker_id, time.monotonic(), self.index_ttl)
+        owner = self.txn_index.claim(key, self.worker_id, monotonic(), self.index_ttl)
         if owner != self.worker_id:
             if owner >= 0 and not msg.handed_off and self.handoff_to(owner, msg):
                 raise HandedOff()
@@ -554,7 +554,7 @@ class TransactionManager:
         at most every LIMIT_LOG_EVERY_S (a flood must not become a flood of log lines)."""
         self.stats.inc(TXN_REFUSED.base)
         msg.error_reply = self.overload_reply
-        now = time.monotonic()
+        now = monotonic()
         if now >= self._limit_logged + LIMIT_LOG_EVERY_S:
             self._limit_logged = now
             log.warning("new transactions refused with 503: %s", why)
@@ -562,7 +562,7 @@ class TransactionManager:
 
     def retransmission(self, t: ServerTxn, msg: Message) -> None:
         """A retransmitted request (or ACK) for server transaction t."""
-        if msg.method_id == M.ACK:
+        if msg.method_id == ACK:
             self._on_ack(t)
             return
         self.stats.inc(RETRANS_ABSORBED.base)
