@@ -77,5 +77,7 @@ setup(
     + cythonize(
         PYTHON_COMPILED, language_level=3, compiler_directives={"annotation_typing": False}
     )
-    + cythonize(PYTHON_TYPED, language_level=3)
+    # nonecheck: a None where a C type is declared (a `Message msg`) raises instead of being
+    # read through as a null pointer
+    + cythonize(PYTHON_TYPED, language_level=3, compiler_directives={"nonecheck": True})
 )

@@ -1,5 +1,7 @@
 # C types for kampx/acc.py, compiled as it is written (setup.py's PYTHON_TYPED).
 
+from kampx._cparse cimport Message
+
 cdef class Accounting:
     cdef public long long log_bit, missed_bit, failed_bit, in_bit, out_bit, mask
     cdef public bint cdr_on_failed
@@ -10,9 +12,9 @@ cdef class Accounting:
     # (cpdef: still callable from Python). The parameters that .py annotates `int` are C
     # ints here, so acc.py leaves them unannotated (a Python `int` there would conflict).
     cpdef str direction(self, long long flags)
-    cpdef tuple party_values(self, req)
-    cpdef final(self, req, int code, str reason, to_tag)
+    cpdef tuple party_values(self, Message req)
+    cpdef final(self, Message req, int code, str reason, to_tag)
     cpdef _count_call(self, str direction, int code)
-    cpdef tuple _row(self, str table, req, int code, str reason, to_tag)
+    cpdef tuple _row(self, str table, Message req, int code, str reason, to_tag)
     cpdef emit(self, row)
     cpdef _emit(self, bytes data)

@@ -1,5 +1,6 @@
 # C types for kampx/dialog.py, compiled as it is written (setup.py's PYTHON_TYPED).
 
+from kampx._cparse cimport Message
 from kampx.acc cimport Accounting
 
 cdef class Journal:
@@ -21,16 +22,16 @@ cdef class Dialogs:
     cdef public double lifetime, linger, ttl_setup, _full_logged
 
     # a relayed call's steps, C calls from tm's manager and between themselves (cpdef:
-    # still callable from Python). `msg` and `reply` stay objects: the unit tests hand in
-    # stand-ins. The parameters typed C int here are unannotated in dialog.py.
-    cpdef start(self, msg)
-    cpdef bint _track(self, bytes k, msg, int state) except -1
-    cpdef int on_reply(self, bytes k, int state, int code, reply) except? -1
-    cpdef _answered(self, bytes k, int code, reply)
+    # still callable from Python); a message's fields read as C fields. The parameters
+    # typed here are unannotated in dialog.py (a Python `int` there would conflict).
+    cpdef start(self, Message msg)
+    cpdef bint _track(self, bytes k, Message msg, int state) except -1
+    cpdef int on_reply(self, bytes k, int state, int code, Message reply) except? -1
+    cpdef _answered(self, bytes k, int code, Message reply)
     cpdef failed(self, bytes k, int state, int code=*, str reason=*)
     cpdef end(self, bytes k, str why, int code=*, str reason=*)
     cpdef _end(self, bytes k, str why, int code, str reason)
     cpdef _confirm(self, bytes k, double now, int tracked=*)
-    cpdef bint admit(self, msg) except -1
-    cpdef _bye_untracked(self, msg)
-    cpdef _refresh(self, bytes k, msg)
+    cpdef bint admit(self, Message msg) except -1
+    cpdef _bye_untracked(self, Message msg)
+    cpdef _refresh(self, bytes k, Message msg)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from types import SimpleNamespace
 
+import parsedkit
 import pytest
 
 from kampx import dialog as D
@@ -14,19 +15,14 @@ from kampx._shm import CounterRows, KeyIndex
 from kampx.config import DialogConfig
 
 
-class Msg(SimpleNamespace):
-    """What the dialog code reads of a parsed request."""
-
-    def __init__(self, method="INVITE", call_id="c1", from_tag="ft", to_tag=None, rr=True):
-        super().__init__(method=method, call_id=call_id, from_tag=from_tag, to_tag=to_tag,
-                         has_to_tag=to_tag is not None, rr_added=rr, dialog_admitted=False,
-                         dlg_manage=False, dlg_direction=None)
-
-    def dialog_key(self, callee=False):  # Message.dialog_key's contract
-        return D.key(self.call_id or "", (self.to_tag if callee else self.from_tag) or "")
+def Msg(method="INVITE", call_id="c1", from_tag="ft", to_tag=None, rr=True):
+    """A parsed request; `rr`: record_route() added ours."""
+    msg = parsedkit.request(method, call_id, from_tag, to_tag)
+    msg.rr_added = rr
+    return msg
 
 
-TAGGED = SimpleNamespace(has_to_tag=True)  # a reply with a To-tag
+TAGGED = parsedkit.reply()  # a reply with a To-tag
 
 
 @pytest.fixture
@@ -167,3 +163,17 @@ def test_writer_coalesces_and_load_restores(env, tmp_path):
         assert storage.dialogs.delete_expired(time.time() + 10 ** 6) == 1
     finally:
         storage.close()
+
+
+def test_a_none_where_a_message_belongs_raises_instead_of_crashing(env):
+    """dialog.py, acc.py and tm's manager read a Message's fields as C fields (their .pxd):
+    built with nonecheck, a None there is an exception the worker counts, not a read
+    through a null pointer that kills the process."""
+    d = env.dialogs
+    with pytest.raises((AttributeError, TypeError)):
+        d.start(None)
+    with pytest.raises((AttributeError, TypeError)):
+        d.admit(None)
+    k, state = d.start(Msg())
+    with pytest.raises((AttributeError, TypeError)):
+        d.on_reply(k, state, 180, None)

@@ -9,6 +9,7 @@ import os
 import time
 from types import SimpleNamespace
 
+import parsedkit
 import pytest
 
 from kampx import _records as records
@@ -32,85 +33,25 @@ ACC = AccConfig()
 LOG, MISSED, FAILED, INBOUND, OUTBOUND = (1 << f for f in (1, 2, 3, 4, 5))
 
 
-def uri(user, host):
-    return SimpleNamespace(user=user, host=host)
+def Req(method="INVITE", call_id="c1", from_tag="ft", to_tag=None, flags=0, manage=True,
+        cseq_num=1):
+    """A parsed request from the carrier for alice, its Request-URI rewritten to her
+    registered address (as lookup() leaves it), marked with `flags` and, with `manage`,
+    dlg_manage()."""
+    msg = parsedkit.request(method, call_id, from_tag, to_tag, cseq=cseq_num)
+    msg.set_ruri("sip:alice@198.51.100.7")
+    msg.rr_added = True
+    msg.dlg_manage = manage
+    msg.flags = flags
+    return msg
 
 
-class Req(SimpleNamespace):
-    """What accounting and the dialog code read of a parsed request."""
-
-    def __init__(
-        self,
-        method="INVITE",
-        call_id="c1",
-        from_tag="ft",
-        to_tag=None,
-        flags=0,
-        manage=True,
-        cseq_num=1,
-        **kw,
-    ):
-        from kampx import methods as M
-
-        super().__init__(
-            method=method,
-            method_id=getattr(M, method),
-            call_id=call_id,
-            from_tag=from_tag,
-            to_tag=to_tag,
-            has_to_tag=to_tag is not None,
-            rr_added=True,
-            dialog_admitted=False,
-            dlg_manage=manage,
-            dlg_direction=None,
-            acc_party_values=None,
-            flags=flags,
-            src=("203.0.113.10", 5060),
-            from_=SimpleNamespace(parsed_uri=uri("+15550100", "carrier.example")),
-            to=SimpleNamespace(parsed_uri=uri("alice", "kampx.test")),
-            uri=uri("alice", "198.51.100.7"),
-            contacts=[SimpleNamespace(uri="sip:c@203.0.113.10")],
-            original_ruri="sip:alice@kampx.test",
-            ruri="sip:alice@198.51.100.7",
-            lsock=SimpleNamespace(index=0),
-            cseq_num=cseq_num,
-            **kw,
-        )
-
-    def addr_user_host(self, to_side=False):  # Message.addr_user_host's contract
-        u = (self.to if to_side else self.from_).parsed_uri
-        return u.user, u.host
-
-    def acc_parties(self):  # Message.acc_parties' contract
-        f, t, r = self.from_.parsed_uri, self.to.parsed_uri, self.uri
-        return f.user or "", f.host or "", t.user or "", r.user or "", r.host or ""
-
-    def dialog_key(self, callee=False):  # Message.dialog_key's contract
-        from kampx.dialog import key
-
-        return key(self.call_id or "", (self.to_tag if callee else self.from_tag) or "")
-
-    def header(self, name):
-        return {"from": "<sip:+15550100@carrier.example>;tag=ft", "to": "<sip:alice@kampx.test>"}[
-            name
-        ]
+def Reply(code=200, to_tag="tt", headers=()):
+    """alice's reply, through us (our Record-Route)."""
+    return parsedkit.reply(code, to_tag, reason=REASONS[code], headers=headers)
 
 
-class Reply(SimpleNamespace):
-    def __init__(self, code=200, to_tag="tt"):
-        rr = "<sip:127.0.0.1;lr>"
-        super().__init__(
-            has_to_tag=to_tag is not None,
-            to_tag=to_tag,
-            reason="OK",
-            contacts=[SimpleNamespace(uri="sip:alice@198.51.100.7")],
-            record_routes=[SimpleNamespace(raw=rr)],
-            src=("198.51.100.7", 5060),
-            lsock=SimpleNamespace(index=0, rr_value=rr, rr_double=b"<sip:127.0.0.1;r2=on;lr>"),
-        )
-
-    def header(self, name):
-        return "<sip:alice@kampx.test>;tag=tt"
+REASONS = {180: "Ringing", 200: "OK"}
 
 
 @pytest.fixture
@@ -467,10 +408,7 @@ def test_a_session_timer_sets_the_dialogs_end_and_only_refreshes_renew_it(env):
     d = env.dialogs
     req = Req(flags=LOG)
     k, state = d.start(req)
-    ok = Reply()
-    ok.header = lambda name: {"session-expires": "120;refresher=uac"}.get(
-        name, "<sip:alice@kampx.test>;tag=tt"
-    )
+    ok = Reply(headers=("Session-Expires: 120;refresher=uac",))
     d.on_reply(k, state, 200, ok)
     _, expires, info = env.table.get(k)
     assert info["session_expires"] == 120 and 118 < expires - time.time() <= 120
