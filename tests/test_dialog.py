@@ -166,9 +166,10 @@ def test_writer_coalesces_and_load_restores(env, tmp_path):
 
 
 def test_a_none_where_a_message_belongs_raises_instead_of_crashing(env):
-    """dialog.py, acc.py and tm's manager read a Message's fields as C fields (their .pxd):
-    built with nonecheck, a None there is an exception the worker counts, not a read
-    through a null pointer that kills the process."""
+    """dialog.py (as acc.py and tm's manager) reads a Message's fields as C fields (its
+    .pxd): built with nonecheck, a None there is an exception the worker counts. Without
+    it the fields are read from whatever memory follows the None object: built without
+    it, admit(None) returned an answer made of that memory instead of raising."""
     d = env.dialogs
     with pytest.raises((AttributeError, TypeError)):
         d.start(None)
