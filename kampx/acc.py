@@ -37,7 +37,8 @@ from time import monotonic, time
 
 from kampx import _records as records
 from kampx import stats as S
-from kampx.dialog_table import PARTY_FIELDS
+from kampx.db.base import acc_columns
+from kampx.dialog_table import ANSWER_FIELDS, PARTY_FIELDS, SETUP_FIELDS
 from kampx.dialog_table import decode as decode_dialog
 from kampx.methods import INVITE
 
@@ -310,6 +311,78 @@ def decode_record(data: bytes) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
+def record_columns(data: bytes) -> tuple[str, list] | None:
+    """A journal's accounting record as (table, its values in the table's column order:
+    kampx/db/base.py's ACC_TABLE_COLUMNS), what the db writer inserts: decode_record's row
+    without the dict on the way. None when it is not one."""
+    try:
+        record = records.loads(data)
+    except (EOFError, ValueError, TypeError):
+        return None
+    if type(record) is tuple:
+        if len(record) == 1 + len(ROW_FIELDS) and record[0] == ROW_RECORD:
+            if record[1] in _ROW_TABLES:  # ROW_FIELDS after "t" are those tables' columns
+                return record[1], list(record[2:])
+            return None
+        if len(record) == 7 and record[0] == CDR_RECORD:
+            cdr = _cdr_columns(record)
+            if cdr is not None:
+                return "acc_cdrs", cdr
+    row = decode_record(data)  # a dict (an older writer), a shed dialog record, or nothing
+    return acc_columns(row) if row is not None else None
+
+
+_ROW_TABLES = ("acc", "missed_calls")
+# where the columns a CDR copies are in the setup record, and those the answer record
+# overrides (its value wins, as in kampx/dialog_table.py's decode)
+_CDR_FROM_SETUP = tuple(SETUP_FIELDS.index(name) for name in _CDR_COPIED)
+_CDR_FROM_ANSWER = tuple(
+    (k, ANSWER_FIELDS.index(name)) for k, name in enumerate(_CDR_COPIED) if name in ANSWER_FIELDS
+)
+_SETUP_AT = SETUP_FIELDS.index("setup")
+_ANSWERED_AT = ANSWER_FIELDS.index("answered")
+_CODE_AT = ANSWER_FIELDS.index("code")
+_REASON_AT = ANSWER_FIELDS.index("reason")
+
+
+def _cdr_columns(record: tuple) -> list | None:
+    """cdr_row's values for a CDR record whose dialog records are both in the compact form
+    (None otherwise: decode_record's dict path reads the rest), in the order of
+    ACC_CDRS_COLUMNS: the four times, the copied columns, sip_code, sip_reason, end_reason."""
+    _, end_reason, end, code, reason, setup_data, answer_data = record
+    try:
+        setup = records.loads(setup_data)
+        answer = records.loads(answer_data) if answer_data else None
+    except (EOFError, ValueError, TypeError):
+        return None
+    if type(setup) is not tuple or len(setup) != len(SETUP_FIELDS):
+        return None
+    copied = [setup[i] for i in _CDR_FROM_SETUP]
+    start = None
+    if answer is None:
+        sip_code, sip_reason = 0, ""
+    elif type(answer) is tuple and len(answer) == len(ANSWER_FIELDS):
+        for k, i in _CDR_FROM_ANSWER:
+            copied[k] = answer[i]
+        start, sip_code, sip_reason = answer[_ANSWERED_AT], answer[_CODE_AT], answer[_REASON_AT]
+    else:
+        return None
+    if code:
+        sip_code, sip_reason = code, reason
+    if start is None:
+        start = end
+    return [
+        start,
+        end,
+        round(max(0.0, end - start), 3),
+        setup[_SETUP_AT],
+        *copied,
+        sip_code,
+        sip_reason,
+        end_reason,
+    ]
+
+
 # -------------------------------------------------------------------------- the db writer --
 
 
@@ -325,35 +398,43 @@ class AccSink:
         self.db = cfg.db
         self.target = cfg.log
         self.stats = stats
-        self.rows: list[dict] = []
+        self.rows: list[tuple[str, list]] = []  # (table, values in column order)
         self._file = None
         self._inode = None
         self._checked = 0.0
 
     def add(self, data: bytes) -> None:
-        row = decode_record(data)
-        if row is None:
-            self._count(RECORDS_DROPPED.base)
-            return
-        if self.target:
-            self._log(row)
-        if self.db:
-            self.rows.append(row)
+        if self.db:  # the row as its columns (no dict on the way)
+            columns = record_columns(data)
+            if columns is None:
+                self._count(RECORDS_DROPPED.base)
+                return
+            self.rows.append(columns)
             if len(self.rows) > self.MAX_PENDING:  # a database down for a long time
                 del self.rows[0]
                 self._count(RECORDS_DROPPED.base)
-        elif row.get("t") in TABLES:
-            self._count(RECORDS_WRITTEN.col(row["t"]))
+        if self.target:
+            row = decode_record(data)
+            if row is None:
+                if not self.db:
+                    self._count(RECORDS_DROPPED.base)
+                return
+            self._log(row)
+            if not self.db and row.get("t") in TABLES:
+                self._count(RECORDS_WRITTEN.col(row["t"]))
 
     def write(self, storage) -> int:
         """Insert the pending rows in one transaction (StorageError: they are kept)."""
         if not self.rows:
             return 0
-        storage.acc.insert(self.rows)
+        storage.acc.insert_columns(self.rows)
         n = len(self.rows)
-        for row in self.rows:
-            if row.get("t") in TABLES:
-                self._count(RECORDS_WRITTEN.col(row["t"]))
+        written = dict.fromkeys(TABLES, 0)
+        for table, _ in self.rows:
+            written[table] += 1
+        for table, count in written.items():
+            if count and self.stats is not None:
+                self.stats.add(RECORDS_WRITTEN.col(table), count)
         self.rows = []
         return n
 

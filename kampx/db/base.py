@@ -322,38 +322,67 @@ def _acc_code(v: Any) -> str:
     return f"{code:03d}"
 
 
-def acc_params(rows: Iterable[Mapping[str, Any]], stamp) -> dict[str, list[tuple]]:
-    """The records as each table's INSERT parameters, in ACC_TABLE_COLUMNS order: {table:
-    [tuple, ...]} for the tables that have rows. `stamp(epoch seconds)` is the backend's
-    time value. Records of an unknown (or no) "t" are left out. StorageError naming the
-    record and the key for a value that is not what the column holds."""
+def _acc_plan(columns: tuple[tuple[str, str, int], ...]) -> tuple[tuple, tuple, tuple]:
+    """A table's columns as (names, ((index, width) of each text), ((index, kind) of the
+    others)): acc_values checks the texts, which are most columns, in one tight loop."""
+    names = tuple(name for name, _, _ in columns)
+    texts = tuple((i, width) for i, (_, kind, width) in enumerate(columns) if kind == "text")
+    others = tuple((i, kind) for i, (_, kind, _) in enumerate(columns) if kind != "text")
+    return names, texts, others
+
+
+_ACC_PLANS = {table: _acc_plan(columns) for table, columns in ACC_TABLE_COLUMNS.items()}
+
+
+def acc_values(table: str, values: list, stamp, i: int = 0) -> tuple:
+    """One row's values, in ACC_TABLE_COLUMNS[table] order, as the INSERT parameters:
+    texts cut to their width (and made storable), times through `stamp` (the backend's time
+    value), codes as char(3), reals rounded to milliseconds. `values` is left as it was (a
+    batch that failed is retried from it). StorageError naming the record (`i`) and the
+    column for a value that is not what the column holds."""
+    names, texts, others = _ACC_PLANS[table]
+    values = list(values)
+    j = 0
+    v = None
+    try:
+        for j, width in texts:
+            v = values[j]
+            # the common case (what kampx writes) without a call
+            if not (v.__class__ is str and len(v) <= width and v.isascii() and "\x00" not in v):
+                values[j] = _acc_text(v, width)
+        for j, kind in others:
+            v = values[j]
+            if kind == "time":
+                values[j] = None if v is None else stamp(float(v))
+            elif kind == "code":
+                values[j] = _acc_code(v)
+            else:
+                values[j] = 0.0 if v is None else round(float(v), 3)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise StorageError(
+            f"accounting record {i} ({table}): bad {names[j]!r} {v!r} ({e})"
+        ) from None
+    return tuple(values)
+
+
+def acc_columns(row: Mapping[str, Any]) -> tuple[str, list] | None:
+    """A record (a dict with "t") as (table, its values in ACC_TABLE_COLUMNS order; a missing
+    key None), None when "t" names no accounting table."""
+    table = row.get("t")
+    if not isinstance(table, str) or table not in _ACC_PLANS:
+        return None
+    return table, list(map(row.get, _ACC_PLANS[table][0]))
+
+
+def acc_params(rows: Iterable[tuple[str, list]], stamp) -> dict[str, list[tuple]]:
+    """(table, values in column order) rows as each table's INSERT parameters: {table:
+    [tuple, ...]} for the tables that have rows (acc_values: StorageError for a bad value)."""
     out: dict[str, list[tuple]] = {}
-    for i, row in enumerate(rows):
-        table = row.get("t")
-        if not isinstance(table, str) or table not in ACC_TABLE_COLUMNS:
-            continue
-        columns = ACC_TABLE_COLUMNS[table]
-        values: list[Any] = []
-        for name, kind, width in columns:
-            v = row.get(name)
-            try:
-                if kind == "text":
-                    # the common case (what kampx writes) without a call
-                    if v.__class__ is str and len(v) <= width and v.isascii() and "\x00" not in v:
-                        values.append(v)
-                    else:
-                        values.append(_acc_text(v, width))
-                elif kind == "time":
-                    values.append(None if v is None else stamp(float(v)))
-                elif kind == "code":
-                    values.append(_acc_code(v))
-                else:
-                    values.append(0.0 if v is None else round(float(v), 3))
-            except (TypeError, ValueError, OverflowError) as e:
-                raise StorageError(
-                    f"accounting record {i} ({table}): bad {name!r} {v!r} ({e})"
-                ) from None
-        out.setdefault(table, []).append(tuple(values))
+    for i, (table, values) in enumerate(rows):
+        params = out.get(table)
+        if params is None:
+            params = out[table] = []
+        params.append(acc_values(table, values, stamp, i))
     return out
 
 
@@ -390,6 +419,11 @@ class Accounting(ABC):
         table's columns; a missing key is the column's default, a missing time NULL), all
         in one transaction, one executemany per table; records of another "t" are skipped.
         Returns the rows written. StorageError when anything fails: then nothing is written."""
+
+    @abstractmethod
+    def insert_columns(self, rows: Iterable[tuple[str, list]]) -> int:
+        """insert() for rows already in column order, (table, [the values of
+        ACC_TABLE_COLUMNS[table], in that order]): the db writer's form, no dict per row."""
 
     @abstractmethod
     def cdrs(
@@ -442,6 +476,9 @@ class SqlAccounting(Accounting):
         raise NotImplementedError
 
     def insert(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        return self.insert_columns([c for c in map(acc_columns, rows) if c is not None])
+
+    def insert_columns(self, rows: Iterable[tuple[str, list]]) -> int:
         params = acc_params(rows, self.to_db)
         if not params:
             return 0

@@ -11,7 +11,6 @@ existing files and directories are left as they are.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import random
@@ -400,12 +399,16 @@ def utc_text(epoch: float) -> str:
     """Epoch seconds as the UTC text the accounting tables hold: 'YYYY-MM-DD HH:MM:SS.mmm'
     (SQLite's datetime() form plus milliseconds: the two compare as text in time order)."""
     seconds, ms = divmod(round(epoch * 1000), 1000)
-    return _utc_second(seconds) + f".{ms:03d}"
+    text = _SECOND_TEXT.get(seconds)
+    if text is None:
+        if len(_SECOND_TEXT) >= 64:  # the records of one batch share a few seconds
+            _SECOND_TEXT.clear()
+        text = _SECOND_TEXT[seconds] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
+    return text + _MS_TEXT[ms]
 
 
-@functools.lru_cache(maxsize=64)  # the records of one batch share a few seconds
-def _utc_second(seconds: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
+_SECOND_TEXT: dict[int, str] = {}
+_MS_TEXT = tuple(f".{ms:03d}" for ms in range(1000))  # a table: formatting is most of the cost
 
 
 def utc_epoch(value: Any) -> float | None:

@@ -17,6 +17,7 @@ from kampx import dialog as D
 from kampx import stats as S
 from kampx._shm import CounterRows, KeyIndex
 from kampx.acc import (
+    record_columns,
     CALL_DURATION,
     CALLS_ANSWERED,
     CALLS_ATTEMPTED,
@@ -26,6 +27,8 @@ from kampx.acc import (
     decode_record,
 )
 from kampx.config import AccConfig, DialogConfig
+from kampx.db.base import acc_columns
+from kampx.db.sqlite import SqliteStorage
 from kampx.dialog_table import ANSWER_FIELDS, PROBE, SETUP_FIELDS, DialogTable, key_hash
 from kampx.dialog_table import decode as decode_dialog
 
@@ -75,7 +78,14 @@ def env():
     def records():
         journal.flush()
         got, _ = D.read_journal(r)
-        return [decode_record(k) for op, k, _, _ in got if op == D.OP_ACC]
+        rows = []
+        for op, k, _, _ in got:
+            if op == D.OP_ACC:
+                row = decode_record(k)
+                # what the db writer inserts, read without the dict: the same values
+                assert record_columns(k) == acc_columns(row)
+                rows.append(row)
+        return rows
 
     yield SimpleNamespace(
         dialogs=dialogs,
@@ -328,13 +338,15 @@ def test_an_oversized_dialog_sheds_its_route_sets_not_its_cdr_fields():
 def test_the_sink_writes_batches_and_logs_json_lines(tmp_path):
     path = tmp_path / "acc.jsonl"
     sink = AccSink(AccConfig(log=str(path)))
-    written = []
-    storage = SimpleNamespace(acc=SimpleNamespace(insert=lambda rows: written.extend(rows)))
+    storage = SqliteStorage(str(tmp_path / "kampx.db"))
     sink.add(marshal.dumps({"t": "acc", "callid": "a"}))
     sink.add(b"not marshal")
-    sink.add(marshal.dumps({"t": "acc_cdrs", "callid": "b"}))
-    assert sink.write(storage) == 2 and [r["callid"] for r in written] == ["a", "b"]
+    sink.add(marshal.dumps({"t": "acc_cdrs", "callid": "b", "start_time": 1.5e9}))
+    assert sink.write(storage) == 2
+    assert [r["callid"] for r in storage.acc.records("acc")] == ["a"]
+    assert [r["callid"] for r in storage.acc.cdrs()] == ["b"]
     assert sink.write(storage) == 0
+    storage.close()
     lines = [json.loads(x) for x in path.read_text().splitlines()]
     assert [x["callid"] for x in lines] == ["a", "b"]
     os.rename(path, tmp_path / "acc.jsonl.1")  # logrotate
@@ -344,22 +356,36 @@ def test_the_sink_writes_batches_and_logs_json_lines(tmp_path):
     sink.close()
 
 
-def test_a_failing_database_keeps_the_rows_for_the_next_round():
+def test_a_failing_database_keeps_the_rows_for_the_next_round(tmp_path):
+    """The batch that failed (its values already made storable, then the database went
+    away) is written whole by the next round, its times as they were."""
     from kampx.db import StorageError
+    from kampx.db.base import acc_params
+    from kampx.db.sqlite import utc_text
 
     sink = AccSink(AccConfig())
+    storage = SqliteStorage(str(tmp_path / "kampx.db"))
+    real = storage.acc.insert_columns
     calls = []
 
-    def insert(rows):
+    def insert_columns(rows):
         calls.append(len(rows))
         if len(calls) == 1:
+            acc_params(rows, utc_text)  # made storable, then the connection is lost
             raise StorageError("database is locked")
+        return real(rows)
 
-    storage = SimpleNamespace(acc=SimpleNamespace(insert=insert))
-    sink.add(marshal.dumps({"t": "acc"}))
+    failing = SimpleNamespace(acc=SimpleNamespace(insert_columns=insert_columns))
+    sink.add(marshal.dumps({"t": "acc", "callid": "a", "time": 1_700_000_000.25}))
+    sink.add(marshal.dumps({"t": "acc_cdrs", "callid": "b", "start_time": 1_700_000_001.5}))
     with pytest.raises(StorageError):
-        sink.write(storage)
-    assert sink.write(storage) == 1 and calls == [1, 1]
+        sink.write(failing)
+    assert sink.write(failing) == 2 and calls == [2, 2]
+    [row] = storage.acc.records("acc")
+    [cdr] = storage.acc.cdrs()
+    assert (row["callid"], row["time"]) == ("a", 1_700_000_000.25)
+    assert (cdr["callid"], cdr["start_time"]) == ("b", 1_700_000_001.5)
+    storage.close()
 
 
 def test_a_full_pipe_holds_records_for_the_next_flush():
