@@ -41,6 +41,7 @@ PYTHON_COMPILED = [
         "kampx/transport/sockets.py",
         "kampx/worker.py",
         "kampx/routing/auth.py",
+        "kampx/routing/context.py",
         "kampx/routing/core.py",
         "kampx/routing/dialog.py",
         "kampx/routing/hooks.py",
@@ -74,10 +75,13 @@ setup(
         language_level=3,
         compiler_directives={"boundscheck": False, "wraparound": False},
     )
+    # nonecheck, in both groups: a None where a C type is declared (a `Message msg`, the
+    # script API's `ctx.msg` read outside a route) raises instead of being read through as a
+    # null pointer
     + cythonize(
-        PYTHON_COMPILED, language_level=3, compiler_directives={"annotation_typing": False}
+        PYTHON_COMPILED,
+        language_level=3,
+        compiler_directives={"annotation_typing": False, "nonecheck": True},
     )
-    # nonecheck: a None where a C type is declared (a `Message msg`) raises instead of being
-    # read through as a null pointer
     + cythonize(PYTHON_TYPED, language_level=3, compiler_directives={"nonecheck": True})
 )

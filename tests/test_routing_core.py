@@ -31,3 +31,32 @@ def test_from_and_to_parts_are_the_parsed_uris(from_value, to_value):
         assert (core.ruri_user(), core.ruri_host()) == ("bob", "kampx.test")
     finally:
         ctx.msg = None
+
+
+def test_script_functions_outside_a_route_raise_instead_of_crashing():
+    """`ctx.msg` is a C-typed field (kampx/routing/context.pxd) that the API reads as a C
+    load: with no message (a script calling is_method() at import time, say) it must raise,
+    not read through a null pointer. In a child process, so that a crash fails this test
+    instead of taking the test run down."""
+    import subprocess
+    import sys
+
+    code = (
+        "from kampx.routing import core, sl, tm\n"
+        "from kampx.routing.context import ctx\n"
+        "assert ctx.msg is None\n"
+        "for f in (core.has_totag, lambda: core.is_method('INVITE'), core.src_ip,\n"
+        "          lambda: sl.sl_send_reply(200, 'OK'), tm.t_check_trans):\n"
+        "    try:\n"
+        "        f()\n"
+        "    except AttributeError:\n"
+        "        pass\n"
+        "    else:\n"
+        "        raise SystemExit('no error')\n"
+        "try:\n"
+        "    ctx.msg = 'not a message'\n"
+        "except TypeError:\n"
+        "    print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 
 class _Context:
-    """What the running route function works on; set by the worker around each call."""
-
-    __slots__ = ("worker", "msg", "txn")
+    """What the running route function works on; set by the worker around each call. A C
+    type (context.pxd): the script API's modules read `ctx.msg` and `ctx.worker` as C
+    loads, and `msg` only ever holds a parsed message (kampx._cparse.Message) or None."""
 
     def __init__(self):
         self.worker = None

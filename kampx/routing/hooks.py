@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from kampx import sl
 from kampx import stats as S
-from kampx.routing.context import ctx as _ctx
+from kampx.routing.context import ctx
 from kampx.routing.flow import Dropped, ScriptExit
 from kampx.stats.core import DROP_REQUESTS
 
@@ -41,7 +41,6 @@ class Hooks:
         self.branch_route = self._run_branch_route if script.branch_route else None
 
     def request_route(self, msg) -> None:
-        ctx = _ctx
         ctx.worker = self._worker
         ctx.msg = msg
         try:
@@ -59,7 +58,6 @@ class Hooks:
 
     def _run_reply_route(self, reply) -> bool:
         """False when the script dropped the reply."""
-        ctx = _ctx
         saved = ctx.msg
         ctx.msg = reply
         try:
@@ -82,7 +80,6 @@ class Hooks:
     def run_failure_route(self, route, t, request) -> None:
         """`route(request)`: the failure route t_on_failure() armed, or the script's
         failure_route, for transaction t whose branches all failed."""
-        ctx = _ctx
         saved = ctx.msg, ctx.txn
         ctx.msg, ctx.txn = request, t
         try:

@@ -1,0 +1,4 @@
+# `ctx` as its C type (kampx/routing/context.pxd): its message and worker are C loads.
+from kampx.routing.context cimport _Context
+
+cdef _Context ctx
