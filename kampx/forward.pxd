@@ -5,5 +5,5 @@ cdef class Forwarder:
     cdef public str realm
     cdef public bint forward_stray_replies
     cdef public long long _stateless_seq
-    cdef public set _myself
+    cdef public dict _myself
     cdef public dict _senders

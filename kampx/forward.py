@@ -70,22 +70,28 @@ class Forwarder:
         self.dialogs = dialogs
         self.forward_stray_replies = forward_stray_replies
         self._stateless_seq = 0
-        self._myself = set()
+        # host (lower case, IPv6 without brackets) -> the ports that mean this proxy there
+        # (0: a URI without a port, 5060 or 5061 for TLS)
+        self._myself: dict[str, set] = {}
         self._senders: dict[tuple, object] = {}  # (family, proto) -> the first such socket
         for ls in sockets:
             self._senders.setdefault((ls.family, ls.proto), ls)
-            host = ls.addr.host.lower()
-            self._myself.add((host, ls.port))
+            ports = self._myself.setdefault(ls.addr.host.lower(), set())
+            ports.add(ls.port)
             if ls.port == (5061 if ls.proto == "tls" else 5060):
-                self._myself.add((host, 0))  # a URI without a port: 5060 (5061 for TLS)
+                ports.add(0)
 
     def is_myself(self, host: str, port: int) -> bool:
+        ports = self._myself.get(host)  # an IP address as written: the common case, no copy
+        if ports is not None and port in ports:
+            return True
         h = host.lower()
         if h.startswith("["):
             h = h[1:-1]
         if h == self.realm:
             return True
-        return (h, port) in self._myself
+        ports = self._myself.get(h)
+        return ports is not None and port in ports
 
     def socket_for(self, dest: tuple):
         """The listen socket to send to `dest` from: the first of its address family and

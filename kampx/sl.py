@@ -12,10 +12,10 @@ sl_tag_prefix.
 from __future__ import annotations
 
 from kampx import __version__
-from kampx import methods as M
 from kampx import stats as S
 from kampx._cparse import build_reply
 from kampx.forward import Forwarder
+from kampx.methods import ACK
 from kampx.stats.core import SEND_ERRORS
 
 SL_REPLIES = S.family(
@@ -38,7 +38,7 @@ def own_tag_start(prefix: str) -> str:
 def stateless_reply(worker, msg, code: int, reason: str, extra=None, body=b"") -> bool:
     """Reply to request `msg` without a transaction (sl_send_reply). ACKs are never
     answered."""
-    if msg.method_id == M.ACK:
+    if msg.method_id == ACK:
         return False
     headers = [*extra, worker.server_header] if extra else [worker.server_header]
     tag = msg.sl_tag(worker.sl_tag_prefix) if code > 100 else None

@@ -8,3 +8,6 @@ cdef class _Context:
     cdef public object worker
     cdef public Message msg
     cdef public object txn
+
+
+cdef dict _RESULTS

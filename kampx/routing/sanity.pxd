@@ -1,4 +1,7 @@
-# `ctx` as its C type (kampx/routing/context.pxd): its message and worker are C loads.
+# `ctx` as its C type (kampx/routing/context.pxd): its message and worker are C loads;
+# kampx/sl.py's stateless reply is a C call.
 from kampx.routing.context cimport _Context
 
 cdef _Context ctx
+
+from kampx.sl cimport stateless_reply

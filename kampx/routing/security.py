@@ -8,8 +8,16 @@ from kampx.routing.context import Result, ctx, result
 __all__ = ["is_scanner", "pike_check_req", "auth_banned"]
 
 
+# the last worker asked for and its guard: the script asks three times a request
+_last_worker = None
+_last_guard = None
+
+
 def guard(w):
     """The worker's SecurityGuard (scanner patterns, pike, the auth ban), built on first use."""
+    global _last_worker, _last_guard
+    if w is _last_worker:
+        return _last_guard
     g = w.modules.get("security")
     if g is None:
         from kampx.security import SecurityGuard
@@ -18,6 +26,7 @@ def guard(w):
         g = w.modules["security"] = SecurityGuard(
             w.cfg.security, w.cfg.routing.carrier_group, w.ctx.shared, w.stats, own
         )
+    _last_worker, _last_guard = w, g
     return g
 
 
