@@ -34,6 +34,8 @@ cdef class TransactionManager:
 
     # the calls between the manager's own steps, C calls (cpdef: still callable, and still
     # overridable on an instance, from Python)
+    cpdef bint match_request(self, Message msg) except -1
+    cpdef bint match_reply(self, Message msg) except -1
     cpdef ServerTxn new_server(self, Message msg, lsock, src)
     cpdef _charge(self, long long cost)
     cpdef bint _charge_bytes(self, ServerTxn t, long long n) except -1
