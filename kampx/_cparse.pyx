@@ -57,8 +57,11 @@ COMPACT = {
 }
 
 cdef dict _NAME_TO_ID = {}
+# lower case (as the modules write names) and the canonical spelling (as scripts do:
+# remove_hf("Route")), each found without a lower() copy
 for _i in range(1, H_COUNT):
     _NAME_TO_ID[CANONICAL[_i].lower()] = _i
+    _NAME_TO_ID[CANONICAL[_i]] = _i
 for _k, _v in COMPACT.items():
     _NAME_TO_ID[_k] = _v
 
