@@ -404,24 +404,23 @@ class AccSink:
         self._checked = 0.0
 
     def add(self, data: bytes) -> None:
-        if self.db:  # the row as its columns (no dict on the way)
-            columns = record_columns(data)
-            if columns is None:
-                self._count(RECORDS_DROPPED.base)
-                return
-            self.rows.append(columns)
-            if len(self.rows) > self.MAX_PENDING:  # a database down for a long time
-                del self.rows[0]
-                self._count(RECORDS_DROPPED.base)
-        if self.target:
-            row = decode_record(data)
-            if row is None:
-                if not self.db:
-                    self._count(RECORDS_DROPPED.base)
-                return
+        row = decode_record(data) if self.target or not self.db else None
+        if self.target and row is not None:  # [acc] log: every record that decodes
             self._log(row)
-            if not self.db and row.get("t") in TABLES:
+        if not self.db:
+            if row is None:
+                self._count(RECORDS_DROPPED.base)
+            elif row.get("t") in TABLES:
                 self._count(RECORDS_WRITTEN.col(row["t"]))
+            return
+        columns = record_columns(data)  # the database's row: its columns, no dict on the way
+        if columns is None:  # not a record, or of no accounting table
+            self._count(RECORDS_DROPPED.base)
+            return
+        self.rows.append(columns)
+        if len(self.rows) > self.MAX_PENDING:  # a database down for a long time
+            del self.rows[0]
+            self._count(RECORDS_DROPPED.base)
 
     def write(self, storage) -> int:
         """Insert the pending rows in one transaction (StorageError: they are kept)."""

@@ -133,6 +133,31 @@ def test_a_uri_without_port_names_a_tls_socket_on_5061():
 
 # ------------------------------------------------------------------- hostile input --
 
+def test_myself_is_a_listen_address_in_any_spelling_or_the_realm_at_any_port():
+    """is_myself() finds an address as written first, then lower-cased and without IPv6
+    brackets: both ways give the same answers."""
+    import socket
+
+    from kampx.transport.sockets import ListenSocket
+
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM),
+             socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)]
+    try:
+        v4 = ListenSocket(0, config.ListenAddr("udp", "192.0.2.1", 5060), socks[0])
+        v6 = ListenSocket(1, config.ListenAddr("udp", "2001:db8::1", 5080), socks[1])
+        fwd = Forwarder([v4, v6], "Kampx.Test", None, None, False)
+        assert fwd.is_myself("192.0.2.1", 5060) and fwd.is_myself("192.0.2.1", 0)
+        assert not fwd.is_myself("192.0.2.1", 5070) and not fwd.is_myself("192.0.2.9", 5060)
+        assert fwd.is_myself("[2001:db8::1]", 5080) and fwd.is_myself("[2001:DB8::1]", 5080)
+        assert fwd.is_myself("2001:db8::1", 5080) and fwd.is_myself("2001:DB8::1", 5080)
+        assert not fwd.is_myself("[2001:db8::1]", 0)  # no port: 5060, not this socket's
+        assert fwd.is_myself("KAMPX.test", 0) and fwd.is_myself("kampx.test", 5999)  # realm
+        assert not fwd.is_myself("other.test", 0) and not fwd.is_myself("", 0)
+    finally:
+        for s in socks:
+            s.close()
+
+
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 

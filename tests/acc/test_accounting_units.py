@@ -17,14 +17,16 @@ from kampx import dialog as D
 from kampx import stats as S
 from kampx._shm import CounterRows, KeyIndex
 from kampx.acc import (
-    record_columns,
     CALL_DURATION,
     CALLS_ANSWERED,
     CALLS_ATTEMPTED,
     CALLS_FAILED,
+    RECORDS_DROPPED,
+    RECORDS_WRITTEN,
     Accounting,
     AccSink,
     decode_record,
+    record_columns,
 )
 from kampx.config import AccConfig, DialogConfig
 from kampx.db.base import acc_columns
@@ -337,18 +339,23 @@ def test_an_oversized_dialog_sheds_its_route_sets_not_its_cdr_fields():
 
 def test_the_sink_writes_batches_and_logs_json_lines(tmp_path):
     path = tmp_path / "acc.jsonl"
-    sink = AccSink(AccConfig(log=str(path)))
+    rows = CounterRows(1, S.ncols())
+    sink = AccSink(AccConfig(log=str(path)), S.Stats(rows, 0))
     storage = SqliteStorage(str(tmp_path / "kampx.db"))
     sink.add(marshal.dumps({"t": "acc", "callid": "a"}))
     sink.add(b"not marshal")
+    sink.add(marshal.dumps({"t": "nope", "callid": "x"}))  # logged, but no table holds it
     sink.add(marshal.dumps({"t": "acc_cdrs", "callid": "b", "start_time": 1.5e9}))
     assert sink.write(storage) == 2
     assert [r["callid"] for r in storage.acc.records("acc")] == ["a"]
     assert [r["callid"] for r in storage.acc.cdrs()] == ["b"]
     assert sink.write(storage) == 0
     storage.close()
+    assert rows.get(0, RECORDS_DROPPED.base) == 2  # the garbage and the record of no table
+    written = [rows.get(0, RECORDS_WRITTEN.col(t)) for t in ("acc", "missed_calls", "acc_cdrs")]
+    assert written == [1, 0, 1]
     lines = [json.loads(x) for x in path.read_text().splitlines()]
-    assert [x["callid"] for x in lines] == ["a", "b"]
+    assert [x["callid"] for x in lines] == ["a", "x", "b"]
     os.rename(path, tmp_path / "acc.jsonl.1")  # logrotate
     time.sleep(1.05)
     sink.add(marshal.dumps({"t": "acc", "callid": "c"}))
