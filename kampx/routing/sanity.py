@@ -5,6 +5,7 @@ from __future__ import annotations
 from kampx.routing.context import ctx
 from kampx.sanity import DEFAULT_MSG_CHECKS, DEFAULT_URI_CHECKS, run_checks
 from kampx.sl import stateless_reply
+from kampx.stats.core import ERR_REQUESTS
 
 __all__ = ["sanity_check"]
 
@@ -20,4 +21,6 @@ def sanity_check(
     code, reason = result
     if code:
         stateless_reply(ctx.worker, ctx.msg, code, reason)
+    else:  # no reply can be built (no From, To, Call-ID or CSeq): dropped, but counted
+        ctx.worker.stats.inc(ERR_REQUESTS.base)
     return False

@@ -73,3 +73,29 @@ def test_bad_message_counter_counts_them(px):
     while time.monotonic() < deadline and px.metric("kampx_core_bad_msg_hdr_total") < before + 6:
         time.sleep(0.1)
     assert px.metric("kampx_core_bad_msg_hdr_total") >= before + 6
+
+
+def test_a_request_sanity_drops_without_a_reply_is_counted(px):
+    """A request with a Via but no From, To, Call-ID or CSeq cannot be answered (Kamailio's
+    sanity drops it too); it must still show in a counter, as every malformed message does."""
+    before = px.metric("kampx_core_err_requests_total")
+    with SipClient(px.addrs.client, 0, proxy=px.addr) as c:
+        port = c.sock.getsockname()[1]
+        for missing in ("From", "To", "Call-ID", "CSeq"):
+            headers = {
+                "Via": f"SIP/2.0/UDP {px.addrs.client}:{port};branch=z9hG4bKnohdr{missing}",
+                "From": "<sip:a@example.com>;tag=1",
+                "To": "<sip:b@example.com>",
+                "Call-ID": f"nohdr-{missing}",
+                "CSeq": "1 INVITE",
+            }
+            del headers[missing]
+            text = f"INVITE sip:b@{px.addr[0]} SIP/2.0\r\n" + "".join(
+                f"{k}: {v}\r\n" for k, v in headers.items()) + "Content-Length: 0\r\n\r\n"
+            c.sock.sendto(text.encode(), px.addr)
+        assert c.recv(0.5) is None, "no reply can be addressed to a request without them"
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and px.metric("kampx_core_err_requests_total") < before + 4:
+        time.sleep(0.1)
+    assert px.metric("kampx_core_err_requests_total") == before + 4
+    assert _keepalive_ok(px)
