@@ -21,6 +21,7 @@ from kampx._cparse import SipParseError, auth_fields, parse_auth_header
 
 
 cdef extern from "Python.h":
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
     bint PyUnicode_IS_ASCII(object)
     const void *PyUnicode_DATA(object)
     Py_ssize_t PyUnicode_GET_LENGTH(object)
@@ -317,21 +318,44 @@ cdef inline uint64_t _be(const unsigned char *p, int n) noexcept nogil:
     return v
 
 
-def open_nonce(str text, keyed):
-    """(version, issued_ms, index, generation) of a nonce whose MAC `keyed` (a keyed
-    BLAKE2s state, copied per MAC) confirms; None for any other text."""
+cdef extern from "kx_blake2s.h":
+    int kx_blake2s_keyed(uint32_t *h, const unsigned char *key, size_t keylen,
+                         size_t outlen) noexcept nogil
+    int kx_blake2s_mac(const uint32_t *keyed, const unsigned char *msg, size_t n,
+                       unsigned char *out, size_t outlen) noexcept nogil
+
+
+cdef class MacKey:
+    """Keyed BLAKE2s (RFC 7693's MAC mode) with `size`-byte MACs: the state after the key
+    block, so that a MAC of up to 64 bytes is one compression (kx_blake2s.h)."""
+    cdef uint32_t h[8]
+    cdef readonly int size
+
+    def __cinit__(self, bytes key not None, int size):
+        if kx_blake2s_keyed(self.h, key, len(key), size) < 0:
+            raise ValueError("a BLAKE2s key is 1 to 32 bytes, a MAC 1 to 32 bytes")
+        self.size = size
+
+    def mac(self, bytes data not None) -> bytes:
+        """The MAC of `data` (1 to 64 bytes)."""
+        cdef unsigned char out[32]
+        if kx_blake2s_mac(self.h, data, len(data), out, self.size) < 0:
+            raise ValueError("a MAC covers 1 to 64 bytes")
+        return PyBytes_FromStringAndSize(<char *>out, self.size)
+
+
+def open_nonce(str text, MacKey key not None):
+    """(version, issued_ms, index, generation) of a nonce whose MAC under `key` (16-byte
+    MACs) confirms; None for any other text."""
     cdef unsigned char raw[NONCE_RAW + 1]
-    cdef const unsigned char *mac
+    cdef unsigned char mac[NONCE_RAW - NONCE_BODY]
     cdef unsigned char diff = 0
     cdef int i
+    if key.size != NONCE_RAW - NONCE_BODY:
+        raise ValueError("a nonce's MAC is 16 bytes")
     if len(text) != 44 or _b64url_into(text, raw, NONCE_RAW) != NONCE_RAW:
         return None
-    h = keyed.copy()
-    h.update(PyBytes_FromStringAndSize(<char *>raw, NONCE_BODY))
-    expected = h.digest()
-    if len(expected) != NONCE_RAW - NONCE_BODY:
-        return None
-    mac = expected
+    kx_blake2s_mac(key.h, raw, NONCE_BODY, mac, NONCE_RAW - NONCE_BODY)
     for i in range(NONCE_RAW - NONCE_BODY):  # constant time: every byte compared
         diff |= mac[i] ^ raw[NONCE_BODY + i]
     if diff:
@@ -339,30 +363,35 @@ def open_nonce(str text, keyed):
     return (raw[0], _be(raw + 1, 8), _be(raw + 9, 4), _be(raw + 13, 4))
 
 
-def seal_nonce(keyed, int version, uint64_t issued_ms, uint32_t index, uint32_t generation):
-    """The nonce text for these fields, MAC'd with `keyed` (open_nonce's inverse)."""
-    cdef unsigned char body[NONCE_BODY]
+def seal_nonce(MacKey key not None, int version, uint64_t issued_ms, uint32_t index,
+               uint32_t generation):
+    """The nonce text for these fields, MAC'd under `key` (open_nonce's inverse)."""
+    cdef unsigned char raw[NONCE_RAW]
     cdef int i
-    body[0] = <unsigned char>version
+    if key.size != NONCE_RAW - NONCE_BODY:
+        raise ValueError("a nonce's MAC is 16 bytes")
+    raw[0] = <unsigned char>version
     for i in range(8):
-        body[1 + i] = <unsigned char>(issued_ms >> (8 * (7 - i)))
+        raw[1 + i] = <unsigned char>(issued_ms >> (8 * (7 - i)))
     for i in range(4):
-        body[9 + i] = <unsigned char>(index >> (8 * (3 - i)))
-        body[13 + i] = <unsigned char>(generation >> (8 * (3 - i)))
-    raw = PyBytes_FromStringAndSize(<char *>body, NONCE_BODY)
-    h = keyed.copy()
-    h.update(raw)
-    return b64url_encode(raw + h.digest())
+        raw[9 + i] = <unsigned char>(index >> (8 * (3 - i)))
+        raw[13 + i] = <unsigned char>(generation >> (8 * (3 - i)))
+    kx_blake2s_mac(key.h, raw, NONCE_BODY, raw + NONCE_BODY, NONCE_RAW - NONCE_BODY)
+    return _b64url_text(raw, NONCE_RAW)
 
 
-def b64url_encode(bytes raw) -> str:
-    """base64url without padding (RFC 4648 5): the nonce text, in one call."""
-    cdef Py_ssize_t n = len(raw), i, o = 0
-    cdef const unsigned char *p = raw
+def b64url_encode(bytes raw not None) -> str:
+    """base64url without padding (RFC 4648 5)."""
+    return _b64url_text(raw, len(raw))
+
+
+cdef str _b64url_text(const unsigned char *p, Py_ssize_t n):
+    """base64url without padding of p[:n], written straight into a new ASCII str."""
+    cdef Py_ssize_t i, o = 0
     cdef uint32_t acc = 0
     cdef int bits = 0
-    out = bytearray((n * 4 + 2) // 3)
-    cdef unsigned char *q = out
+    cdef str out = PyUnicode_New((n * 4 + 2) // 3, 127)
+    cdef unsigned char *q = <unsigned char *>PyUnicode_DATA(out)
     for i in range(n):
         acc = (acc << 8) | p[i]
         bits += 8
@@ -372,4 +401,4 @@ def b64url_encode(bytes raw) -> str:
             o += 1
     if bits:
         q[o] = _ALPHABET[(acc << (6 - bits)) & 63]
-    return out.decode("ascii")
+    return out

@@ -1,6 +1,7 @@
 """The digest check's C (kampx/auth/_digest.pyx) held to references outside it: MD5 against
 hashlib, the request-digest against the RFC 2617 formula built with hashlib, the nonce text
-decoder against the base64 module, and pick() against find_params + credentials()."""
+decoder against the base64 module, keyed BLAKE2s (the nonces' MAC) against hashlib, and pick()
+against find_params + credentials()."""
 from __future__ import annotations
 
 import base64
@@ -60,6 +61,50 @@ def test_md5_response_is_the_rfc_formula(ha1, nonce, uri, qop, nc, cnonce, sess,
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=60))
+def test_b64url_encode_writes_what_base64_writes(raw):
+    assert C.b64url_encode(raw) == base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.binary(min_size=1, max_size=32), size=st.integers(1, 32),
+       data=st.binary(min_size=1, max_size=64))
+def test_keyed_blake2s_is_hashlibs(key, size, data):
+    assert C.MacKey(key, size).mac(data) == hashlib.blake2s(data, key=key, digest_size=size).digest()
+
+
+@pytest.mark.parametrize("n", [1, 17, 55, 56, 63, 64])
+def test_keyed_blake2s_at_the_block_edges(n):
+    key = bytes(range(32))
+    data = bytes(range(100, 164))[:n]
+    assert C.MacKey(key, 16).mac(data) == hashlib.blake2s(data, key=key, digest_size=16).digest()
+
+
+def test_keyed_blake2s_refuses_what_it_cannot_mac():
+    for key, size in ((b"", 16), (b"k" * 33, 16), (b"k", 0), (b"k", 33)):
+        with pytest.raises(ValueError):
+            C.MacKey(key, size)
+    for data in (b"", b"x" * 65):
+        with pytest.raises(ValueError):
+            C.MacKey(b"k", 16).mac(data)
+    with pytest.raises(ValueError):  # a nonce's MAC is 16 bytes
+        C.seal_nonce(C.MacKey(b"k" * 16, 32), 1, 0, 0, 0)
+
+
+def test_a_sealed_nonce_is_its_fields_and_their_blake2s_mac():
+    key = bytes(range(7, 39))
+    text = C.seal_nonce(C.MacKey(key, 16), 1, 0x0102030405060708, 0xA0B0C0D0, 7)
+    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    body = bytes([1]) + (0x0102030405060708).to_bytes(8, "big") + (0xA0B0C0D0).to_bytes(4, "big") \
+        + (7).to_bytes(4, "big")
+    assert raw == body + hashlib.blake2s(body, key=key, digest_size=16).digest()
+    assert C.open_nonce(text, C.MacKey(key, 16)) == (1, 0x0102030405060708, 0xA0B0C0D0, 7)
+    assert C.open_nonce(text, C.MacKey(key[:-1] + b"\0", 16)) is None  # another key
+    flipped = text[:30] + ("A" if text[30] != "A" else "B") + text[31:]
+    assert C.open_nonce(flipped, C.MacKey(key, 16)) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=80))
 def test_b64url_decode_reads_what_base64_writes(raw):
     text = base64.urlsafe_b64encode(raw).decode().rstrip("=")
     assert C.b64url_decode(text) == raw
