@@ -73,8 +73,8 @@ def md5_hexdigest(data) -> str:
     return out[:32].decode("ascii")
 
 
-def md5_response(str ha1_hex not None, str nonce not None, str method not None,
-                 str uri not None, qop, nc, cnonce, bint sess, bytes body not None) -> str:
+cpdef str md5_response(str ha1_hex, str nonce, str method, str uri, qop, nc, cnonce, bint sess,
+                       bytes body):
     """The MD5 request-digest (RFC 2617 3.2.2.1; RFC 2069 without qop): digest.response's
     MD5 and MD5-sess cases. `ha1_hex` is hashed as given (lower-case hex when it is
     anyone's; a malformed stored one simply matches nothing). qop, nc and cnonce are
@@ -85,6 +85,8 @@ def md5_response(str ha1_hex not None, str nonce not None, str method not None,
     cdef char hbody[32]
     cdef char out[32]
     cdef bint has_qop = qop is not None and qop != ""
+    if ha1_hex is None or nonce is None or method is None or uri is None or body is None:
+        raise TypeError("md5_response: HA1, nonce, method, URI and body are required")
     if has_qop:
         qop, nc, cnonce = f"{qop}", f"{nc}", f"{cnonce}"
     if sess:  # HA1 = H(HA1:nonce:cnonce)
@@ -154,9 +156,7 @@ cdef class Credentials:
     client named it ("MD5" when absent); qop "auth" / "auth-int" / None (RFC 2069), with an
     8-hex-digit nc and a cnonce."""
 
-    cdef readonly str username, realm, nonce, uri, response, algorithm, base_algorithm
-    cdef readonly object qop, nc, cnonce, opaque
-    cdef readonly bint sess  # an "-sess" algorithm: HA1 = H(HA1:nonce:cnonce)
+    # fields: _digest.pxd (sess: an "-sess" algorithm, HA1 = H(HA1:nonce:cnonce))
 
     @property
     def nc_value(self) -> int:
@@ -226,7 +226,7 @@ def find_params(values, str realm):
     return _first_for_realm(values, realm, False)
 
 
-def pick(values, str realm):
+cpdef object pick(values, str realm):
     """The Credentials among header `values` for `realm` (find_params and credentials()
     in one call, no dict of parameters): a DigestError (returned, not raised) when the
     first ones for `realm` are malformed or only unparseable ones exist, else None."""
@@ -327,9 +327,8 @@ cdef extern from "kx_blake2s.h":
 
 cdef class MacKey:
     """Keyed BLAKE2s (RFC 7693's MAC mode) with `size`-byte MACs: the state after the key
-    block, so that a MAC of up to 64 bytes is one compression (kx_blake2s.h)."""
-    cdef uint32_t h[8]
-    cdef readonly int size
+    block, so that a MAC of up to 64 bytes is one compression (kx_blake2s.h). Fields:
+    _digest.pxd."""
 
     def __cinit__(self, bytes key not None, int size):
         if kx_blake2s_keyed(self.h, key, len(key), size) < 0:
@@ -344,13 +343,15 @@ cdef class MacKey:
         return PyBytes_FromStringAndSize(<char *>out, self.size)
 
 
-def open_nonce(str text, MacKey key not None):
+cpdef tuple open_nonce(str text, MacKey key):
     """(version, issued_ms, index, generation) of a nonce whose MAC under `key` (16-byte
     MACs) confirms; None for any other text."""
     cdef unsigned char raw[NONCE_RAW + 1]
     cdef unsigned char mac[NONCE_RAW - NONCE_BODY]
     cdef unsigned char diff = 0
     cdef int i
+    if key is None or text is None:
+        raise TypeError("open_nonce: a text and a key are required")
     if key.size != NONCE_RAW - NONCE_BODY:
         raise ValueError("a nonce's MAC is 16 bytes")
     if len(text) != 44 or _b64url_into(text, raw, NONCE_RAW) != NONCE_RAW:
@@ -363,11 +364,13 @@ def open_nonce(str text, MacKey key not None):
     return (raw[0], _be(raw + 1, 8), _be(raw + 9, 4), _be(raw + 13, 4))
 
 
-def seal_nonce(MacKey key not None, int version, uint64_t issued_ms, uint32_t index,
-               uint32_t generation):
+cpdef str seal_nonce(MacKey key, int version, uint64_t issued_ms, uint32_t index,
+                     uint32_t generation):
     """The nonce text for these fields, MAC'd under `key` (open_nonce's inverse)."""
     cdef unsigned char raw[NONCE_RAW]
     cdef int i
+    if key is None:
+        raise TypeError("seal_nonce: a key is required")
     if key.size != NONCE_RAW - NONCE_BODY:
         raise ValueError("a nonce's MAC is 16 bytes")
     raw[0] = <unsigned char>version

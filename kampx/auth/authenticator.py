@@ -25,8 +25,8 @@ from typing import NamedTuple
 from kampx import stats as S
 from kampx._cparse import SipParseError, parse_uri
 from kampx.auth import digest
-from kampx.auth._digest import find_params
-from kampx.auth._digest import pick as pick_credentials
+from kampx.auth._digest import DigestError, find_params, pick
+from kampx.auth.digest import verify
 from kampx.auth.nonce import NonceState
 from kampx.auth.subscribers import name_fits
 from kampx.db import StorageError
@@ -97,13 +97,15 @@ _COLUMNS = {
 _FAIL = AUTH_FAILURES
 
 
-class Outcome(NamedTuple):
-    """What auth_check found, kept on the message as msg.auth_outcome."""
+class Outcome:
+    """What auth_check found, kept on the message as msg.auth_outcome (a C struct:
+    authenticator.pxd)."""
 
-    code: int
-    kind: Kind
-    username: str | None = None
-    stale: bool = False
+    def __init__(self, code: int, kind: Kind, username: str | None = None, stale: bool = False):
+        self.code = code
+        self.kind = kind
+        self.username = username
+        self.stale = stale
 
 
 def kind_for(msg) -> Kind:
@@ -151,16 +153,15 @@ class Authenticator:
         self.stats.inc(_FAIL.col(reason))
         if counts_for_ban and self.on_failure is not None:
             self.on_failure(msg)
-        return Outcome(code, kind, username, stale=code == AUTH_STALE_NONCE)
+        return Outcome(code, kind, username, code == AUTH_STALE_NONCE)
 
     def _check(self, msg, realm: str, kind: Kind, flags: int) -> Outcome:
-        cred = pick_credentials(msg.header_all(kind.credentials), realm)
-        if cred is None:
-            return self._fail(
-                msg, kind, AUTH_NO_CREDENTIALS, "no_credentials", counts_for_ban=False
-            )
-        if isinstance(cred, digest.DigestError):  # unparseable, or fields missing/malformed
+        found = pick(msg.header_all(kind.credentials), realm)
+        if found is None:
+            return self._fail(msg, kind, AUTH_NO_CREDENTIALS, "no_credentials", None, False)
+        if isinstance(found, DigestError):  # unparseable, or fields missing/malformed
             return self._fail(msg, kind, AUTH_ERROR, "bad_credentials")
+        cred = found
         base = cred.base_algorithm
         user, at, domain = cred.username.partition("@")
         if not at:
@@ -177,9 +178,7 @@ class Authenticator:
         if nonce.state is NonceState.FORGED:
             return self._fail(msg, kind, AUTH_ERROR, "bad_credentials", cred.username)
         if nonce.state is NonceState.STALE:
-            return self._fail(
-                msg, kind, AUTH_STALE_NONCE, "stale_nonce", cred.username, counts_for_ban=False
-            )
+            return self._fail(msg, kind, AUTH_STALE_NONCE, "stale_nonce", cred.username, False)
 
         column = _COLUMNS[(base, bool(at))]
         body = msg.body if cred.qop == "auth-int" else b""
@@ -207,9 +206,7 @@ class Authenticator:
             if counted == 0:
                 return self._fail(msg, kind, AUTH_NONCE_REUSED, "replayed", cred.username)
             if counted < 0:
-                return self._fail(
-                    msg, kind, AUTH_STALE_NONCE, "stale_nonce", cred.username, counts_for_ban=False
-                )
+                return self._fail(msg, kind, AUTH_STALE_NONCE, "stale_nonce", cred.username, False)
         if flags & CHECK_IDS and not _ids_match(msg, cred.user):
             return self._fail(msg, kind, AUTH_USER_MISMATCH, "user_mismatch", cred.username)
         self.stats.inc(AUTH_SUCCESSES.base)
@@ -224,9 +221,9 @@ class Authenticator:
         stored = getattr(sub, column, "") if sub is not None else ""
         if not stored:
             # unknown user, or a row without this digest: the same work against a decoy
-            digest.verify(cred, self._decoy[base], method, body)
+            verify(cred, self._decoy[base], method, body)
             return False
-        return digest.verify(cred, stored, method, body)
+        return verify(cred, stored, method, body)
 
     # ------------------------------------------------------------------ challenges --------
 
@@ -280,7 +277,7 @@ def uri_matches(digest_uri: str, request_uri: str) -> bool:
     )
 
 
-def _party_user(msg, to_side: bool = False) -> str | None:
+def _party_user(msg, to_side: bool) -> str | None:
     """The user of the From URI (the To URI with `to_side`), read from the parsed offsets;
     None when it has none or the URI does not parse."""
     try:
@@ -292,6 +289,6 @@ def _party_user(msg, to_side: bool = False) -> str | None:
 
 def _ids_match(msg, auth_user: str) -> bool:
     """auth_check flag 1: the auth user is the From user, and for REGISTER also the To user."""
-    if _party_user(msg) != auth_user:
+    if _party_user(msg, False) != auth_user:
         return False
     return msg.method != "REGISTER" or _party_user(msg, True) == auth_user

@@ -13,7 +13,7 @@ the bytes the client put on the wire, since the SIP parser decodes that way.
 from __future__ import annotations
 
 import hashlib
-import hmac
+from hmac import compare_digest
 
 from kampx._cparse import SipParseError, parse_auth_header
 from kampx.auth._digest import (
@@ -98,12 +98,23 @@ def verify(cred: Credentials, stored_ha1: str, method: str, body: bytes = b"") -
     Compared in constant time; the cost is the same whatever the HA1 is, so a made-up HA1
     for an unknown user takes as long as a real one."""
     ha1_hex = stored_ha1.lower()
-    fields = (cred.nonce, method, cred.uri, cred.qop, cred.nc, cred.cnonce)
     if cred.base_algorithm == "MD5":  # straight to the C (the credentials say which form)
-        expected = md5_response(ha1_hex, *fields, cred.sess, body)
+        expected = md5_response(
+            ha1_hex, cred.nonce, method, cred.uri, cred.qop, cred.nc, cred.cnonce, cred.sess, body
+        )
     else:
-        expected = response(cred.algorithm, ha1_hex, *fields, body)
-    return hmac.compare_digest(expected, cred.response)
+        expected = response(
+            cred.algorithm,
+            ha1_hex,
+            cred.nonce,
+            method,
+            cred.uri,
+            cred.qop,
+            cred.nc,
+            cred.cnonce,
+            body,
+        )
+    return compare_digest(expected, cred.response)
 
 
 def _quote(text: str) -> str:
