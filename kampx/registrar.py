@@ -248,23 +248,7 @@ class _Register:
     """One REGISTER: what it asks for, validated the way Kamailio's registrar validates it
     (errors raise _Reject), then applied to the location table by run()."""
 
-    __slots__ = (
-        "worker",
-        "msg",
-        "src",
-        "aor",
-        "callid",
-        "cseq",
-        "star",
-        "ops",
-        "now",
-        "act",
-        "path",
-        "nat_source",
-        "flow",
-        "_contacts",
-        "_header_expires",
-    )
+    # fields: registrar.pxd
 
     def __init__(self, worker, msg, aor_uri: str | None):
         self.worker, self.msg, self.src = worker, msg, msg.src
