@@ -224,11 +224,7 @@ def _source_uri(src: tuple) -> str:
 
 def _behind_nat(msg) -> bool:
     """The top Via's sent-by is not where the request came from (nat_uac_test 2 + 16)."""
-    via = msg.top_via
-    if via is None:
-        return False
-    ip, port = msg.src[0], msg.src[1]
-    return _ip_text(via.host).lower() != ip.lower() or (via.port or 5060) != port
+    return not msg.sent_by_is_source()
 
 
 def _contact_is_source(uri: str, src: tuple) -> bool:

@@ -1192,6 +1192,27 @@ def test_stamp_source_follows_rfc3581_and_rfc3261():
     assert not none.edited
 
 
+@pytest.mark.parametrize("via,src,expected", [
+    ("192.0.2.1:5060", ("192.0.2.1", 5060), True),
+    ("192.0.2.1", ("192.0.2.1", 5060), True),          # no port: 5060
+    ("192.0.2.1", ("192.0.2.1", 5070), False),
+    ("192.0.2.1:5070", ("192.0.2.1", 5060), False),
+    ("192.0.2.10:5060", ("192.0.2.1", 5060), False),   # a longer host
+    ("192.0.2.1:5060", ("192.0.2.10", 5060), False),   # a shorter one
+    ("10.0.0.7:5060", ("192.0.2.1", 5060), False),     # the phone behind a NAT
+    ("[2001:DB8::A]:5062", ("2001:db8::a", 5062), True),  # brackets and case aside
+    ("[2001:db8::b]:5062", ("2001:db8::a", 5062), False),
+    ("Host.Example:5060", ("host.example", 5060), True),
+])
+def test_sent_by_is_source_is_the_registrars_nat_test(via, src, expected):
+    m = parse(make(f"Via: SIP/2.0/UDP {via};branch=z9hG4bKa1", *BASIC[1:]))
+    m.src = src
+    assert m.sent_by_is_source() is expected
+    none = parse(make("CSeq: 1 OPTIONS", start="OPTIONS sip:x@h SIP/2.0"))
+    none.src = src
+    assert none.sent_by_is_source() is True  # no Via: nothing says otherwise
+
+
 @pytest.mark.parametrize("line,rc,after", [
     ("Max-Forwards: 70", 1, "69"),
     ("Max-Forwards: 1", 1, "0"),
