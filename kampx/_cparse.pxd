@@ -178,3 +178,6 @@ cdef class Message:
     cdef bytes _close_headers(self, list edits, Py_ssize_t derived)
     cdef list _stamp_edits(self, bint relay)
     cdef bytes _via_with_source_stamp(self, Hdr *h)
+
+
+cpdef bytes build_reply(Message req, int code, reason, to_tag=*, extra=*, body=*)

@@ -2583,12 +2583,14 @@ cdef Py_ssize_t _put_line(char *out, Py_ssize_t pos, const char *src, Py_ssize_t
     return _put(out, pos, b"\r\n", 2)
 
 
-def build_reply(Message req not None, int code, reason, to_tag=None, extra=None, body=b""):
+cpdef bytes build_reply(Message req, int code, reason, to_tag=None, extra=None, body=b""):
     """A response to `req` (RFC 3261 8.2.6.2): status line, every Via line as received (the
     top one with the received/rport stamp the transport recorded), From, To (with `to_tag`
     added when the request's To has none and code > 100), Call-ID, CSeq, the `extra` header
     lines (sequence of "Name: value" str/bytes), Content-Length and `body`. Measured once,
     then written into the one bytes object it returns."""
+    if req is None:
+        raise TypeError("build_reply: a request is required")
     if not 100 <= code <= 699:
         raise ValueError("status code must be 100..699")
     cdef bytes reason_b = _value_bytes(reason)

@@ -1,6 +1,6 @@
 # C types for kampx/sl.py (setup.py's PYTHON_COMPILED): a reply's request is a parsed message
 # (its fields are C loads), and the script API's sl functions call these in C.
-from kampx._cparse cimport Message
+from kampx._cparse cimport Message, build_reply
 
 
 cpdef bint stateless_reply(object worker, Message msg, int code, object reason, object extra=*,

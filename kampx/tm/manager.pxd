@@ -1,4 +1,4 @@
-from kampx._cparse cimport Message
+from kampx._cparse cimport Message, build_reply
 from kampx.acc cimport Accounting
 from kampx.dialog cimport Dialogs
 
