@@ -67,10 +67,10 @@ class Nonces:
         self.expires_ms = int(expires_s * 1000)
         self._clock = clock
         # keyed BLAKE2s, 3x as fast as HMAC-SHA256 (two per REGISTER), in C from the state
-        # after the key block: a MAC is one compression, no hashlib object (seal_nonce
-        # 6.8k -> see docs/performance.md). The layout is packed, MAC'd and checked in C
-        # (kampx/auth/_digest.pyx: seal_nonce, open_nonce); the policy (version, age,
-        # slots) is here.
+        # after the key block (kx_blake2s.h): a MAC is one compression, with no hashlib
+        # object to copy, update and read (a registration 248.7k -> 241.8k instructions).
+        # The layout is packed, MAC'd and checked in C (kampx/auth/_digest.pyx: seal_nonce,
+        # open_nonce); the policy (version, age, slots) is here.
         self._keyed = MacKey(self._secret, MAC_LEN)
 
     def issue(self) -> str:

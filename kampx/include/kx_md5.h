@@ -5,8 +5,8 @@
  * padded with 0x80, zeros and its length in bits (little-endian). The steps are unrolled
  * so that T and the rotations are immediates: a per-step loop with a branch per round ran
  * 1.45x OpenSSL's time per block. Checked against hashlib in tests/auth/test_digest.py. */
-#ifndef KX_MD5_H
-#define KX_MD5_H
+#ifndef KX_MD5_INCLUDED
+#define KX_MD5_INCLUDED
 
 #include <stdint.h>
 #include <string.h>
