@@ -1077,6 +1077,30 @@ cdef class Message:
         self._uri = u
         return u
 
+    def ruri_host_port(self):
+        """The Request-URI's (host, port) as its URI view has them (the host as written, an
+        IPv6 one in brackets; port 0 when absent), read from the parsed offsets while the
+        Request-URI is the received one, so that no URI view is made for them (the
+        keepalive's `uri == myself`). None for a reply."""
+        if not self.is_request:
+            return None
+        if self._uri is not None or self.new_ruri is not None:
+            u = self.uri
+            return (u.host, u.port)
+        return (_str(self.p, self.ruri_pos.host_s, self.ruri_pos.host_e), self.ruri_pos.port)
+
+    def ruri_user(self):
+        """The Request-URI's user part ($rU) as its URI view has it, None when it has none
+        (or for a reply); from the parsed offsets while the Request-URI is the received
+        one."""
+        if not self.is_request:
+            return None
+        if self._uri is not None or self.new_ruri is not None:
+            return self.uri.user
+        if self.ruri_pos.user_s < 0:
+            return None
+        return _str(self.p, self.ruri_pos.user_s, self.ruri_pos.user_e)
+
     @property
     def ruri_scheme_kind(self):
         """1 sip, 2 sips, 3 tel, 0 another scheme (RFC 3261 8.2.2.1: 416 for those)."""

@@ -1192,6 +1192,25 @@ def test_stamp_source_follows_rfc3581_and_rfc3261():
     assert not none.edited
 
 
+@pytest.mark.parametrize("ruri", [
+    "sip:127.0.0.1", "sip:127.0.0.1:5060", "sip:alice@[2001:DB8::1]:5070;transport=udp",
+    "sips:%61lice:pw@Host.Example;lr", "tel:+15551234567", "sip:@h",
+])
+def test_ruri_host_port_and_user_are_the_uri_views(ruri):
+    """The keepalive's `uri == myself` and $rU read from the parsed offsets: the same
+    values the URI view gives, before and after a rewrite, and before and after the view
+    was made."""
+    m = basic(start=f"OPTIONS {ruri} SIP/2.0")
+    fresh = basic(start=f"OPTIONS {ruri} SIP/2.0")
+    assert m.ruri_host_port() == (fresh.uri.host, fresh.uri.port)
+    assert m.ruri_user() == fresh.uri.user
+    assert m.uri is not None and m.ruri_host_port() == (m.uri.host, m.uri.port)  # view made
+    m.set_ruri("sip:carol@192.0.2.9:5080")
+    assert m.ruri_host_port() == ("192.0.2.9", 5080) and m.ruri_user() == "carol"
+    reply = parse(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n")
+    assert reply.ruri_host_port() is None and reply.ruri_user() is None
+
+
 @pytest.mark.parametrize("via,src,expected", [
     ("192.0.2.1:5060", ("192.0.2.1", 5060), True),
     ("192.0.2.1", ("192.0.2.1", 5060), True),          # no port: 5060

@@ -119,8 +119,7 @@ def src_port() -> int:
 
 def ruri_user():
     """The Request-URI's user part ($rU), None when it has none."""
-    u = ctx.msg.uri
-    return u.user if u is not None else None
+    return ctx.msg.ruri_user()
 
 
 def ruri_host():
@@ -163,14 +162,14 @@ def is_myself(uri: str | None = None) -> bool:
     """True when `uri` (default: the Request-URI) names this proxy: one of its listen
     addresses (port absent = 5060) or the realm (Kamailio's `uri == myself`)."""
     w = ctx.worker
-    if uri is None:
-        u = ctx.msg.uri
-    else:
-        try:
-            u = parse_uri(uri)
-        except SipParseError:
-            return False
-    return u is not None and w.forwarder.is_myself(u.host, u.port)
+    if uri is None:  # from the parsed offsets: no URI view made
+        hp = ctx.msg.ruri_host_port()
+        return hp is not None and w.forwarder.is_myself(hp[0], hp[1])
+    try:
+        u = parse_uri(uri)
+    except SipParseError:
+        return False
+    return w.forwarder.is_myself(u.host, u.port)
 
 
 # ------------------------------------------------------------------- Request-URI / dst --
