@@ -1516,10 +1516,6 @@ cdef class Message:
         ip, port = self.src
         cdef bytes ipb = (<str?>ip).encode("utf-8", "surrogateescape")
         cdef ViaPos *v = &self.topvia
-        cdef Py_ssize_t hs = v.host_s, he = v.host_e
-        if he - hs >= 2 and self.p[hs] == 91:  # "[v6]": compared without its brackets
-            hs += 1
-            he -= 1
         cdef char digits[32]
         cdef int n
         if v.has_rport:
@@ -1530,7 +1526,7 @@ cdef class Message:
             self.stamp_received = b";received=" + ipb
             self.stamp_rport = PyBytes_FromStringAndSize(digits, n)
             self.via_extra = self.stamp_received + self.stamp_rport
-        elif he - hs != len(ipb) or memcmp(self.p + hs, PyBytes_AS_STRING(ipb), he - hs) != 0:
+        elif not _via_host_is(self, ipb, False):
             self.via_extra = self.stamp_received = b";received=" + ipb
             self.stamp_rport = None
         else:
@@ -1546,19 +1542,9 @@ cdef class Message:
         if self.first[H_VIA] < 0:
             return True
         ip, port = self.src
-        cdef bytes ipb = (<str?>ip).encode("utf-8", "surrogateescape")
-        cdef const unsigned char *q = ipb
-        cdef ViaPos *v = &self.topvia
-        cdef Py_ssize_t hs = v.host_s, he = v.host_e, k
-        if he - hs >= 2 and self.p[hs] == 91:  # "[v6]": compared without its brackets
-            hs += 1
-            he -= 1
-        if (v.port or 5060) != <int?>port or he - hs != len(ipb):
+        if (self.topvia.port or 5060) != <int?>port:
             return False
-        for k in range(he - hs):
-            if LOWER[self.p[hs + k]] != LOWER[q[k]]:
-                return False
-        return True
+        return _via_host_is(self, (<str?>ip).encode("utf-8", "surrogateescape"), True)
 
     cdef int _lump(self, Py_ssize_t s, Py_ssize_t e, bytes data, int kind) except -1:
         if self.lumps is None:
@@ -2605,6 +2591,24 @@ cdef Py_ssize_t _put_line(char *out, Py_ssize_t pos, const char *src, Py_ssize_t
     if n and src[n - 1] == 13:
         return _put(out, pos, b"\n", 1)
     return _put(out, pos, b"\r\n", 2)
+
+
+cdef inline bint _via_host_is(Message m, bytes ipb, bint fold_case):
+    """Whether the top Via's host, brackets aside ("[v6]"), is the address `ipb`: byte for
+    byte (stamp_source), or ASCII case aside (sent_by_is_source)."""
+    cdef Py_ssize_t hs = m.topvia.host_s, he = m.topvia.host_e, k
+    cdef const unsigned char *q = ipb
+    if he - hs >= 2 and m.p[hs] == 91:
+        hs += 1
+        he -= 1
+    if he - hs != len(ipb):
+        return False
+    if not fold_case:
+        return memcmp(m.p + hs, q, he - hs) == 0
+    for k in range(he - hs):
+        if LOWER[m.p[hs + k]] != LOWER[q[k]]:
+            return False
+    return True
 
 
 cpdef bytes build_reply(Message req, int code, reason, to_tag=None, extra=None, body=b""):
