@@ -17,10 +17,11 @@ EXTENSIONS = [
 ]
 
 # Python modules compiled as they are written, with the C types of the .pxd beside them
+# (kampx/include: a module that cimports kampx._shm's types includes its header)
 # (docs/development.md). Python's semantics kept: negative indices and bounds checks, and
 # annotations that only document (the script API takes what a script passes).
 PYTHON_COMPILED = [
-    Extension(path[:-3].replace("/", "."), [path])
+    Extension(path[:-3].replace("/", "."), [path], include_dirs=INCLUDE)
     for path in (
         "kampx/auth/authenticator.py",
         "kampx/auth/credentials.py",
@@ -38,6 +39,7 @@ PYTHON_COMPILED = [
         "kampx/security/limits.py",
         "kampx/security/scanner.py",
         "kampx/sl.py",
+        "kampx/stats/family.py",
         "kampx/transport/sockets.py",
         "kampx/worker.py",
         "kampx/routing/auth.py",
@@ -65,7 +67,7 @@ PYTHON_COMPILED = [
 # annotated, a NamedTuple for `tuple`, None for `float`), so only modules that kampx alone
 # calls, held to their annotations by the suite.
 PYTHON_TYPED = [
-    Extension(path[:-3].replace("/", "."), [path])
+    Extension(path[:-3].replace("/", "."), [path], include_dirs=INCLUDE)
     for path in ("kampx/tm/manager.py", "kampx/dialog.py", "kampx/acc.py")
 ]
 

@@ -93,6 +93,16 @@ cdef struct Hdr:
     int16_t folded
 
 
+# A parsed URI's view (a relayed request's destination reads its fields as C fields).
+cdef class URI:
+    cdef readonly str raw, scheme, host, headers
+    cdef readonly object user, password
+    cdef readonly int port
+    cdef readonly str params_raw
+    cdef dict _params
+    cdef _fill(self, const unsigned char *p, UriPos *u)
+
+
 cdef class Message:
     # the datagram and its frame
     cdef readonly bytes buf
@@ -181,3 +191,6 @@ cdef class Message:
 
 
 cpdef bytes build_reply(Message req, int code, reason, to_tag=*, extra=*, body=*)
+cpdef tuple ruri_hop(Message m)
+cpdef object first_contact_uri(Message m)
+cpdef list record_route_values(Message m)

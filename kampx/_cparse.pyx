@@ -423,11 +423,7 @@ cdef class URI:
 
     `user` and `host` are as written (escapes kept); `port` is 0 when absent; `params` maps
     lower-cased names to values (None for a flag parameter)."""
-    cdef readonly str raw, scheme, host, headers
-    cdef readonly object user, password
-    cdef readonly int port
-    cdef readonly str params_raw
-    cdef dict _params
+    # its fields: _cparse.pxd
 
     def __init__(self, uri):
         cdef bytes b = uri.encode("utf-8", "surrogateescape") if isinstance(uri, str) else bytes(uri)
@@ -2609,6 +2605,50 @@ cdef inline bint _via_host_is(Message m, bytes ipb, bint fold_case):
         if LOWER[m.p[hs + k]] != LOWER[q[k]]:
             return False
     return True
+
+
+cpdef tuple ruri_hop(Message m):
+    """The Request-URI as a relay reads it: (kind, host, port, params), kind 1 sip, 2 sips,
+    3 tel, 0 another scheme; the host as written (an IPv6 one in brackets), port 0 when
+    absent, params the text after the first ';' ("" when none): the URI view's values,
+    read from the parsed offsets (or the rewritten Request-URI's) without making one.
+    None for a reply, or a rewritten Request-URI that does not parse."""
+    cdef UriPos u
+    cdef const unsigned char *p
+    cdef bytes b
+    if not m.is_request:
+        return None
+    if m.new_ruri is None:
+        p = m.p
+        u = m.ruri_pos
+    else:
+        b = m.new_ruri
+        p = <const unsigned char *>PyBytes_AS_STRING(b)
+        if parse_uri_at(p, 0, PyBytes_GET_SIZE(b), &u) < 0:
+            return None
+    return (u.kind, _str(p, u.host_s, u.host_e), u.port, _str(p, u.params_s, u.params_e))
+
+
+cpdef object first_contact_uri(Message m):
+    """The first Contact's URI as `m.contacts[0].uri` has it; None when there is none (or for
+    `Contact: *`). Only that value is parsed, and no NameAddr is made: what a dialog records
+    of a call's INVITE and 2xx. BadHeader, as `contacts`, when it does not parse."""
+    cdef AddrPos a
+    cdef AddrCursor c = AddrCursor(-1, 0)
+    if m.contact_star or not m._next_addr(H_CONTACT, &c, &a):
+        return None
+    return _str(m.p, a.uri_s, a.uri_e)
+
+
+cpdef list record_route_values(Message m):
+    """The Record-Route values as `[r.raw for r in m.record_routes]`, without a NameAddr
+    per value (a dialog's route set, recorded from its 2xx)."""
+    cdef list out = []
+    cdef AddrPos a
+    cdef AddrCursor c = AddrCursor(-1, 0)
+    while m._next_addr(H_RECORD_ROUTE, &c, &a):
+        out.append(_str(m.p, a.s, a.e))
+    return out
 
 
 cpdef bytes build_reply(Message req, int code, reason, to_tag=None, extra=None, body=b""):

@@ -28,3 +28,24 @@ cdef class CounterRows(_Region):
     cdef Py_ssize_t stride       # int64 cells per row: ncols rounded up to a cache line
     # Adds n to (row, col); returns -1 (and does nothing) when row or col is out of range.
     cdef int c_add(self, Py_ssize_t row, Py_ssize_t col, int64_t n) noexcept nogil
+    # the same for Python callers and for C callers that type the table (a final class: a
+    # direct C call)
+    cpdef void inc(self, Py_ssize_t row, Py_ssize_t col)
+    cpdef void add(self, Py_ssize_t row, Py_ssize_t col, int64_t n)
+    cpdef int64_t add_get(self, Py_ssize_t row, Py_ssize_t col, int64_t n) except? -1
+
+
+# One process's row of a CounterRows (kampx.stats.Stats subclasses it in Python). A module
+# that types its `stats` as a CounterRow counts with a C call: inc, add and observe_us are
+# cpdef (their override check is a type-version compare: Stats has no instance dict).
+cdef class CounterRow:
+    cdef CounterRows _rows
+    cdef int64_t *cells
+    cdef readonly Py_ssize_t row
+    cdef Py_ssize_t ncols
+    cdef Py_ssize_t hist_base
+    cdef Py_ssize_t nbounds
+    cdef int64_t bounds[32]
+    cpdef void inc(self, Py_ssize_t col)
+    cpdef void add(self, Py_ssize_t col, int64_t n)
+    cpdef void observe_us(self, int64_t us)

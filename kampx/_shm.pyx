@@ -143,13 +143,7 @@ cdef class CounterRow:
     histogram of HIST_MAX or fewer buckets (first bound >= us; then the sum and the count)
     without a Python call per step. kampx.stats.Stats is this with the catalogue's names."""
 
-    cdef CounterRows _rows
-    cdef int64_t *cells
-    cdef readonly Py_ssize_t row
-    cdef Py_ssize_t ncols
-    cdef Py_ssize_t hist_base
-    cdef Py_ssize_t nbounds
-    cdef int64_t bounds[32]
+    # its fields: _shm.pxd
 
     def __init__(self, CounterRows rows, Py_ssize_t row):
         if not 0 <= row < rows.nrows:
@@ -166,12 +160,12 @@ cdef class CounterRow:
         """The CounterRows this row belongs to."""
         return self._rows
 
-    def inc(self, Py_ssize_t col):
+    cpdef void inc(self, Py_ssize_t col):
         if <size_t>col >= <size_t>self.ncols:
             _range_error(self._rows.nrows, self.ncols, self.row, col)
         kx_atomic_add64(<uint64_t *>&self.cells[col], 1)
 
-    def add(self, Py_ssize_t col, int64_t n):
+    cpdef void add(self, Py_ssize_t col, int64_t n):
         if <size_t>col >= <size_t>self.ncols:
             _range_error(self._rows.nrows, self.ncols, self.row, col)
         kx_atomic_add64(<uint64_t *>&self.cells[col], <uint64_t>n)
@@ -187,7 +181,7 @@ cdef class CounterRow:
         self.nbounds = n
         self.hist_base = base
 
-    def observe_us(self, int64_t us):
+    cpdef void observe_us(self, int64_t us):
         cdef Py_ssize_t i = 0
         if self.hist_base < 0:
             raise ValueError("no histogram set")
@@ -512,15 +506,15 @@ cdef class CounterRows(_Region):
         kx_atomic_add64(<uint64_t *>&self.cells[row * self.stride + col], <uint64_t>n)
         return 0
 
-    def inc(self, Py_ssize_t row, Py_ssize_t col):
+    cpdef void inc(self, Py_ssize_t row, Py_ssize_t col):
         if self.c_add(row, col, 1):
             _range_error(self.nrows, self.ncols, row, col)
 
-    def add(self, Py_ssize_t row, Py_ssize_t col, int64_t n):
+    cpdef void add(self, Py_ssize_t row, Py_ssize_t col, int64_t n):
         if self.c_add(row, col, n):
             _range_error(self.nrows, self.ncols, row, col)
 
-    def add_get(self, Py_ssize_t row, Py_ssize_t col, int64_t n):
+    cpdef int64_t add_get(self, Py_ssize_t row, Py_ssize_t col, int64_t n) except? -1:
         """Add n and return the cell's new value, in one atomic step: a shared total that
         several processes test against a limit (add, then back out if over)."""
         if <size_t>row >= <size_t>self.nrows or <size_t>col >= <size_t>self.ncols:

@@ -1,12 +1,14 @@
 # C types for kampx/acc.py, compiled as it is written (setup.py's PYTHON_TYPED).
 
 from kampx._cparse cimport Message
+from kampx._shm cimport CounterRow
 
 cdef class Accounting:
     cdef public long long log_bit, missed_bit, failed_bit, in_bit, out_bit, mask
     cdef public bint cdr_on_failed
     cdef public dict _call_cols
-    cdef public object journal, stats
+    cdef public object journal
+    cdef public CounterRow stats
 
     # the calls a final reply's records make, C calls from tm's manager and the dialogs
     # (cpdef: still callable from Python). The parameters that .py annotates `int` are C

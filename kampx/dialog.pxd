@@ -1,10 +1,12 @@
 # C types for kampx/dialog.py, compiled as it is written (setup.py's PYTHON_TYPED).
 
-from kampx._cparse cimport Message
+from kampx._cparse cimport Message, first_contact_uri, record_route_values
 from kampx.acc cimport Accounting
+from kampx._shm cimport CounterRow
 
 cdef class Journal:
-    cdef public object fd, stats, held
+    cdef public object fd, held
+    cdef public CounterRow stats
     cdef public list pending
     cdef public Py_ssize_t size
 
@@ -15,7 +17,8 @@ cdef class Journal:
     cpdef flush(self)
 
 cdef class Dialogs:
-    cdef public object index, stats, table
+    cdef public object index, table
+    cdef public CounterRow stats
     cdef public Journal journal
     cdef public Accounting acc
     cdef public bint enforce

@@ -41,6 +41,7 @@ from collections import deque
 from time import monotonic, sleep, time
 
 from kampx import stats as S
+from kampx._cparse import first_contact_uri, record_route_values
 from kampx.acc import DIRECTIONS, direction_name
 
 DIALOGS_PROCESSED = S.family(
@@ -313,7 +314,6 @@ class Dialogs:
 
     def _track(self, k: bytes, msg, state) -> bool:
         now = time()
-        contacts = msg.contacts
         # kampx/dialog_table.py's SETUP_FIELDS, in order
         info = (
             msg.call_id,
@@ -322,7 +322,7 @@ class Dialogs:
             msg.header("from"),
             msg.header("to"),
             msg.original_ruri,
-            contacts[0].uri if contacts else None,
+            first_contact_uri(msg),
             list(msg.src),
             msg.lsock.index,
             msg.cseq_num or 0,
@@ -362,15 +362,14 @@ class Dialogs:
 
     def _answered(self, k: bytes, code, reply) -> None:
         now = time()
-        contacts = reply.contacts
-        rrs = [r.raw for r in reply.record_routes]
+        rrs = record_route_values(reply)
         at, below = _own_record_route(rrs, reply.lsock)
         session_s = _session_interval(reply)
         # kampx/dialog_table.py's ANSWER_FIELDS, in order
         fields = (
             reply.to_tag or "",
             reply.header("to"),
-            contacts[0].uri if contacts else None,
+            first_contact_uri(reply),
             list(reply.src),
             reply.lsock.index,  # the callee's side may be another transport
             # RFC 3261 12.1: the callee's side of us is the Record-Routes above ours,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from socket import AF_INET, AF_INET6, inet_pton
 from typing import NamedTuple
 
-from kampx._cparse import SipParseError, parse_uri
+from kampx._cparse import SipParseError, parse_uri, ruri_hop
 from kampx.stats.core import DROP_REPLIES, FWD_REPLIES, FWD_REQUESTS, SEND_ERRORS
 
 
@@ -59,6 +59,27 @@ class StreamDest(NamedTuple):
 STREAM_TRANSPORTS = {"tcp": "tcp", "tls": "tls"}
 
 
+def resolve_destination(host: str, port: int, transport=None, secure: bool = False):
+    """The (ip, port) to send to for an IP host, an Unresolved for a name, None when
+    there is none (not a port; a name no DNS query could carry)."""
+    if host.startswith("["):
+        host = host[1:-1]
+    if not 0 <= port < 65536:
+        return None  # not a port (0 = none given: 5060)
+    if is_ip(host):
+        if transport is None and not secure:
+            return (host, port or 5060)
+        proto = "tls" if secure else STREAM_TRANSPORTS.get(transport.lower(), "")
+        if proto:
+            return StreamDest(host, port or (5061 if proto == "tls" else 5060), proto)
+        if transport.lower() != "udp":
+            return None  # sctp, ws...: a transport kampx does not speak
+        return (host, port or 5060)
+    if not _is_dns_name(host):
+        return None
+    return Unresolved(host, port, transport, secure)
+
+
 class Forwarder:
     """`sockets`: every ListenSocket (any may be needed to send); `realm`: a host name that
     also means this proxy; `dialogs`: kampx.dialog.Dialogs (stray 2xx of known dialogs)."""
@@ -101,26 +122,7 @@ class Forwarder:
         proto = dest[2] if len(dest) == 3 else "udp"
         return self._senders.get((fam, proto))
 
-    @staticmethod
-    def resolve(host: str, port: int, transport=None, secure: bool = False):
-        """The (ip, port) to send to for an IP host, an Unresolved for a name, None when
-        there is none (not a port; a name no DNS query could carry)."""
-        if host.startswith("["):
-            host = host[1:-1]
-        if not 0 <= port < 65536:
-            return None  # not a port (0 = none given: 5060)
-        if is_ip(host):
-            if transport is None and not secure:
-                return (host, port or 5060)
-            proto = "tls" if secure else STREAM_TRANSPORTS.get(transport.lower(), "")
-            if proto:
-                return StreamDest(host, port or (5061 if proto == "tls" else 5060), proto)
-            if transport.lower() != "udp":
-                return None  # sctp, ws...: a transport kampx does not speak
-            return (host, port or 5060)
-        if not _is_dns_name(host):
-            return None
-        return Unresolved(host, port, transport, secure)
+    resolve = staticmethod(resolve_destination)
 
     @staticmethod
     def target_dest(target) -> tuple:
@@ -134,7 +136,16 @@ class Forwarder:
         Request-URI (its maddr first); None when that is not a sip/sips URI or unusable.
         An (ip, port), or an Unresolved when the host is a name."""
         if host is not None:
-            return self.resolve(host, int(port or 0))
+            return resolve_destination(host, int(port or 0))
+        if not msg.dst:  # the common case: the Request-URI, read without a URI view
+            hop = ruri_hop(msg)
+            if hop is None:
+                return None
+            kind = hop[0]
+            if kind != 1 and kind != 2:  # not sip/sips
+                return None
+            if not hop[3]:  # no parameters: no maddr, no transport
+                return resolve_destination(hop[1], hop[2], None, kind == 2)
         try:
             # the Request-URI's view is built once per Request-URI (rewrites included)
             u = parse_uri(msg.dst) if msg.dst else msg.uri
@@ -143,9 +154,9 @@ class Forwarder:
         if u.scheme not in ("sip", "sips"):
             return None
         if not u.params_raw:  # the common case: no maddr, no transport
-            return self.resolve(u.host, u.port, None, u.scheme == "sips")
+            return resolve_destination(u.host, u.port, None, u.scheme == "sips")
         params = u.params
-        return self.resolve(
+        return resolve_destination(
             params.get("maddr") or u.host, u.port, params.get("transport"), u.scheme == "sips"
         )
 

@@ -1,9 +1,13 @@
 # C types for kampx/sl.py (setup.py's PYTHON_COMPILED): a reply's request is a parsed message
 # (its fields are C loads), and the script API's sl functions call these in C.
 from kampx._cparse cimport Message, build_reply
+from kampx.stats.family cimport Family
 
 
 cpdef bint stateless_reply(object worker, Message msg, int code, object reason, object extra=*,
                            object body=*) except -1
 cpdef object send_reply(object worker, Message msg, int code, object reason, object extra=*,
                         object body=*)
+
+# the statistics counted here, as C values: `stats.inc(NAME.base)` is a C field read
+cdef Family SEND_ERRORS

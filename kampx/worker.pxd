@@ -2,17 +2,27 @@
 # to the script or its transaction is C calls on C slots. Every other attribute lives in the
 # instance's __dict__, as before (a Python subclass, the sandbox's, adds its own; cpdef
 # methods can still be replaced on an instance, as a test does).
+cimport cython
 from kampx._cparse cimport Message
 from kampx.tm.manager cimport TransactionManager
+from kampx._shm cimport CounterRow
+from kampx.stats.family cimport Family
 
 
 cdef class Worker:
-    cdef public object stats, hooks, overload, forwarder
+    cdef public object hooks, overload, forwarder
+    cdef public CounterRow stats
     cdef public TransactionManager tm
     cdef public str sl_ack_prefix
     cdef dict __dict__
 
+    @cython.locals(msg=Message)
     cpdef process(self, data, src, lsock, bint handed_off)
     cpdef _on_request(self, Message msg)
     cpdef bint _acks_own_reply(self, Message msg) except -1
     cpdef _on_reply(self, Message msg)
+
+# the statistics counted here, as C values: `stats.inc(NAME.base)` is a C field read
+cdef Family BAD_MSG_HDR, ERR_REQUESTS, HANDOFFS, HANDOFF_FAILED, HANDOFF_REJECTED
+cdef Family INTERNAL_ERRORS, RCV_REPLIES, RCV_REQUESTS, SEND_ERRORS, SL_ERR_REPLIES
+cdef Family SL_REPLIES, STEERED

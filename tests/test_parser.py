@@ -1211,6 +1211,47 @@ def test_ruri_host_port_and_user_are_the_uri_views(ruri):
     assert reply.ruri_host_port() is None and reply.ruri_user() is None
 
 
+@pytest.mark.parametrize("ruri", [
+    "sip:127.0.0.1", "SIP:bob@Host.Example:5070", "sips:alice@[2001:DB8::1]:5071;transport=tcp",
+    "sip:a@h;maddr=192.0.2.9;lr", "tel:+15551234567", "urn:service:sos", "sip:@h",
+])
+def test_ruri_hop_is_the_uri_view(ruri):
+    """A relay's destination read from the offsets: the URI view's scheme (as 1 sip, 2
+    sips, 3 tel, 0 other), host, port and parameters, received and rewritten."""
+    kinds = {"sip": 1, "sips": 2, "tel": 3}
+
+    def view(u):
+        return (kinds.get(u.scheme, 0), u.host, u.port, u.params_raw)
+
+    m = basic(start=f"INVITE {ruri} SIP/2.0")
+    assert cp.ruri_hop(m) == view(basic(start=f"INVITE {ruri} SIP/2.0").uri)
+    m.set_ruri(ruri.replace("127.0.0.1", "192.0.2.77"))
+    assert cp.ruri_hop(m) == view(m.uri)
+    m.set_ruri("no-scheme")  # a rewrite that does not parse: no destination
+    assert cp.ruri_hop(m) is None
+    reply = parse(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n")
+    assert cp.ruri_hop(reply) is None
+
+
+@pytest.mark.parametrize("headers", [
+    ("Contact: <sip:alice@192.0.2.1:5060>",),
+    ("Contact: \"A, B\" <sip:a@h;lr>;expires=60, sip:b@h2", "Contact: <sip:c@h3>"),
+    ("Contact: sip:plain@192.0.2.7;transport=tcp",),
+    ("Contact: *",),
+    (),
+    ("Record-Route: <sip:p1.example;lr>, <sip:p2.example;lr;ftag=x>", "Record-Route: <sip:p3>"),
+    ("Record-Route: \"Edge\" <sip:[2001:db8::1]:5070;lr>", "Contact: <sip:x@h>"),
+])
+def test_first_contact_uri_and_record_route_values_are_the_views(headers):
+    """What a dialog records of its INVITE and 2xx, read without a NameAddr per value: the
+    same strings `contacts[0].uri` and `[r.raw for r in record_routes]` give."""
+    base = [h for h in BASIC if not h.startswith("Contact")]
+    m = parse(make(*base, *headers))
+    contacts = m.contacts
+    assert cp.first_contact_uri(m) == (contacts[0].uri if contacts else None)
+    assert cp.record_route_values(m) == [r.raw for r in m.record_routes]
+
+
 @pytest.mark.parametrize("via,src,expected", [
     ("192.0.2.1:5060", ("192.0.2.1", 5060), True),
     ("192.0.2.1", ("192.0.2.1", 5060), True),          # no port: 5060

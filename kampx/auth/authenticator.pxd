@@ -9,6 +9,7 @@ from kampx.auth._digest cimport Credentials, pick
 from kampx.auth.digest cimport verify
 from kampx.auth.nonce cimport NonceCheck, Nonces
 from kampx.auth.subscribers cimport name_fits
+from kampx._shm cimport CounterRow
 
 
 cdef class Outcome:
@@ -22,7 +23,7 @@ cdef class Authenticator:
     cdef public list algorithms
     cdef public Nonces nonces
     cdef public object subscribers
-    cdef public object stats
+    cdef public CounterRow stats
     cdef public object on_failure
     cdef dict _decoy
     cdef bint _storage_error_logged

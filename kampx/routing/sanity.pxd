@@ -5,3 +5,7 @@ from kampx.routing.context cimport _Context
 cdef _Context ctx
 
 from kampx.sl cimport stateless_reply
+from kampx.stats.family cimport Family
+
+# the statistics counted here, as C values: `stats.inc(NAME.base)` is a C field read
+cdef Family ERR_REQUESTS

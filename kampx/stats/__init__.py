@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import importlib
 from bisect import bisect_left
-from dataclasses import dataclass, field
 
 from kampx._cparse import METHOD_NAMES
 from kampx._shm import CounterRow
+from kampx.stats.family import Family
 
 KIND_COUNTER = "counter"
 KIND_GAUGE = "gauge"
@@ -49,34 +49,6 @@ CATALOGUE = (
     "kampx.acc",
     "kampx.transport.stream",
 )
-
-
-@dataclass(eq=False)
-class Family:
-    group: str
-    name: str
-    kind: str
-    help: str
-    # the label name when the family has one label; a tuple of names when it has several
-    # (its values are then tuples, one value per name)
-    label: str | tuple[str, ...] | None = None
-    values: tuple = ()  # the label values, one column each
-    base: int = field(default=-1)  # first column, set by families(); -1 until then
-    # histograms: bucket bounds (in the stored unit), stored units per exported unit, and a
-    # label whose every value has its own buckets (series)
-    buckets: tuple = ()
-    scale: float = 1e6
-    series_label: str | None = None
-    series: tuple = ()
-
-    @property
-    def size(self) -> int:
-        return (len(self.values) if self.label else 1) * max(1, len(self.series))
-
-    def col(self, value=None) -> int:
-        if self.label is None:
-            return self.base
-        return self.base + self.values.index(value)
 
 
 REPLY_CODES = tuple(range(100, 700))

@@ -1,6 +1,9 @@
 from kampx._cparse cimport Message, build_reply
 from kampx.acc cimport Accounting
 from kampx.dialog cimport Dialogs
+from kampx._shm cimport CounterRow, CounterRows
+from kampx.forward cimport Forwarder
+from kampx.stats.family cimport Family
 
 cdef class ServerTxn:
     cdef public object key, method, request, lsock, reply_dest, last_reply, to_tag
@@ -24,10 +27,13 @@ cdef class TransactionManager:
     cdef public double t1, t2, t4, fr, fr_inv, fr_failover, wait, _limit_logged, index_ttl
     cdef public long long max_transactions, max_bytes, max_branches, udp_mtu, worker_id
     cdef public long long _label, acc_mask
-    cdef public object overload_reply, stats, timers, fwd, resolver, hooks
+    cdef public object overload_reply, timers, resolver, hooks
+    cdef public CounterRow stats
     cdef public Dialogs dialogs
     cdef public Accounting acc
-    cdef public object handoff_to, txn_index, load, server_header, report
+    cdef public object handoff_to, txn_index, server_header, report
+    cdef public CounterRows load
+    cdef public Forwarder fwd
     cdef public dict server, client
     cdef public str branch_prefix, tag_prefix
     cdef dict __dict__
@@ -53,3 +59,9 @@ cdef class TransactionManager:
     cpdef _drop_branch(self, ClientTxn c)
     cpdef on_reply(self, Message msg, ClientTxn c)
     cpdef _relay_reply(self, ServerTxn t, Message msg, int code, bint stateless=*)
+
+# the statistics counted here, as C values: `stats.inc(NAME.base)` is a C field read
+cdef Family ACTIVE_TRANSACTIONS, BRANCHES_CAPPED, DROP_REPLIES, FINAL_REPLIES, FWD_REPLIES
+cdef Family FWD_REQUESTS, INTERNAL_ERRORS, RETRANS_ABSORBED, RPL_ABSORBED, RPL_GENERATED
+cdef Family RPL_RECEIVED, RPL_RELAYED, RPL_SENT, SEND_ERRORS, TIMEOUTS, TXN_MEMORY
+cdef Family TXN_REFUSED, UAC_TRANSACTIONS, UAS_TRANSACTIONS

@@ -293,7 +293,7 @@ class TransactionManager:
                 return False
             return True
         key = msg.txn_key = server_key(msg)
-        t = self.server.get(key)
+        t: ServerTxn | None = self.server.get(key)
         if t is None:
             if not msg.handed_off:
                 owner = self.txn_index.lookup(key, now)
@@ -309,7 +309,7 @@ class TransactionManager:
         """A reply: to its client transaction here, or handed to the worker its branch
         names. False when it belongs to no transaction (a stray reply)."""
         branch = msg.branch
-        c = self.client.get(branch) if branch is not None else None
+        c: ClientTxn | None = self.client.get(branch) if branch is not None else None
         if c is not None:
             try:
                 self.on_reply(msg, c)
@@ -337,7 +337,7 @@ class TransactionManager:
         nothing was relayed."""
         mid = msg.method_id
         if mid == CANCEL:
-            t = self.server.get(msg.invite_key or b"")  # match_request set it
+            t: ServerTxn | None = self.server.get(msg.invite_key or b"")  # match_request set it
             if t is None:
                 return False
             return self.cancel(msg, t, msg.lsock, msg.src)
@@ -491,7 +491,7 @@ class TransactionManager:
         retransmission that raced its original): the request has been passed to that worker
         and processing here ends."""
         key = msg.txn_key or server_key(msg)
-        t = self.server.get(key)
+        t: ServerTxn | None = self.server.get(key)
         if t is not None:
             return t
         owner = self.txn_index.claim(key, self.worker_id, monotonic(), self.index_ttl)
@@ -683,7 +683,7 @@ class TransactionManager:
         """t_relay(): create (or reuse) the server transaction and send one branch to
         `dest` (ip, port) from `send_lsock` (dest None: a branch that waits for its name to
         resolve, sent by _resolved()). False when the request could not be relayed."""
-        t = msg.txn
+        t: ServerTxn | None = msg.txn
         if t is None:
             t = self.new_server(msg, lsock, src)
             if t is None:

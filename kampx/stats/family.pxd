@@ -1,0 +1,9 @@
+# C type for kampx/stats/family.py (setup.py's PYTHON_COMPILED): a family's column is a C
+# field for the modules that cimport Family and declare the families they count as one.
+
+cdef class Family:
+    cdef public str group, name, kind, help
+    cdef public object label, series_label
+    cdef public tuple values, buckets, series
+    cdef public Py_ssize_t base
+    cdef public double scale
