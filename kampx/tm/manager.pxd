@@ -3,11 +3,13 @@ from kampx.acc cimport Accounting
 from kampx.dialog cimport Dialogs
 from kampx._shm cimport CounterRow, CounterRows
 from kampx.forward cimport Forwarder
+from kampx.tm.timers cimport Timer, TimerHeap
 from kampx.stats.family cimport Family
 
 cdef class ServerTxn:
     cdef public object key, method, request, lsock, reply_dest, last_reply, to_tag
-    cdef public object best_reply, best_local_reason, timer_g, timer_end, index_key, invite
+    cdef public object best_reply, best_local_reason, index_key, invite
+    cdef public Timer timer_g, timer_end
     cdef public object dialog, next_targets, next_dst
     cdef public list branches
     cdef public bint is_invite, cancelled, failure_done
@@ -17,8 +19,8 @@ cdef class ServerTxn:
 
 cdef class ClientTxn:
     cdef public ServerTxn server
-    cdef public object branch, dest, lsock, data, timer_retx, timer_fr, cancel_data
-    cdef public object cancel_timer, ack_data, udp_fallback
+    cdef public object branch, dest, lsock, data, cancel_data, ack_data, udp_fallback
+    cdef public Timer timer_retx, timer_fr, cancel_timer
     cdef public bint is_invite
     cdef public int state, last_code, cancel
     cdef public double interval, cancel_interval, sent_at
@@ -27,7 +29,8 @@ cdef class TransactionManager:
     cdef public double t1, t2, t4, fr, fr_inv, fr_failover, wait, _limit_logged, index_ttl
     cdef public long long max_transactions, max_bytes, max_branches, udp_mtu, worker_id
     cdef public long long _label, acc_mask
-    cdef public object overload_reply, timers, resolver, hooks
+    cdef public object overload_reply, resolver, hooks
+    cdef public TimerHeap timers
     cdef public CounterRow stats
     cdef public Dialogs dialogs
     cdef public Accounting acc

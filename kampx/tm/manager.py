@@ -639,7 +639,7 @@ class TransactionManager:
                 t.state = S_COMPLETED
                 if not t.lsock.reliable:  # timer G: retransmissions on UDP only
                     t.g_interval = self.t1
-                    t.timer_g = self.timers.call_later(self.t1, self._timer_g, t)
+                    t.timer_g = self.timers.later(self.t1, self._timer_g, (t,))
                 self._end_after(t, 64 * self.t1)
         else:
             t.state = S_COMPLETED
@@ -652,12 +652,12 @@ class TransactionManager:
             return
         self._send_upstream(t, t.last_reply or b"")
         t.g_interval = min(2 * t.g_interval, self.t2)
-        t.timer_g = self.timers.call_later(t.g_interval, self._timer_g, t)
+        t.timer_g = self.timers.later(t.g_interval, self._timer_g, (t,))
 
     def _end_after(self, t: ServerTxn, delay: float) -> None:
         if t.timer_end is not None:
             t.timer_end.cancel()
-        t.timer_end = self.timers.call_later(delay, self._terminate, t)
+        t.timer_end = self.timers.later(delay, self._terminate, (t,))
 
     def _terminate(self, t: ServerTxn) -> None:
         if t.state == S_TERMINATED:
@@ -747,12 +747,12 @@ class TransactionManager:
             if not sent:
                 # no connection carries it and none can be made: the branch fails as soon
                 # as the script's turn is over, not when its timer runs out
-                c.timer_fr = self.timers.call_later(0.0, self._branch_unreachable, c)
+                c.timer_fr = self.timers.later(0.0, self._branch_unreachable, (c,))
                 return
         else:  # timers A/E: retransmissions on UDP only (RFC 3261 17.1.1.2)
             c.interval = self.t1
-            c.timer_retx = self.timers.call_later(self.t1, self._retransmit, c)
-        c.timer_fr = self.timers.call_later(fr, self._branch_timeout, c)
+            c.timer_retx = self.timers.later(self.t1, self._retransmit, (c,))
+        c.timer_fr = self.timers.later(fr, self._branch_timeout, (c,))
 
     def _first_reply_timeout(self, t: ServerTxn) -> float:
         """fr_timer: [tm] fr_timer_ms or the transaction's t_set_fr(); shortened to
@@ -790,7 +790,7 @@ class TransactionManager:
         c.interval = 2 * c.interval if c.is_invite else min(2 * c.interval, self.t2)
         if c.state == C_PROCEEDING:
             c.interval = self.t2
-        c.timer_retx = self.timers.call_later(c.interval, self._retransmit, c)
+        c.timer_retx = self.timers.later(c.interval, self._retransmit, (c,))
 
     def _branch_timeout(self, c: ClientTxn) -> None:
         """fr_timer / fr_inv_timer fired: no final reply on this branch."""
@@ -844,7 +844,7 @@ class TransactionManager:
 
     def _later_drop(self, c: ClientTxn) -> None:
         # keep the branch a while to absorb retransmitted finals (timers D/K)
-        self.timers.call_later(self.wait, self._drop_branch, c)
+        self.timers.later(self.wait, self._drop_branch, (c,))
 
     # ---------------------------------------------------------------- CANCEL --------------
 
@@ -873,7 +873,7 @@ class TransactionManager:
         if c.lsock.reliable:
             return  # sent once on a stream
         c.cancel_interval = self.t1
-        c.cancel_timer = self.timers.call_later(self.t1, self._retransmit_cancel, c, 0.0)
+        c.cancel_timer = self.timers.later(self.t1, self._retransmit_cancel, (c, 0.0))
 
     def _retransmit_cancel(self, c: ClientTxn, elapsed: float) -> None:
         if c.cancel != CANCEL_SENT or c.state not in (C_TRYING, C_PROCEEDING):
@@ -883,8 +883,8 @@ class TransactionManager:
             return
         c.lsock.sendto(c.cancel_data, c.dest)
         c.cancel_interval = min(2 * c.cancel_interval, self.t2)
-        c.cancel_timer = self.timers.call_later(
-            c.cancel_interval, self._retransmit_cancel, c, elapsed
+        c.cancel_timer = self.timers.later(
+            c.cancel_interval, self._retransmit_cancel, (c, elapsed)
         )
 
     # ---------------------------------------------------------------- replies -------------
@@ -921,7 +921,7 @@ class TransactionManager:
                         if req is None or req.fr_timers is None
                         else self._final_reply_timeout(t)
                     )
-                    c.timer_fr = self.timers.call_later(fr_inv, self._branch_timeout, c)
+                    c.timer_fr = self.timers.later(fr_inv, self._branch_timeout, (c,))
             if c.cancel == CANCEL_PENDING:
                 self._send_cancel(c)
             if code == 100 or t.state != S_PROCEEDING or t.last_code >= 200:

@@ -36,12 +36,9 @@ cdef double _TICK_HZ = 100.0
 cdef class Timer:
     """An armed timer: `cancel()` it, or it fires once."""
 
-    cdef object fn
-    cdef tuple args
-    cdef public bint alive
-    cdef dict bucket
+    # its fields: timers.pxd
 
-    def cancel(self):
+    cpdef cancel(self):
         if self.alive:
             self.alive = False
             self.bucket.pop(self, None)
@@ -49,8 +46,7 @@ cdef class Timer:
 
 
 cdef class TimerHeap:
-    cdef dict _buckets  # tick -> {Timer: None}, insertion-ordered
-    cdef list _ticks    # heap of the ticks that have a bucket
+    # its fields: timers.pxd
 
     def __init__(self):
         self._buckets = {}
@@ -61,6 +57,10 @@ cdef class TimerHeap:
         return sum(len(b) for b in self._buckets.values())
 
     def call_later(self, double delay, fn, *args):
+        return self.later(delay, fn, args)
+
+    cpdef Timer later(self, double delay, fn, tuple args):
+        """call_later() with the arguments as a tuple: tm's C call."""
         # the first tick boundary at or after the due time: never early
         cdef object tick = <long long>ceil((<double>_now() + delay) * _TICK_HZ)
         cdef dict bucket = self._buckets.get(tick)
