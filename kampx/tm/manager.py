@@ -883,9 +883,7 @@ class TransactionManager:
             return
         c.lsock.sendto(c.cancel_data, c.dest)
         c.cancel_interval = min(2 * c.cancel_interval, self.t2)
-        c.cancel_timer = self.timers.later(
-            c.cancel_interval, self._retransmit_cancel, (c, elapsed)
-        )
+        c.cancel_timer = self.timers.later(c.cancel_interval, self._retransmit_cancel, (c, elapsed))
 
     # ---------------------------------------------------------------- replies -------------
 
