@@ -1287,9 +1287,22 @@ cdef class Message:
         if self.first[H_TO] >= 0 and parse_uri_at(self.p, self.to_a.uri_s, self.to_a.uri_e, &u) >= 0:
             if u.user_s >= 0:
                 tu = _str(self.p, u.user_s, u.user_e)
-        r = self.uri
-        if r is None:
+        if not self.is_request:
             return fu, fh, tu, "", ""
+        cdef const unsigned char *q = self.p
+        cdef bytes b
+        if self._uri is None:  # the Request-URI's user and host from offsets, no URI view
+            if self.new_ruri is None:
+                u = self.ruri_pos
+            else:
+                b = self.new_ruri
+                q = <const unsigned char *>PyBytes_AS_STRING(b)
+                if parse_uri_at(q, 0, PyBytes_GET_SIZE(b), &u) < 0:
+                    q = NULL  # the view says why (BadUri)
+            if q != NULL:
+                return (fu, fh, tu, _str(q, u.user_s, u.user_e) if u.user_s >= 0 else "",
+                        _str(q, u.host_s, u.host_e))
+        r = self.uri
         return fu, fh, tu, r.user or "", r.host or ""
 
     @property

@@ -1383,6 +1383,22 @@ def test_acc_parties_are_what_the_parsed_uris_say():
     rewritten = basic()
     rewritten.set_ruri("sip:carol@192.0.2.9:5070")
     assert rewritten.acc_parties()[3:] == ("carol", "192.0.2.9") == views(rewritten)[3:]
+    # the Request-URI's columns come from its offsets (received or rewritten) unless its
+    # view was made already: the same values either way, and the view's error when a
+    # rewrite does not parse
+    for ruri in ("sip:192.0.2.9;lr", "tel:+15550100", "sips:[2001:DB8::1]:5071", "urn:x:y"):
+        m = basic()
+        m.set_ruri(ruri)
+        fresh = basic()
+        fresh.set_ruri(ruri)
+        fresh.uri  # the view first
+        assert m.acc_parties() == fresh.acc_parties() == views(m)
+        received = basic(start=f"INVITE {ruri} SIP/2.0")
+        assert received.acc_parties() == views(received)
+    bad = basic()
+    bad.set_ruri("no-scheme")
+    with pytest.raises(SipParseError):
+        bad.acc_parties()
     reply = parse(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
                   b"From: <sip:a@x>;tag=1\r\nTo: <sip:b@y>\r\nCall-ID: c\r\nCSeq: 1 BYE\r\n"
                   b"Content-Length: 0\r\n\r\n")
