@@ -60,3 +60,36 @@ def test_script_functions_outside_a_route_raise_instead_of_crashing():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+@pytest.mark.parametrize("method, asked, expected", [
+    ("INVITE", "INVITE", True),
+    ("INVITE", "BYE", False),
+    ("invite", "INVITE", False),      # methods are case-sensitive (RFC 3261 7.1)
+    ("invite", "invite", True),
+    ("FOO", "FOO", True),             # a method the parser has no id for
+    ("FOO", "INVITE", False),
+    ("BYE", "INVITE|BYE", True),
+    ("ACK", "INVITE|BYE", False),
+])
+def test_is_method_matches_the_method_name_exactly(method, asked, expected):
+    """is_method() compares the parser's method id for a method it knows, the name
+    otherwise: either way what `msg.method == asked` says."""
+    m = parse((f"{method} sip:bob@kampx.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKim\r\n"
+               f"From: <sip:a@h>;tag=1\r\nTo: <sip:bob@kampx.test>\r\nCall-ID: im\r\n"
+               f"CSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n").encode())
+    ctx.msg = m
+    try:
+        assert core.is_method(asked) is expected
+    finally:
+        ctx.msg = None
+
+
+def test_is_method_of_a_reply_is_its_cseq_method():
+    ctx.msg = parse(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKim\r\n"
+                    b"From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag=2\r\nCall-ID: im\r\n"
+                    b"CSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n")
+    try:
+        assert core.is_method("INVITE") and not core.is_method("BYE")
+    finally:
+        ctx.msg = None

@@ -2,3 +2,7 @@
 from kampx.routing.context cimport _Context
 
 cdef _Context ctx
+
+# the parser's method ids by name, a C dict: is_method() of a known method is a lookup and an
+# int compare
+cdef dict METHOD_IDS

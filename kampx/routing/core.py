@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from kampx._cparse import SipParseError, parse_uri
+from kampx._cparse import METHOD_IDS, SipParseError, parse_uri
 from kampx.routing.context import ctx
 from kampx.routing.flow import Dropped, ScriptExit
 
@@ -68,7 +68,12 @@ def drop():
 
 def is_method(methods: str) -> bool:
     """True when the request's method is one of `methods` ("INVITE" or "INVITE|BYE")."""
-    m = ctx.msg.method
+    msg = ctx.msg
+    if msg.is_request:  # one method the parser knows: its id, no name made (case-sensitive)
+        mid = METHOD_IDS.get(methods)
+        if mid is not None:
+            return msg.method_id == mid
+    m = msg.method
     if "|" not in methods:
         return m == methods
     return m in _method_set(methods)
