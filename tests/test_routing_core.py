@@ -93,3 +93,27 @@ def test_is_method_of_a_reply_is_its_cseq_method():
         assert core.is_method("INVITE") and not core.is_method("BYE")
     finally:
         ctx.msg = None
+
+
+def test_cfg_get_reads_the_running_configuration_across_a_reload():
+    """cfg_get() keeps what it read per configuration: a reload (a new configuration
+    object) is read afresh; an unknown key raises as getattr does."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from kampx.config import Config
+
+    first = Config()
+    worker = SimpleNamespace(cfg=first)
+    ctx.worker = worker
+    try:
+        assert core.cfg_get("acc", "log_flag") == first.acc.log_flag
+        assert core.cfg_get("acc", "log_flag") == first.acc.log_flag  # from what it kept
+        worker.cfg = dataclasses.replace(
+            first, acc=dataclasses.replace(first.acc, log_flag=first.acc.log_flag + 7))
+        assert core.cfg_get("acc", "log_flag") == first.acc.log_flag + 7
+        assert core.cfg_get("routing", "carrier") == first.routing.carrier
+        with pytest.raises(AttributeError):
+            core.cfg_get("acc", "no_such_key")
+    finally:
+        ctx.worker = None
