@@ -8,7 +8,7 @@ import logging
 
 from kampx._cparse import METHOD_IDS, SipParseError, parse_uri
 from kampx.routing.context import ctx
-from kampx.routing.flow import Dropped, ScriptExit
+from kampx.routing.flow import drop, exit
 
 _log = logging.getLogger("kampx.script")
 
@@ -51,16 +51,7 @@ def cfg_get(section: str, key: str):
 
 
 # ---------------------------------------------------------------------------------- flow --
-
-
-def exit():
-    """End processing of the current message (Kamailio's `exit`)."""
-    raise ScriptExit()
-
-
-def drop():
-    """End processing; a reply is not forwarded (Kamailio's `drop`)."""
-    raise Dropped()
+# exit() and drop(): kampx/routing/flow.py (plain Python: see why there)
 
 
 # ------------------------------------------------------------------------------ messages --
