@@ -1289,17 +1289,10 @@ cdef class Message:
                 tu = _str(self.p, u.user_s, u.user_e)
         if not self.is_request:
             return fu, fh, tu, "", ""
-        cdef const unsigned char *q = self.p
-        cdef bytes b
+        cdef const unsigned char *q
         if self._uri is None:  # the Request-URI's user and host from offsets, no URI view
-            if self.new_ruri is None:
-                u = self.ruri_pos
-            else:
-                b = self.new_ruri
-                q = <const unsigned char *>PyBytes_AS_STRING(b)
-                if parse_uri_at(q, 0, PyBytes_GET_SIZE(b), &u) < 0:
-                    q = NULL  # the view says why (BadUri)
-            if q != NULL:
+            q = _ruri_at(self, &u)
+            if q != NULL:  # else the view below says why (BadUri)
                 return (fu, fh, tu, _str(q, u.user_s, u.user_e) if u.user_s >= 0 else "",
                         _str(q, u.host_s, u.host_e))
         r = self.uri
@@ -2620,6 +2613,20 @@ cdef inline bint _via_host_is(Message m, bytes ipb, bint fold_case):
     return True
 
 
+cdef const unsigned char *_ruri_at(Message m, UriPos *u):
+    """Request `m`'s Request-URI as positions into the returned text: the received one's
+    (parsed with the message) or the rewritten one's (parsed now); NULL when a rewrite does
+    not parse. The text is the message's or its new_ruri's: valid while `m` lives."""
+    cdef bytes b
+    if m.new_ruri is None:
+        u[0] = m.ruri_pos
+        return m.p
+    b = m.new_ruri
+    if parse_uri_at(<const unsigned char *>PyBytes_AS_STRING(b), 0, PyBytes_GET_SIZE(b), u) < 0:
+        return NULL
+    return <const unsigned char *>PyBytes_AS_STRING(b)
+
+
 cpdef tuple ruri_hop(Message m):
     """The Request-URI as a relay reads it: (kind, host, port, params), kind 1 sip, 2 sips,
     3 tel, 0 another scheme; the host as written (an IPv6 one in brackets), port 0 when
@@ -2628,17 +2635,11 @@ cpdef tuple ruri_hop(Message m):
     None for a reply, or a rewritten Request-URI that does not parse."""
     cdef UriPos u
     cdef const unsigned char *p
-    cdef bytes b
     if not m.is_request:
         return None
-    if m.new_ruri is None:
-        p = m.p
-        u = m.ruri_pos
-    else:
-        b = m.new_ruri
-        p = <const unsigned char *>PyBytes_AS_STRING(b)
-        if parse_uri_at(p, 0, PyBytes_GET_SIZE(b), &u) < 0:
-            return None
+    p = _ruri_at(m, &u)
+    if p == NULL:
+        return None
     return (u.kind, _str(p, u.host_s, u.host_e), u.port, _str(p, u.params_s, u.params_e))
 
 

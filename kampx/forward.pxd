@@ -1,5 +1,6 @@
 # C types for kampx/forward.py, compiled as it is written (setup.py's PYTHON_COMPILED): tm
-# calls the destination lookup in C, which reads the Request-URI's view as C fields.
+# calls the destination lookup in C, which reads the Request-URI from the parsed offsets
+# (ruri_hop) and, when it has parameters, its view as C fields.
 cimport cython
 from kampx._cparse cimport Message, URI, ruri_hop
 from kampx._shm cimport CounterRow

@@ -122,8 +122,6 @@ class Forwarder:
         proto = dest[2] if len(dest) == 3 else "udp"
         return self._senders.get((fam, proto))
 
-    resolve = staticmethod(resolve_destination)
-
     @staticmethod
     def target_dest(target) -> tuple:
         """An RFC 3263 target (kampx.dns) as a destination: a StreamDest unless UDP."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from kampx import config
-from kampx.forward import Forwarder, StreamDest
+from kampx.forward import Forwarder, StreamDest, resolve_destination
 from kampx.transport.stream import FrameError, alias_key, frame
 
 MSG = (
@@ -94,7 +94,7 @@ def test_tls_listen_needs_a_certificate_and_verify_client_a_ca():
 
 
 def test_destinations_carry_their_transport():
-    resolve = Forwarder.resolve
+    resolve = resolve_destination
     assert resolve("192.0.2.1", 0) == ("192.0.2.1", 5060)
     assert resolve("192.0.2.1", 0, "udp") == ("192.0.2.1", 5060)
     assert resolve("192.0.2.1", 0, "TCP") == StreamDest("192.0.2.1", 5060, "tcp")
