@@ -41,7 +41,7 @@ from collections import deque
 from time import monotonic, sleep, time
 
 from kampx import stats as S
-from kampx._cparse import first_contact_uri, record_route_values
+from kampx._cparse import SipParseError, first_contact_uri, record_route_values
 from kampx.acc import DIRECTIONS, direction_name
 
 DIALOGS_PROCESSED = S.family(
@@ -362,7 +362,13 @@ class Dialogs:
 
     def _answered(self, k: bytes, code, reply) -> None:
         now = time()
-        rrs = record_route_values(reply)
+        try:
+            rrs = record_route_values(reply)
+        except SipParseError:
+            # a callee's Record-Route that does not parse (a reply's are checked only when
+            # read): the 2xx still goes to the caller, as Kamailio relays it; the record has
+            # no route sets
+            rrs = []
         at, below = _own_record_route(rrs, reply.lsock)
         session_s = _session_interval(reply)
         # kampx/dialog_table.py's ANSWER_FIELDS, in order

@@ -516,3 +516,18 @@ def test_an_accounting_record_is_journaled_as_write_would_and_a_too_big_one_drop
     acc = env.dialogs.acc
     acc.emit(("row", "x" * D.MAX_DATA))
     assert env.count(RECORDS_DROPPED.base) == 1 and env.records() == []
+
+
+def test_a_2xx_whose_record_route_does_not_parse_still_confirms_the_call(env):
+    """A callee's 2xx whose Record-Route does not parse (a reply's are read only when a
+    dialog records them; a bad Contact is refused when the reply is parsed): the call is
+    confirmed and its 2xx goes on (no exception for the worker to count as an internal
+    error, the reply lost); the record has no route sets."""
+    d = env.dialogs
+    k, state = d.start(Req(flags=LOG | INBOUND))
+    reply = parsedkit.reply(200, "tt", record_routes=("<sip:127.0.0.1;lr>", "<sip:broken;lr"))
+    state = d.on_reply(k, state, 200, reply)
+    assert state == D.CONFIRMED | D.TRACKED
+    _, _, info = env.table.get(k)
+    assert info["to_tag"] == "tt" and info["callee_contact"] == "sip:alice@198.51.100.7"
+    assert info["callee_route"] == [] and info["caller_route"] == []
