@@ -145,6 +145,7 @@ cdef class Message:
     cdef bytes stamp_received        # ";received=<ip>" when stamp_source made via_extra
     cdef bytes stamp_rport           # ";rport=<port>" then too (None: the Via has no rport)
     cdef readonly bint edited
+    cdef readonly bint has_to_tag    # the To header has a tag (an in-dialog request): set by parse
     # what the proxy attaches while it processes the message (declared: a slot each, typed
     # in _cparse.pyi; the transport sets src/lsock/handed_off, the modules the rest)
     cdef public object src           # (ip, port) it came from

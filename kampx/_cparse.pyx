@@ -1311,10 +1311,6 @@ cdef class Message:
         return _str(self.p, self.to_a.tag_s, self.to_a.tag_e)
 
     @property
-    def has_to_tag(self):
-        return self.first[H_TO] >= 0 and self.to_a.tag_s >= 0
-
-    @property
     def from_uri(self):
         return _str(self.p, self.from_a.uri_s, self.from_a.uri_e) if self.first[H_FROM] >= 0 else None
 
@@ -2549,6 +2545,7 @@ def parse(data):
     parse_start_line(m, p, n)
     parse_headers(m, p, n)
     validate(m, p)
+    m.has_to_tag = m.first[H_TO] >= 0 and m.to_a.tag_s >= 0  # a C field: read on every request
     # framing (RFC 3261 18.3): Content-Length bounds the body; a shorter datagram is an
     # error, extra octets are dropped. Without Content-Length the body runs to the end.
     if m.clen >= 0:

@@ -20,6 +20,13 @@ cdef class _Striped(_Region):
     cdef int _init_locks(self, kx_mutex_t *locks, Py_ssize_t n) except -1
 
 
+# One slot of a KeyIndex: the key's seeded hash (0 = empty; cleared first, written last) and
+# its expiry in microseconds << 8 | one-byte value. 16-byte slots, 4 per cache line.
+cdef struct TxnSlot:
+    uint64_t key
+    uint64_t word
+
+
 @cython.final
 cdef class CounterRows(_Region):
     cdef int64_t *cells
@@ -49,3 +56,21 @@ cdef class CounterRow:
     cpdef void inc(self, Py_ssize_t col)
     cpdef void add(self, Py_ssize_t col, int64_t n)
     cpdef void observe_us(self, int64_t us)
+
+
+# The transaction index and the dialog index (key -> one byte, with an expiry). tm and the
+# dialogs type theirs: claim, lookup, release and put are C calls on the per-packet path.
+@cython.final
+cdef class KeyIndex(_Striped):
+    cdef TxnSlot *slots
+    cdef uint64_t seed
+    cdef int segbits
+    cdef uint64_t nbuckets          # per segment, power of two
+    cdef Py_ssize_t _capacity
+    cdef Py_ssize_t _locate(self, bytes key, uint64_t *h, TxnSlot **b1,
+                            TxnSlot **b2) except -1
+    cdef int _owner_arg(self, int owner) except -1
+    cpdef int claim(self, bytes key, int owner, double now, double ttl) except? -99
+    cpdef int lookup(self, bytes key, double now) except? -99
+    cpdef bint release(self, bytes key, int owner) except -1
+    cpdef bint put(self, bytes key, int value, double now, double expires_at) except -1

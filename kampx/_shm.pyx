@@ -588,9 +588,7 @@ cdef class CounterRows(_Region):
 # ---------------------------------------------------------------------------------------------
 # KeyIndex
 
-cdef struct TxnSlot:
-    uint64_t key     # seeded hash of the key; 0 = empty. Cleared first, written last.
-    uint64_t word    # expiry in microseconds << 8 | one-byte value: 16-byte slots, 4 per line
+# TxnSlot (_shm.pxd): a key's seeded hash and its expiry << 8 | one-byte value
 
 cdef enum:
     TXN_FULL = -2
@@ -668,11 +666,7 @@ cdef class KeyIndex(_Striped):
     """A key -> one-byte value (0..255) with an expiry. Two uses: the transaction index (RFC
     3261 17.2.3 transaction key -> owner worker id) and the dialog index (Call-ID and the
     caller's tag -> dialog state)."""
-    cdef TxnSlot *slots
-    cdef uint64_t seed
-    cdef int segbits
-    cdef uint64_t nbuckets          # per segment, power of two
-    cdef Py_ssize_t _capacity
+    # fields and C methods: _shm.pxd
 
     def __init__(self, Py_ssize_t capacity, seed):
         cdef uint64_t nb
@@ -690,12 +684,14 @@ cdef class KeyIndex(_Striped):
         self._init_locks(<kx_mutex_t *>(self.base + LINE), 1 << bits)
         self.slots = <TxnSlot *>(self.base + head)
 
-    cdef inline Py_ssize_t _locate(self, bytes key, uint64_t *h, TxnSlot **b1,
-                                   TxnSlot **b2) noexcept:
+    cdef Py_ssize_t _locate(self, bytes key, uint64_t *h, TxnSlot **b1,
+                            TxnSlot **b2) except -1:
         """Hash key; point b1/b2 at its two candidate buckets; return its segment (stripe)."""
         cdef Py_ssize_t seg
         cdef uint64_t i1, i2
         cdef TxnSlot *segbase
+        if key is None:
+            raise TypeError("a key index's key is bytes, not None")
         h[0] = kx_hash64(PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key), self.seed)
         seg = _seg_of(h[0], self.segbits)
         segbase = self.slots + <size_t>seg * self.nbuckets * BUCKET
@@ -716,7 +712,7 @@ cdef class KeyIndex(_Striped):
             raise ValueError(f"value must be 0..255, not {owner}")
         return 0
 
-    def claim(self, bytes key not None, int owner, double now, double ttl):
+    cpdef int claim(self, bytes key, int owner, double now, double ttl) except? -99:
         cdef uint64_t h
         cdef TxnSlot *b1
         cdef TxnSlot *b2
@@ -732,7 +728,7 @@ cdef class KeyIndex(_Striped):
             raise LockError("key index stripe lock is unrecoverable")
         return r
 
-    def lookup(self, bytes key not None, double now):
+    cpdef int lookup(self, bytes key, double now) except? -99:
         cdef uint64_t h
         cdef TxnSlot *b1
         cdef TxnSlot *b2
@@ -757,7 +753,7 @@ cdef class KeyIndex(_Striped):
             raise LockError("key index stripe lock is unrecoverable")
         return r == 1
 
-    def release(self, bytes key not None, int owner):
+    cpdef bint release(self, bytes key, int owner) except -1:
         cdef uint64_t h
         cdef TxnSlot *b1
         cdef TxnSlot *b2
@@ -771,7 +767,7 @@ cdef class KeyIndex(_Striped):
             raise LockError("key index stripe lock is unrecoverable")
         return r == 1
 
-    def put(self, bytes key not None, int value, double now, double expires_at):
+    cpdef bint put(self, bytes key, int value, double now, double expires_at) except -1:
         cdef uint64_t h
         cdef TxnSlot *b1
         cdef TxnSlot *b2

@@ -1,7 +1,9 @@
 # C types for kampx/acc.py, compiled as it is written (setup.py's PYTHON_TYPED).
 
 from kampx._cparse cimport Message
+cimport cython
 from kampx._shm cimport CounterRow
+from kampx.stats.family cimport Family
 
 cdef class Accounting:
     cdef public long long log_bit, missed_bit, failed_bit, in_bit, out_bit, mask
@@ -18,5 +20,7 @@ cdef class Accounting:
     cpdef final(self, Message req, int code, str reason, to_tag)
     cpdef _count_call(self, str direction, int code)
     cpdef tuple _row(self, str table, Message req, int code, str reason, to_tag)
+    @cython.locals(fam=Family, n=Py_ssize_t, base=Py_ssize_t, scaled=double)
+    cpdef _observe_duration(self, int direction, double duration)
     cpdef emit(self, row)
     cpdef _emit(self, bytes data)

@@ -2,7 +2,8 @@
 
 from kampx._cparse cimport Message, first_contact_uri, record_route_values
 from kampx.acc cimport Accounting
-from kampx._shm cimport CounterRow
+from kampx.dialog_table cimport DialogTable
+from kampx._shm cimport CounterRow, KeyIndex
 
 cdef class Journal:
     cdef public object fd, held
@@ -17,7 +18,8 @@ cdef class Journal:
     cpdef flush(self)
 
 cdef class Dialogs:
-    cdef public object index, table
+    cdef public KeyIndex index
+    cdef public DialogTable table
     cdef public CounterRow stats
     cdef public Journal journal
     cdef public Accounting acc

@@ -58,7 +58,8 @@ def loose_route(worker, msg) -> bool:
             if second is not None and myself(second[0], second[1]):
                 ours = 2
         if count == ours:
-            if msg.has_to_tag and not worker.dialogs.admit(msg):
+            dialogs = worker.dialogs
+            if msg.has_to_tag and not dialogs.admit(msg):
                 return False  # a Route of ours, but no dialog of ours (kampx/dialog.py)
             for _ in range(ours):
                 msg.remove_top_route()

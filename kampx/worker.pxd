@@ -5,6 +5,7 @@
 cimport cython
 from kampx._cparse cimport Message
 from kampx.tm.manager cimport TransactionManager
+from kampx.dialog cimport Dialogs
 from kampx._shm cimport CounterRow
 from kampx.stats.family cimport Family
 
@@ -14,6 +15,10 @@ cdef class Worker:
     cdef public CounterRow stats
     cdef public TransactionManager tm
     cdef public str sl_ack_prefix
+    # what the script API reads of its worker on every request (kampx/routing, sl, rr,
+    # registrar: `ctx.worker` is a Worker there): C loads, not lookups in __dict__
+    cdef public object cfg, ctx, script, modules, server_header, sl_tag_prefix
+    cdef public Dialogs dialogs
     cdef dict __dict__
 
     @cython.locals(msg=Message)

@@ -4,6 +4,7 @@ ban (kampx/security): per worker, the guard is built on first use, after fork.""
 from __future__ import annotations
 
 from kampx.routing.context import Result, ctx, result
+from kampx.security.guard import SecurityGuard
 
 __all__ = ["is_scanner", "pike_check_req", "auth_banned"]
 
@@ -20,8 +21,6 @@ def guard(w):
         return _last_guard
     g = w.modules.get("security")
     if g is None:
-        from kampx.security import SecurityGuard
-
         own = {ls.addr.host for ls in w.sockets}
         g = w.modules["security"] = SecurityGuard(
             w.cfg.security, w.cfg.routing.carrier_group, w.ctx.shared, w.stats, own

@@ -1,7 +1,7 @@
 from kampx._cparse cimport Message, build_reply
 from kampx.acc cimport Accounting
 from kampx.dialog cimport Dialogs
-from kampx._shm cimport CounterRow, CounterRows
+from kampx._shm cimport CounterRow, CounterRows, KeyIndex
 from kampx.forward cimport Forwarder
 from kampx.tm.timers cimport Timer, TimerHeap
 from kampx.stats.family cimport Family
@@ -34,7 +34,8 @@ cdef class TransactionManager:
     cdef public CounterRow stats
     cdef public Dialogs dialogs
     cdef public Accounting acc
-    cdef public object handoff_to, txn_index, server_header, report
+    cdef public object handoff_to, server_header, report
+    cdef public KeyIndex txn_index
     cdef public CounterRows load
     cdef public Forwarder fwd
     cdef public dict server, client
