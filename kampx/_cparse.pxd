@@ -186,6 +186,17 @@ cdef class Message:
     cdef Py_ssize_t _headers_end(self)
     cdef _set(self, str name, bytes v, bint at_top)
     cdef _remove_first_value(self, int hid)
+    # the twins of def methods for compiled callers that type the message: a C call, no
+    # method lookup (Message has an instance dict, so a cpdef method would look for an
+    # override in it on every call)
+    cdef str _header(self, str name)
+    cdef bytes _dialog_key(self, bint callee=*)
+    cdef _stamp_source(self)
+    cdef tuple _acc_parties(self)
+    cdef tuple _route_hops(self, int n)
+    cdef bytes _serialize(self, via=*, rr=*)
+    cdef _remove_top_route(self)
+    cdef _remove_top_via(self)
     cdef bytes _close_headers(self, list edits, Py_ssize_t derived)
     cdef list _stamp_edits(self, bint relay)
     cdef bytes _via_with_source_stamp(self, Hdr *h)

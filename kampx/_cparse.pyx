@@ -1168,6 +1168,10 @@ cdef class Message:
 
     def header(self, str name):
         """The first value of header `name` (full or compact name, any case), or None."""
+        return self._header(name)
+
+    # header(): the same for compiled callers that type the message (a C call)
+    cdef str _header(self, str name):
         cdef int hid = self._id_for(name)
         if hid != H_OTHER:
             return self._value(self.first[hid]) if self.first[hid] >= 0 else None
@@ -1278,6 +1282,10 @@ cdef class Message:
         party columns $fU $fd $tU $rU $rd in one call, each "" when absent; a From or To
         whose URI does not parse gives "" (addr_user_host would raise); the Request-URI
         as `uri` gives it (after any rewrite)."""
+        return self._acc_parties()
+
+    # acc_parties(): the same for compiled callers that type the message (a C call)
+    cdef tuple _acc_parties(self):
         cdef UriPos u
         fu = fh = tu = ""
         if self.first[H_FROM] >= 0 and parse_uri_at(self.p, self.from_a.uri_s, self.from_a.uri_e, &u) >= 0:
@@ -1417,6 +1425,10 @@ cdef class Message:
         NameAddr, a URI and a params dict per Route (the same values as
         routes[i].parsed_uri's host, port, "lr"/"r2" in params). A hop whose URI does not
         parse is None. BadHeader, as `routes`, for a Route value that does not parse."""
+        return self._route_hops(n)
+
+    # route_hops(): the same for compiled callers that type the message (a C call)
+    cdef tuple _route_hops(self, int n):
         cdef list hops = []
         cdef Py_ssize_t count = 0
         cdef AddrPos a
@@ -1509,6 +1521,10 @@ cdef class Message:
         when the Via asks for rport, else received when the sent-by host is not the source
         address. What the transport does to every request it takes in; a request without a
         Via is left alone."""
+        return self._stamp_source()
+
+    # stamp_source(): the same for compiled callers that type the message (a C call)
+    cdef _stamp_source(self):
         if self.first[H_VIA] < 0:
             return
         ip, port = self.src
@@ -1666,6 +1682,13 @@ cdef class Message:
         """Remove the first Via value: what a proxy does to a reply before sending it on."""
         self._remove_first_value(H_VIA)
 
+    # the two for compiled callers that type the message (a C call)
+    cdef _remove_top_route(self):
+        self._remove_first_value(H_ROUTE)
+
+    cdef _remove_top_via(self):
+        self._remove_first_value(H_VIA)
+
     cdef _remove_first_value(self, int hid):
         cdef int k, skip = self.removed_via if hid == H_VIA else self.removed_route
         cdef Py_ssize_t i, e, nxt, after
@@ -1718,6 +1741,10 @@ cdef class Message:
         message also loses the defects a liberal parse let through: a request line with
         runs of whitespace is written with single SPs, a header section cut short by the
         end of the datagram gets its line end and empty line."""
+        return self._serialize(via, rr)
+
+    # serialize(): the same for compiled callers that type the message (a C call)
+    cdef bytes _serialize(self, via=None, rr=None):
         cdef list edits = []
         cdef Py_ssize_t pos, derived
         cdef bytes vb
@@ -1887,6 +1914,10 @@ cdef class Message:
         """Call-ID, NUL, the From tag (the To tag with `callee`) as bytes: the key of the
         dialog this message belongs to in the dialog index (kampx/dialog.py's `key`, which
         this equals; an absent Call-ID or tag counts as empty)."""
+        return self._dialog_key(callee)
+
+    # dialog_key(): the same for compiled callers that type the message (a C call)
+    cdef bytes _dialog_key(self, bint callee=False):
         cdef Py_ssize_t cs = 0, ce = 0, ts = 0, te = 0
         cdef AddrPos *a = &self.to_a if callee else &self.from_a
         cdef int k = self.first[H_CALL_ID]

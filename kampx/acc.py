@@ -178,7 +178,7 @@ class Accounting:
         cached = req.acc_party_values
         if cached is not None and cached[0] == key:
             return cached[1]
-        src_user, src_domain, dst_ouser, dst_user, dst_domain = req.acc_parties()
+        src_user, src_domain, dst_ouser, dst_user, dst_domain = req._acc_parties()
         values = (
             src_user,
             src_domain,

@@ -297,7 +297,7 @@ class Dialogs:
         state = CREATING.get(msg.method)
         if state is None:
             return None
-        k = msg.dialog_key()
+        k = msg._dialog_key()
         now = monotonic()
         if msg.dlg_manage and self.table is not None and self._track(k, msg, state):
             state |= TRACKED
@@ -319,8 +319,8 @@ class Dialogs:
             msg.call_id,
             msg.from_tag or "",
             "",
-            msg.header("from"),
-            msg.header("to"),
+            msg._header("from"),
+            msg._header("to"),
             msg.original_ruri,
             first_contact_uri(msg),
             list(msg.src),
@@ -374,7 +374,7 @@ class Dialogs:
         # kampx/dialog_table.py's ANSWER_FIELDS, in order
         fields = (
             reply.to_tag or "",
-            reply.header("to"),
+            reply._header("to"),
             first_contact_uri(reply),
             list(reply.src),
             reply.lsock.index,  # the callee's side may be another transport
@@ -439,10 +439,10 @@ class Dialogs:
                 self._bye_untracked(msg)
             return True
         now = monotonic()
-        k = msg.dialog_key()
+        k = msg._dialog_key()
         value = self.index.lookup(k, now)
         if value < 0 or value & STATE < EARLY:
-            k = msg.dialog_key(True)
+            k = msg._dialog_key(True)
             value = self.index.lookup(k, now)
             if value < 0 or value & STATE < EARLY:
                 self.stats.inc(DIALOG_REJECTED.base)

@@ -175,7 +175,7 @@ class Forwarder:
             return False
         self._stateless_seq += 1  # unique: the prefix names the worker and its start
         branch = f"{branch_prefix}a{self._stateless_seq:x}.0"
-        if lsock.sendto(msg.serialize(via=lsock.via_prefix + branch.encode()), dest):
+        if lsock.sendto(msg._serialize(via=lsock.via_prefix + branch.encode()), dest):
             self.stats.inc(FWD_REQUESTS.base)
             return True
         self.stats.inc(SEND_ERRORS.base)

@@ -44,7 +44,7 @@ def loose_route(worker, msg) -> bool:
     # the common case first, from the parser's offsets: every Route is ours (one, or the
     # two of a double Record-Route), so the next hop is the Request-URI
     try:
-        count, hops = msg.route_hops(2)
+        count, hops = msg._route_hops(2)
     except SipParseError:
         return False
     if not count:
@@ -62,7 +62,7 @@ def loose_route(worker, msg) -> bool:
             if msg.has_to_tag and not dialogs.admit(msg):
                 return False  # a Route of ours, but no dialog of ours (kampx/dialog.py)
             for _ in range(ours):
-                msg.remove_top_route()
+                msg._remove_top_route()
             return True
     return _route_set(worker, msg)
 

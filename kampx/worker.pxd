@@ -6,12 +6,14 @@ cimport cython
 from kampx._cparse cimport Message
 from kampx.tm.manager cimport TransactionManager
 from kampx.dialog cimport Dialogs
+from kampx.routing.hooks cimport Hooks
 from kampx._shm cimport CounterRow
 from kampx.stats.family cimport Family
 
 
 cdef class Worker:
-    cdef public object hooks, overload, forwarder
+    cdef public Hooks hooks
+    cdef public object overload, forwarder
     cdef public CounterRow stats
     cdef public TransactionManager tm
     cdef public str sl_ack_prefix

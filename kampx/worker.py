@@ -557,7 +557,7 @@ class Worker:
         if not msg.has_via:
             stats.inc(ERR_REQUESTS.base)  # nowhere to send a reply: drop
             return
-        msg.stamp_source()  # received/rport (RFC 3261 18.2.1, RFC 3581 4)
+        msg._stamp_source()  # received/rport (RFC 3261 18.2.1, RFC 3581 4)
         if self.tm.match_request(msg):
             if msg.method_id == ACK and self._acks_own_reply(msg):
                 pass  # Kamailio's sl ACK filter: the ACK of a reply this proxy made ends here

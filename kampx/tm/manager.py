@@ -704,7 +704,7 @@ class TransactionManager:
         branch = f"{self.branch_prefix}{t.label:x}.{len(t.branches)}"
         if self.hooks.branch_route is not None:
             self.hooks.branch_route(msg)
-        data = msg.serialize(
+        data = msg._serialize(
             via=send_lsock.via_prefix + branch.encode(), rr=branch_lines(msg, send_lsock)
         )
         fallback = None
@@ -738,7 +738,7 @@ class TransactionManager:
         if tcp is None:
             return None, lsock, data
         self.stats.inc(MTU_SWITCHED.base)
-        over_tcp = msg.serialize(via=tcp.via_prefix + branch.encode(), rr=branch_lines(msg, tcp))
+        over_tcp = msg._serialize(via=tcp.via_prefix + branch.encode(), rr=branch_lines(msg, tcp))
         return (lsock, data), tcp, over_tcp
 
     def _start_branch(self, c: ClientTxn, fr: float) -> None:
@@ -969,14 +969,14 @@ class TransactionManager:
 
     def _relay_reply(self, t: ServerTxn, msg: Message, code, stateless: bool = False) -> None:
         try:
-            msg.remove_top_via()
+            msg._remove_top_via()
         except (ValueError, SipParseError):
             self.stats.inc(DROP_REPLIES.base)
             return
         if t.dialog is not None and t.dialog_state & STATE != CONFIRMED:
             # before it leaves: the caller's ACK (or PRACK) must find the dialog
             t.dialog_state = self.dialogs.on_reply(t.dialog, t.dialog_state, code, msg)
-        data = msg.serialize()
+        data = msg._serialize()
         self.stats.inc(RPL_RELAYED.base)
         self.stats.inc(FWD_REPLIES.base)
         if stateless:
