@@ -14,6 +14,7 @@ EXTENSIONS = [
     Extension("kampx.transport._send", ["kampx/transport/_send.pyx"]),
     Extension("kampx.tm.timers", ["kampx/tm/timers.pyx"]),
     Extension("kampx.auth._digest", ["kampx/auth/_digest.pyx"], include_dirs=INCLUDE),
+    Extension("kampx.routing._raise", ["kampx/routing/_raise.pyx"]),
 ]
 
 # Python modules compiled as they are written, with the C types of the .pxd beside them

@@ -116,3 +116,35 @@ def test_cfg_get_reads_the_running_configuration_across_a_reload():
             core.cfg_get("acc", "no_such_key")
     finally:
         ctx.worker = None
+
+
+def test_exit_and_drop_raise_their_exceptions_from_c():
+    """exit() and drop() (C builtins, kampx/routing/_raise.pyx) raise ScriptExit and Dropped
+    (a ScriptExit: a caller that stops on exit also stops on drop), take no arguments, and
+    are kampx's functions to the loader (their module and signature)."""
+    import inspect
+
+    from kampx.routing import flow
+
+    with pytest.raises(flow.ScriptExit) as e:
+        core.exit()
+    assert type(e.value) is flow.ScriptExit
+    with pytest.raises(flow.Dropped):
+        core.drop()
+    assert issubclass(flow.Dropped, flow.ScriptExit)
+    for fn in (core.exit, core.drop):
+        assert fn.__module__ == "kampx.routing.flow"
+        assert str(inspect.signature(fn)) == "()"
+        with pytest.raises(TypeError):
+            fn(1)
+
+
+def test_the_loader_refuses_exit_with_an_argument(tmp_path):
+    """A script that calls exit(1) is refused when it loads, with its file and line."""
+    from kampx.routing import loader
+
+    script = tmp_path / "bad_exit.py"
+    script.write_text("from kampx.routing import *\n\n\ndef request_route(msg):\n    exit(1)\n")
+    with pytest.raises(loader.ScriptError) as e:
+        loader.load(str(script))
+    assert f"{script}:5: exit()" in str(e.value)

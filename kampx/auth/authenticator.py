@@ -54,6 +54,7 @@ AUTH_FAILURES = S.family(
 STATISTICS = (AUTH_CHALLENGES, AUTH_SUCCESSES, AUTH_FAILURES)
 
 log = logging.getLogger("kampx.auth")
+_FORGED, _STALE = NonceState.FORGED, NonceState.STALE  # an enum member read costs a lookup
 
 # Kamailio's auth_db return codes (negative = false in a Kamailio script)
 AUTH_OK = 1
@@ -175,9 +176,9 @@ class Authenticator:
         ):
             return self._fail(msg, kind, AUTH_ERROR, "bad_credentials", cred.username)
         nonce = self.nonces.check(cred.nonce)
-        if nonce.state is NonceState.FORGED:
+        if nonce.state is _FORGED:
             return self._fail(msg, kind, AUTH_ERROR, "bad_credentials", cred.username)
-        if nonce.state is NonceState.STALE:
+        if nonce.state is _STALE:
             return self._fail(msg, kind, AUTH_STALE_NONCE, "stale_nonce", cred.username, False)
 
         column = _COLUMNS[(base, bool(at))]

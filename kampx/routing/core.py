@@ -51,7 +51,7 @@ def cfg_get(section: str, key: str):
 
 
 # ---------------------------------------------------------------------------------- flow --
-# exit() and drop(): kampx/routing/flow.py (plain Python: see why there)
+# exit() and drop(): kampx/routing/flow.py (C builtins: see why there)
 
 
 # ------------------------------------------------------------------------------ messages --

@@ -1,10 +1,12 @@
 """Control flow of a route script: Kamailio's `exit` and `drop` as exceptions, so that a
 helper route several calls deep can end processing the way a Kamailio route block does.
 
-Plain Python on purpose (setup.py compiles the rest of the script API): an exception leaving
-a compiled function gets a traceback entry made for it (a frame object, ~1.6 k instructions),
-and exit() ends nearly every request; raised from here it costs the interpreter's own
-entry."""
+exit() and drop() are C builtins (kampx/routing/_raise.pyx): exit() ends nearly every
+request, and an exception costs a traceback entry for every Python frame it leaves; raised
+from C it leaves the script's frames alone (a Python exit() would be one frame more, a
+compiled one a traceback frame built for it)."""
+
+from kampx.routing._raise import raisers
 
 
 class ScriptExit(Exception):
@@ -19,11 +21,4 @@ class HandedOff(ScriptExit):
     """The message belongs to another worker's transaction and was passed to it."""
 
 
-def exit():
-    """End processing of the current message (Kamailio's `exit`)."""
-    raise ScriptExit()
-
-
-def drop():
-    """End processing; a reply is not forwarded (Kamailio's `drop`)."""
-    raise Dropped()
+exit, drop = raisers(ScriptExit, Dropped, __name__)
