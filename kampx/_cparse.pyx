@@ -1108,6 +1108,9 @@ cdef class Message:
 
     @property
     def reason(self):
+        return self._reason()
+
+    cdef _reason(self):  # the property, for compiled callers that type the message
         return _str(self.p, self.reason_s, self.reason_e) if not self.is_request else None
 
     # ---- raw access -----------------------------------------------------------------------
@@ -1219,6 +1222,9 @@ cdef class Message:
 
     @property
     def call_id(self):
+        return self._call_id()
+
+    cdef _call_id(self):  # the property, for compiled callers that type the message
         k = self.first[H_CALL_ID]
         return self._value(k) if k >= 0 else None
 
@@ -1235,6 +1241,9 @@ cdef class Message:
 
     @property
     def cseq_method(self):
+        return self._cseq_method()
+
+    cdef _cseq_method(self):  # the property, for compiled callers that type the message
         return _str(self.p, self.cseq_m_s, self.cseq_m_e) if self.first[H_CSEQ] >= 0 else None
 
     @property
@@ -1308,12 +1317,18 @@ cdef class Message:
 
     @property
     def from_tag(self):
+        return self._from_tag()
+
+    cdef _from_tag(self):  # the property, for compiled callers that type the message
         if self.first[H_FROM] < 0 or self.from_a.tag_s < 0:
             return None
         return _str(self.p, self.from_a.tag_s, self.from_a.tag_e)
 
     @property
     def to_tag(self):
+        return self._to_tag()
+
+    cdef _to_tag(self):  # the property, for compiled callers that type the message
         if self.first[H_TO] < 0 or self.to_a.tag_s < 0:
             return None
         return _str(self.p, self.to_a.tag_s, self.to_a.tag_e)
@@ -1353,6 +1368,9 @@ cdef class Message:
     @property
     def branch(self):
         """The top Via's branch, or None."""
+        return self._branch()
+
+    cdef _branch(self):  # the property, for compiled callers that type the message
         if self.first[H_VIA] < 0 or self.topvia.branch_s < 0:
             return None
         return _str(self.p, self.topvia.branch_s, self.topvia.branch_e)
@@ -1942,6 +1960,10 @@ cdef class Message:
         """The To-tag of a stateless reply to this request: `prefix`, '.', 8 hex of a hash
         of Call-ID, From tag and top branch, so a retransmission gets the same tag without
         any state (what Kamailio's sl does with a CRC)."""
+        return self._sl_tag(prefix)
+
+    # sl_tag(): the same for compiled callers that type the message (a C call)
+    cdef str _sl_tag(self, str prefix):
         cdef uint32_t h = 2166136261u  # FNV-1a, 32 bits
         cdef Py_ssize_t s, e, k
         cdef int part

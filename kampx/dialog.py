@@ -316,8 +316,8 @@ class Dialogs:
         now = time()
         # kampx/dialog_table.py's SETUP_FIELDS, in order
         info = (
-            msg.call_id,
-            msg.from_tag or "",
+            msg._call_id(),
+            msg._from_tag() or "",
             "",
             msg._header("from"),
             msg._header("to"),
@@ -373,7 +373,7 @@ class Dialogs:
         session_s = _session_interval(reply)
         # kampx/dialog_table.py's ANSWER_FIELDS, in order
         fields = (
-            reply.to_tag or "",
+            reply._to_tag() or "",
             reply._header("to"),
             first_contact_uri(reply),
             list(reply.src),
@@ -384,7 +384,7 @@ class Dialogs:
             rrs[below:] if at >= 0 else [],
             now,
             code,
-            reply.reason or "",
+            reply._reason() or "",
             session_s,
         )
         expires = now + (session_s or self.lifetime)

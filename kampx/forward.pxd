@@ -21,6 +21,7 @@ cdef class Forwarder:
     cpdef bint forward_stateless(self, Message msg, dest, str branch_prefix) except -1
 
 cpdef bint is_ip(str host) except -1
+cpdef tuple reply_destination(Message msg, src)
 cpdef resolve_destination(str host, int port, transport=*, bint secure=*)
 
 # the statistics counted here, as C values: `stats.inc(NAME.base)` is a C field read

@@ -80,6 +80,15 @@ def resolve_destination(host: str, port: int, transport=None, secure: bool = Fal
     return Unresolved(host, port, transport, secure)
 
 
+def reply_destination(msg, src) -> tuple:
+    """Where a reply to request `msg` goes (RFC 3261 18.2.2, RFC 3581): the source IP, at the
+    source port with rport or over a stream, else the sent-by port."""
+    port = msg.reply_port  # 0: rport, or no Via
+    if port == 0 or msg.lsock.reliable:
+        return src  # a stream: the connection it came on (RFC 3261 18.2.2)
+    return (src[0], port)
+
+
 class Forwarder:
     """`sockets`: every ListenSocket (any may be needed to send); `realm`: a host name that
     also means this proxy; `dialogs`: kampx.dialog.Dialogs (stray 2xx of known dialogs)."""
@@ -157,15 +166,6 @@ class Forwarder:
         return resolve_destination(
             params.get("maddr") or u.host, u.port, params.get("transport"), u.scheme == "sips"
         )
-
-    @staticmethod
-    def reply_destination(msg, src) -> tuple:
-        """Where a reply to request `msg` goes (RFC 3261 18.2.2, RFC 3581): the source IP,
-        at the source port with rport or over a stream, else the sent-by port."""
-        port = msg.reply_port  # 0: rport, or no Via
-        if port == 0 or msg.lsock.reliable:
-            return src  # a stream: the connection it came on (RFC 3261 18.2.2)
-        return (src[0], port)
 
     def forward_stateless(self, msg, dest, branch_prefix: str) -> bool:
         """Forward without a transaction (an ACK for a 2xx): our Via with a fresh branch."""

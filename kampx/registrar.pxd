@@ -4,6 +4,7 @@
 cimport cython
 
 from kampx._cparse cimport Message
+from kampx.sl cimport send_reply  # a reply's C call
 
 
 cdef class _Register:

@@ -37,9 +37,10 @@ import logging
 import re
 import time
 
-from kampx import cluster, dset, sl
+from kampx import cluster, dset
 from kampx import stats as S
 from kampx._cparse import SipParseError, parse_name_addr, parse_uri, split_commas, unescape
+from kampx.sl import send_reply
 from kampx.usrloc import ERR_CSEQ, ERR_FULL, ERR_TOO_LARGE, ERR_TOO_MANY, OK, LockError
 
 ACCEPTED_REGS = S.family("registrar", "accepted_regs", S.KIND_COUNTER, "REGISTER requests accepted")
@@ -546,7 +547,7 @@ def _accepted(worker, msg, bindings, reply: bool, act: int, rc: int) -> int:
             extra.append(line)
         if msg.has_header("path") and "path" in (v.lower() for v in msg.header_values("supported")):
             extra.append("Path: " + ", ".join(v.strip() for v in msg.header_values("path")))
-        sl.send_reply(worker, msg, 200, "OK", extra)
+        send_reply(worker, msg, 200, "OK", extra)
     return rc
 
 
@@ -560,7 +561,7 @@ def _rejected(worker, msg, err: RegError, bindings, reply: bool, act: int) -> in
         if err is R_LOW_EXP:
             extra.append(f"Min-Expires: {worker.cfg.registrar.min_expires}")
         extra.append(f"P-Registrar-Error: {err.info}")
-        sl.send_reply(worker, msg, err.code, err.reason, extra)
+        send_reply(worker, msg, err.code, err.reason, extra)
     return RC_ERROR
 
 

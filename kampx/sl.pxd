@@ -1,6 +1,7 @@
 # C types for kampx/sl.py (setup.py's PYTHON_COMPILED): a reply's request is a parsed message
 # (its fields are C loads), and the script API's sl functions call these in C.
 from kampx._cparse cimport Message, build_reply
+from kampx.forward cimport reply_destination
 from kampx.stats.family cimport Family
 
 

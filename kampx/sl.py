@@ -14,7 +14,7 @@ from __future__ import annotations
 from kampx import __version__
 from kampx import stats as S
 from kampx._cparse import build_reply
-from kampx.forward import Forwarder
+from kampx.forward import reply_destination
 from kampx.methods import ACK
 from kampx.stats.core import SEND_ERRORS
 
@@ -41,9 +41,9 @@ def stateless_reply(worker, msg, code: int, reason: str, extra=None, body=b"") -
     if msg.method_id == ACK:
         return False
     headers = [*extra, worker.server_header] if extra else [worker.server_header]
-    tag = msg.sl_tag(worker.sl_tag_prefix) if code > 100 else None
+    tag = msg._sl_tag(worker.sl_tag_prefix) if code > 100 else None
     data = build_reply(msg, code, reason, to_tag=tag, extra=headers, body=body)
-    ok = msg.lsock.sendto(data, Forwarder.reply_destination(msg, msg.src))
+    ok = msg.lsock.sendto(data, reply_destination(msg, msg.src))
     stats = worker.stats
     if ok:
         if 100 <= code <= 699:

@@ -569,7 +569,7 @@ class Worker:
         """An ACK (no transaction of ours) for a reply this proxy sent statelessly: its
         To-tag is one sl made (sl.own_tag_start). The script would only drop it, at a script
         run's cost, which matters most when every refused call under overload brings one."""
-        tag = msg.to_tag
+        tag = msg._to_tag()
         return tag is not None and tag.startswith(self.sl_ack_prefix)
 
     def _on_reply(self, msg) -> None:

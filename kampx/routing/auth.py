@@ -15,11 +15,11 @@ and kept in worker.modules."""
 from __future__ import annotations
 
 from kampx import methods as _M
-from kampx import sl as _sl
 from kampx.auth import authenticator as _a
 from kampx.auth.authenticator import AUTH_CHALLENGES
 from kampx.routing.context import Result, ctx, result
 from kampx.routing.security import guard
+from kampx.sl import send_reply
 
 SUBSCRIBER_TABLE = "subscriber"
 
@@ -108,7 +108,7 @@ def _challenge(kind, realm, flags) -> bool:
     if msg.method_id == _M.ACK:  # an ACK is never answered
         return False
     headers = _auth(w).challenge_headers(msg, _realm(realm), kind, int(flags))
-    ok = _sl.send_reply(w, msg, kind.code, kind.reason, headers)
+    ok = send_reply(w, msg, kind.code, kind.reason, headers)
     if ok:
         w.stats.inc(AUTH_CHALLENGES.col(str(kind.code)))
     return ok

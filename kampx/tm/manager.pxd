@@ -2,7 +2,7 @@ from kampx._cparse cimport Message, build_reply
 from kampx.acc cimport Accounting
 from kampx.dialog cimport Dialogs
 from kampx._shm cimport CounterRow, CounterRows, KeyIndex
-from kampx.forward cimport Forwarder
+from kampx.forward cimport Forwarder, reply_destination
 from kampx.tm.timers cimport Timer, TimerHeap
 from kampx.stats.family cimport Family
 

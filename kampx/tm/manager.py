@@ -28,7 +28,7 @@ from kampx._cparse import Message, SipParseError, build_reply, parse
 from kampx.dialog import CONFIRMED, STATE
 from kampx.dns.resolver import FAILED_RELAYS
 from kampx.dns.rfc3263 import UNAVAILABLE
-from kampx.forward import StreamDest, Unresolved
+from kampx.forward import StreamDest, Unresolved, reply_destination
 from kampx.methods import ACK, CANCEL, INVITE
 from kampx.overload import overload_reply
 from kampx.routing.flow import HandedOff, ScriptExit
@@ -308,7 +308,7 @@ class TransactionManager:
     def match_reply(self, msg: Message) -> bool:
         """A reply: to its client transaction here, or handed to the worker its branch
         names. False when it belongs to no transaction (a stray reply)."""
-        branch = msg.branch
+        branch = msg._branch()
         c: ClientTxn | None = self.client.get(branch) if branch is not None else None
         if c is not None:
             try:
@@ -509,7 +509,7 @@ class TransactionManager:
                 self.txn_index.release(key, owner)
             return self._refuse(msg, why)
         self._label += 1
-        t = ServerTxn(key, msg, lsock, self.fwd.reply_destination(msg, src), self._label)
+        t = ServerTxn(key, msg, lsock, reply_destination(msg, src), self._label)
         t.charged = cost
         self.server[key] = t
         self.stats.inc(UAS_TRANSACTIONS.base)
@@ -891,7 +891,7 @@ class TransactionManager:
         """A reply for branch c (owner already checked)."""
         self.stats.inc(RPL_RECEIVED.base)
         code = msg.status
-        if msg.cseq_method == "CANCEL":
+        if msg._cseq_method() == "CANCEL":
             if code >= 200 and c.cancel_timer is not None:
                 c.cancel_timer.cancel()
                 c.cancel_timer = None
@@ -982,7 +982,7 @@ class TransactionManager:
         if stateless:
             self._send_upstream(t, data)
             return
-        self._reply(t, code, data, msg.reason or "", msg.to_tag)
+        self._reply(t, code, data, msg._reason() or "", msg._to_tag())
 
     def _branch_final(self, t: ServerTxn, code: int, msg, local_reason) -> None:
         """A branch ended with a negative final (or timed out): keep the best, and when no
