@@ -198,6 +198,8 @@ cdef class Message:
     cdef _remove_top_route(self)
     cdef _remove_top_via(self)
     cdef str _sl_tag(self, str prefix)
+    cdef tuple _ruri_host_port(self)
+    cdef _ruri_user(self)
     # properties' twins (str or None)
     cdef _call_id(self)
     cdef _from_tag(self)

@@ -1078,6 +1078,9 @@ cdef class Message:
         IPv6 one in brackets; port 0 when absent), read from the parsed offsets while the
         Request-URI is the received one, so that no URI view is made for them (the
         keepalive's `uri == myself`). None for a reply."""
+        return self._ruri_host_port()
+
+    cdef tuple _ruri_host_port(self):  # for compiled callers that type the message
         if not self.is_request:
             return None
         if self._uri is not None or self.new_ruri is not None:
@@ -1089,6 +1092,9 @@ cdef class Message:
         """The Request-URI's user part ($rU) as its URI view has it, None when it has none
         (or for a reply); from the parsed offsets while the Request-URI is the received
         one."""
+        return self._ruri_user()
+
+    cdef _ruri_user(self):  # for compiled callers that type the message
         if not self.is_request:
             return None
         if self._uri is not None or self.new_ruri is not None:

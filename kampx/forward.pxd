@@ -16,6 +16,7 @@ cdef class Forwarder:
     cdef public dict _senders
 
     cpdef socket_for(self, dest)
+    cpdef bint is_myself(self, str host, port) except -1
     @cython.locals(u=URI, hop=tuple, kind=int)
     cpdef destination(self, Message msg, host=*, port=*)
     cpdef bint forward_stateless(self, Message msg, dest, str branch_prefix) except -1

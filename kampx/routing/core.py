@@ -115,7 +115,7 @@ def src_port() -> int:
 
 def ruri_user():
     """The Request-URI's user part ($rU), None when it has none."""
-    return ctx.msg.ruri_user()
+    return ctx.msg._ruri_user()
 
 
 def ruri_host():
@@ -157,15 +157,15 @@ def _addr_part(to_side: bool, index: int):
 def is_myself(uri: str | None = None) -> bool:
     """True when `uri` (default: the Request-URI) names this proxy: one of its listen
     addresses (port absent = 5060) or the realm (Kamailio's `uri == myself`)."""
-    w = ctx.worker
+    fw = ctx.worker.forwarder
     if uri is None:  # from the parsed offsets: no URI view made
-        hp = ctx.msg.ruri_host_port()
-        return hp is not None and w.forwarder.is_myself(hp[0], hp[1])
+        hp = ctx.msg._ruri_host_port()
+        return hp is not None and fw.is_myself(hp[0], hp[1])
     try:
         u = parse_uri(uri)
     except SipParseError:
         return False
-    return w.forwarder.is_myself(u.host, u.port)
+    return fw.is_myself(u.host, u.port)
 
 
 # ------------------------------------------------------------------- Request-URI / dst --
