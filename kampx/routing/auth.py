@@ -37,21 +37,29 @@ __all__ = [
 
 
 def _auth(w):
+    """The worker's Authenticator, built on first use (after fork)."""
     a = w.modules.get("auth")
     if a is None:
-        from kampx.auth.nonce import Nonces
-        from kampx.auth.subscribers import SqliteChangeProbe, SubscriberCache
-        from kampx.db import open_storage
+        a = _new_auth(w)
+    return a
 
-        cfg, shared = w.cfg, w.ctx.shared
-        cache = SubscriberCache(lambda: open_storage(cfg), SqliteChangeProbe(cfg.db_path()))
-        a = w.modules["auth"] = _a.Authenticator(
-            cfg.auth.algorithms,
-            Nonces(shared.secret, shared.nonces, cfg.auth.nonce_expires_s),
-            cache,
-            w.stats,
-            on_failure=guard(w).auth_failed,
-        )
+
+def _new_auth(w):
+    """Build the worker's Authenticator (a Python function: the storage opener is a
+    closure, which a C function cannot hold)."""
+    from kampx.auth.nonce import Nonces
+    from kampx.auth.subscribers import SqliteChangeProbe, SubscriberCache
+    from kampx.db import open_storage
+
+    cfg, shared = w.cfg, w.ctx.shared
+    cache = SubscriberCache(lambda: open_storage(cfg), SqliteChangeProbe(cfg.db_path()))
+    a = w.modules["auth"] = _a.Authenticator(
+        cfg.auth.algorithms,
+        Nonces(shared.secret, shared.nonces, cfg.auth.nonce_expires_s),
+        cache,
+        w.stats,
+        on_failure=guard(w).auth_failed,
+    )
     return a
 
 

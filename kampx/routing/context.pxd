@@ -11,3 +11,6 @@ cdef class _Context:
 
 
 cdef dict _RESULTS
+# every script function with a return code makes its Result here: a C call for the modules
+# that cimport it
+cpdef object result(long code)

@@ -1,5 +1,5 @@
 # `ctx` as its C type (kampx/routing/context.pxd): its message and worker are C loads.
-from kampx.routing.context cimport _Context
+from kampx.routing.context cimport _Context, result
 from kampx.security.guard cimport SecurityGuard
 
 cdef _Context ctx
