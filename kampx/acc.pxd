@@ -20,7 +20,5 @@ cdef class Accounting:
     cpdef final(self, Message req, int code, str reason, to_tag)
     cpdef _count_call(self, str direction, int code)
     cpdef tuple _row(self, str table, Message req, int code, str reason, to_tag)
-    @cython.locals(fam=Family, n=Py_ssize_t, base=Py_ssize_t, scaled=double)
-    cpdef _observe_duration(self, int direction, double duration)
     cpdef emit(self, row)
     cpdef _emit(self, bytes data)

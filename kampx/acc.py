@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import syslog
-from bisect import bisect_left
 from time import monotonic, time
 
 from kampx import _records as records
@@ -42,6 +41,7 @@ from kampx.db.base import acc_columns
 from kampx.dialog_table import ANSWER_FIELDS, PARTY_FIELDS, SETUP_FIELDS
 from kampx.dialog_table import decode as decode_dialog
 from kampx.methods import INVITE
+from kampx.stats.family import Family
 
 log = logging.getLogger("kampx.acc")
 TABLES = ("acc", "missed_calls", "acc_cdrs")
@@ -257,23 +257,11 @@ class Accounting:
         if not answered and not self.cdr_on_failed:
             return
         if answered:
-            self._observe_duration(direction, round(max(0.0, end - answered), 3))
+            if not 0 <= direction < len(DIRECTIONS):
+                direction = len(DIRECTIONS) - 1  # "local", as direction_name() says
+            duration_fam: Family = CALL_DURATION  # typed: the observation is a C call
+            duration_fam.observe(self.stats, direction, round(max(0.0, end - answered), 3))
         self._emit(records.dumps((CDR_RECORD, end_reason, end, code, reason, setup, answer)))
-
-    def _observe_duration(self, direction, duration) -> None:
-        """S.observe(CALL_DURATION, direction_name(direction), duration) in C: a call's
-        end files its duration on every BYE."""
-        fam = CALL_DURATION
-        buckets = fam.buckets
-        n = len(buckets)
-        if not 0 <= direction < len(DIRECTIONS):
-            direction = len(DIRECTIONS) - 1  # "local", as direction_name() says
-        scaled = duration * fam.scale
-        base = fam.base + direction * (n + 3)
-        stats = self.stats
-        stats.add(base + bisect_left(buckets, scaled), 1)
-        stats.add(base + n + 1, int(scaled))
-        stats.add(base + n + 2, 1)
 
     def emit(self, row: tuple | dict) -> None:
         self._emit(records.dumps(row))

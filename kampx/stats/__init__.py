@@ -19,7 +19,6 @@ prometheus.py turns them into Prometheus families (kampx_<group>_<name>[_total])
 from __future__ import annotations
 
 import importlib
-from bisect import bisect_left
 
 from kampx._cparse import METHOD_NAMES
 from kampx._shm import CounterRow
@@ -79,17 +78,6 @@ def family(
         fam = Family(group, name, kind, help, label, tuple(values))
     _declared.append(fam)
     return fam
-
-
-def observe(stats: Stats, fam: Family, series, value: float) -> None:
-    """One observation (in the exported unit, e.g. seconds) into histogram `fam`, in the
-    buckets of label value `series` (None when it has no label)."""
-    stored = int(value * fam.scale)
-    n = len(fam.buckets)
-    base = fam.base + (fam.series.index(series) * (n + 3) if fam.series else 0)
-    stats.add(base + bisect_left(fam.buckets, value * fam.scale), 1)
-    stats.add(base + n + 1, stored)
-    stats.add(base + n + 2, 1)
 
 
 _declared: list[Family] = []

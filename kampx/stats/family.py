@@ -8,6 +8,8 @@ through a module dictionary and an attribute lookup (docs/performance.md)."""
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 
 class Family:
     """One statistic (a counter, a gauge or a histogram) and the columns it occupies."""
@@ -53,3 +55,15 @@ class Family:
         if self.label is None:
             return self.base
         return self.base + self.values.index(value)
+
+    def observe(self, stats, series_index, value) -> None:
+        """One observation (in the exported unit, e.g. seconds) into this histogram's
+        buckets of series `series_index` (its index in `series`; 0 when it has none), in
+        the counter row `stats`: the first bucket whose bound is not below it, the sum (in
+        the stored unit) and the count."""
+        n = len(self.buckets)
+        scaled = value * self.scale
+        base = self.base + series_index * (n + 3)
+        stats.add(base + bisect_left(self.buckets, scaled), 1)
+        stats.add(base + n + 1, int(scaled))
+        stats.add(base + n + 2, 1)

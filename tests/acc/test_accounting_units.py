@@ -531,3 +531,34 @@ def test_a_2xx_whose_record_route_does_not_parse_still_confirms_the_call(env):
     _, _, info = env.table.get(k)
     assert info["to_tag"] == "tt" and info["callee_contact"] == "sip:alice@198.51.100.7"
     assert info["callee_route"] == [] and info["caller_route"] == []
+
+
+def test_a_histogram_observation_files_bucket_sum_and_count_of_its_series():
+    """Family.observe (the call-duration histogram's way in): the first bucket whose bound
+    is not below the value, the sum in the stored unit (ms) and the count, in the columns of
+    the series asked for and no other."""
+    rows = CounterRows(1, S.ncols())
+    stats = S.Stats(rows, 0)
+    fam = CALL_DURATION
+    n = len(fam.buckets)
+    outbound = fam.series.index("outbound")
+    fam.observe(stats, outbound, 7.25)  # 7 250 ms: the bucket of 15 s (5 s is below it)
+    base = fam.base + outbound * (n + 3)
+    bucket = fam.buckets.index(15000)
+    assert [rows.get(0, base + i) for i in range(n + 1)] == [int(i == bucket) for i in range(n + 1)]
+    assert rows.get(0, base + n + 1) == 7250 and rows.get(0, base + n + 2) == 1
+    fam.observe(stats, outbound, 1e9)  # above every bound: the +Inf bucket
+    assert rows.get(0, base + n) == 1 and rows.get(0, base + n + 2) == 2
+    others = [s for s in range(len(fam.series)) if s != outbound]
+    assert all(rows.get(0, fam.base + s * (n + 3) + n + 2) == 0 for s in others)
+
+
+def test_a_call_of_an_unknown_direction_files_its_duration_as_local(env):
+    """A dialog slot's direction byte out of range (a slot written by another version) counts
+    as "local", as direction_name() names it."""
+    acc = env.dialogs.acc
+    n = len(CALL_DURATION.buckets)
+    count = CALL_DURATION.base + CALL_DURATION.series.index("local") * (n + 3) + n + 2
+    before = env.count(count)
+    acc.ended(200, time.time() - 2.0, b"", b"", "caller")
+    assert env.count(count) == before + 1
