@@ -15,6 +15,7 @@ EXTENSIONS = [
     Extension("kampx.tm.timers", ["kampx/tm/timers.pyx"]),
     Extension("kampx.auth._digest", ["kampx/auth/_digest.pyx"], include_dirs=INCLUDE),
     Extension("kampx.routing._raise", ["kampx/routing/_raise.pyx"]),
+    Extension("kampx.db._rows", ["kampx/db/_rows.pyx"]),
 ]
 
 # Python modules compiled as they are written, with the C types of the .pxd beside them

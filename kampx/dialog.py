@@ -42,6 +42,7 @@ from time import monotonic, sleep, time
 
 from kampx import stats as S
 from kampx._cparse import SipParseError, first_contact_uri, record_route_values
+from kampx._records import split_journal
 from kampx.acc import DIRECTIONS, direction_name
 
 DIALOGS_PROCESSED = S.family(
@@ -164,14 +165,7 @@ def read_journal(
             break
         chunks.append(data)
     buf = b"".join(chunks)
-    out = []
-    pos, head = 0, _RECORD.size
-    while len(buf) - pos >= head:
-        op, state, timeout, n = _RECORD.unpack_from(buf, pos)
-        if len(buf) - pos < head + n:
-            break
-        out.append((op, buf[pos + head : pos + head + n], state, timeout))
-        pos += head + n
+    out, pos = split_journal(buf)  # in C (kampx/_records.pyx): the frames are _RECORD's
     return out, buf[pos:]
 
 

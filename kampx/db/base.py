@@ -14,6 +14,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from kampx.db._rows import plain_row
+
 
 class StorageError(Exception):
     """A storage failure, worded as the one line an operator reads ("no such user")."""
@@ -322,13 +324,18 @@ def _acc_code(v: Any) -> str:
     return f"{code:03d}"
 
 
-def _acc_plan(columns: tuple[tuple[str, str, int], ...]) -> tuple[tuple, tuple, tuple]:
+def _acc_plan(columns: tuple[tuple[str, str, int], ...]) -> tuple[tuple, ...]:
     """A table's columns as (names, ((index, width) of each text), ((index, kind) of the
-    others)): acc_values checks the texts, which are most columns, in one tight loop."""
+    others), then the indexes of its times, codes and reals): acc_values checks the texts,
+    which are most columns, in one tight loop; plain_row reads the last four."""
     names = tuple(name for name, _, _ in columns)
     texts = tuple((i, width) for i, (_, kind, width) in enumerate(columns) if kind == "text")
     others = tuple((i, kind) for i, (_, kind, _) in enumerate(columns) if kind != "text")
-    return names, texts, others
+    by_kind = tuple(
+        tuple(i for i, (_, k, _) in enumerate(columns) if k == kind)
+        for kind in ("time", "code", "real")
+    )
+    return (names, texts, others, *by_kind)
 
 
 _ACC_PLANS = {table: _acc_plan(columns) for table, columns in ACC_TABLE_COLUMNS.items()}
@@ -340,14 +347,22 @@ def acc_values(table: str, values: list, stamp, i: int = 0) -> tuple:
     value), codes as char(3), reals rounded to milliseconds. `values` is left as it was (a
     batch that failed is retried from it). StorageError naming the record (`i`) and the
     column for a value that is not what the column holds."""
-    names, texts, others = _ACC_PLANS[table]
+    _, texts, _, times, codes, reals = _ACC_PLANS[table]
+    row = plain_row(values, texts, times, codes, reals, stamp)  # what kampx writes, in C
+    if row is None:
+        row = acc_values_checked(table, values, stamp, i)
+    return row
+
+
+def acc_values_checked(table: str, values: list, stamp, i: int = 0) -> tuple:
+    """acc_values for any row: each value made storable, or StorageError naming it."""
+    names, texts, others, _, _, _ = _ACC_PLANS[table]
     values = list(values)
     j = 0
     v = None
     try:
         for j, width in texts:
             v = values[j]
-            # the common case (what kampx writes) without a call
             if not (v.__class__ is str and len(v) <= width and v.isascii() and "\x00" not in v):
                 values[j] = _acc_text(v, width)
         for j, kind in others:

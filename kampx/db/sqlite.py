@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
+from kampx.db._rows import utc_text  # epoch -> the accounting tables' UTC text (in C)
 from kampx.db.base import (
     DISPATCHER_COLUMNS,
     LOCATION_FIELDS,
@@ -395,25 +396,10 @@ class SqliteDialogs(Dialogs):
             return conn.execute("DELETE FROM dialog WHERE timeout <= ?", (now,)).rowcount
 
 
-def utc_text(epoch: float) -> str:
-    """Epoch seconds as the UTC text the accounting tables hold: 'YYYY-MM-DD HH:MM:SS.mmm'
-    (SQLite's datetime() form plus milliseconds: the two compare as text in time order)."""
-    seconds, ms = divmod(round(epoch * 1000), 1000)
-    text = _SECOND_TEXT.get(seconds)
-    if text is None:
-        if len(_SECOND_TEXT) >= 64:  # the records of one batch share a few seconds
-            _SECOND_TEXT.clear()
-        text = _SECOND_TEXT[seconds] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
-    return text + _MS_TEXT[ms]
-
-
-_SECOND_TEXT: dict[int, str] = {}
-_MS_TEXT = tuple(f".{ms:03d}" for ms in range(1000))  # a table: formatting is most of the cost
-
-
 def utc_epoch(value: Any) -> float | None:
-    """The other way round; also reads Kamailio's form without milliseconds (and a number
-    as epoch seconds). None for a value that is neither."""
+    """utc_text's other way round, a stored time as epoch seconds; also reads Kamailio's
+    form without milliseconds (and a number as epoch seconds). None for a value that is
+    neither."""
     if isinstance(value, (int, float)):
         return float(value)
     try:
