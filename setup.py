@@ -33,6 +33,7 @@ PYTHON_COMPILED = [
         "kampx/dset.py",
         "kampx/forward.py",
         "kampx/maxfwd.py",
+        "kampx/overload.py",
         "kampx/permissions.py",
         "kampx/registrar.py",
         "kampx/rr.py",

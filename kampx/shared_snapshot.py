@@ -76,6 +76,11 @@ class SharedBlob:
         """How many publications so far (0: never published, the blob is empty)."""
         return self._words[_SEQ_WORD]
 
+    def generation_word(self) -> tuple[memoryview, int]:
+        """`generation` as (the header's words, its word's index): a loop that watches it
+        reads one word, without a call."""
+        return self._words, _SEQ_WORD
+
     def read(self) -> tuple[int, bytes]:
         """(generation, blob) of one consistent publication; never blocks a writer."""
         attempt = 0

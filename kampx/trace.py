@@ -143,6 +143,11 @@ class Tracer:
     def changed(self) -> bool:
         return self.blob.generation != self.seen
 
+    def watch(self) -> tuple[memoryview, int]:
+        """Where `changed()` looks, for a loop that asks every round: (words, index) of the
+        published spec's generation; it moved when words[index] != `seen`."""
+        return self.blob.generation_word()
+
     def refresh(self) -> None:
         """Take the published spec (a trace starts, changes or ends)."""
         self.seen, data = self.blob.read()

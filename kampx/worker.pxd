@@ -5,10 +5,12 @@
 cimport cython
 from kampx._cparse cimport Message
 from kampx.tm.manager cimport TransactionManager
-from kampx.dialog cimport Dialogs
+from kampx.dialog cimport Dialogs, Journal
 from kampx.routing.hooks cimport Hooks
 from kampx._shm cimport CounterRow
 from kampx.stats.family cimport Family
+from kampx.tm.timers cimport TimerHeap
+from kampx.transport.sockets cimport ListenSocket
 
 
 cdef class Worker:
@@ -23,6 +25,10 @@ cdef class Worker:
     cdef public Dialogs dialogs
     cdef dict __dict__
 
+    # the loop's calls per round (timers, the journal, the sockets' sends) are C calls
+    @cython.locals(timers=TimerHeap, journal=Journal, ls=ListenSocket, mine=ListenSocket,
+                   now=double, rotated=double, next_check=double, trace_word=Py_ssize_t)
+    cpdef _loop(self)
     @cython.locals(msg=Message)
     cpdef process(self, data, src, lsock, bint handed_off)
     cpdef _on_request(self, Message msg)

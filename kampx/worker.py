@@ -308,6 +308,9 @@ class Worker:
         ep.register(self._wake_r, select.EPOLLIN)
         process = self.pipeline()
         tracer = self.tracer
+        # a trace starting, changing or ending moves one shared word: read it each round
+        trace_words, trace_word = tracer.watch()
+        trace_seen, tracing = tracer.seen, tracer.active
         datagram_socks = [ls for ls in self.sockets if not ls.reliable]
         for ls in datagram_socks:
             ls.pending = []  # sends wait for the end of the round (flushed above)
@@ -345,9 +348,10 @@ class Worker:
                 streams.flush()  # this round's messages on each connection: one send each
             if hep is not None:
                 hep.flush()  # this round's HEP copies: one sendmmsg
-            if tracer.changed():  # one word read per round: what a trace costs untraced
+            if trace_words[trace_word] != trace_seen:  # what a trace costs untraced
                 process = self.pipeline()
-            elif tracer.spec is not None:
+                trace_seen, tracing = tracer.seen, tracer.active
+            elif tracing:
                 tracer.flush()
             try:
                 events = ep.poll(timers.timeout(0.5))
@@ -446,6 +450,7 @@ class Worker:
                 if tracer.expired(time()):  # a trace ends by itself, ctl or not
                     tracer.stop()
                     process = self.pipeline()
+                    trace_seen, tracing = tracer.seen, tracer.active
                 if os.getppid() != self.supervisor_pid:
                     log.warning("supervisor gone; worker %d exits", self.worker_id)
                     return

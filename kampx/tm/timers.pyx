@@ -76,7 +76,7 @@ cdef class TimerHeap:
         bucket[t] = None
         return t
 
-    def timeout(self, double cap=1.0):
+    cpdef double timeout(self, double cap=1.0):
         """Seconds until the next bucket with a live timer (at most `cap`), for epoll."""
         cdef list ticks = self._ticks
         cdef dict buckets = self._buckets
@@ -86,7 +86,7 @@ cdef class TimerHeap:
             del buckets[heappop(ticks)]  # all cancelled: nothing to wake up for
         return cap
 
-    def run(self, on_error=None):
+    cpdef int run(self, on_error=None) except -1:
         """Fire every due timer; returns how many ran."""
         cdef list ticks = self._ticks
         cdef dict buckets = self._buckets

@@ -5,3 +5,5 @@ cdef class ListenSocket:
     cdef public object via_prefix, rr_value, rr_double, reply_socks, tap, pending
     cdef public dict addr_cache
     cdef public bint reliable, v6
+
+    cpdef int flush(self) except -1  # the worker loop's send, once per round

@@ -7,6 +7,8 @@ import os
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kampx import config
 from kampx import stats as S
@@ -42,6 +44,25 @@ def test_scanner_entries_are_regexes_and_empty_list_drops_nothing():
     assert f.matches("SIPvicious 0.3") and f.matches("an EVIL one")
     assert not f.matches("x sipcli")
     assert not ScannerFilter([]).matches("friendly-scanner")
+
+
+@given(st.lists(st.sampled_from(["friendly-scanner", "sipcli", "VaxSIPUserAgent", "Linphone/5", "x",
+                                  " ", "scan", "SIP"]), max_size=6),
+       st.randoms(use_true_random=False))
+def test_plain_names_match_as_the_case_insensitive_regex_does(parts, rnd):
+    # the defaults are plain names: matches() lower-cases an ASCII User-Agent and looks for
+    # each; the answer must be the regex's, whatever the case of each letter
+    ua = "".join(c.upper() if rnd.random() < 0.5 else c.lower() for c in "".join(parts))
+    names = config.SecurityConfig().scanner_user_agents
+    regex = compile_patterns(names)
+    assert ScannerFilter(names).matches(ua) is (bool(ua) and regex.search(ua) is not None)
+
+
+def test_a_user_agent_beyond_ascii_keeps_the_regex_case_rules():
+    # re.IGNORECASE folds U+017F (long s) to "s"; str.lower() does not
+    assert compile_patterns(["sipcli"]).search("\u017fipcli") is not None
+    assert ScannerFilter(["sipcli"]).matches("\u017fipcli")
+    assert ScannerFilter(["sipcli"]).matches("SIPCLI \u00e9t\u00e9")
 
 
 @pytest.mark.parametrize("bad", [["(unclosed"], [""], ["ok", "[a-"]])
