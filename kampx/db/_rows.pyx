@@ -26,30 +26,34 @@ cdef extern from "Python.h":
 cdef tuple CODES = ("",) + tuple(f"{c:03d}" for c in range(1, 1000))
 
 
-cpdef tuple plain_row(list values, tuple texts, tuple times, tuple codes, tuple reals, stamp):
-    """`values` (in column order) as the INSERT's parameters when each is the common case of
-    its column, else None: `texts` ((index, width), ...) hold str that is ASCII, without NUL
-    and no longer than the width (kept as they are); `times` indexes hold None or a float
-    (through `stamp`, the backend's time value), `codes` None, "", 0 or an int 1..999,
-    `reals` None or a float (rounded to milliseconds)."""
-    cdef Py_ssize_t n = len(values), k, j, width
-    cdef list out
+cpdef tuple plain_row(values, tuple texts, tuple times, tuple codes, tuple reals, stamp):
+    """`values` (a list, in column order) as the INSERT's parameters when each is the common
+    case of its column, else None (any other sequence too): `texts` ((index, width), ...)
+    hold str that is ASCII, without NUL and no longer than the width (kept as they are);
+    `times` indexes hold None or a float (through `stamp`, the backend's time value), `codes`
+    None, "", 0 or an int 1..999, `reals` None or a float (rounded to milliseconds)."""
+    cdef Py_ssize_t n, k, j, width
+    cdef list row, out
     cdef object v
     cdef tuple pair
+    if type(values) is not list:  # what the db writer passes; acc_values takes any sequence
+        return None
+    row = <list>values
+    n = len(row)
     for k in range(len(texts)):
         pair = <tuple>texts[k]
         j = pair[0]
         width = pair[1]
         if j >= n:
             return None
-        v = values[j]
+        v = row[j]
         if type(v) is not str:
             return None
         if PyUnicode_GET_LENGTH(v) > width or not PyUnicode_IS_ASCII(v):
             return None
         if memchr(PyUnicode_DATA(v), 0, PyUnicode_GET_LENGTH(v)) != NULL:
             return None
-    out = list(values)
+    out = list(row)
     for k in range(len(times)):
         j = times[k]
         if j >= n:
