@@ -9,6 +9,8 @@ EXTENSIONS = [
     Extension("kampx._cparse", ["kampx/_cparse.pyx"]),
     Extension("kampx._shm", ["kampx/_shm.pyx"], include_dirs=INCLUDE),
     Extension("kampx._records", ["kampx/_records.pyx"]),
+    Extension("kampx._clock", ["kampx/_clock.pyx"]),
+    Extension("kampx._inet", ["kampx/_inet.pyx"]),
     Extension("kampx.usrloc._store", ["kampx/usrloc/_store.pyx"], include_dirs=INCLUDE),
     Extension("kampx.transport._recv", ["kampx/transport/_recv.pyx"]),
     Extension("kampx.transport._send", ["kampx/transport/_send.pyx"]),

@@ -1,5 +1,6 @@
 # C types for kampx/acc.py, compiled as it is written (setup.py's PYTHON_TYPED).
 
+from kampx._clock cimport monotonic, time
 from kampx._cparse cimport Message
 cimport cython
 from kampx._shm cimport CounterRow

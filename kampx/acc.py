@@ -33,10 +33,10 @@ import json
 import logging
 import os
 import syslog
-from time import monotonic, time
 
 from kampx import _records as records
 from kampx import stats as S
+from kampx._clock import monotonic, time
 from kampx.db.base import acc_columns
 from kampx.dialog_table import ANSWER_FIELDS, PARTY_FIELDS, SETUP_FIELDS
 from kampx.dialog_table import decode as decode_dialog

@@ -1,5 +1,6 @@
 # C types for kampx/dialog.py, compiled as it is written (setup.py's PYTHON_TYPED).
 
+from kampx._clock cimport monotonic, time
 from kampx._cparse cimport Message, first_contact_uri, record_route_values
 from kampx.acc cimport Accounting
 from kampx.dialog_table cimport DialogTable

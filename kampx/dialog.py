@@ -38,9 +38,10 @@ import os
 import select
 import struct
 from collections import deque
-from time import monotonic, sleep, time
+from time import sleep
 
 from kampx import stats as S
+from kampx._clock import monotonic, time
 from kampx._cparse import SipParseError, first_contact_uri, record_route_values
 from kampx._records import split_journal
 from kampx.acc import DIRECTIONS, direction_name

@@ -3,6 +3,7 @@
 # (ruri_hop) and, when it has parameters, its view as C fields.
 cimport cython
 from kampx._cparse cimport Message, URI, ruri_hop
+from kampx._inet cimport is_ip
 from kampx._shm cimport CounterRow
 from kampx.stats.family cimport Family
 
@@ -21,7 +22,6 @@ cdef class Forwarder:
     cpdef destination(self, Message msg, host=*, port=*)
     cpdef bint forward_stateless(self, Message msg, dest, str branch_prefix) except -1
 
-cpdef bint is_ip(str host) except -1
 cpdef tuple reply_destination(Message msg, src)
 cpdef resolve_destination(str host, int port, transport=*, bint secure=*)
 

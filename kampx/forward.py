@@ -10,19 +10,12 @@ and a reply that matches no transaction.
 
 from __future__ import annotations
 
-from socket import AF_INET, AF_INET6, inet_pton
+from socket import AF_INET, AF_INET6
 from typing import NamedTuple
 
 from kampx._cparse import SipParseError, parse_uri, ruri_hop
+from kampx._inet import is_ip
 from kampx.stats.core import DROP_REPLIES, FWD_REPLIES, FWD_REQUESTS, SEND_ERRORS
-
-
-def is_ip(host: str) -> bool:
-    try:
-        inet_pton(AF_INET6 if ":" in host else AF_INET, host)
-        return True
-    except OSError:
-        return False
 
 
 def _is_dns_name(host: str) -> bool:

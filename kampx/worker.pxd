@@ -3,6 +3,7 @@
 # instance's __dict__, as before (a Python subclass, the sandbox's, adds its own; cpdef
 # methods can still be replaced on an instance, as a test does).
 cimport cython
+from kampx._clock cimport monotonic, monotonic_ns, time
 from kampx._cparse cimport Message
 from kampx.tm.manager cimport TransactionManager
 from kampx.dialog cimport Dialogs, Journal

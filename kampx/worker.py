@@ -26,11 +26,11 @@ import select
 import signal
 import socket
 import traceback
-from time import monotonic, perf_counter_ns, time
 from typing import Any
 
 from kampx import __version__, sl
 from kampx import stats as S
+from kampx._clock import monotonic, monotonic_ns, time
 from kampx._cparse import BadFraming, SipParseError, parse
 from kampx.dialog import Dialogs
 from kampx.dns.resolver import Resolver
@@ -555,7 +555,7 @@ class Worker:
                 self.stats.inc(SL_REPLIES.base + 400 - 100)
 
     def _on_request(self, msg) -> None:
-        t0 = perf_counter_ns()
+        t0 = monotonic_ns()
         stats = self.stats
         if not msg.handed_off:  # counted once, by the worker that read it
             stats.inc(RCV_REQUESTS.base + msg.method_id)
@@ -568,7 +568,7 @@ class Worker:
                 pass  # Kamailio's sl ACK filter: the ACK of a reply this proxy made ends here
             elif not (self.overload.behind and self.overload.refuse(msg)):
                 self.hooks.request_route(msg)
-        stats.observe_us((perf_counter_ns() - t0) // 1000)
+        stats.observe_us((monotonic_ns() - t0) // 1000)
 
     def _acks_own_reply(self, msg) -> bool:
         """An ACK (no transaction of ours) for a reply this proxy sent statelessly: its

@@ -13,8 +13,9 @@ own clock).
 from __future__ import annotations
 
 import logging
-import socket
 import time
+
+from kampx._inet import ip_key
 
 log = logging.getLogger("kampx.security")
 
@@ -22,20 +23,12 @@ PIKE_OK = 1
 PIKE_FLOOD = -1  # this request pushed the source over the limit (the ban starts)
 PIKE_BLOCKED = -2  # the source was already banned
 
-_V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
 _LOGGED_MAX = 4096
 
 
-def ip_key(ip: str) -> bytes | None:
-    """The packed address the shared tables key on; an IPv4-mapped IPv6 address is the IPv4
-    address (a dual-stack socket reports IPv4 peers that way). None when not an IP."""
-    try:
-        if ":" not in ip:
-            return socket.inet_pton(socket.AF_INET, ip)
-        raw = socket.inet_pton(socket.AF_INET6, ip.strip("[]").partition("%")[0])
-    except (OSError, ValueError, TypeError):
-        return None
-    return raw[12:] if raw[:12] == _V4_MAPPED else raw
+# ip_key(ip): the packed address the shared tables key on (kampx/_inet.pyx); an IPv4-mapped
+# IPv6 address is the IPv4 address (a dual-stack socket reports IPv4 peers that way), None
+# when `ip` is not an IP address
 
 
 class _BanLog:

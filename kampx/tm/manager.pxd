@@ -1,3 +1,4 @@
+from kampx._clock cimport monotonic
 from kampx._cparse cimport Message, build_reply
 from kampx.acc cimport Accounting
 from kampx.dialog cimport Dialogs

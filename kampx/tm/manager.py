@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import logging
 import os
-from time import monotonic
 
 from kampx import dset
+from kampx._clock import monotonic
 from kampx._cparse import Message, SipParseError, build_reply, parse
 from kampx.dialog import CONFIRMED, STATE
 from kampx.dns.resolver import FAILED_RELAYS

@@ -20,7 +20,8 @@ MiB per worker, found by tools/soak).
 
 Compiled (Cython): a call arms and cancels about ten timers, and as Python each arming was
 five calls (the clock, ceil, the Timer, two dict operations). `_now` stays a module global
-that tests and kampx.testing.clock replace with their own clock.
+that tests and kampx.testing.clock replace with their own clock; while it is time.monotonic,
+the clock is read with a C call (kampx/_clock.pyx).
 """
 
 import time
@@ -28,7 +29,18 @@ from heapq import heappop, heappush
 
 from libc.math cimport ceil
 
+from kampx._clock cimport monotonic
+
 _now = time.monotonic
+cdef object _MONOTONIC = _now
+
+
+cdef inline double _clock() except? -1.0:
+    """_now(): a C call while it is the real clock, else whatever replaced it."""
+    now = _now
+    if now is _MONOTONIC:
+        return monotonic()
+    return <double>now()
 TICK_HZ = 100  # ticks per second
 cdef double _TICK_HZ = 100.0
 
@@ -62,7 +74,7 @@ cdef class TimerHeap:
     cpdef Timer later(self, double delay, fn, tuple args):
         """call_later() with the arguments as a tuple: tm's C call."""
         # the first tick boundary at or after the due time: never early
-        cdef object tick = <long long>ceil((<double>_now() + delay) * _TICK_HZ)
+        cdef object tick = <long long>ceil((_clock() + delay) * _TICK_HZ)
         cdef dict bucket = self._buckets.get(tick)
         if bucket is None:
             bucket = {}
@@ -82,7 +94,7 @@ cdef class TimerHeap:
         cdef dict buckets = self._buckets
         while ticks:
             if buckets[ticks[0]]:
-                return max(0.0, min(cap, <long long>ticks[0] / _TICK_HZ - <double>_now()))
+                return max(0.0, min(cap, <long long>ticks[0] / _TICK_HZ - _clock()))
             del buckets[heappop(ticks)]  # all cancelled: nothing to wake up for
         return cap
 
@@ -94,7 +106,7 @@ cdef class TimerHeap:
         cdef int n = 0
         if not ticks:
             return 0
-        cdef double now = <double>_now() * _TICK_HZ
+        cdef double now = _clock() * _TICK_HZ
         while ticks and <long long>ticks[0] <= now:
             # a copy: a timer that fires may cancel another of the same bucket
             for t in list(buckets.pop(heappop(ticks))):
