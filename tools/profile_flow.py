@@ -7,6 +7,7 @@ on the wire, system calls add their own share: see docs/performance.md).
     python3 tools/profile_flow.py                      # every scenario: us per call, then shares
     python3 tools/profile_flow.py --scenario carrier_call --calls 5000 --top 25
     python3 tools/profile_flow.py --scenario carrier_call --time-only --stages
+    python3 tools/profile_flow.py --scenario carrier_call --time-only --stages --evict 64
 
 Two measures per scenario (three with --stages):
   time     CPU time per call over --calls calls (process_time, the cyclic GC on, as in a worker)
@@ -113,17 +114,25 @@ def time_per_call(scenario: str, calls: int) -> float:
         box.close()
 
 
-def stages(scenario: str, calls: int) -> None:
+def stages(scenario: str, calls: int, evict_mb: int = 0) -> None:
     """Print each message kind's wall time per call (one clock read around each datagram:
-    no profiler, so the figures are what the worker spends, plus ~0.1 us each)."""
+    no profiler, so the figures are what the worker spends, plus ~0.1 us each).
+
+    With `evict_mb`, a buffer that size is written through before each datagram, outside
+    the timed part: the caches are as cold as after other processes ran, as on the wire
+    (a worker wakes per datagram or two, and SIPp and the other worker ran in between)."""
     box, flows = setup(1)
     spent: dict[bytes, int] = collections.Counter()
     seen: dict[bytes, int] = collections.Counter()
     feed = box.feed
+    evict = bytearray(evict_mb << 20)
+    lines = b"\x01" * (len(evict) // 64)
 
     def timed(data: bytes, src, *args) -> None:
         first = data.split(b"\r\n", 1)[0].split(b" ")
         kind = b" ".join(first[:2]) if first[0].startswith(b"SIP/") else first[0]
+        if lines:
+            evict[::64] = lines  # one byte per cache line: every line of the buffer
         t0 = time.perf_counter_ns()
         feed(data, src, *args)
         spent[kind] += time.perf_counter_ns() - t0
@@ -135,7 +144,8 @@ def stages(scenario: str, calls: int) -> None:
         run(flows, box, scenario, 100_000, calls)
     finally:
         box.close()
-    print(f"  per message kind ({scenario}, unprofiled, us per call):")
+    cold = f", caches evicted ({evict_mb} MiB) before each datagram" if evict_mb else ""
+    print(f"  per message kind ({scenario}, unprofiled{cold}, us per call):")
     for kind, ns in sorted(spent.items(), key=lambda kv: -kv[1]):
         print(f"    {ns / calls / 1000:7.1f}  {kind.decode()} ({seen[kind] / calls:g} per call)")
     print(f"    {sum(spent.values()) / calls / 1000:7.1f}  all of them")
@@ -223,6 +233,8 @@ def main() -> int:
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--time-only", action="store_true")
     ap.add_argument("--stages", action="store_true", help="also time each message kind")
+    ap.add_argument("--evict", type=int, default=0, metavar="MB",
+                    help="with --stages: write MB of memory before each datagram (cold caches)")
     ap.add_argument("--mark-kampx", action="store_true",
                     help="kampx's own work through operator.call (for callgrind)")
     ap.add_argument("--mark", metavar="MODULE:QUAL.NAME",
@@ -237,7 +249,7 @@ def main() -> int:
         print(f"{scenario}: {us:.1f} us of CPU per call with the harness "
               f"(in-process, {args.calls} calls)")
         if args.stages:
-            stages(scenario, args.calls)
+            stages(scenario, args.calls, args.evict)
         if not args.time_only:
             h = shares(scenario, args.calls, args.top)
             print(f"  => about {us * (1 - h):.0f} us per call are kampx's own "
