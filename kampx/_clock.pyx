@@ -1,8 +1,8 @@
 # cython: language_level=3
 """The clocks of the packet path, as C calls.
 
-A carrier call reads a clock about forty times (timers, the transaction index, dialogs,
-accounting, the request-time histogram). As `time.monotonic()` each read was a Python call:
+A carrier call reads a clock 32 times (timers, the transaction index, dialogs, accounting,
+the request-time histogram). As `time.monotonic()` each read was a Python call:
 the attribute, the call, a float made and taken apart again, ~250 instructions. Here each is
 a `clock_gettime` behind a C call from the modules that cimport this one (kampx/_clock.pxd).
 
